@@ -81,7 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # every failure becomes one clear line unless --debug
         if debug:
             raise
-        kind = "error" if isinstance(exc, UsageError | ValueError | RuntimeError | OSError | KeyError) else "unexpected error"
+        kind = (
+            "error"
+            if isinstance(exc, UsageError | ValueError | RuntimeError | OSError | KeyError)
+            else "unexpected error"
+        )
         print(f"shellid: {kind}: {exc}", file=sys.stderr)
         if kind == "unexpected error":
             print("shellid: run again with --debug for the full traceback", file=sys.stderr)

@@ -52,7 +52,9 @@ class Backbone(nn.Module):
     ``forward(images) -> (batch, num_features)`` pooled features.
     """
 
-    def __init__(self, name: str, model: nn.Module, preprocess: PreprocessConfig, weights_source: str) -> None:
+    def __init__(
+        self, name: str, model: nn.Module, preprocess: PreprocessConfig, weights_source: str
+    ) -> None:
         super().__init__()
         self.name = name
         self.model = model
@@ -72,7 +74,11 @@ def strip_state_dict(checkpoint: object) -> dict[str, torch.Tensor]:
     if isinstance(checkpoint, dict):
         for key in ("state_dict", "model", "backbone", "model_state_dict"):
             inner = checkpoint.get(key)
-            if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+            if (
+                isinstance(inner, dict)
+                and inner
+                and all(isinstance(v, torch.Tensor) for v in inner.values())
+            ):
                 return dict(inner)
         if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
             return dict(checkpoint)
@@ -116,14 +122,18 @@ def load_weights_into(model: nn.Module, checkpoint_path: Path) -> int:
         mapped = {k: state[k] for k in wanted}
         for key in wanted:
             if tuple(state[key].shape) != tuple(target[key].shape):
-                raise BackboneError(f"{checkpoint_path}: {key} has shape {tuple(state[key].shape)}, "
-                                    f"expected {tuple(target[key].shape)}")
+                raise BackboneError(
+                    f"{checkpoint_path}: {key} has shape {tuple(state[key].shape)}, "
+                    f"expected {tuple(target[key].shape)}"
+                )
     else:
         # Foreign names (e.g. lukemelas EfficientNet '_blocks.0._depthwise_conv.weight'):
         # map by order, with or without the classifier.
         usable = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
         if len(usable) != len(wanted):
-            no_head = {k: v for k, v in target.items() if not k.startswith(_classifier_prefix(model))}
+            no_head = {
+                k: v for k, v in target.items() if not k.startswith(_classifier_prefix(model))
+            }
             target = no_head
         mapped = map_state_dict_by_order(usable, target)
     missing, unexpected = model.load_state_dict(mapped, strict=False)
@@ -131,7 +141,9 @@ def load_weights_into(model: nn.Module, checkpoint_path: Path) -> int:
     classifier = _classifier_prefix(model)
     missing = [k for k in missing if not k.startswith(classifier)]
     if missing or unexpected:
-        raise BackboneError(f"{checkpoint_path}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise BackboneError(
+            f"{checkpoint_path}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     return len(mapped)
 
 

@@ -13,7 +13,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".heic", ".heif"})
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".heic", ".heif"}
+)
 TAXONOMY_FILE = "taxonomy.csv"
 
 #: Regex presets for ``group_pattern``: the part of the file stem naming one physical object.
@@ -81,7 +83,9 @@ def compile_group_pattern(pattern: str | None) -> re.Pattern[str] | None:
         return None
     regex = re.compile(GROUP_PRESETS.get(pattern, pattern))
     if "group" not in regex.groupindex and regex.groups < 1:
-        raise DatasetError(f"group pattern {pattern!r} needs a capture group (ideally (?P<group>...))")
+        raise DatasetError(
+            f"group pattern {pattern!r} needs a capture group (ideally (?P<group>...))"
+        )
     return regex
 
 
@@ -125,7 +129,9 @@ def scan_collection(
         info.setdefault("genus", genus_of(species))
         for path in files:
             # Groups are namespaced by species so equal stems in two folders never merge.
-            records.append(ImageRecord(path, species, f"{species}/{group_of(path.stem, regex)}", info))
+            records.append(
+                ImageRecord(path, species, f"{species}/{group_of(path.stem, regex)}", info)
+            )
     if not records:
         raise DatasetError(
             f"{root}: no images found; expected folders root/<Genus_species>/*.jpg "
@@ -140,7 +146,9 @@ def images_in(paths: Iterable[str | Path]) -> list[Path]:
     for item in paths:
         path = Path(item)
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found += sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
         else:
             found.append(path)
     return found

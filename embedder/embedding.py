@@ -77,7 +77,12 @@ class Embedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         chunks = []
         for start in range(0, len(images), self.batch_size):
-            batch = torch.stack([self.transform(im.convert("RGB")) for im in images[start : start + self.batch_size]])
+            batch = torch.stack(
+                [
+                    self.transform(im.convert("RGB"))
+                    for im in images[start : start + self.batch_size]
+                ]
+            )
             chunks.append(self.embed_tensors(batch))
         return np.concatenate(chunks).astype(np.float32)
 
@@ -105,13 +110,22 @@ class Embedder:
                     vectors.append(self.embed_tensors(torch.stack([t for _, t in good])))
                     kept += [paths[i] for i, _ in good]
                 bar.update(len(items))
-        embeddings = np.concatenate(vectors).astype(np.float32) if vectors else np.zeros((0, self.dim), np.float32)
+        embeddings = (
+            np.concatenate(vectors).astype(np.float32)
+            if vectors
+            else np.zeros((0, self.dim), np.float32)
+        )
         return EmbeddingResult(embeddings, kept, errors)
 
 
-def save_embeddings(path: str | Path, embeddings: np.ndarray, labels: Sequence[str], paths: Sequence[str | Path],
-                    fingerprint: str = "") -> Path:
-    """Write an ``.npz`` with ``embeddings`` (float32), ``labels``, ``paths`` and ``fingerprint``."""
+def save_embeddings(
+    path: str | Path,
+    embeddings: np.ndarray,
+    labels: Sequence[str],
+    paths: Sequence[str | Path],
+    fingerprint: str = "",
+) -> Path:
+    """Write an ``.npz`` with ``embeddings`` (float32), ``labels``, ``paths``, ``fingerprint``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(

@@ -25,8 +25,13 @@ class EpisodeResult:
         return f"{100 * self.mean:.1f} ± {100 * self.ci95:.1f} %"
 
     def to_dict(self) -> dict:
-        return {"mean": self.mean, "ci95": self.ci95, "episodes": self.episodes,
-                "n_way": self.n_way, "k_shot": self.k_shot}
+        return {
+            "mean": self.mean,
+            "ci95": self.ci95,
+            "episodes": self.episodes,
+            "n_way": self.n_way,
+            "k_shot": self.k_shot,
+        }
 
 
 def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -34,7 +39,9 @@ def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return x / np.maximum(norm, 1e-12)
 
 
-def cl2n(support: np.ndarray, query: np.ndarray, center: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def cl2n(
+    support: np.ndarray, query: np.ndarray, center: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Centre on ``center`` (default: the support mean) then L2-normalise (SimpleShot CL2N)."""
     mean = support.mean(axis=0) if center is None else center
     return l2_normalize(support - mean), l2_normalize(query - mean)

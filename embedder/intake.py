@@ -6,6 +6,7 @@ sentence a person can act on; callers (CLI, HTTP API) show the message, never a 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from pathlib import Path
@@ -24,7 +25,8 @@ except Exception:  # pragma: no cover - optional plugin
 MIN_SIDE_PX = 32
 DEFAULT_MAX_PIXELS = 50_000_000
 SUPPORTED_FORMATS = frozenset(
-    {"JPEG", "PNG", "WEBP", "TIFF", "BMP", "MPO", "GIF"} | ({"HEIF", "HEIC"} if HEIF_SUPPORTED else set())
+    {"JPEG", "PNG", "WEBP", "TIFF", "BMP", "MPO", "GIF"}
+    | ({"HEIF", "HEIC"} if HEIF_SUPPORTED else set())
 )
 
 ImageSource = str | Path | bytes | BinaryIO
@@ -74,7 +76,9 @@ def load_image(
         else:
             data = source.read()
     except OSError as exc:
-        raise ImageIntakeError("unreadable", f"cannot read file ({exc.strerror or exc})", label) from None
+        raise ImageIntakeError(
+            "unreadable", f"cannot read file ({exc.strerror or exc})", label
+        ) from None
     if not data:
         raise ImageIntakeError("empty", "the file is empty", label)
     return decode_image(data, label=label, max_pixels=max_pixels, min_side=min_side)
@@ -127,26 +131,29 @@ def decode_image(
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         text = str(exc).lower()
         code = "truncated" if ("truncated" in text or "broken data" in text) else "corrupt"
-        why = "the image file is truncated" if code == "truncated" else f"the image data is corrupt ({exc})"
+        why = (
+            "the image file is truncated"
+            if code == "truncated"
+            else f"the image data is corrupt ({exc})"
+        )
         raise ImageIntakeError(code, why, label) from None
 
     image = probe
-    try:
+    with contextlib.suppress(Exception):  # broken EXIF must not reject a fine photo
         image = ImageOps.exif_transpose(image) or image
-    except Exception:  # broken EXIF must not reject an otherwise fine photo
-        pass
     image = to_rgb(image)
     if min(image.size) < min_side:
         raise ImageIntakeError(
             "too_small",
-            f"image is {image.size[0]}x{image.size[1]} pixels; at least {min_side} px per side is needed",
+            f"image is {image.size[0]}x{image.size[1]} pixels; "
+            f"at least {min_side} px per side is needed",
             label,
         )
     return image
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any PIL mode (L, P, LA, RGBA, CMYK, I;16, ...) to RGB; alpha is composited on white."""
+    """Convert any PIL mode (L, P, RGBA, CMYK, I;16, ...) to RGB; alpha composited on white."""
     if image.mode == "RGB":
         return image
     if image.mode == "P":

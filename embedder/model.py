@@ -26,7 +26,9 @@ class ModelFileError(RuntimeError):
     """A MODEL.pt that is missing, unreadable or not a shellid model."""
 
 
-def create_head(kind: str, in_dim: int, out_dim: int, hidden: int = 1024, dropout: float = 0.0) -> nn.Module:
+def create_head(
+    kind: str, in_dim: int, out_dim: int, hidden: int = 1024, dropout: float = 0.0
+) -> nn.Module:
     """Projection heads by name: ``identity``, ``linear`` or ``mlp`` (Linear-BN-ReLU-Linear)."""
     if kind == "identity":
         return nn.Identity()
@@ -58,8 +60,11 @@ class EmbeddingModel(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.head = head if head is not None else nn.Identity()
-        self.head_config = head_config or {"kind": "identity", "in_dim": backbone.num_features,
-                                            "out_dim": backbone.num_features}
+        self.head_config = head_config or {
+            "kind": "identity",
+            "in_dim": backbone.num_features,
+            "out_dim": backbone.num_features,
+        }
         self.training_config = training_config or {}
         self.classes = list(classes or [])
         self.metrics = dict(metrics or {})
@@ -75,7 +80,11 @@ class EmbeddingModel(nn.Module):
 
     @property
     def name(self) -> str:
-        trained = "trained" if self.head_config.get("kind") != "identity" or self.training_config else "frozen"
+        trained = (
+            "trained"
+            if self.head_config.get("kind") != "identity" or self.training_config
+            else "frozen"
+        )
         return f"{self.backbone.name}/{trained}"
 
     def embed_features(self, features: torch.Tensor) -> torch.Tensor:
@@ -91,7 +100,7 @@ class EmbeddingModel(nn.Module):
 
     @property
     def fingerprint(self) -> str:
-        """Short hash of every weight plus the preprocessing and head config (stable across loads)."""
+        """Short hash of all weights, preprocessing and head config (stable across loads)."""
         if self._fingerprint is None:
             digest = hashlib.sha256()
             digest.update(self.backbone.name.encode())
@@ -101,7 +110,9 @@ class EmbeddingModel(nn.Module):
                 if key.endswith("num_batches_tracked"):
                     continue
                 digest.update(key.encode())
-                digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+                digest.update(
+                    tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+                )
             self._fingerprint = digest.hexdigest()[:16]
         return self._fingerprint
 
@@ -155,7 +166,9 @@ class EmbeddingModel(nn.Module):
         except Exception as exc:
             raise ModelFileError(f"{path}: not a readable model file ({exc})") from None
         if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
-            raise ModelFileError(f"{path}: not a shellid model file (format {MODEL_FORMAT} expected)")
+            raise ModelFileError(
+                f"{path}: not a shellid model file (format {MODEL_FORMAT} expected)"
+            )
         try:
             backbone = create_backbone(payload["backbone_name"], weights=None)
             backbone.model.load_state_dict(payload["backbone_state_dict"])
@@ -182,16 +195,22 @@ class EmbeddingModel(nn.Module):
         model.eval().to(device)
         stored = payload.get("fingerprint")
         if stored and stored != model.fingerprint:
-            raise ModelFileError(f"{path}: weights do not match the recorded fingerprint (file damaged?)")
+            raise ModelFileError(
+                f"{path}: weights do not match the recorded fingerprint (file damaged?)"
+            )
         return model
 
 
-def default_model(backbone: str = DEFAULT_BACKBONE, weights: str | Path | None = "offline") -> EmbeddingModel:
+def default_model(
+    backbone: str = DEFAULT_BACKBONE, weights: str | Path | None = "offline"
+) -> EmbeddingModel:
     """The frozen baseline: a pretrained backbone with no head (pooled features, L2-normalised)."""
     return EmbeddingModel(create_backbone(backbone, weights=weights)).eval()
 
 
-def load_model(path: str | Path | None = None, device: str | torch.device | None = None) -> EmbeddingModel:
+def load_model(
+    path: str | Path | None = None, device: str | torch.device | None = None
+) -> EmbeddingModel:
     """``MODEL.pt`` when given, else the frozen default backbone; on GPU when one is present."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = default_model() if path is None else EmbeddingModel.load(path)

@@ -70,13 +70,23 @@ def eval_transform(config: PreprocessConfig) -> T.Compose:
     size = config.input_size
     steps: list = []
     if config.normalize_shells:
-        steps += [ShellNormalisation(size), T.Resize((size, size), interpolation=_interpolation(config.interpolation))]
+        steps += [
+            ShellNormalisation(size),
+            T.Resize((size, size), interpolation=_interpolation(config.interpolation)),
+        ]
     else:
         steps += [
-            T.Resize(int(round(size / config.crop_pct)), interpolation=_interpolation(config.interpolation)),
+            T.Resize(
+                round(size / config.crop_pct),
+                interpolation=_interpolation(config.interpolation),
+            ),
             T.CenterCrop(size),
         ]
-    steps += [T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(config.mean, config.std)]
+    steps += [
+        T.ToImage(),
+        T.ToDtype(torch.float32, scale=True),
+        T.Normalize(config.mean, config.std),
+    ]
     return T.Compose(steps)
 
 
@@ -88,14 +98,24 @@ def train_transform(config: PreprocessConfig) -> T.Compose:
     if config.normalize_shells:
         steps.append(ShellNormalisation(int(size * 1.15)))
     else:
-        steps.append(T.Resize(int(round(size / config.crop_pct)), interpolation=_interpolation(config.interpolation)))
+        steps.append(
+            T.Resize(
+                round(size / config.crop_pct),
+                interpolation=_interpolation(config.interpolation),
+            )
+        )
     steps += [
         T.RandomRotation(45, interpolation=T.InterpolationMode.BILINEAR),
         T.RandomHorizontalFlip(),
         T.RandomVerticalFlip(),
         T.RandomAffine(degrees=0, scale=(0.8, 1.2)),
         T.ColorJitter(brightness=0.2, contrast=0.15, saturation=0.1),
-        T.RandomResizedCrop(size, scale=(0.6, 1.0), ratio=(1.0, 1.0), interpolation=_interpolation(config.interpolation)),
+        T.RandomResizedCrop(
+            size,
+            scale=(0.6, 1.0),
+            ratio=(1.0, 1.0),
+            interpolation=_interpolation(config.interpolation),
+        ),
         T.ToImage(),
         T.ToDtype(torch.float32, scale=True),
         T.Normalize(config.mean, config.std),
@@ -142,7 +162,9 @@ def foreground_mask(image: Image.Image, work_size: int = 256) -> tuple[np.ndarra
     return ndimage.binary_fill_holes(largest), scale
 
 
-def normalize_shell_photo(image: Image.Image, output_size: int = 224, margin: float = 0.06) -> Image.Image:
+def normalize_shell_photo(
+    image: Image.Image, output_size: int = 224, margin: float = 0.06
+) -> Image.Image:
     """Crop to the main object, black out the background, pad to square and resize.
 
     Follows the Conus-classification preprocessing (threshold + largest contour). When no

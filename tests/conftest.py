@@ -34,8 +34,13 @@ def shared():
 SHAPES = ("ellipse", "rectangle", "triangle", "star", "ring", "cross")
 
 
-def draw_specimen(kind: str, colour: tuple[int, int, int], seed: int, size: int = 96,
-                  background: tuple[int, int, int] = (0, 0, 0)) -> Image.Image:
+def draw_specimen(
+    kind: str,
+    colour: tuple[int, int, int],
+    seed: int,
+    size: int = 96,
+    background: tuple[int, int, int] = (0, 0, 0),
+) -> Image.Image:
     """A synthetic 'specimen': a coloured shape with per-image jitter on a plain background."""
     rng = np.random.default_rng(seed)
     image = Image.new("RGB", (size, size), background)
@@ -76,8 +81,9 @@ GENERATED_SPECIES = {
 }
 
 
-def make_collection(root: Path, species: dict | None = None, specimens: int = 4, views: int = 2,
-                    size: int = 96) -> Path:
+def make_collection(
+    root: Path, species: dict | None = None, specimens: int = 4, views: int = 2, size: int = 96
+) -> Path:
     """Write ``root/<Genus_species>/<Genus_species>_<specimen>_<view>.png`` synthetic photos."""
     species = species or GENERATED_SPECIES
     for s_index, (name, (kind, colour)) in enumerate(species.items()):
@@ -86,7 +92,9 @@ def make_collection(root: Path, species: dict | None = None, specimens: int = 4,
         for specimen in range(1, specimens + 1):
             for view in range(views):
                 seed = s_index * 1000 + specimen * 10 + view
-                draw_specimen(kind, colour, seed, size).save(folder / f"{name}_{specimen}_{'AB'[view % 2]}{view // 2 or ''}.png")
+                draw_specimen(kind, colour, seed, size).save(
+                    folder / f"{name}_{specimen}_{'AB'[view % 2]}{view // 2 or ''}.png"
+                )
     return root
 
 
