@@ -1,0 +1,146 @@
+"""Result models of the index (pydantic v2): what identify, search, enroll and listing return.
+
+They serialise to JSON as-is (``model.model_dump(mode="json")``), which is what the CLI's
+``--json`` output and the HTTP API send.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+#: Every decision :meth:`index.VectorIdentifier.identify` can return, from most to least
+#: specific. ``family`` and ``uncertain`` extend the original four (see docs/index.md).
+Decision = Literal["species", "genus", "family", "uncertain", "unknown_species", "out_of_domain"]
+DECISIONS: tuple[str, ...] = (
+    "species", "genus", "family", "uncertain", "unknown_species", "out_of_domain",
+)
+
+
+class Candidate(BaseModel):
+    """One enrolled species as an answer: similarity ``score`` and calibrated ``probability``."""
+
+    species: str
+    genus: str = ""
+    family: str = ""
+    score: float
+    probability: float
+
+
+class SimilarSpecimen(BaseModel):
+    """One enrolled image close to the query (cosine ``score`` in the model's space)."""
+
+    specimen_id: str
+    species: str
+    genus: str = ""
+    score: float
+    source: str = ""
+    region: str = ""
+    specimen: str = ""
+
+
+class Identification(BaseModel):
+    """The answer for one query specimen (one or several views)."""
+
+    decision: Decision
+    species: str | None = None
+    genus: str | None = None
+    family: str | None = None
+    confidence: float = Field(
+        0.0, description="probability of the named taxon (species, genus or family); 0 if none"
+    )
+    candidates: list[Candidate] = Field(default_factory=list)
+    similar: list[SimilarSpecimen] = Field(default_factory=list)
+    region: str | None = None
+    region_votes: dict[str, float] = Field(default_factory=dict)
+    ood_score: float = 0.0
+    unknown_score: float = 0.0
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+
+
+class EnrollReport(BaseModel):
+    """What one enrollment call did (``total`` = images of the species after it)."""
+
+    species: str
+    added: int = 0
+    duplicates: list[str] = Field(default_factory=list)
+    refused: dict[str, str] = Field(default_factory=dict)
+    errors: dict[str, str] = Field(default_factory=dict)
+    total: int = 0
+    specimen_ids: list[str] = Field(default_factory=list)
+
+
+class SpeciesSummary(BaseModel):
+    """One enrolled species: taxonomy, image count and a few specimen ids."""
+
+    species: str
+    genus: str = ""
+    family: str = ""
+    region: str = ""
+    count: int = 0
+    specimens: int = 0
+    specimen_ids: list[str] = Field(default_factory=list)
+    thumbnail_id: str | None = None
+
+
+class CalibrationStats(BaseModel):
+    """How the thresholds were obtained and what they achieve on the held-out enrolled data."""
+
+    known_queries: int = 0
+    unknown_queries: int = 0
+    known_top1: float | None = None
+    known_recall: float | None = None
+    unknown_rejection: float | None = None
+    unknown_auroc: float | None = None
+    ece_before: float | None = None
+    ece_after: float | None = None
+    notes: list[str] = Field(default_factory=list)
+
+
+class Thresholds(BaseModel):
+    """Decision thresholds of an identifier (stored with the store, overridable).
+
+    ``ood``: ``ood_score`` above it -> out_of_domain; ``unknown``: ``unknown_score`` above it
+    -> unknown_species; a species / genus / family is named when its probability reaches the
+    matching ``*_probability``.
+    """
+
+    temperature: float = 0.05
+    ood: float = float("inf")
+    unknown: float = float("inf")
+    species_probability: float = 0.5
+    genus_probability: float = 0.5
+    family_probability: float = 0.5
+    target_recall: float = 0.95
+    source: Literal["calibrated", "fallback", "default"] = "default"
+    overridden: list[str] = Field(default_factory=list)
+    stats: CalibrationStats = Field(default_factory=CalibrationStats)
+
+    def with_overrides(self, **values: float | None) -> Thresholds:
+        """A copy with the given (non-None) fields replaced and listed in ``overridden``."""
+        changes = {k: float(v) for k, v in values.items() if v is not None}
+        unknown = set(changes) - set(type(self).model_fields)
+        if unknown:
+            raise ValueError(f"unknown threshold(s): {', '.join(sorted(unknown))}")
+        overridden = sorted(set(self.overridden) | set(changes))
+        return self.model_copy(update={**changes, "overridden": overridden})
+
+
+@dataclass
+class BatchScores:
+    """Scores of many single-vector queries at once (numpy level, for evaluation)."""
+
+    species: list[str]
+    similarities: np.ndarray
+    probabilities: np.ndarray
+    unknown_score: np.ndarray
+    ood_score: np.ndarray
+    decisions: list[str] = field(default_factory=list)
+
+    def top(self, k: int = 1) -> list[list[str]]:
+        """The ``k`` most probable species per query."""
+        order = np.argsort(-self.probabilities, axis=1)[:, :k]
+        return [[self.species[j] for j in row] for row in order]
