@@ -1,0 +1,140 @@
+"""The FastAPI application: ``create_app()`` wires settings, service, routes, errors, metrics
+and the web page. Run it with ``shellid serve`` (or ``uvicorn api.app:create_app --factory``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from .deps import Runtime
+from .errors import error_response, install_error_handlers
+from .metrics import ServiceMetrics
+from .routes import health, identify, species
+from .service import ShellidService
+from .settings import ServiceSettings
+from .uploads import request_byte_limit
+
+if TYPE_CHECKING:
+    from index.collection import Collection
+
+log = logging.getLogger("shellid.api")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+DESCRIPTION = """Identify species from photos by few-shot metric learning.
+
+* **Identify**: upload 1–5 photos of one specimen; get a decision (species, genus, unknown
+  species or out of domain), ranked candidates with calibrated probabilities, and the most
+  similar enrolled photos.
+* **Collection**: enroll a species from a few photos (no retraining), list and delete.
+
+Writes need `Authorization: Bearer <key>` when the server has `SHELLID_API_KEY`; reads too
+when it has `SHELLID_READ_KEY`. Errors answer `{"detail", "code", "file"}`.
+"""
+
+
+def open_collection(settings: ServiceSettings) -> Collection:
+    """The store and model named by ``settings`` (created when the store does not exist)."""
+    from index.collection import Collection
+
+    return Collection.open(settings.store, model=settings.model, create=True)
+
+
+def _load_in_background(runtime: Runtime, opener: Callable[[], Collection]) -> None:
+    def load() -> None:
+        try:
+            collection = opener()
+            runtime.service = _make_service(runtime, collection)
+            log.info("shellid ready: %d photos in %s", len(collection), runtime.settings.store)
+        except Exception as exc:  # shown by /readyz and in the log, the process stays up
+            runtime.load_error = str(exc) or type(exc).__name__
+            log.error("shellid failed to load the model or store: %s", runtime.load_error)
+        finally:
+            runtime.loaded.set()
+
+    threading.Thread(target=load, name="shellid-loader", daemon=True).start()
+
+
+def _make_service(runtime: Runtime, collection: Collection) -> ShellidService:
+    on_batch = runtime.metrics.observe_batch if runtime.metrics else None
+    return ShellidService(collection, runtime.settings, on_batch=on_batch).start()
+
+
+def create_app(
+    settings: ServiceSettings | None = None, collection: Collection | None = None
+) -> FastAPI:
+    """Build the app. With ``collection`` it serves that one at once; otherwise it opens
+    ``settings.store`` in the background (``/readyz`` answers 503 until then)."""
+    settings = settings or ServiceSettings()
+    runtime = Runtime(settings=settings)
+
+    def store_size() -> float:
+        return float(len(runtime.service.collection)) if runtime.service else 0.0
+
+    def species_count() -> float:
+        return float(len(runtime.service.collection.species())) if runtime.service else 0.0
+
+    runtime.metrics = ServiceMetrics(store_size, species_count)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if runtime.service is None:
+            if collection is not None:
+                runtime.service = _make_service(runtime, collection)
+                runtime.loaded.set()
+            else:
+                _load_in_background(runtime, lambda: open_collection(settings))
+        yield
+        if runtime.service is not None:
+            runtime.service.stop()
+
+    app = FastAPI(
+        title="shellid",
+        summary="Species identification from photos",
+        description=DESCRIPTION,
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    runtime.metrics.install(app)
+
+    @app.middleware("http")
+    async def _refuse_oversized_bodies(request: Request, call_next):
+        """Answer 413 before reading a body that cannot fit the upload limits."""
+        length = request.headers.get("content-length")
+        if request.method in ("POST", "PUT") and length and length.isdigit():
+            files = (
+                settings.max_enroll_files
+                if request.url.path.endswith("/images")
+                else settings.max_query_files
+            )
+            limit = request_byte_limit(settings, files)
+            if int(length) > limit:
+                return error_response(
+                    413,
+                    "request_too_large",
+                    f"request is {int(length) / 1e6:.1f} MB; the limit is {limit / 1e6:.1f} MB "
+                    f"({files} photos of at most {settings.max_file_bytes / 1e6:.1f} MB)",
+                )
+        return await call_next(request)
+
+    app.include_router(health.router)
+    app.include_router(identify.router)
+    app.include_router(species.router)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app

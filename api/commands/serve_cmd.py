@@ -1,0 +1,82 @@
+"""``shellid serve``: the HTTP API and web page over a specimen store (uvicorn)."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import time
+
+HELP = "serve the HTTP API and the web page (http://127.0.0.1:8000 by default)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store",
+        help="specimen store directory or LanceDB URI (default: $SHELLID_STORE or ./shellid-data)",
+    )
+    parser.add_argument(
+        "--model", help="MODEL.pt to embed with (default: $SHELLID_MODEL or the frozen backbone)"
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=8000, help="port to listen on (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="server log detail (default: %(default)s)",
+    )
+
+
+class PortUnavailableError(RuntimeError):
+    """The address cannot be listened on (in use, or not an address of this machine)."""
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail early, in one line, when ``host:port`` cannot be bound."""
+    if not 0 < port < 65536:
+        raise PortUnavailableError(f"--port {port} is not a valid port (1-65535)")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise PortUnavailableError(f"cannot listen on {host}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise PortUnavailableError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); is another server running "
+                f"there? choose another --port"
+            ) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app, open_collection
+    from api.settings import load_settings
+
+    settings = load_settings(store=args.store, model=args.model)
+    check_port(args.host, args.port)
+    started = time.perf_counter()
+    print(f"shellid: opening store {settings.store} (model: {settings.model or 'frozen default'})")
+    collection = open_collection(settings)
+    app = create_app(settings, collection)
+    shown_host = f"[{args.host}]" if ":" in args.host else args.host
+    keys = []
+    if settings.writes_need_key():
+        keys.append("writes need SHELLID_API_KEY")
+    if settings.reads_need_key():
+        keys.append("reads need SHELLID_READ_KEY")
+    print(
+        f"shellid: {len(collection)} photos loaded in {time.perf_counter() - started:.1f} s; "
+        f"serving http://{shown_host}:{args.port}/ (API docs at /docs"
+        f"{'; ' + ', '.join(keys) if keys else ''}); Ctrl+C stops"
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0

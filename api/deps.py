@@ -1,0 +1,82 @@
+"""Dependencies injected into the routes: settings, the loaded service, and API-key checks."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from dataclasses import dataclass, field
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from .errors import ApiError
+from .metrics import ServiceMetrics
+from .service import ShellidService
+from .settings import ServiceSettings
+
+
+@dataclass
+class Runtime:
+    """What the app holds: settings, metrics and, once loaded, the service."""
+
+    settings: ServiceSettings
+    metrics: ServiceMetrics | None = None
+    service: ShellidService | None = None
+    load_error: str | None = None
+    loaded: threading.Event = field(default_factory=threading.Event)
+
+
+bearer = HTTPBearer(auto_error=False, description="The API key: 'Authorization: Bearer <key>'.")
+
+
+def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def get_settings(runtime: Runtime = Depends(get_runtime)) -> ServiceSettings:
+    return runtime.settings
+
+
+def get_service(runtime: Runtime = Depends(get_runtime)) -> ShellidService:
+    """The loaded service, or 503 while the model and store are still loading (or failed)."""
+    if runtime.service is None:
+        if runtime.load_error:
+            raise ApiError(503, "not_ready", f"the service failed to start: {runtime.load_error}")
+        raise ApiError(503, "not_ready", "the model and store are still loading; retry shortly")
+    return runtime.service
+
+
+def _matches(credentials: HTTPAuthorizationCredentials | None, *keys) -> bool:
+    if credentials is None:
+        return False
+    given = credentials.credentials.encode()
+    return any(
+        key is not None and secrets.compare_digest(given, key.get_secret_value().encode())
+        for key in keys
+    )
+
+
+def _refuse(credentials: HTTPAuthorizationCredentials | None, what: str) -> ApiError:
+    if credentials is None:
+        return ApiError(
+            401, "unauthorized", f"{what} needs an API key: send 'Authorization: Bearer <key>'"
+        )
+    return ApiError(401, "unauthorized", "wrong API key")
+
+
+def require_write_key(
+    settings: ServiceSettings = Depends(get_settings),
+    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+) -> None:
+    """Enrolling and deleting need ``SHELLID_API_KEY`` when it is set."""
+    if settings.writes_need_key() and not _matches(credentials, settings.api_key):
+        raise _refuse(credentials, "changing the collection")
+
+
+def require_read_key(
+    settings: ServiceSettings = Depends(get_settings),
+    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+) -> None:
+    """Reads need ``SHELLID_READ_KEY`` (or the write key) when it is set."""
+    if settings.reads_need_key() and not _matches(credentials, settings.read_key, settings.api_key):
+        raise _refuse(credentials, "reading the collection")

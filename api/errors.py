@@ -1,0 +1,115 @@
+"""One JSON error shape for every failure: ``{"detail": "...", "code": "...", "file": ...}``.
+
+User mistakes (bad photos, unknown species, missing key, ...) become 4xx answers that say what
+to fix; only genuine server faults answer 500, and those never leak a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from embedder import ImageIntakeError
+from index.errors import CollectionError
+
+log = logging.getLogger("shellid.api")
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer."""
+
+    detail: str = Field(description="One sentence saying what went wrong and how to fix it.")
+    code: str = Field(description="Machine-readable reason, e.g. 'not_an_image', 'unauthorized'.")
+    file: str | None = Field(None, description="The uploaded file the error is about, if any.")
+
+
+class ApiError(Exception):
+    """An error answer raised from service code: HTTP status, code and message."""
+
+    def __init__(self, status: int, code: str, detail: str, file: str | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.file = file
+
+
+def error_response(
+    status: int, code: str, detail: str, file: str | None = None, headers: dict | None = None
+) -> JSONResponse:
+    body = ErrorBody(detail=detail, code=code, file=file)
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
+
+
+#: ``index.errors`` class name -> error code (the HTTP status is the class's ``http_status``).
+INDEX_ERROR_CODES: dict[str, str] = {
+    "SpeciesNotFoundError": "species_not_found",
+    "SpecimenNotFoundError": "specimen_not_found",
+    "DuplicateImageError": "image_under_other_species",
+    "EmptyCollectionError": "empty_collection",
+    "ModelMismatchError": "model_mismatch",
+    "InvalidQueryError": "invalid_query",
+    "ModelNotLoadedError": "model_not_loaded",
+    "StoreError": "store_error",
+}
+
+#: Error responses every route may give, for the OpenAPI schema.
+COMMON_ERRORS: dict[int | str, dict] = {
+    401: {"model": ErrorBody, "description": "Missing or wrong API key."},
+    422: {"model": ErrorBody, "description": "Invalid request or unreadable image."},
+}
+UPLOAD_ERRORS: dict[int | str, dict] = {
+    **COMMON_ERRORS,
+    413: {"model": ErrorBody, "description": "Too many files, file or image too large."},
+}
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path"))
+        parts.append(f"{where}: {error.get('msg', 'invalid')}" if where else error.get("msg", ""))
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that turn exceptions into :class:`ErrorBody` answers."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return error_response(exc.status, exc.code, exc.detail, exc.file, headers)
+
+    @app.exception_handler(ImageIntakeError)
+    async def _bad_image(request: Request, exc: ImageIntakeError) -> JSONResponse:
+        status = 413 if exc.code == "too_many_pixels" else 422
+        return error_response(status, exc.code, str(exc), exc.source)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, "invalid_request", _validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(CollectionError)
+    async def _collection_error(request: Request, exc: CollectionError) -> JSONResponse:
+        code = INDEX_ERROR_CODES.get(type(exc).__name__, "collection_error")
+        status = int(getattr(exc, "http_status", 400))
+        if status >= 500:
+            log.error("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc)
+        return error_response(status, code, str(exc))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(
+            500, "internal_error", "internal server error; the server log has the details"
+        )

@@ -1,0 +1,80 @@
+"""Liveness, readiness, metrics and service information."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, Response
+
+from ..deps import Runtime, get_runtime, get_service
+from ..schemas import Health, Limits, Readiness, ServiceInfo
+from ..service import ShellidService
+
+router = APIRouter(tags=["service"])
+
+
+def _version() -> str:
+    try:
+        return version("shellid")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
+@router.get("/healthz", response_model=Health, summary="The process is alive")
+def healthz() -> Health:
+    return Health()
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    summary="Model and store are loaded",
+    responses={503: {"model": Readiness, "description": "Still loading, or failed to load."}},
+)
+def readyz(runtime: Runtime = Depends(get_runtime)):
+    if runtime.service is not None:
+        return Readiness(status="ready", specimens=len(runtime.service.collection))
+    status = "failed" if runtime.load_error else "loading"
+    body = Readiness(status=status, detail=runtime.load_error)
+    return JSONResponse(body.model_dump(), status_code=503)
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."}},
+)
+def metrics(runtime: Runtime = Depends(get_runtime)) -> Response:
+    assert runtime.metrics is not None
+    return runtime.metrics.render()
+
+
+@router.get(
+    "/v1/info",
+    response_model=ServiceInfo,
+    summary="Model, store size, limits and whether keys are needed (always open)",
+)
+def info(
+    runtime: Runtime = Depends(get_runtime), service: ShellidService = Depends(get_service)
+) -> ServiceInfo:
+    settings = runtime.settings
+    collection = service.collection
+    embedder = collection.embedder
+    return ServiceInfo(
+        version=_version(),
+        model=embedder.model.name,
+        fingerprint=embedder.fingerprint,
+        embedding_dim=embedder.dim,
+        specimens=len(collection),
+        writes_need_key=settings.writes_need_key(),
+        reads_need_key=settings.reads_need_key(),
+        subject=settings.subject,
+        limits=Limits(
+            max_file_bytes=settings.max_file_bytes,
+            max_query_files=settings.max_query_files,
+            max_enroll_files=settings.max_enroll_files,
+            max_pixels=settings.max_pixels,
+        ),
+    )

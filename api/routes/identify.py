@@ -1,0 +1,68 @@
+"""Identify the specimen in 1–5 photos, or find the nearest enrolled photos."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, File, Query, UploadFile
+
+from ..deps import get_service, get_settings, require_read_key
+from ..errors import UPLOAD_ERRORS, ErrorBody
+from ..schemas import IdentifyResponse, SearchResponse
+from ..service import ShellidService
+from ..settings import ServiceSettings
+from ..uploads import read_uploads
+
+router = APIRouter(prefix="/v1", tags=["identify"], dependencies=[Depends(require_read_key)])
+
+PHOTOS = File(
+    ...,
+    description="Photos of ONE specimen (e.g. dorsal and ventral views), JPEG/PNG/WebP/HEIC.",
+)
+
+
+@router.post(
+    "/identify",
+    response_model=IdentifyResponse,
+    summary="Identify the specimen shown in 1–5 photos",
+    responses={
+        **UPLOAD_ERRORS,
+        409: {"model": ErrorBody, "description": "The collection is empty."},
+    },
+)
+async def identify(
+    images: list[UploadFile] = PHOTOS,
+    top_k: int | None = Query(None, ge=1, le=50, description="Candidates to return (default 5)."),
+    region: str | None = Query(None, description="Only consider species of this region."),
+    genus: str | None = Query(None, description="Only consider species of this genus."),
+    family: str | None = Query(None, description="Only consider species of this family."),
+    settings: ServiceSettings = Depends(get_settings),
+    service: ShellidService = Depends(get_service),
+) -> IdentifyResponse:
+    started = time.perf_counter()
+    uploads = await read_uploads(images, settings, settings.max_query_files)
+    return await service.identify(
+        uploads,
+        time.perf_counter() - started,
+        top_k=top_k or settings.top_k,
+        region=region or None,
+        genus=genus or None,
+        family=family or None,
+    )
+
+
+@router.post(
+    "/search",
+    response_model=SearchResponse,
+    summary="The enrolled photos most similar to 1–5 photos of one specimen",
+    responses=UPLOAD_ERRORS,
+)
+async def search(
+    images: list[UploadFile] = PHOTOS,
+    k: int = Query(10, ge=1, le=100, description="How many similar photos to return."),
+    settings: ServiceSettings = Depends(get_settings),
+    service: ShellidService = Depends(get_service),
+) -> SearchResponse:
+    started = time.perf_counter()
+    uploads = await read_uploads(images, settings, settings.max_query_files)
+    return await service.search(uploads, time.perf_counter() - started, k)

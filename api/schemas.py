@@ -1,0 +1,129 @@
+"""Request and response models of the HTTP API (pydantic v2; they make the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from index.results import Decision
+
+
+class CandidateOut(BaseModel):
+    """One ranked species hypothesis."""
+
+    species: str
+    genus: str | None = None
+    family: str | None = None
+    score: float = Field(description="Cosine similarity of the query to the species prototype.")
+    probability: float = Field(description="Calibrated probability among enrolled species.")
+
+
+class SimilarOut(BaseModel):
+    """An enrolled reference photo close to the query."""
+
+    specimen_id: str
+    species: str
+    genus: str | None = None
+    score: float = Field(description="Cosine similarity to the query.")
+    image_url: str = Field(description="JPEG thumbnail of the reference photo.")
+
+
+class IdentifyResponse(BaseModel):
+    """The answer for the photos of one specimen."""
+
+    decision: Decision = Field(
+        description="species: confident; genus / family: species uncertain but the genus "
+        "(family) is clear; uncertain: close to enrolled species but none is likely enough, "
+        "read the candidates; unknown_species: like the collection, but no enrolled species; "
+        "out_of_domain: not like anything enrolled."
+    )
+    summary: str = Field(description="The decision in plain words, e.g. 'Conus textile, 94 %'.")
+    species: str | None = None
+    genus: str | None = None
+    family: str | None = None
+    confidence: float = Field(0.0, description="Probability of the answer (species or genus).")
+    candidates: list[CandidateOut]
+    similar: list[SimilarOut]
+    region: str | None = Field(None, description="Most likely region by a vote of neighbours.")
+    region_votes: dict[str, float] = {}
+    ood_score: float = Field(0.0, description="Higher = less like anything enrolled.")
+    unknown_score: float = Field(0.0, description="Higher = more likely a species not enrolled.")
+    timings_ms: dict[str, float] = Field(description="Where the time went (decode, embed, ...).")
+
+
+class SearchResponse(BaseModel):
+    """Nearest enrolled specimens, most similar first."""
+
+    results: list[SimilarOut]
+    timings_ms: dict[str, float]
+
+
+class EnrollResponse(BaseModel):
+    """What an enrollment added."""
+
+    species: str
+    added: int = Field(description="Photos added now.")
+    duplicates: list[str] = Field(description="Photos already enrolled under this species.")
+    refused: dict[str, str] = Field({}, description="Photos refused, with the reason.")
+    errors: dict[str, str] = Field({}, description="Photos that could not be read.")
+    total: int = Field(description="Photos of this species in the store now.")
+
+
+class SpeciesOut(BaseModel):
+    """An enrolled species."""
+
+    species: str
+    genus: str | None = None
+    family: str | None = None
+    region: str | None = None
+    count: int = Field(description="Enrolled photos.")
+    specimen_ids: list[str] = Field(description="Some of its enrolled photos (first few).")
+    thumbnail_url: str | None = None
+
+
+class SpeciesList(BaseModel):
+    species: list[SpeciesOut]
+    total_species: int
+    total_specimens: int
+
+
+class SpeciesRemoved(BaseModel):
+    species: str
+    removed: int = Field(description="Photos deleted.")
+
+
+class SpecimenRemoved(BaseModel):
+    specimen_id: str
+    species: str
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "loading", "failed"]
+    detail: str | None = None
+    specimens: int | None = None
+
+
+class Limits(BaseModel):
+    max_file_bytes: int
+    max_query_files: int
+    max_enroll_files: int
+    max_pixels: int
+
+
+class ServiceInfo(BaseModel):
+    """What this server holds and what it needs from clients."""
+
+    version: str
+    model: str
+    fingerprint: str
+    embedding_dim: int
+    specimens: int
+    writes_need_key: bool
+    reads_need_key: bool
+    subject: str
+    limits: Limits

@@ -1,0 +1,213 @@
+"""The service layer: what the routes ask of a :class:`index.Collection`, with the embedding
+micro-batcher in front and every blocking call moved off the event loop."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+from starlette.concurrency import run_in_threadpool
+
+from .batcher import EmbeddingBatcher
+from .errors import ApiError
+from .schemas import (
+    CandidateOut,
+    EnrollResponse,
+    IdentifyResponse,
+    SearchResponse,
+    SimilarOut,
+    SpeciesList,
+    SpeciesOut,
+    SpeciesRemoved,
+    SpecimenRemoved,
+)
+from .settings import ServiceSettings
+from .uploads import Upload
+from .wording import summarize
+
+if TYPE_CHECKING:
+    from index.collection import Collection
+
+
+def image_url(specimen_id: str) -> str:
+    """Where the JPEG thumbnail of an enrolled photo is served."""
+    return f"/v1/specimens/{quote(str(specimen_id), safe='')}/image"
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 2)
+
+
+def _similar(items) -> list[SimilarOut]:
+    return [
+        SimilarOut(
+            specimen_id=str(item.specimen_id),
+            species=item.species,
+            genus=getattr(item, "genus", None) or None,
+            score=float(item.score),
+            image_url=image_url(item.specimen_id),
+        )
+        for item in items
+    ]
+
+
+def _species_out(summary) -> SpeciesOut:
+    return SpeciesOut(
+        species=summary.species,
+        genus=summary.genus or None,
+        family=summary.family or None,
+        region=summary.region or None,
+        count=summary.count,
+        specimen_ids=[str(i) for i in summary.specimen_ids],
+        thumbnail_url=image_url(summary.thumbnail_id) if summary.thumbnail_id else None,
+    )
+
+
+class ShellidService:
+    """One collection served over HTTP: identify, search, enroll, list and delete."""
+
+    def __init__(self, collection: Collection, settings: ServiceSettings, on_batch=None) -> None:
+        self.collection = collection
+        self.settings = settings
+        self.batcher = EmbeddingBatcher(
+            collection.embedder.embed_images,
+            max_wait_ms=settings.batch_wait_ms,
+            max_images=settings.batch_max_images,
+            on_batch=on_batch,
+        )
+
+    def start(self) -> ShellidService:
+        self.batcher.start()
+        return self
+
+    def stop(self) -> None:
+        self.batcher.stop()
+
+    # ------------------------------------------------------------------ reads
+    async def identify(
+        self,
+        uploads: list[Upload],
+        decode_seconds: float,
+        top_k: int,
+        region: str | None = None,
+        genus: str | None = None,
+        family: str | None = None,
+    ) -> IdentifyResponse:
+        """Identify the specimen the uploaded photos show (views of one specimen)."""
+        if len(self.collection) == 0:
+            raise ApiError(
+                409, "empty_collection", "the collection is empty; enroll some species first"
+            )
+        started = time.perf_counter()
+        vectors = await self.batcher.embed([u.image for u in uploads])
+        embedded = time.perf_counter()
+        result = await run_in_threadpool(
+            self.collection.identify_embeddings,
+            vectors,
+            top_k=top_k,
+            region=region,
+            genus=genus,
+            family=family,
+        )
+        done = time.perf_counter()
+        timings = {k: round(float(v), 2) for k, v in (result.timings_ms or {}).items()}
+        timings.update(
+            decode=_ms(decode_seconds),
+            embed=_ms(embedded - started),
+            identify=_ms(done - embedded),
+            total=_ms(decode_seconds + done - started),
+        )
+        return IdentifyResponse(
+            decision=result.decision,
+            summary=summarize(
+                result.decision,
+                result.species,
+                result.genus,
+                result.family,
+                result.confidence,
+                self.settings.subject,
+            ),
+            species=result.species,
+            genus=result.genus,
+            family=result.family,
+            confidence=float(result.confidence),
+            candidates=[CandidateOut(**c.model_dump()) for c in result.candidates],
+            similar=_similar(result.similar),
+            region=result.region,
+            region_votes={k: float(v) for k, v in (result.region_votes or {}).items()},
+            ood_score=float(result.ood_score),
+            unknown_score=float(result.unknown_score),
+            timings_ms=timings,
+        )
+
+    async def search(self, uploads: list[Upload], decode_seconds: float, k: int) -> SearchResponse:
+        """The ``k`` enrolled photos nearest to the uploaded photos."""
+        if len(self.collection) == 0:
+            return SearchResponse(results=[], timings_ms={"decode": _ms(decode_seconds)})
+        started = time.perf_counter()
+        vectors = await self.batcher.embed([u.image for u in uploads])
+        embedded = time.perf_counter()
+        found = await run_in_threadpool(self.collection.search_embeddings, vectors, k)
+        done = time.perf_counter()
+        return SearchResponse(
+            results=_similar(found),
+            timings_ms={
+                "decode": _ms(decode_seconds),
+                "embed": _ms(embedded - started),
+                "search": _ms(done - embedded),
+                "total": _ms(decode_seconds + done - started),
+            },
+        )
+
+    async def species(self) -> SpeciesList:
+        summaries = await run_in_threadpool(self.collection.species)
+        items = [_species_out(s) for s in summaries]
+        return SpeciesList(
+            species=items,
+            total_species=len(items),
+            total_specimens=sum(item.count for item in items),
+        )
+
+    async def species_info(self, name: str) -> SpeciesOut:
+        return _species_out(await run_in_threadpool(self.collection.species_info, name))
+
+    async def thumbnail(self, specimen_id: str) -> bytes:
+        return await run_in_threadpool(self.collection.thumbnail, specimen_id)
+
+    # ----------------------------------------------------------------- writes
+    async def enroll(
+        self, species: str, uploads: list[Upload], taxonomy: dict[str, str], source: str
+    ) -> EnrollResponse:
+        """Add photos of ``species`` (one store commit; reads go on meanwhile)."""
+        species = species.strip()
+        if not species:
+            raise ApiError(422, "invalid_species", "the species name is empty")
+        report = await run_in_threadpool(
+            self.collection.enroll,
+            species,
+            [(u.name, u.data) for u in uploads],
+            taxonomy=taxonomy or None,
+            source=source,
+        )
+        if report.refused and not report.added:
+            name, reason = next(iter(report.refused.items()))
+            raise ApiError(409, "image_under_other_species", f"{name}: {reason}", file=name)
+        return EnrollResponse(
+            species=report.species,
+            added=report.added,
+            duplicates=list(report.duplicates),
+            refused=dict(report.refused),
+            errors=dict(report.errors),
+            total=report.total,
+        )
+
+    async def remove_species(self, name: str) -> SpeciesRemoved:
+        removed = await run_in_threadpool(self.collection.remove_species, name)
+        return SpeciesRemoved(species=name, removed=int(removed))
+
+    async def remove_specimen(self, specimen_id: str) -> SpecimenRemoved:
+        record = await run_in_threadpool(self.collection.remove_specimen, specimen_id)
+        return SpecimenRemoved(
+            specimen_id=str(specimen_id), species=str(getattr(record, "species", ""))
+        )

@@ -1,0 +1,366 @@
+// shellid web page: identify a specimen, add a species, browse the collection.
+// Plain JavaScript against the HTTP API (/v1/...); no build step, no external resources.
+"use strict";
+
+const MAX_QUERY_PHOTOS_DEFAULT = 5;
+const state = { info: null, photos: [] };
+
+const $ = (id) => document.getElementById(id);
+
+function showError(message) {
+  const box = $("error");
+  box.textContent = message;
+  box.hidden = !message;
+}
+
+function setStatus(message) {
+  $("status").textContent = message || "";
+}
+
+function displayName(name) {
+  return (name || "").replace(/_/g, " ");
+}
+
+function percent(p) {
+  return `${Math.round(100 * p)} %`;
+}
+
+function readKey() {
+  return $("read-key").value.trim() || $("api-key").value.trim();
+}
+
+function authHeaders(write) {
+  const key = write ? $("api-key").value.trim() : readKey();
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
+// fetch + JSON, turning every error answer into one readable sentence.
+async function api(path, options = {}, write = false) {
+  let response;
+  try {
+    response = await fetch(path, {
+      ...options,
+      headers: { ...(options.headers || {}), ...authHeaders(write) },
+    });
+  } catch (err) {
+    throw new Error("The server cannot be reached. Check your connection and try again.");
+  }
+  let body = null;
+  try {
+    body = await response.json();
+  } catch (err) {
+    body = null;
+  }
+  if (!response.ok) {
+    const detail = body && body.detail ? body.detail : `the server answered ${response.status}`;
+    if (response.status === 401) {
+      revealKeyFields(write);
+    }
+    throw new Error(detail.charAt(0).toUpperCase() + detail.slice(1));
+  }
+  return body;
+}
+
+function revealKeyFields(write) {
+  if (write) {
+    $("api-key-field").hidden = false;
+  } else {
+    $("read-key-bar").hidden = false;
+  }
+}
+
+// Images served by the API: plain <img src> unless a key must be sent with the request.
+async function setImage(img, url) {
+  if (!url) return;
+  const headers = authHeaders(false);
+  if (!headers.Authorization) {
+    img.src = url;
+    return;
+  }
+  try {
+    const response = await fetch(url, { headers });
+    if (response.ok) img.src = URL.createObjectURL(await response.blob());
+  } catch (err) {
+    /* a missing thumbnail is not worth an error message */
+  }
+}
+
+// ------------------------------------------------------------------ views
+function showView(name) {
+  for (const tab of document.querySelectorAll(".tab")) {
+    if (tab.dataset.view === name) tab.setAttribute("aria-current", "page");
+    else tab.removeAttribute("aria-current");
+  }
+  for (const view of document.querySelectorAll(".view")) {
+    view.hidden = view.id !== `view-${name}`;
+  }
+  showError("");
+  if (name === "species") loadSpecies();
+}
+
+// --------------------------------------------------------------- identify
+function maxQueryPhotos() {
+  return state.info ? state.info.limits.max_query_files : MAX_QUERY_PHOTOS_DEFAULT;
+}
+
+function choosePhotos(fileList) {
+  const files = Array.from(fileList || []).filter((f) => !f.type || f.type.startsWith("image/"));
+  const limit = maxQueryPhotos();
+  showError("");
+  if (files.length > limit) {
+    showError(`Choose at most ${limit} photos of one specimen (you chose ${files.length}).`);
+    files.length = limit;
+  }
+  state.photos = files;
+  const list = $("identify-previews");
+  list.replaceChildren();
+  files.forEach((file, i) => {
+    const item = document.createElement("li");
+    const img = document.createElement("img");
+    img.src = URL.createObjectURL(file);
+    img.alt = `Chosen photo ${i + 1}: ${file.name}`;
+    item.append(img);
+    list.append(item);
+  });
+  $("identify-submit").disabled = files.length === 0;
+  $("result").hidden = true;
+}
+
+function describeDecision(result) {
+  const best = result.candidates[0];
+  switch (result.decision) {
+    case "species":
+      return "";
+    case "genus":
+      return best ? `Closest species: ${displayName(best.species)} (${percent(best.probability)}).` : "";
+    case "unknown_species":
+      return best ? `It looks most like ${displayName(best.species)}, but not enough to say so.` : "";
+    default:
+      return "It is not similar to any photo in the collection.";
+  }
+}
+
+function renderResult(result) {
+  const summary = $("result-summary");
+  summary.textContent = result.summary;
+  summary.className = `summary ${result.decision}`;
+  $("result-detail").textContent = describeDecision(result);
+
+  const list = $("result-candidates");
+  list.replaceChildren();
+  for (const c of result.candidates) {
+    const item = document.createElement("li");
+    const name = document.createElement("span");
+    name.className = "name";
+    name.textContent = displayName(c.species);
+    if (c.family || c.genus) {
+      const taxon = document.createElement("span");
+      taxon.className = "taxon";
+      taxon.textContent = ` — ${[c.family, c.genus && displayName(c.genus)].filter(Boolean).join(", ")}`;
+      name.append(taxon);
+    }
+    const pct = document.createElement("span");
+    pct.className = "pct";
+    pct.textContent = percent(c.probability);
+    const bar = document.createElement("div");
+    bar.className = "bar";
+    bar.setAttribute("role", "meter");
+    bar.setAttribute("aria-valuemin", "0");
+    bar.setAttribute("aria-valuemax", "100");
+    bar.setAttribute("aria-valuenow", String(Math.round(100 * c.probability)));
+    bar.setAttribute("aria-label", `Confidence for ${displayName(c.species)}`);
+    const fill = document.createElement("span");
+    fill.style.width = `${Math.max(0, Math.min(100, 100 * c.probability)).toFixed(1)}%`;
+    bar.append(fill);
+    item.append(name, pct, bar);
+    list.append(item);
+  }
+
+  const gallery = $("result-similar");
+  gallery.replaceChildren();
+  for (const s of result.similar) {
+    const item = document.createElement("li");
+    const figure = document.createElement("figure");
+    const img = document.createElement("img");
+    img.alt = `Reference photo of ${displayName(s.species)}`;
+    img.loading = "lazy";
+    setImage(img, s.image_url);
+    const caption = document.createElement("figcaption");
+    caption.textContent = displayName(s.species);
+    const score = document.createElement("span");
+    score.className = "score";
+    score.textContent = ` · similarity ${s.score.toFixed(2)}`;
+    caption.append(score);
+    figure.append(img, caption);
+    item.append(figure);
+    gallery.append(item);
+  }
+  $("result").hidden = false;
+}
+
+async function identify(event) {
+  event.preventDefault();
+  if (!state.photos.length) {
+    showError("Choose at least one photo first.");
+    return;
+  }
+  const form = new FormData();
+  for (const file of state.photos) form.append("images", file, file.name);
+  const params = new URLSearchParams();
+  for (const key of ["region", "genus", "family"]) {
+    const value = $(`filter-${key}`).value.trim();
+    if (value) params.set(key, value);
+  }
+  const button = $("identify-submit");
+  button.disabled = true;
+  showError("");
+  setStatus("Identifying…");
+  try {
+    const query = params.toString() ? `?${params}` : "";
+    const result = await api(`/v1/identify${query}`, { method: "POST", body: form });
+    renderResult(result);
+    setStatus("");
+  } catch (err) {
+    $("result").hidden = true;
+    setStatus("");
+    showError(err.message);
+  } finally {
+    button.disabled = state.photos.length === 0;
+  }
+}
+
+// ----------------------------------------------------------------- enroll
+async function enroll(event) {
+  event.preventDefault();
+  const name = $("enroll-name").value.trim();
+  const files = Array.from($("enroll-photos").files || []);
+  showError("");
+  $("enroll-result").hidden = true;
+  if (!name) {
+    showError("Enter the species name.");
+    $("enroll-name").focus();
+    return;
+  }
+  if (!files.length) {
+    showError("Choose at least one photo of the species.");
+    return;
+  }
+  const form = new FormData();
+  for (const file of files) form.append("images", file, file.name);
+  for (const key of ["genus", "family", "region"]) {
+    const value = $(`enroll-${key}`).value.trim();
+    if (value) form.append(key, value);
+  }
+  const button = $("enroll-submit");
+  button.disabled = true;
+  setStatus("Adding photos…");
+  try {
+    const path = `/v1/species/${encodeURIComponent(name)}/images`;
+    const report = await api(path, { method: "POST", body: form }, true);
+    const parts = [`Added ${report.added} photo${report.added === 1 ? "" : "s"} of ${displayName(report.species)}`];
+    if (report.duplicates.length) parts.push(`${report.duplicates.length} already there`);
+    const refused = Object.keys(report.refused || {}).length;
+    if (refused) parts.push(`${refused} refused (already under another species)`);
+    const message = `${parts.join("; ")}. The collection now has ${report.total} photo${report.total === 1 ? "" : "s"} of it.`;
+    const done = $("enroll-result");
+    done.textContent = message;
+    done.hidden = false;
+    $("enroll-photos").value = "";
+    loadInfo();
+  } catch (err) {
+    showError(err.message);
+  } finally {
+    setStatus("");
+    button.disabled = false;
+  }
+}
+
+// ---------------------------------------------------------------- species
+async function loadSpecies() {
+  const list = $("species-list");
+  setStatus("Loading the collection…");
+  try {
+    const data = await api("/v1/species");
+    list.replaceChildren();
+    $("species-total").textContent =
+      `${data.total_species} species, ${data.total_specimens} photos.` +
+      (data.total_species ? "" : " Add a species to start.");
+    for (const s of data.species) {
+      const item = document.createElement("li");
+      let thumb;
+      if (s.thumbnail_url) {
+        thumb = document.createElement("img");
+        thumb.alt = `Photo of ${displayName(s.species)}`;
+        thumb.loading = "lazy";
+        setImage(thumb, s.thumbnail_url);
+      } else {
+        thumb = document.createElement("span");
+        thumb.className = "noimg";
+      }
+      const text = document.createElement("div");
+      const name = document.createElement("div");
+      name.className = "name";
+      name.textContent = displayName(s.species);
+      const meta = document.createElement("div");
+      meta.className = "meta";
+      const taxon = [s.family, s.region].filter(Boolean).join(" · ");
+      meta.textContent = `${s.count} photo${s.count === 1 ? "" : "s"}${taxon ? ` · ${taxon}` : ""}`;
+      text.append(name, meta);
+      item.append(thumb, text);
+      list.append(item);
+    }
+    setStatus("");
+  } catch (err) {
+    setStatus("");
+    showError(err.message);
+  }
+}
+
+async function loadInfo() {
+  try {
+    const response = await fetch("/v1/info");
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      setStatus(body.detail ? `Not ready: ${body.detail}` : "The server is starting…");
+      if (response.status === 503) setTimeout(loadInfo, 2000);
+      return;
+    }
+    state.info = await response.json();
+    $("api-key-field").hidden = !state.info.writes_need_key;
+    $("read-key-bar").hidden = !state.info.reads_need_key;
+    setStatus("");
+  } catch (err) {
+    setStatus("The server cannot be reached.");
+  }
+}
+
+// ------------------------------------------------------------------ wiring
+function wire() {
+  for (const tab of document.querySelectorAll(".tab")) {
+    tab.addEventListener("click", () => showView(tab.dataset.view));
+  }
+  $("identify-photos").addEventListener("change", (e) => choosePhotos(e.target.files));
+  $("identify-form").addEventListener("submit", identify);
+  $("enroll-form").addEventListener("submit", enroll);
+
+  const zone = $("dropzone");
+  for (const type of ["dragenter", "dragover"]) {
+    zone.addEventListener(type, (e) => {
+      e.preventDefault();
+      zone.classList.add("dragging");
+    });
+  }
+  for (const type of ["dragleave", "drop"]) {
+    zone.addEventListener(type, () => zone.classList.remove("dragging"));
+  }
+  zone.addEventListener("drop", (e) => {
+    e.preventDefault();
+    choosePhotos(e.dataTransfer.files);
+  });
+  // Dropping a photo anywhere else must not navigate away from the page.
+  window.addEventListener("dragover", (e) => e.preventDefault());
+  window.addEventListener("drop", (e) => e.preventDefault());
+  loadInfo();
+}
+
+document.addEventListener("DOMContentLoaded", wire);
