@@ -1,0 +1,188 @@
+"""The web page in a real headless Chromium (Debian's /usr/bin/chromium, driven by playwright):
+identify an uploaded photo, enroll a species and find it in the collection, on a phone-width
+screen. Skips without Chromium unless CI or SHELLID_REQUIRE_SHARED=1 is set (then fails).
+
+Screenshots go to a temporary folder, or to ``$SHELLID_SCREENSHOTS`` when set.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import GENERATED_SPECIES, draw_specimen, make_collection
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+PHONE = {"width": 390, "height": 844}
+API_KEY = "browser-test-key"
+
+
+def _require_browser():
+    must = os.environ.get("CI") or os.environ.get("SHELLID_REQUIRE_SHARED") == "1"
+    missing = None
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        missing = f"{CHROMIUM} not installed (apt-get install chromium, or make browser)"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            missing = "the playwright package is not installed"
+    if missing:
+        if must:
+            pytest.fail(missing + " (required under CI / SHELLID_REQUIRE_SHARED=1)")
+        pytest.skip(missing)
+    return Path(CHROMIUM) if Path(CHROMIUM).exists() else Path(shutil.which("chromium"))
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, frozen_model):
+    """The real app under uvicorn on a loopback port, over a store of three generated species;
+    writes need ``API_KEY``."""
+    import uvicorn
+    from index.collection import Collection
+
+    from api.app import create_app
+    from api.settings import ServiceSettings
+
+    species = {k: GENERATED_SPECIES[k] for k in ("Conus_alpha", "Cypraea_gamma", "Murex_epsilon")}
+    root = make_collection(tmp_path_factory.mktemp("photos"), species, specimens=2, views=2)
+    store = tmp_path_factory.mktemp("store") / "store"
+    collection = Collection.open(str(store), model=frozen_model, create=True)
+    collection.enroll_folder(root, progress=False)
+    settings = ServiceSettings(store=str(store), api_key=API_KEY)
+    port = _free_port()
+    config = uvicorn.Config(
+        create_app(settings, collection), host="127.0.0.1", port=port, log_level="warning"
+    )
+    uvicorn_server = uvicorn.Server(config)
+    thread = threading.Thread(target=uvicorn_server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not uvicorn_server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("the test server did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    uvicorn_server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(executable), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport=PHONE, device_scale_factor=1)
+    tab = context.new_page()
+    tab.set_default_timeout(30_000)
+    tab.goto(server)
+    yield tab
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    folder = os.environ.get("SHELLID_SCREENSHOTS")
+    path = Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_photo(folder: Path, name: str, species: str, seed: int) -> Path:
+    kind, colour = GENERATED_SPECIES[species]
+    path = folder / name
+    draw_specimen(kind, colour, seed, size=128).save(path)
+    return path
+
+
+def test_uploading_a_photo_shows_the_answer_with_bars_and_reference_photos(page, tmp_path, shots):
+    photo = write_photo(tmp_path, "query.png", "Cypraea_gamma", seed=4242)
+    page.set_input_files("#identify-photos", str(photo))
+    assert page.locator("#identify-previews img").count() == 1
+    page.click("#identify-submit")
+    page.wait_for_selector("#result:not([hidden])")
+    summary = page.inner_text("#result-summary")
+    assert summary.strip()
+    assert page.locator("#result-candidates li").first.inner_text().startswith("Cypraea gamma")
+    assert page.locator("#result-candidates [role=meter]").count() >= 1
+    page.wait_for_function(
+        "Array.from(document.querySelectorAll('#result-similar img'))"
+        ".some(img => img.complete && img.naturalWidth > 0)"
+    )
+    assert not page.is_visible("#error")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"page is {width}px wide on a {PHONE['width']}px screen"
+    page.screenshot(path=str(shots / "identify-390px.png"), full_page=True)
+
+
+def test_a_bad_file_shows_the_error_in_the_page(page, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    page.set_input_files("#identify-photos", str(bad))
+    page.click("#identify-submit")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "broken.jpg" in page.inner_text("#error")
+    assert page.is_hidden("#result")
+
+
+def test_enrolling_a_species_shows_it_in_the_collection(page, tmp_path, shots):
+    photos = [write_photo(tmp_path, f"delta{i}.png", "Cypraea_delta", 5000 + i) for i in range(2)]
+    page.click("nav >> text=Add a species")
+    assert page.is_visible("#api-key")  # this server needs a key to write
+    page.fill("#enroll-name", "Cypraea_delta")
+    page.fill("#enroll-family", "Cypraeidae")
+    page.set_input_files("#enroll-photos", [str(p) for p in photos])
+
+    page.fill("#api-key", "wrong-key")
+    page.click("#enroll-submit")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "wrong API key" in page.inner_text("#error")
+
+    page.fill("#api-key", API_KEY)
+    page.click("#enroll-submit")
+    page.wait_for_selector("#enroll-result:not([hidden])")
+    assert "Added 2 photos of Cypraea delta" in page.inner_text("#enroll-result")
+    page.screenshot(path=str(shots / "enroll-390px.png"), full_page=True)
+
+    page.click("nav >> text=Collection")
+    item = page.locator("#species-list li", has_text="Cypraea delta")
+    item.wait_for()
+    assert "2 photos" in item.inner_text() and "Cypraeidae" in item.inner_text()
+    assert page.locator("#species-list li").count() == 4
+    thumbnail = item.locator("img")
+    thumbnail.scroll_into_view_if_needed()
+    page.wait_for_function(
+        "img => img.complete && img.naturalWidth > 0", arg=thumbnail.element_handle()
+    )
+    page.screenshot(path=str(shots / "collection-390px.png"), full_page=True)
