@@ -25,8 +25,9 @@ class ModelMismatchError(CollectionError, RuntimeError):
 
     http_status = 409
 
-    def __init__(self, store_fingerprint: str, model_fingerprint: str, store_model: str = "",
-                 uri: str = "") -> None:
+    def __init__(
+        self, store_fingerprint: str, model_fingerprint: str, store_model: str = "", uri: str = ""
+    ) -> None:
         self.store_fingerprint = store_fingerprint
         self.model_fingerprint = model_fingerprint
         made_by = f" ({store_model})" if store_model else ""

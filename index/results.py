@@ -10,13 +10,18 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 #: Every decision :meth:`index.VectorIdentifier.identify` can return, from most to least
 #: specific. ``family`` and ``uncertain`` extend the original four (see docs/index.md).
 Decision = Literal["species", "genus", "family", "uncertain", "unknown_species", "out_of_domain"]
 DECISIONS: tuple[str, ...] = (
-    "species", "genus", "family", "uncertain", "unknown_species", "out_of_domain",
+    "species",
+    "genus",
+    "family",
+    "uncertain",
+    "unknown_species",
+    "out_of_domain",
 )
 
 
@@ -107,6 +112,8 @@ class Thresholds(BaseModel):
     -> unknown_species; a species / genus / family is named when its probability reaches the
     matching ``*_probability``.
     """
+
+    model_config = ConfigDict(ser_json_inf_nan="strings")
 
     temperature: float = 0.05
     ood: float = float("inf")

@@ -1,0 +1,81 @@
+"""Audit findings: one row per problem (kind, severity, path, species, detail, related path)."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+#: severity levels, most serious first.
+SEVERITIES = ("error", "warning", "info")
+
+#: every kind of finding with a one-line explanation (shown in the HTML page and the docs).
+KINDS: dict[str, str] = {
+    "corrupt": "the file cannot be decoded as a photo (truncated, corrupt, empty, unsupported)",
+    "tiny": "the image is too small to identify reliably",
+    "exact_duplicate": "byte-identical copy of another file (sha256)",
+    "near_duplicate": "visually the same photo as another one (perceptual hash or embedding)",
+    "mislabel": "its nearest neighbours all belong to one other species",
+    "off_domain": "unlike the rest of the collection (drawing, text, X-ray, other subject?)",
+    "outlier": "far from the centre of its species",
+    "grayscale": "no colour (scan, X-ray or black-and-white photo in a colour collection?)",
+    "cmyk": "CMYK file (print export); colours may shift when converted to RGB",
+    "few_images": "species with too few images or specimens to enrol or validate reliably",
+}
+
+CSV_COLUMNS = ("kind", "severity", "path", "species", "detail", "related_path")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem found in a collection; ``related_path`` names the other file involved."""
+
+    kind: str
+    severity: str
+    path: str
+    species: str
+    detail: str
+    related_path: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown finding kind {self.kind!r}")
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"unknown severity {self.severity!r}")
+
+
+def sort_findings(findings: Iterable[Finding]) -> list[Finding]:
+    """Most serious first, then by kind (in :data:`KINDS` order), species and path."""
+    order = {k: i for i, k in enumerate(KINDS)}
+    return sorted(
+        findings,
+        key=lambda f: (SEVERITIES.index(f.severity), order[f.kind], f.species, f.path),
+    )
+
+
+def write_csv(findings: Sequence[Finding], path: str | Path) -> Path:
+    """Write findings as CSV with the columns of :data:`CSV_COLUMNS`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for finding in findings:
+            writer.writerow(asdict(finding))
+    return path
+
+
+def read_csv(path: str | Path) -> list[Finding]:
+    """Read a findings CSV written by :func:`write_csv`."""
+    with Path(path).open(newline="", encoding="utf-8") as handle:
+        return [Finding(**row) for row in csv.DictReader(handle)]
+
+
+def summary_counts(findings: Iterable[Finding]) -> dict[str, dict[str, int]]:
+    """``{kind: {severity: count}}`` for the kinds that occur."""
+    counts: dict[str, Counter] = {}
+    for finding in findings:
+        counts.setdefault(finding.kind, Counter())[finding.severity] += 1
+    return {kind: dict(counts[kind]) for kind in KINDS if kind in counts}

@@ -1,0 +1,269 @@
+"""``audit_collection``: find problems in a labelled collection before it is enrolled or
+trained on. Reads only; nothing is deleted, moved or rewritten."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from embedder import Embedder, EmbeddingModel, ImageRecord, load_model, scan_collection
+
+from ..evaluation.cache import EmbeddingCache
+from .embedding_checks import (
+    centroid_similarity,
+    mislabel_candidates,
+    nearest_neighbours,
+    off_domain_scores,
+    outlier_mask,
+)
+from .files import FileInfo, hamming_pairs, inspect_file
+from .findings import Finding, sort_findings
+
+
+@dataclass
+class AuditConfig:
+    """Thresholds of the audit (defaults suit photo collections of a few to 10,000 images)."""
+
+    near_duplicate_cosine: float = 0.97  # embedding cosine at or above: same photo
+    near_duplicate_hash_bits: int = 4  # dHash bits that may differ (of 64): same photo
+    neighbours: int = 5  # k for the mislabel and off-domain checks
+    off_domain_z: float = 4.0  # robust z below -this: off-domain
+    outlier_percentile: float = 99.0  # distance-to-centre percentile for outliers
+    outlier_min_z: float = 3.0  # ... and at least this many robust SDs above the median
+    min_side: int = 64  # images smaller than this (px, shorter side) are flagged "tiny"
+    min_images: int = 5  # species with fewer images are flagged
+    min_groups: int = 2  # species with fewer specimens/groups are flagged
+    group_pattern: str | None = None  # regex or preset (see embedder.datasets.GROUP_PRESETS)
+
+
+@dataclass
+class AuditResult:
+    """All findings of one audit, most serious first, and what was audited."""
+
+    root: Path
+    findings: list[Finding]
+    images: int
+    species: int
+    embedded: int
+    model: str
+    config: AuditConfig = field(default_factory=AuditConfig)
+
+    def to_dict(self) -> dict:
+        return {
+            "root": str(self.root),
+            "images": self.images,
+            "species": self.species,
+            "embedded": self.embedded,
+            "model": self.model,
+            "config": asdict(self.config),
+            "findings": [asdict(f) for f in self.findings],
+        }
+
+
+def _file_findings(records: Sequence[ImageRecord], infos: Sequence[FileInfo], cfg: AuditConfig):
+    findings: list[Finding] = []
+    for record, info in zip(records, infos, strict=True):
+        path, species = str(record.path), record.species
+        if info.error_code == "too_small":
+            findings.append(Finding("tiny", "error", path, species, info.error))
+        elif not info.readable:
+            findings.append(
+                Finding("corrupt", "error", path, species, f"{info.error_code}: {info.error}")
+            )
+            continue
+        side = min(info.width, info.height)
+        if info.readable and side < cfg.min_side:
+            findings.append(
+                Finding(
+                    "tiny",
+                    "warning",
+                    path,
+                    species,
+                    f"{info.width}x{info.height} px; shorter side under {cfg.min_side} px",
+                )
+            )
+        if info.mode == "CMYK":
+            findings.append(Finding("cmyk", "info", path, species, "CMYK colour mode"))
+        if info.grayscale:
+            findings.append(
+                Finding("grayscale", "info", path, species, f"no colour (mode {info.mode or '?'})")
+            )
+    return findings
+
+
+def _exact_duplicates(records: Sequence[ImageRecord], infos: Sequence[FileInfo]) -> list[Finding]:
+    by_hash: dict[str, list[int]] = defaultdict(list)
+    for i, info in enumerate(infos):
+        if info.sha256:
+            by_hash[info.sha256].append(i)
+    findings = []
+    for members in by_hash.values():
+        first = members[0]
+        for i in members[1:]:
+            across = records[i].species != records[first].species
+            detail = (
+                f"same file under {records[first].species} and {records[i].species}"
+                if across
+                else "same file twice in this species"
+            )
+            findings.append(
+                Finding(
+                    "exact_duplicate",
+                    "error" if across else "warning",
+                    str(records[i].path),
+                    records[i].species,
+                    detail,
+                    str(records[first].path),
+                )
+            )
+    return findings
+
+
+def audit_collection(
+    root: str | Path,
+    model: str | Path | EmbeddingModel | None = None,
+    config: AuditConfig | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> AuditResult:
+    """Audit ``root/<species>/*`` images; see :data:`index.audit.findings.KINDS`.
+
+    ``model`` is a ``MODEL.pt`` path, a loaded model or ``None`` (the frozen default backbone).
+    """
+    cfg = config or AuditConfig()
+    records = scan_collection(root, group_pattern=cfg.group_pattern)
+    infos = [
+        inspect_file(r.path)
+        for r in tqdm(records, desc="checking files", unit="img", disable=not progress)
+    ]
+    findings = _file_findings(records, infos, cfg) + _exact_duplicates(records, infos)
+
+    counts: dict[str, int] = defaultdict(int)
+    groups: dict[str, set[str]] = defaultdict(set)
+    for record in records:
+        counts[record.species] += 1
+        groups[record.species].add(record.group)
+    for species in sorted(counts):
+        problems = []
+        if counts[species] < cfg.min_images:
+            problems.append(f"{counts[species]} image(s), fewer than {cfg.min_images}")
+        if cfg.group_pattern and len(groups[species]) < cfg.min_groups:
+            problems.append(f"{len(groups[species])} specimen(s), fewer than {cfg.min_groups}")
+        if problems:
+            folder = str(Path(root) / species)
+            findings.append(Finding("few_images", "warning", folder, species, "; ".join(problems)))
+
+    readable = [i for i, info in enumerate(infos) if info.readable and info.error_code == ""]
+    embedding_model = model if isinstance(model, EmbeddingModel) else load_model(model)
+    embedded = 0
+    if len(readable) >= 2:
+        cache = EmbeddingCache(Embedder(embedding_model), cache_dir)
+        result = cache.embed_paths([records[i].path for i in readable], progress=progress)
+        position = {str(p): n for n, p in enumerate(result.paths)}
+        rows = [i for i in readable if str(records[i].path) in position]
+        vectors = result.embeddings[[position[str(records[i].path)] for i in rows]]
+        embedded = len(rows)
+        findings += _embedding_findings(records, infos, rows, vectors, cfg)
+    return AuditResult(
+        root=Path(root),
+        findings=sort_findings(findings),
+        images=len(records),
+        species=len(counts),
+        embedded=embedded,
+        model=embedding_model.name,
+        config=cfg,
+    )
+
+
+def _embedding_findings(
+    records: Sequence[ImageRecord],
+    infos: Sequence[FileInfo],
+    rows: Sequence[int],
+    vectors: np.ndarray,
+    cfg: AuditConfig,
+) -> list[Finding]:
+    recs = [records[i] for i in rows]
+    species = [r.species for r in recs]
+    hashes = [infos[i].sha256 for i in rows]
+    copy_id = np.unique(hashes, return_inverse=True)[1]
+    table = nearest_neighbours(vectors, cfg.neighbours, cfg.near_duplicate_cosine, copy_id)
+    findings: list[Finding] = []
+
+    # Near duplicates: embedding pairs plus perceptual-hash pairs, each pair reported once,
+    # never within one specimen/track (views and frames of one object are expected to match).
+    pairs: dict[tuple[int, int], list[str]] = defaultdict(list)
+    for i, j, cosine in table.close_pairs:
+        pairs[(i, j)].append(f"embedding cosine {cosine:.3f}")
+    dhash = np.asarray([infos[i].dhash or 0 for i in rows], dtype=np.uint64)
+    for i, j, bits in hamming_pairs(dhash, cfg.near_duplicate_hash_bits):
+        if copy_id[i] != copy_id[j]:
+            pairs[(i, j)].append(f"perceptual hash differs in {bits}/64 bits")
+    for (i, j), reasons in sorted(pairs.items()):
+        if recs[i].group == recs[j].group:
+            continue
+        across = species[i] != species[j]
+        where = f"also filed under {species[i]}" if across else "same species"
+        findings.append(
+            Finding(
+                "near_duplicate",
+                "error" if across else "warning",
+                str(recs[j].path),
+                species[j],
+                f"{where}; " + ", ".join(reasons),
+                str(recs[i].path),
+            )
+        )
+
+    centres = centroid_similarity(vectors, species)
+    z = off_domain_scores(table)
+    flagged: set[int] = set()
+    for i in np.flatnonzero(z <= -cfg.off_domain_z):
+        flagged.add(int(i))
+        mean_sim = float(np.nanmean(table.similarity[i]))
+        findings.append(
+            Finding(
+                "off_domain",
+                "warning",
+                str(recs[i].path),
+                species[i],
+                f"mean similarity to its {table.index.shape[1]} nearest images {mean_sim:.2f} "
+                f"(robust z {z[i]:.1f}; threshold -{cfg.off_domain_z:g})",
+            )
+        )
+    for i, other, nearest in mislabel_candidates(table, species, centres):
+        if i in flagged:
+            continue
+        flagged.add(i)
+        own = centres.own[i]
+        own_text = f"{own:.2f}" if np.isfinite(own) else "n/a"
+        findings.append(
+            Finding(
+                "mislabel",
+                "warning",
+                str(recs[i].path),
+                species[i],
+                f"its {table.index.shape[1]} nearest images are all {other}; similarity to "
+                f"{other} centre {centres.best_other[i]:.2f} vs own species {own_text}",
+                str(recs[nearest].path),
+            )
+        )
+    for i in np.flatnonzero(outlier_mask(centres, cfg.outlier_percentile, cfg.outlier_min_z)):
+        if int(i) in flagged:
+            continue
+        findings.append(
+            Finding(
+                "outlier",
+                "info",
+                str(recs[i].path),
+                species[i],
+                f"similarity to its species centre {centres.own[i]:.2f} "
+                f"(closest other species: {centres.best_other_species[i]} "
+                f"{centres.best_other[i]:.2f})",
+            )
+        )
+    return findings

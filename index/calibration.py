@@ -1,0 +1,94 @@
+"""Calibration maths: temperature of the softmax, threshold quantiles, AUROC and ECE.
+
+The held-out scores these functions consume are produced by
+:meth:`index.VectorIdentifier.calibrate` (leave-one-specimen-out for known species,
+leave-one-species-out for unknown ones); docs/index.md explains the procedure.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.stats import rankdata
+
+#: bounds of the fitted softmax temperature (cosine similarities lie in [-1, 1]).
+MIN_TEMPERATURE = 0.01
+MAX_TEMPERATURE = 1.0
+
+
+def softmax(similarities: np.ndarray, temperature: float) -> np.ndarray:
+    """Row-wise softmax of ``similarities / temperature``; ``-inf`` entries get probability 0
+    (a row that is all ``-inf`` stays all zero)."""
+    sims = np.asarray(similarities, dtype=np.float64) / max(float(temperature), 1e-12)
+    finite = np.isfinite(sims)
+    top = np.where(finite, sims, -np.inf).max(axis=1, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    weights = np.where(finite, np.exp(np.where(finite, sims - top, 0.0)), 0.0)
+    total = weights.sum(axis=1, keepdims=True)
+    return (weights / np.where(total > 0, total, 1.0)).astype(np.float32)
+
+
+def negative_log_likelihood(
+    similarities: np.ndarray, targets: np.ndarray, temperature: float
+) -> float:
+    """Mean NLL of the ``targets`` columns under :func:`softmax`."""
+    probs = softmax(similarities, temperature).astype(np.float64)
+    picked = probs[np.arange(len(targets)), targets]
+    return float(-np.mean(np.log(np.clip(picked, 1e-12, 1.0))))
+
+
+def fit_temperature(similarities: np.ndarray, targets: np.ndarray) -> float:
+    """The temperature minimising the NLL of ``targets`` (searched on a log scale)."""
+    targets = np.asarray(targets, dtype=np.int64)
+    if len(targets) == 0:
+        raise ValueError("no samples to fit a temperature on")
+    result = minimize_scalar(
+        lambda log_t: negative_log_likelihood(similarities, targets, float(np.exp(log_t))),
+        bounds=(np.log(MIN_TEMPERATURE), np.log(MAX_TEMPERATURE)),
+        method="bounded",
+        options={"xatol": 1e-3},
+    )
+    return float(np.exp(result.x))
+
+
+def acceptance_threshold(scores: np.ndarray, share: float) -> float:
+    """Smallest threshold ``t`` with at least ``share`` of ``scores`` ``<= t`` (a score above
+    the threshold is rejected)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    scores = scores[np.isfinite(scores)]
+    if scores.size == 0:
+        raise ValueError("no finite score")
+    share = float(np.clip(share, 0.0, 1.0))
+    return float(np.quantile(scores, share, method="higher"))
+
+
+def auroc(negatives: np.ndarray, positives: np.ndarray) -> float | None:
+    """Area under the ROC curve for telling ``positives`` (higher scores expected) from
+    ``negatives``; ties count one half. None when either side is empty."""
+    negatives = np.asarray(negatives, dtype=np.float64)
+    positives = np.asarray(positives, dtype=np.float64)
+    if negatives.size == 0 or positives.size == 0:
+        return None
+    ranks = rankdata(np.concatenate([negatives, positives]))
+    pos_ranks = ranks[negatives.size :].sum()
+    return float(
+        (pos_ranks - positives.size * (positives.size + 1) / 2) / (positives.size * negatives.size)
+    )
+
+
+def expected_calibration_error(
+    confidence: np.ndarray, correct: np.ndarray, bins: int = 15
+) -> float:
+    """ECE of top-1 confidences against correctness, equal-width bins."""
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    if confidence.size == 0:
+        return 0.0
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    error = 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            error += inside.mean() * abs(confidence[inside].mean() - correct[inside].mean())
+    return float(error)

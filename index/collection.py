@@ -1,0 +1,702 @@
+"""A collection: the LanceDB specimen store + the embedding model + the in-memory FAISS
+indexes and identifier, kept in step on every enrollment and deletion.
+
+Thread-safe: identification and search go on while an enrollment is embedded and written;
+writers are serialised; the in-memory state switches only after the store commit succeeded
+(and the commit is rolled back if that switch fails).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from embedder.intake import ImageIntakeError, decode_image
+
+from .classifier import VectorIdentifier, genus_from_name
+from .config import IdentifierConfig, IndexSettings
+from .errors import (
+    DuplicateImageError,
+    EmptyCollectionError,
+    InvalidQueryError,
+    ModelMismatchError,
+    ModelNotLoadedError,
+    SpeciesNotFoundError,
+    SpecimenNotFoundError,
+    StoreError,
+)
+from .imaging import ImageInput, PreparedImage, normalise_size, prepare_image, read_input
+from .results import EnrollReport, Identification, SimilarSpecimen, SpeciesSummary, Thresholds
+from .store import SpecimenStore
+
+#: taxonomy keys stored in their own columns; any other key goes to the JSON ``extra`` column.
+TAXONOMY_COLUMNS = ("genus", "family", "region")
+MAX_SPECIES_NAME = 200
+_BAD_NAME = re.compile(r"[\x00-\x1f\x7f/\\]")
+
+
+class ImageEmbedder(Protocol):
+    """What a collection needs from a model (``embedder.Embedder`` fits)."""
+
+    dim: int
+    fingerprint: str
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray: ...
+
+
+def canonical_species(name: str) -> str:
+    """``"Conus  textile "`` -> ``"Conus_textile"``; ValueError for an unusable name."""
+    text = re.sub(r"\s+", "_", str(name).strip())
+    if not text:
+        raise InvalidQueryError("species name is empty")
+    if len(text) > MAX_SPECIES_NAME or _BAD_NAME.search(text):
+        raise InvalidQueryError(
+            f"species name {name!r} is not usable (at most {MAX_SPECIES_NAME} characters, "
+            "no slashes or control characters)"
+        )
+    return text
+
+
+def _model_name(embedder: Any) -> str:
+    for owner in (embedder, getattr(embedder, "model", None)):
+        name = getattr(owner, "name", None)
+        if isinstance(name, str) and name:
+            return name
+    return type(embedder).__name__
+
+
+def make_embedder(model: Any) -> tuple[ImageEmbedder, str]:
+    """``(embedder, model path or '')`` from None (frozen default), a MODEL.pt path, an
+    ``EmbeddingModel`` or anything with ``embed_images`` / ``dim`` / ``fingerprint``."""
+    if model is not None and hasattr(model, "embed_images"):
+        return model, ""
+    from embedder import EmbeddingModel, load_model
+    from embedder.embedding import Embedder
+
+    if isinstance(model, EmbeddingModel):
+        return Embedder(model), ""
+    path = "" if model is None else str(Path(model).expanduser().resolve())
+    return Embedder(load_model(path or None)), path
+
+
+class Collection:
+    """Enroll, identify, search and curate one specimen collection (see module doc)."""
+
+    def __init__(
+        self,
+        store: SpecimenStore,
+        embedder: ImageEmbedder | None,
+        settings: IndexSettings,
+        config: IdentifierConfig,
+        model_path: str = "",
+    ) -> None:
+        self.store = store
+        self._embedder = embedder
+        self.settings = settings
+        self.config = config
+        self.model_path = model_path
+        self._lock = threading.RLock()  # in-memory state
+        self._write_lock = threading.RLock()  # one writer at a time
+        self._identifier: VectorIdentifier | None = None
+        self._sha: dict[str, tuple[str, str]] = {}
+        self._loaded_version = -1
+        self._load()
+
+    # ================================================================== opening
+    @classmethod
+    def open(
+        cls,
+        uri: str | Path | None = None,
+        model: str | Path | Any | None = None,
+        create: bool = True,
+        *,
+        settings: IndexSettings | None = None,
+        config: IdentifierConfig | None = None,
+        need_model: bool = True,
+        check_model: bool = True,
+    ) -> Collection:
+        """Open (or create) the collection at ``uri`` (default ``SHELLID_STORE`` or
+        ``./shellid-data``) with ``model`` (default ``SHELLID_MODEL`` or the frozen backbone).
+
+        Refuses a store whose vectors another model made (:class:`ModelMismatchError`) unless
+        ``check_model=False`` (for ``reindex``). ``need_model=False`` skips loading the model
+        (listing and removing work; enrolling and identifying images do not).
+        """
+        settings = settings or IndexSettings()
+        store = SpecimenStore(
+            uri if uri is not None else settings.store,
+            create=create,
+            keep_versions=timedelta(minutes=settings.keep_versions_minutes),
+            compact_every=settings.compact_every,
+        )
+        embedder, path = (None, "")
+        if need_model:
+            embedder, path = make_embedder(model if model is not None else settings.model)
+        info = store.info()
+        if (
+            check_model
+            and embedder is not None
+            and store.count() > 0
+            and info.get("fingerprint")
+            and info["fingerprint"] != embedder.fingerprint
+        ):
+            made_by = info.get("model_path") or info.get("model_name", "")
+            raise ModelMismatchError(info["fingerprint"], embedder.fingerprint, made_by, store.uri)
+        return cls(store, embedder, settings, config or settings.identifier_config(), path)
+
+    def _load(self) -> None:
+        """(Re)build the in-memory identifier from the store."""
+        table = self.store.load_index()
+        version = self.store.version
+        dim = self.store.dim or (self._embedder.dim if self._embedder is not None else None)
+        identifier = None
+        sha: dict[str, tuple[str, str]] = {}
+        if dim is not None:
+            identifier = VectorIdentifier(dim, self.config)
+            if table.num_rows:
+                vectors = table["vector"].combine_chunks().flatten().to_numpy().reshape(-1, dim)
+                columns = {c: table[c].to_pylist() for c in table.column_names if c != "vector"}
+                taxonomy: dict[str, dict[str, str]] = defaultdict(dict)
+                for i, species in enumerate(columns["species"]):
+                    for key in TAXONOMY_COLUMNS:
+                        if columns[key][i]:
+                            taxonomy[species].setdefault(key, columns[key][i])
+                identifier.add(
+                    vectors,
+                    columns["species"],
+                    taxonomy,
+                    columns["id"],
+                    columns["specimen"],
+                    sources=columns["source"],
+                    regions=columns["region"],
+                    calibrate=False,
+                )
+                sha = {
+                    h: (s, i)
+                    for h, s, i in zip(
+                        columns["sha256"], columns["species"], columns["id"], strict=True
+                    )
+                }
+            info = self.store.info()
+            stored = info.get("thresholds")
+            if stored and info.get("calibrated_version") == version:
+                identifier.thresholds = Thresholds.model_validate(stored)
+            else:
+                identifier.calibrate()
+            identifier.set_overrides(**self.settings.threshold_overrides())
+        with self._lock:
+            self._identifier = identifier
+            self._sha = sha
+            self._loaded_version = version
+
+    def refresh(self) -> bool:
+        """Reload from the store if another process wrote to it; True when it did."""
+        with self._write_lock:
+            if self.store.latest_version() == self._loaded_version:
+                return False
+            self._load()
+            return True
+
+    # ================================================================== properties
+    @property
+    def embedder(self) -> ImageEmbedder:
+        if self._embedder is None:
+            raise ModelNotLoadedError("this collection was opened without a model")
+        return self._embedder
+
+    @property
+    def fingerprint(self) -> str:
+        """Fingerprint of the model whose vectors the store holds (or will hold)."""
+        if self._embedder is not None:
+            return self._embedder.fingerprint
+        return str(self.store.info().get("fingerprint", ""))
+
+    @property
+    def identifier(self) -> VectorIdentifier | None:
+        """The current in-memory identifier (None before anything was enrolled)."""
+        return self._identifier
+
+    def __len__(self) -> int:
+        identifier = self._identifier
+        return 0 if identifier is None else len(identifier)
+
+    @property
+    def thresholds(self) -> Thresholds:
+        identifier = self._identifier
+        return identifier.thresholds if identifier is not None else Thresholds()
+
+    def _need_identifier(self) -> VectorIdentifier:
+        identifier = self._identifier
+        if identifier is None or len(identifier) == 0:
+            raise EmptyCollectionError(
+                "the collection is empty: enroll some species first (shellid enroll)"
+            )
+        return identifier
+
+    # ================================================================== enrollment
+    def _prepare(
+        self, images: Sequence[ImageInput], errors: dict[str, str]
+    ) -> list[PreparedImage | None]:
+        prepared: list[PreparedImage | None] = []
+        for item in images:
+            name = item[0] if isinstance(item, tuple) else Path(item).name
+            try:
+                prepared.append(prepare_image(*read_input(item)))
+            except ImageIntakeError as exc:
+                key = name if name not in errors else f"{name} ({len(errors) + 1})"
+                errors[key] = exc.reason
+                prepared.append(None)
+        return prepared
+
+    def _embed(
+        self, images: list[Image.Image], progress: bool = False, desc: str = "embedding"
+    ) -> np.ndarray:
+        embedder = self.embedder
+        chunk = 64
+        if len(images) <= chunk or not progress:
+            return np.asarray(embedder.embed_images(images), np.float32).reshape(len(images), -1)
+        parts = []
+        with tqdm(total=len(images), desc=desc, unit="img") as bar:
+            for start in range(0, len(images), chunk):
+                parts.append(embedder.embed_images(images[start : start + chunk]))
+                bar.update(len(parts[-1]))
+        return np.concatenate(parts).astype(np.float32)
+
+    def enroll(
+        self,
+        species: str,
+        images: Sequence[ImageInput],
+        taxonomy: Mapping[str, Any] | None = None,
+        source: str = "",
+        *,
+        groups: Sequence[str] | None = None,
+        strict: bool = False,
+        calibrate: bool = True,
+        progress: bool = False,
+    ) -> EnrollReport:
+        """Add images of one species in ONE store commit (all or nothing).
+
+        ``images``: paths or ``(file name, bytes)`` pairs; ``taxonomy``: genus, family, region
+        and any other fields (kept as JSON); ``groups``: per image, the physical specimen it
+        shows (views of one shell share one; default each image its own). Unreadable images
+        are reported in ``errors``; an image already enrolled under this species is skipped
+        (``duplicates``); one enrolled under another species is refused (``refused``), or with
+        ``strict=True`` raises :class:`DuplicateImageError` before anything is written.
+        """
+        name = canonical_species(species)
+        if groups is not None and len(groups) != len(images):
+            raise InvalidQueryError(f"{len(images)} images but {len(groups)} groups")
+        taxonomy = {
+            str(k).strip().lower(): str(v).strip()
+            for k, v in (taxonomy or {}).items()
+            if v not in (None, "")
+        }
+        report = EnrollReport(species=name)
+        prepared = self._prepare(images, report.errors)
+        embedder = self.embedder
+        candidates = [(i, p) for i, p in enumerate(prepared) if p is not None]
+        vectors = self._embed([p.image for _, p in candidates], progress, desc=f"embedding {name}")
+        with self._write_lock:
+            keep: list[int] = []
+            seen: set[str] = set()
+            for k, (_, p) in enumerate(candidates):
+                owner = self._sha.get(p.sha256)
+                if p.sha256 in seen or (owner and owner[0] == name):
+                    report.duplicates.append(p.name)
+                elif owner:
+                    report.refused[p.name] = f"already enrolled as {owner[0]} (specimen {owner[1]})"
+                else:
+                    keep.append(k)
+                seen.add(p.sha256)
+            if strict and report.refused:
+                first, why = next(iter(report.refused.items()))
+                raise DuplicateImageError(f"{first}: {why}; nothing was enrolled")
+            if keep:
+                self._commit(
+                    name,
+                    [candidates[k] for k in keep],
+                    vectors[keep],
+                    taxonomy,
+                    source,
+                    groups,
+                    embedder,
+                    report,
+                    calibrate,
+                )
+            identifier = self._identifier
+            report.total = identifier.counts().get(name, 0) if identifier is not None else 0
+        return report
+
+    def _commit(
+        self,
+        name: str,
+        items: list[tuple[int, PreparedImage]],
+        vectors: np.ndarray,
+        taxonomy: dict[str, str],
+        source: str,
+        groups: Sequence[str] | None,
+        embedder: ImageEmbedder,
+        report: EnrollReport,
+        calibrate: bool,
+    ) -> None:
+        n = len(items)
+        ids = [uuid.uuid4().hex[:16] for _ in range(n)]
+        specimens = [
+            str(groups[i]) if groups is not None else ids[k] for k, (i, _) in enumerate(items)
+        ]
+        genus = taxonomy.get("genus") or genus_from_name(name)
+        extra = json.dumps(
+            {k: v for k, v in taxonomy.items() if k not in TAXONOMY_COLUMNS}, sort_keys=True
+        )
+        now = datetime.now(UTC)
+        self.store.ensure_table(embedder.dim)
+        if not self.store.info().get("fingerprint") or self.store.count() == 0:
+            self.store.write_info(
+                fingerprint=embedder.fingerprint,
+                model_name=_model_name(embedder),
+                model_path=self.model_path,
+                dim=int(embedder.dim),
+            )
+        table = self.store.make_rows(
+            {
+                "id": ids,
+                "species": [name] * n,
+                "genus": [genus] * n,
+                "family": [taxonomy.get("family", "")] * n,
+                "region": [taxonomy.get("region", "")] * n,
+                "extra": [extra] * n,
+                "specimen": specimens,
+                "source": [source] * n,
+                "filename": [p.name for _, p in items],
+                "sha256": [p.sha256 for _, p in items],
+                "fingerprint": [embedder.fingerprint] * n,
+                "thumbnail": [p.thumbnail for _, p in items],
+                "image": [p.stored for _, p in items],
+                "width": [p.width for _, p in items],
+                "height": [p.height for _, p in items],
+                "created": [now] * n,
+            },
+            vectors,
+        )
+        before = self.store.latest_version()
+        self.store.add(table)
+        try:
+            with self._lock:
+                identifier = self._identifier
+                if identifier is None:
+                    identifier = VectorIdentifier(embedder.dim, self.config)
+                identifier.add(
+                    vectors,
+                    [name] * n,
+                    {
+                        name: {k: v for k, v in taxonomy.items() if k in TAXONOMY_COLUMNS}
+                        | {"genus": genus}
+                    },
+                    ids,
+                    specimens,
+                    sources=[source] * n,
+                    regions=[taxonomy.get("region", "")] * n,
+                    calibrate=False,
+                )
+                if self._identifier is None:
+                    identifier.set_overrides(**self.settings.threshold_overrides())
+                    self._identifier = identifier
+                for k, (_, p) in enumerate(items):
+                    self._sha[p.sha256] = (name, ids[k])
+                self._loaded_version = self.store.version
+        except Exception:
+            self.store.rollback(before)
+            self._load()
+            raise
+        report.added = n
+        report.specimen_ids = ids
+        if calibrate:
+            self.calibrate()
+
+    def enroll_folder(
+        self,
+        root: str | Path,
+        species: str | None = None,
+        progress: bool = True,
+        *,
+        group_pattern: str | None = None,
+        taxonomy_csv: str | Path | None = None,
+        taxonomy: Mapping[str, Any] | None = None,
+        source: str | None = None,
+    ) -> list[EnrollReport]:
+        """Enroll a class-folder tree ``root/<Genus_species>/*.jpg`` (one commit per species),
+        or, with ``species``, every image under ``root`` (or the single file ``root``) as that
+        species. ``group_pattern``: regex or preset naming the specimen in file names (see
+        ``embedder.datasets.GROUP_PRESETS``). Thresholds are recalibrated once at the end."""
+        from embedder.datasets import compile_group_pattern, group_of, images_in, scan_collection
+
+        root = Path(root)
+        source = source if source is not None else root.name
+        regex = compile_group_pattern(group_pattern)
+        batches: list[tuple[str, list[Path], list[str], dict[str, str]]] = []
+        if species is not None:
+            if not root.exists():
+                raise InvalidQueryError(f"{root}: no such file or folder")
+            files = images_in([root])
+            if not files:
+                raise InvalidQueryError(f"{root}: no images found")
+            batches.append(
+                (species, files, [group_of(f.stem, regex) for f in files], dict(taxonomy or {}))
+            )
+        else:
+            by_species: dict[str, list] = defaultdict(list)
+            for record in scan_collection(
+                root, group_pattern=group_pattern, taxonomy_csv=taxonomy_csv
+            ):
+                by_species[record.species].append(record)
+            for name, records in by_species.items():
+                info = dict(records[0].taxonomy) | dict(taxonomy or {})
+                batches.append(
+                    (
+                        name,
+                        [r.path for r in records],
+                        [r.group.split("/", 1)[-1] for r in records],
+                        info,
+                    )
+                )
+        reports: list[EnrollReport] = []
+        total = sum(len(b[1]) for b in batches)
+        with tqdm(total=total, desc="enrolling", unit="img", disable=not progress) as bar:
+            for name, files, groups, info in batches:
+                bar.set_postfix_str(name[:40])
+                reports.append(
+                    self.enroll(name, files, info, source, groups=groups, calibrate=False)
+                )
+                bar.update(len(files))
+        if any(r.added for r in reports):
+            self.calibrate()
+        return reports
+
+    # ================================================================== queries
+    def _embed_queries(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if not images:
+            raise InvalidQueryError("no image given")
+        return self._embed([normalise_size(im.convert("RGB")) for im in images])
+
+    def identify(
+        self,
+        images: Sequence[Image.Image],
+        top_k: int = 5,
+        region: str | None = None,
+        genus: str | None = None,
+        family: str | None = None,
+    ) -> Identification:
+        """Identify one specimen from one or several photos of it (views are fused)."""
+        self._need_identifier()
+        started = time.perf_counter()
+        vectors = self._embed_queries(images)
+        embedded = time.perf_counter()
+        result = self.identify_embeddings(vectors, top_k, region, genus, family)
+        result.timings_ms["embed"] = round((embedded - started) * 1e3, 3)
+        result.timings_ms["total"] = round((time.perf_counter() - started) * 1e3, 3)
+        return result
+
+    def identify_embeddings(
+        self,
+        vectors: np.ndarray,
+        top_k: int = 5,
+        region: str | None = None,
+        genus: str | None = None,
+        family: str | None = None,
+    ) -> Identification:
+        """:meth:`identify` for embeddings ``(v, d)`` of the views of one specimen."""
+        identifier = self._need_identifier()
+        with self._lock:
+            return identifier.identify(
+                vectors, top_k=top_k, region=region, genus=genus, family=family
+            )
+
+    def search(
+        self,
+        images: Sequence[Image.Image],
+        k: int = 10,
+        region: str | None = None,
+        genus: str | None = None,
+        family: str | None = None,
+    ) -> list[SimilarSpecimen]:
+        """The ``k`` enrolled images most similar to the photo(s) of one specimen."""
+        self._need_identifier()
+        return self.search_embeddings(self._embed_queries(images), k, region, genus, family)
+
+    def search_embeddings(
+        self,
+        vectors: np.ndarray,
+        k: int = 10,
+        region: str | None = None,
+        genus: str | None = None,
+        family: str | None = None,
+    ) -> list[SimilarSpecimen]:
+        identifier = self._need_identifier()
+        with self._lock:
+            return identifier.search(vectors, k=k, region=region, genus=genus, family=family)
+
+    # ================================================================== listing
+    def _summaries(self) -> dict[str, SpeciesSummary]:
+        identifier = self._identifier
+        if identifier is None or len(identifier) == 0:
+            return {}
+        with self._lock:
+            ids = identifier.specimen_ids
+            labels = identifier.labels
+            counts = identifier.counts()
+            specimens = identifier.specimen_counts()
+            first: dict[str, list[str]] = defaultdict(list)
+            for i, s in zip(ids, labels, strict=True):
+                if len(first[s]) < 5:
+                    first[s].append(i)
+            out = {}
+            for name in identifier.species:
+                genus, family = identifier.taxon_of(name)
+                out[name] = SpeciesSummary(
+                    species=name,
+                    genus=genus,
+                    family=family,
+                    region=identifier.taxonomy.get(name, {}).get("region", ""),
+                    count=counts[name],
+                    specimens=specimens[name],
+                    specimen_ids=first[name],
+                    thumbnail_id=first[name][0] if first[name] else None,
+                )
+            return out
+
+    def species(self) -> list[SpeciesSummary]:
+        """Every enrolled species with its image count (sorted by name)."""
+        return list(self._summaries().values())
+
+    def species_info(self, name: str) -> SpeciesSummary:
+        summaries = self._summaries()
+        key = canonical_species(name)
+        if key not in summaries:
+            raise SpeciesNotFoundError(f"species {name!r} is not enrolled")
+        return summaries[key]
+
+    def thumbnail(self, specimen_id: str) -> bytes:
+        """JPEG thumbnail (longer side <= 160 px) of an enrolled image."""
+        return self.store.read_blob(specimen_id, "thumbnail")
+
+    def image(self, specimen_id: str) -> bytes:
+        """The stored normalised JPEG copy of an enrolled image."""
+        return self.store.read_blob(specimen_id, "image")
+
+    # ================================================================== curation
+    def remove_species(self, name: str) -> int:
+        """Delete every image of a species (one commit); returns how many went."""
+        key = canonical_species(name)
+        with self._write_lock:
+            identifier = self._identifier
+            if identifier is None or key not in identifier.species:
+                raise SpeciesNotFoundError(f"species {name!r} is not enrolled")
+            removed = self.store.delete_species(key)
+            with self._lock:
+                identifier.remove_species(key, calibrate=False)
+                self._sha = {h: v for h, v in self._sha.items() if v[0] != key}
+                self._loaded_version = self.store.version
+            self.calibrate()
+            return removed
+
+    def remove_specimen(self, specimen_id: str) -> SimilarSpecimen:
+        """Delete one enrolled image by id; returns what it was."""
+        with self._write_lock:
+            identifier = self._identifier
+            ids = identifier.specimen_ids if identifier is not None else []
+            if specimen_id not in ids:
+                raise SpecimenNotFoundError(f"no enrolled specimen with id {specimen_id!r}")
+            row = ids.index(specimen_id)
+            species = identifier.labels[row]
+            record = SimilarSpecimen(
+                specimen_id=specimen_id,
+                species=species,
+                genus=identifier.taxon_of(species)[0],
+                score=1.0,
+            )
+            self.store.delete_ids([specimen_id])
+            with self._lock:
+                identifier.remove([specimen_id], calibrate=False)
+                self._sha = {h: v for h, v in self._sha.items() if v[1] != specimen_id}
+                self._loaded_version = self.store.version
+            self.calibrate()
+            return record
+
+    def calibrate(self, target_recall: float | None = None) -> Thresholds:
+        """Recalibrate the thresholds on the enrolled data and store them with the store."""
+        with self._write_lock:
+            identifier = self._identifier
+            if identifier is None:
+                return Thresholds()
+            with self._lock:
+                thresholds = identifier.calibrate(target_recall)
+            self.store.write_info(
+                thresholds=json.loads(thresholds.model_dump_json()),
+                calibrated_version=self.store.version,
+            )
+            return thresholds
+
+    def reindex(self, model: str | Path | Any | None = None, progress: bool = True) -> int:
+        """Re-embed every stored image with ``model`` (one commit) and adopt that model;
+        returns the number of images re-embedded."""
+        new_embedder, path = make_embedder(model)
+        with self._write_lock:
+            total = self.store.count()
+            ids: list[str] = []
+            parts: list[np.ndarray] = []
+            with tqdm(total=total, desc="re-embedding", unit="img", disable=not progress) as bar:
+                for batch_ids, blobs in self.store.iter_images(64):
+                    images = []
+                    for i, blob in zip(batch_ids, blobs, strict=True):
+                        try:  # exactly the pixels enrollment embedded
+                            images.append(decode_image(blob, label=i))
+                        except ImageIntakeError as exc:  # pragma: no cover - store damage
+                            raise StoreError(
+                                f"stored image {i} cannot be decoded ({exc.reason})"
+                            ) from None
+                    parts.append(np.asarray(new_embedder.embed_images(images), np.float32))
+                    ids += batch_ids
+                    bar.update(len(batch_ids))
+            if not ids:
+                self.store.write_info(
+                    fingerprint=new_embedder.fingerprint,
+                    model_name=_model_name(new_embedder),
+                    model_path=path,
+                    dim=int(new_embedder.dim),
+                )
+                self._embedder, self.model_path = new_embedder, path
+                self._load()
+                return 0
+            vectors = np.concatenate(parts)
+            before = self.store.latest_version()
+            old_info = self.store.info()
+            self.store.rewrite_vectors(ids, vectors, new_embedder.fingerprint)
+            try:
+                self.store.write_info(
+                    fingerprint=new_embedder.fingerprint,
+                    model_name=_model_name(new_embedder),
+                    model_path=path,
+                    dim=int(new_embedder.dim),
+                    thresholds=None,
+                    calibrated_version=None,
+                )
+                self._embedder, self.model_path = new_embedder, path
+                self._load()
+            except Exception:
+                self.store.rollback(before)
+                self.store.write_info(**old_info)
+                raise
+            self.calibrate()
+            return len(ids)

@@ -1,0 +1,131 @@
+"""Settings of the index in one place: identification options (:class:`IdentifierConfig`) and
+the environment / CLI settings (:class:`IndexSettings`, ``SHELLID_*`` variables) that the
+command line and the HTTP API share.
+
+Every ``IndexSettings`` field reads the environment variable ``SHELLID_<FIELD>`` (for example
+``SHELLID_STORE``, ``SHELLID_MODEL``, ``SHELLID_TARGET_RECALL``, ``SHELLID_UNKNOWN_THRESHOLD``);
+a ``.env`` file in the working directory is read too. See docs/index.md for each option.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_STORE = "shellid-data"
+
+Method = Literal["prototype", "knn", "prototype+knn"]
+
+
+class IdentifierConfig(BaseModel):
+    """How :class:`index.VectorIdentifier` scores and decides (defaults chosen by measurement,
+    see benchmarks/index_benchmark.py and docs/index.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    method: Method = Field(
+        "prototype",
+        description="species score: CL2N prototype similarity, nearest-specimen similarity, "
+        "or their mean",
+    )
+    centre: bool = Field(True, description="centre on the collection mean before prototypes (CL2N)")
+    min_species_to_centre: int = Field(
+        3, ge=1, description="fewer species than this: no centring (the mean is not a domain mean)"
+    )
+    prototypes_per_species: int = Field(
+        1, ge=1, le=16, description="k-means prototypes per species (1 = the class mean)"
+    )
+    min_specimens_per_prototype: int = Field(
+        3, ge=1, description="a species gets k prototypes only with >= k * this many specimens"
+    )
+    knn_candidates: int = Field(
+        64, ge=1, description="nearest specimens re-scored for the nearest-specimen similarity"
+    )
+    ood_k: int = Field(5, ge=1, description="k nearest specimens averaged for the OOD score")
+    region_k: int = Field(10, ge=1, description="nearest specimens voting for the region")
+    target_recall: float = Field(
+        0.95, gt=0.5, lt=1.0, description="share of known-species queries to accept"
+    )
+    ood_miss_share: float = Field(
+        0.2,
+        gt=0.0,
+        lt=1.0,
+        description="share of the allowed known-species rejections spent on the OOD filter",
+    )
+    species_probability: float = Field(0.5, gt=0.0, le=1.0)
+    genus_probability: float = Field(0.5, gt=0.0, le=1.0)
+    family_probability: float = Field(0.5, gt=0.0, le=1.0)
+    calibration_queries: int = Field(
+        3000, ge=10, description="most held-out images scored when calibrating"
+    )
+    fallback_temperature: float = Field(0.05, gt=0.0)
+    fallback_ood_similarity: float = Field(
+        0.35,
+        ge=-1.0,
+        le=1.0,
+        description="mean cosine to the nearest specimens below which a query is off-domain "
+        "when the collection is too small to calibrate (frozen EfficientNet-Lite0 scale)",
+    )
+    ann_threshold: int = Field(
+        100_000, ge=1, description="specimens above which search uses an approximate index"
+    )
+    ann_factory: str | None = Field(
+        None, description="FAISS index_factory string for the ANN index (None = IVF, auto nlist)"
+    )
+    ann_nprobe: int | None = Field(None, ge=1, description="IVF lists probed (None = auto)")
+    use_gpu: bool | None = Field(None, description="FAISS on GPU (None = when one is present)")
+    seed: int = 0
+
+
+class IndexSettings(BaseSettings):
+    """``SHELLID_*`` settings of the store, the model and the decisions."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SHELLID_", env_file=".env", extra="ignore", protected_namespaces=()
+    )
+
+    store: str = Field(DEFAULT_STORE, description="LanceDB directory or URI of the specimen store")
+    model: str | None = Field(None, description="MODEL.pt (None = frozen default backbone)")
+    top_k: int = Field(5, ge=1, le=100)
+    method: Method = "prototype"
+    prototypes_per_species: int = Field(1, ge=1, le=16)
+    target_recall: float = Field(0.95, gt=0.5, lt=1.0)
+    temperature: float | None = Field(None, gt=0.0, description="override the calibrated one")
+    unknown_threshold: float | None = Field(None, description="override: unknown_score cut")
+    ood_threshold: float | None = Field(None, description="override: ood_score cut")
+    species_probability: float = Field(0.5, gt=0.0, le=1.0)
+    genus_probability: float = Field(0.5, gt=0.0, le=1.0)
+    family_probability: float = Field(0.5, gt=0.0, le=1.0)
+    ann_threshold: int = Field(100_000, ge=1)
+    ann_factory: str | None = None
+    ann_nprobe: int | None = Field(None, ge=1)
+    use_gpu: bool | None = None
+    keep_versions_minutes: float = Field(
+        10.0, ge=0.0, description="old store versions kept this long before compaction removes them"
+    )
+    compact_every: int = Field(20, ge=1, description="compact the store after this many writes")
+
+    def identifier_config(self) -> IdentifierConfig:
+        """The :class:`IdentifierConfig` these settings describe."""
+        return IdentifierConfig(
+            method=self.method,
+            prototypes_per_species=self.prototypes_per_species,
+            target_recall=self.target_recall,
+            species_probability=self.species_probability,
+            genus_probability=self.genus_probability,
+            family_probability=self.family_probability,
+            ann_threshold=self.ann_threshold,
+            ann_factory=self.ann_factory,
+            ann_nprobe=self.ann_nprobe,
+            use_gpu=self.use_gpu,
+        )
+
+    def threshold_overrides(self) -> dict[str, float | None]:
+        """Thresholds set by the user, replacing the calibrated values (None = calibrated)."""
+        return {
+            "temperature": self.temperature,
+            "unknown": self.unknown_threshold,
+            "ood": self.ood_threshold,
+        }

@@ -1,0 +1,109 @@
+"""On-disk cache of image embeddings, so repeated evaluations and audits skip the backbone.
+
+One SQLite file per embedder fingerprint (``<cache_dir>/embeddings-<fingerprint>.sqlite``);
+a row per image keyed by its resolved path, modification time and size, so an edited or
+replaced photo is embedded again. Unreadable images are remembered with their reason.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from embedder import Embedder, EmbeddingResult
+
+CACHE_ENV = "SHELLID_CACHE_DIR"
+
+
+def default_cache_dir() -> Path:
+    """``$SHELLID_CACHE_DIR``, else ``$XDG_CACHE_HOME/shellid``, else ``~/.cache/shellid``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "shellid"
+
+
+def file_key(path: Path) -> str | None:
+    """Cache key of an image file (path + mtime + size); ``None`` when it cannot be stat'ed."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return f"{path.resolve()}|{stat.st_mtime_ns}|{stat.st_size}"
+
+
+class EmbeddingCache:
+    """Embeddings of image files by one embedder, persisted in SQLite."""
+
+    def __init__(self, embedder: Embedder, cache_dir: str | Path | None = None) -> None:
+        self.embedder = embedder
+        self.directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.path = self.directory / f"embeddings-{embedder.fingerprint}.sqlite"
+        with self._connect() as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS embeddings "
+                "(key TEXT PRIMARY KEY, vector BLOB, error TEXT)"
+            )
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=60)
+
+    def _lookup(self, keys: Sequence[str]) -> dict[str, tuple[bytes | None, str | None]]:
+        found: dict[str, tuple[bytes | None, str | None]] = {}
+        with self._connect() as db:
+            for start in range(0, len(keys), 500):
+                chunk = list(keys[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                rows = db.execute(
+                    f"SELECT key, vector, error FROM embeddings WHERE key IN ({marks})", chunk
+                )
+                for key, vector, error in rows:
+                    found[key] = (vector, error)
+        return found
+
+    def embed_paths(
+        self, paths: Sequence[str | Path], progress: bool = True, desc: str = "embedding"
+    ) -> EmbeddingResult:
+        """Like :meth:`embedder.Embedder.embed_paths`, reading and filling the cache.
+
+        Returns the embeddings of the readable files in input order; unreadable ones are
+        listed in ``errors`` (path -> reason).
+        """
+        paths = [Path(p) for p in paths]
+        keys = [file_key(p) for p in paths]
+        cached = self._lookup([k for k in keys if k is not None])
+        missing = [p for p, k in zip(paths, keys, strict=True) if k is None or k not in cached]
+        if missing:
+            fresh = self.embedder.embed_paths(missing, progress=progress, desc=desc)
+            rows = [
+                (file_key(p), v.astype(np.float32).tobytes(), None)
+                for p, v in zip(fresh.paths, fresh.embeddings, strict=True)
+            ]
+            rows += [(file_key(Path(p)), None, reason) for p, reason in fresh.errors.items()]
+            rows = [r for r in rows if r[0] is not None]
+            with self._connect() as db:
+                db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)", rows)
+            for key, vector, error in rows:
+                cached[key] = (vector, error)
+            for path, reason in fresh.errors.items():  # files that vanished: no key, not cached
+                key = file_key(Path(path))
+                if key is None or key not in cached:
+                    cached[str(path)] = (None, reason)
+        vectors: list[np.ndarray] = []
+        kept: list[Path] = []
+        errors: dict[str, str] = {}
+        for path, key in zip(paths, keys, strict=True):
+            vector, error = cached.get(key or "", cached.get(str(path), (None, "file not found")))
+            if vector is None:
+                errors[str(path)] = error or "unreadable"
+                continue
+            vectors.append(np.frombuffer(vector, dtype=np.float32))
+            kept.append(path)
+        dim = self.embedder.dim
+        embeddings = np.stack(vectors) if vectors else np.zeros((0, dim), np.float32)
+        return EmbeddingResult(embeddings.astype(np.float32), kept, errors)

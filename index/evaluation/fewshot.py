@@ -1,0 +1,129 @@
+"""Few-shot figures: episodic N-way K-shot accuracy for prototypes *and* a logistic-regression
+probe on identical episodes, and all-way K-shot through any classifier.
+
+Episodes are drawn exactly as :func:`embedder.episodes.episodic_accuracy` draws them (same
+seed, same episodes), so the prototype figures here equal that function's.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from embedder.episodes import EpisodeResult, cl2n, l2_normalize
+
+
+@dataclass(frozen=True)
+class Episode:
+    """Indices of one episode: ``support`` is ``(n_way, k_shot)``; ``query_way`` the class
+    position (0..n_way-1) of each query."""
+
+    support: np.ndarray
+    query: np.ndarray
+    query_way: np.ndarray
+
+
+def sample_episodes(
+    labels: Sequence[str],
+    groups: Sequence[str] | None,
+    n_way: int,
+    k_shot: int,
+    n_query: int = 15,
+    episodes: int = 600,
+    seed: int = 0,
+) -> Iterator[Episode]:
+    """Episodes with ``k_shot`` supports from distinct groups and queries from other groups."""
+    y = np.asarray(labels)
+    g = np.asarray(groups) if groups is not None else np.arange(len(y)).astype(str)
+    rng = np.random.default_rng(seed)
+    by_class: dict[str, dict[str, np.ndarray]] = {}
+    for cls in np.unique(y):
+        cls_groups: dict[str, list[int]] = {}
+        for i in np.flatnonzero(y == cls):
+            cls_groups.setdefault(str(g[i]), []).append(int(i))
+        if len(cls_groups) >= k_shot + 1:
+            by_class[str(cls)] = {k: np.asarray(v) for k, v in cls_groups.items()}
+    classes = sorted(by_class)
+    if len(classes) < n_way:
+        raise ValueError(
+            f"{n_way}-way {k_shot}-shot needs {n_way} species with at least {k_shot + 1} "
+            f"specimens/groups each; only {len(classes)} have enough"
+        )
+    for _ in range(episodes):
+        chosen = rng.choice(len(classes), size=n_way, replace=False)
+        support, query, way_of = [], [], []
+        for way, c in enumerate(chosen):
+            cls_groups = by_class[classes[c]]
+            names = list(cls_groups)
+            order = rng.permutation(len(names))
+            shot_groups = [names[i] for i in order[:k_shot]]
+            rest = np.concatenate([cls_groups[names[i]] for i in order[k_shot:]])
+            support.append([int(rng.choice(cls_groups[s])) for s in shot_groups])
+            q = rng.choice(rest, size=min(n_query, len(rest)), replace=False)
+            query.extend(q.tolist())
+            way_of.extend([way] * len(q))
+        yield Episode(np.asarray(support), np.asarray(query), np.asarray(way_of))
+
+
+def prototype_predict(
+    support: np.ndarray, support_way: np.ndarray, query: np.ndarray, center=None
+) -> np.ndarray:
+    """Nearest CL2N prototype (SimpleShot): class position of each query."""
+    support, query = cl2n(support, query, center)
+    ways = np.unique(support_way)
+    prototypes = l2_normalize(np.stack([support[support_way == w].mean(axis=0) for w in ways]))
+    return ways[(query @ prototypes.T).argmax(axis=1)]
+
+
+def probe_predict(support: np.ndarray, support_way: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Logistic regression (L2, C=1) fitted on the L2-normalised supports."""
+    support, query = l2_normalize(support), l2_normalize(query)
+    if len(np.unique(support_way)) < 2:
+        return np.full(len(query), support_way[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence chatter on tiny episodes
+        probe = LogisticRegression(C=1.0, max_iter=1000)
+        probe.fit(support, support_way)
+    return probe.predict(query)
+
+
+Predictor = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def episodic_accuracies(
+    embeddings: dict[str, np.ndarray],
+    methods: dict[str, tuple[str, Predictor]],
+    labels: Sequence[str],
+    groups: Sequence[str] | None,
+    n_way: int,
+    k_shot: int,
+    n_query: int = 15,
+    episodes: int = 600,
+    seed: int = 0,
+) -> dict[str, EpisodeResult]:
+    """N-way K-shot accuracy (mean ± 95 % CI) of several methods on the *same* episodes.
+
+    ``embeddings`` maps a name to an ``(n, d)`` array whose rows follow ``labels``;
+    ``methods`` maps a method name to ``(embedding name, predict)``, where ``predict(support,
+    support_way, query)`` returns the class position of each query.
+    """
+    accuracies: dict[str, list[float]] = {name: [] for name in methods}
+    for episode in sample_episodes(labels, groups, n_way, k_shot, n_query, episodes, seed):
+        support_idx = episode.support.reshape(-1)
+        support_way = np.repeat(np.arange(n_way), k_shot)
+        for name, (vectors_name, predict) in methods.items():
+            x = embeddings[vectors_name]
+            predicted = predict(x[support_idx], support_way, x[episode.query])
+            accuracies[name].append(float((predicted == episode.query_way).mean()))
+    return {name: summarize(values, n_way, k_shot) for name, values in accuracies.items()}
+
+
+def summarize(values: Sequence[float], n_way: int, k_shot: int) -> EpisodeResult:
+    """Mean and 95 % half-width (1.96 · sd / √n) of per-episode (or per-repeat) accuracies."""
+    a = np.asarray(values, dtype=np.float64)
+    ci = 1.96 * a.std(ddof=1) / np.sqrt(len(a)) if len(a) > 1 else 0.0
+    return EpisodeResult(float(a.mean()), float(ci), len(a), n_way, k_shot)

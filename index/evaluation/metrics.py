@@ -1,0 +1,195 @@
+"""Closed-set and open-set figures from predictions and scores (numpy in, plain dicts out).
+
+Precision, recall, F1 and the confusion matrix come from scikit-learn; the rest (top-k
+accuracy, most-confused pairs, expected calibration error, AUROC, FPR at a target recall) are
+small, documented formulas here. Every function is deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
+
+
+def topk_accuracy(probabilities: np.ndarray, true_index: np.ndarray, k: int) -> float:
+    """Share of rows whose true class is among the ``k`` highest scores."""
+    probabilities = np.asarray(probabilities)
+    true_index = np.asarray(true_index)
+    if len(true_index) == 0:
+        return float("nan")
+    k = min(k, probabilities.shape[1])
+    top = np.argpartition(-probabilities, kth=k - 1, axis=1)[:, :k]
+    return float((top == true_index[:, None]).any(axis=1).mean())
+
+
+@dataclass
+class ClosedSetMetrics:
+    """Figures of one classifier on one closed-set test split."""
+
+    accuracy: float
+    top5_accuracy: float
+    macro: dict[str, float]
+    weighted: dict[str, float]
+    per_species: dict[str, dict[str, float]]
+    confusion: list[list[int]]
+    species: list[str]
+    most_confused: list[dict]
+    ece: float
+    reliability: dict[str, list[float]]
+
+    def to_dict(self) -> dict:
+        return {
+            "accuracy": self.accuracy,
+            "top5_accuracy": self.top5_accuracy,
+            "macro": self.macro,
+            "weighted": self.weighted,
+            "per_species": self.per_species,
+            "confusion_matrix": {"species": self.species, "counts": self.confusion},
+            "most_confused": self.most_confused,
+            "ece": self.ece,
+            "reliability": self.reliability,
+        }
+
+
+def closed_set_metrics(
+    species: Sequence[str],
+    probabilities: np.ndarray,
+    true_species: Sequence[str],
+    n_confused: int = 10,
+    calibration_bins: int = 15,
+) -> ClosedSetMetrics:
+    """Accuracy, top-5, macro/weighted P/R/F1, per-species P/R/F1, confusion and calibration.
+
+    ``probabilities`` is ``(n, S)`` over ``species`` (columns); ``true_species`` must be among
+    them. The prediction is the column with the highest probability.
+    """
+    species = list(species)
+    column = {name: i for i, name in enumerate(species)}
+    unknown = sorted(set(true_species) - set(column))
+    if unknown:
+        raise ValueError(f"true species not among the classifier's species: {unknown[:5]}")
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    y_true = np.asarray([column[s] for s in true_species], dtype=np.int64)
+    y_pred = probabilities.argmax(axis=1)
+    labels = np.arange(len(species))
+    p, r, f, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    present = support > 0  # species without test images are not scored
+    macro = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels[present], average="macro", zero_division=0
+    )
+    weighted = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels[present], average="weighted", zero_division=0
+    )
+    per_species = {
+        species[i]: {
+            "precision": float(p[i]),
+            "recall": float(r[i]),
+            "f1": float(f[i]),
+            "support": int(support[i]),
+        }
+        for i in labels[present]
+    }
+    matrix = confusion_matrix(y_true, y_pred, labels=labels)
+    confidence = probabilities.max(axis=1)
+    ece, reliability = expected_calibration_error(confidence, y_pred == y_true, calibration_bins)
+    return ClosedSetMetrics(
+        accuracy=float((y_pred == y_true).mean()) if len(y_true) else float("nan"),
+        top5_accuracy=topk_accuracy(probabilities, y_true, 5),
+        macro={"precision": float(macro[0]), "recall": float(macro[1]), "f1": float(macro[2])},
+        weighted={
+            "precision": float(weighted[0]),
+            "recall": float(weighted[1]),
+            "f1": float(weighted[2]),
+        },
+        per_species=per_species,
+        confusion=matrix.astype(int).tolist(),
+        species=species,
+        most_confused=most_confused_pairs(matrix, species, n_confused),
+        ece=ece,
+        reliability=reliability,
+    )
+
+
+def most_confused_pairs(matrix: np.ndarray, species: Sequence[str], n: int = 10) -> list[dict]:
+    """The ``n`` largest off-diagonal cells: ``{true, predicted, count, share}`` (share of the
+    true species' test images), largest first; ties broken by name."""
+    matrix = np.asarray(matrix)
+    totals = matrix.sum(axis=1)
+    cells = [
+        (int(matrix[i, j]), species[i], species[j], i)
+        for i in range(len(species))
+        for j in range(len(species))
+        if i != j and matrix[i, j] > 0
+    ]
+    cells.sort(key=lambda c: (-c[0], c[1], c[2]))
+    return [
+        {"true": t, "predicted": pr, "count": c, "share": c / totals[i] if totals[i] else 0.0}
+        for c, t, pr, i in cells[:n]
+    ]
+
+
+def expected_calibration_error(
+    confidence: np.ndarray, correct: np.ndarray, bins: int = 15
+) -> tuple[float, dict[str, list[float]]]:
+    """ECE over ``bins`` equal-width confidence bins, and the reliability-diagram data.
+
+    ECE = Σ_b (n_b / n) · |accuracy_b − mean confidence_b|. Returns the ECE and
+    ``{"bin_edges", "accuracy", "confidence", "count"}`` (empty bins have NaN accuracy).
+    """
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    count = np.bincount(which, minlength=bins).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = np.bincount(which, weights=correct, minlength=bins) / count
+        mean_conf = np.bincount(which, weights=confidence, minlength=bins) / count
+    used = count > 0
+    n = max(len(confidence), 1)
+    ece = float(np.sum(count[used] / n * np.abs(accuracy[used] - mean_conf[used])))
+    return ece, {
+        "bin_edges": edges.tolist(),
+        "accuracy": [float(a) for a in accuracy],
+        "confidence": [float(c) for c in mean_conf],
+        "count": [int(c) for c in count],
+    }
+
+
+def auroc(positive_scores: np.ndarray, negative_scores: np.ndarray) -> float:
+    """Area under the ROC curve for telling positives (higher score) from negatives."""
+    pos = np.asarray(positive_scores, dtype=np.float64)
+    neg = np.asarray(negative_scores, dtype=np.float64)
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    labels = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
+    return float(roc_auc_score(labels, np.r_[pos, neg]))
+
+
+def fpr_at_recall(
+    known_scores: np.ndarray, novel_scores: np.ndarray, recall: float = 0.95
+) -> float:
+    """Share of novel queries still accepted when the threshold accepts ``recall`` of the known.
+
+    Scores are "higher = more likely novel" (unknown or off-domain); a query is accepted when
+    its score is at most the ``recall`` quantile of the known queries' scores.
+    """
+    known = np.asarray(known_scores, dtype=np.float64)
+    novel = np.asarray(novel_scores, dtype=np.float64)
+    if len(known) == 0 or len(novel) == 0:
+        return float("nan")
+    threshold = np.quantile(known, recall, method="higher")
+    return float((novel <= threshold).mean())
+
+
+DECISIONS = ("species", "genus", "unknown_species", "out_of_domain")
+
+
+def decision_rates(decisions: Sequence[str]) -> dict[str, float]:
+    """Share of each decision (species, genus, unknown_species, out_of_domain)."""
+    n = len(decisions)
+    return {d: (sum(1 for x in decisions if x == d) / n if n else float("nan")) for d in DECISIONS}

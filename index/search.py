@@ -1,0 +1,257 @@
+"""FAISS inner-product search over L2-normalised vectors, keyed by int64 ids.
+
+:class:`VectorIndex` is exact (``IndexFlatIP`` in an ``IndexIDMap2``) while small and switches
+to an approximate index (``index_factory`` string; IVF by default, whose lists are re-trained
+when the collection has grown 4x) above ``ann_threshold`` vectors. It keeps its own copy of the
+vectors so it can rebuild at any time (switching kind, re-training, or deleting from an index
+type that cannot delete, such as HNSW or a GPU index). GPU indexes are used when
+``faiss.get_num_gpus() > 0`` unless ``use_gpu=False``. numpy in, numpy out.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import faiss
+import numpy as np
+
+#: vectors used to train IVF lists, per list (FAISS warns below 39).
+TRAIN_PER_LIST = 64
+
+
+def _as_matrix(vectors: np.ndarray, dim: int) -> np.ndarray:
+    array = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
+    if array.ndim == 1:
+        array = array[None, :]
+    if array.ndim != 2 or array.shape[1] != dim:
+        raise ValueError(f"expected vectors of size {dim}, got shape {array.shape}")
+    return array
+
+
+def default_nlist(n: int) -> int:
+    """IVF lists for ``n`` vectors: about 4 sqrt(n), a power of two, between 16 and 65536."""
+    return int(2 ** round(math.log2(max(16, min(65536, 4 * math.sqrt(max(n, 1)))))))
+
+
+def default_nprobe(nlist: int) -> int:
+    """IVF lists probed per query: 1/16 of the lists, at least 8 (recall@10 >= 0.95 on
+    clustered data, see benchmarks/search_benchmark.py)."""
+    return max(8, nlist // 16)
+
+
+class VectorIndex:
+    """Top-k inner-product search with add / remove by id.
+
+    ``ann_threshold``: vector count from which an approximate index is used; ``factory``:
+    FAISS ``index_factory`` string for it (``None`` = ``IVF{nlist},Flat`` with
+    :func:`default_nlist`); ``nprobe`` / ``ef_search``: search breadth of IVF / HNSW indexes.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        ann_threshold: int = 100_000,
+        factory: str | None = None,
+        nprobe: int | None = None,
+        ef_search: int = 64,
+        use_gpu: bool | None = None,
+    ) -> None:
+        if dim <= 0:
+            raise ValueError("dim must be positive")
+        self.dim = int(dim)
+        self.ann_threshold = int(ann_threshold)
+        self.factory = factory
+        self.nprobe = nprobe
+        self.ef_search = ef_search
+        self.use_gpu = (faiss.get_num_gpus() > 0) if use_gpu is None else bool(use_gpu)
+        self._lock = threading.RLock()
+        self._vectors = np.zeros((0, self.dim), np.float32)
+        self._ids = np.zeros(0, np.int64)
+        self._index: faiss.Index | None = None
+        self._kind = "flat"
+        self._trained_size = 0
+        self._gpu_resources = None
+        self._build()
+
+    # ------------------------------------------------------------------ state
+    def __len__(self) -> int:
+        return int(self._ids.size)
+
+    @property
+    def kind(self) -> str:
+        """``"flat"`` (exact) or the factory string of the approximate index in use."""
+        return self._kind
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self._ids.copy()
+
+    def vectors_of(self, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors of ``ids`` (KeyError for an unknown id)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        rows = self._rows_of(ids)
+        return self._vectors[rows]
+
+    def _rows_of(self, ids: np.ndarray) -> np.ndarray:
+        order = np.argsort(self._ids, kind="stable")
+        pos = np.searchsorted(self._ids, ids, sorter=order)
+        pos = np.clip(pos, 0, max(self._ids.size - 1, 0))
+        rows = order[pos] if self._ids.size else np.zeros(0, np.int64)
+        if ids.size and (self._ids.size == 0 or np.any(self._ids[rows] != ids)):
+            missing = ids if self._ids.size == 0 else ids[self._ids[rows] != ids]
+            raise KeyError(f"ids not in the index: {missing[:5].tolist()}")
+        return rows
+
+    # ------------------------------------------------------------------ building
+    def _wanted_kind(self, n: int) -> str:
+        if n < self.ann_threshold:
+            return "flat"
+        return self.factory or f"IVF{default_nlist(n)},Flat"
+
+    def _to_gpu(self, index: faiss.Index) -> faiss.Index:
+        if not self.use_gpu:
+            return index
+        try:  # pragma: no cover - needs a GPU
+            if self._gpu_resources is None:
+                self._gpu_resources = faiss.StandardGpuResources()
+            return faiss.index_cpu_to_gpu(self._gpu_resources, 0, index)
+        except Exception:  # pragma: no cover - index type without GPU support: stay on CPU
+            return index
+
+    def _build(self) -> None:
+        """(Re)build the FAISS index from the kept vectors."""
+        n = self._ids.size
+        kind = self._wanted_kind(n)
+        if kind == "flat":
+            index = faiss.IndexIDMap2(self._to_gpu(faiss.IndexFlatIP(self.dim)))
+        else:
+            base = faiss.index_factory(self.dim, kind, faiss.METRIC_INNER_PRODUCT)
+            if not base.is_trained:
+                nlist = getattr(faiss.extract_index_ivf(base), "nlist", 1) if "IVF" in kind else 1
+                rng = np.random.default_rng(0)
+                take = min(n, max(TRAIN_PER_LIST * nlist, 10_000))
+                sample = (
+                    self._vectors[rng.choice(n, size=take, replace=False)]
+                    if take < n
+                    else self._vectors
+                )
+                base.train(sample)
+            index = base if "IVF" in kind else faiss.IndexIDMap2(base)
+            if "IVF" in kind:
+                ivf = faiss.extract_index_ivf(index)
+                ivf.nprobe = self.nprobe or default_nprobe(ivf.nlist)
+            if "HNSW" in kind:
+                faiss.ParameterSpace().set_index_parameter(index, "efSearch", self.ef_search)
+            index = self._to_gpu(index)
+        if n:
+            index.add_with_ids(self._vectors, self._ids)
+        self._index = index
+        self._kind = kind
+        self._trained_size = n
+
+    def _needs_rebuild(self) -> bool:
+        n = self._ids.size
+        if self._kind == "flat":
+            return n >= self.ann_threshold
+        if 2 * n < self.ann_threshold:  # hysteresis: back to exact well below the threshold
+            return True
+        # approximate: re-train the lists when the collection grew or shrank 4x since training
+        return n > 4 * self._trained_size or 4 * n < self._trained_size
+
+    # ------------------------------------------------------------------ updates
+    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        """Add vectors under new int64 ids (an id already present raises ValueError)."""
+        vectors = _as_matrix(vectors, self.dim)
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        if ids.size != vectors.shape[0]:
+            raise ValueError(f"{vectors.shape[0]} vectors but {ids.size} ids")
+        if ids.size == 0:
+            return
+        with self._lock:
+            if np.unique(ids).size != ids.size or np.isin(ids, self._ids).any():
+                raise ValueError("ids must be new and unique")
+            self._vectors = np.concatenate([self._vectors, vectors])
+            self._ids = np.concatenate([self._ids, ids])
+            if self._needs_rebuild():
+                self._build()
+            else:
+                assert self._index is not None
+                self._index.add_with_ids(vectors, ids)
+
+    def remove(self, ids: np.ndarray) -> int:
+        """Remove ids (unknown ones are ignored); returns how many were removed."""
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        with self._lock:
+            keep = ~np.isin(self._ids, ids)
+            removed = int(self._ids.size - keep.sum())
+            if not removed:
+                return 0
+            self._vectors = self._vectors[keep]
+            self._ids = self._ids[keep]
+            if self._needs_rebuild():
+                self._build()
+                return removed
+            assert self._index is not None
+            try:
+                done = self._index.remove_ids(faiss.IDSelectorBatch(ids))
+            except RuntimeError:  # HNSW, GPU indexes: cannot delete in place
+                done = -1
+            if done != removed:
+                self._build()
+            return removed
+
+    def reset(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        """Replace the whole content."""
+        vectors = (
+            _as_matrix(vectors, self.dim) if len(vectors) else np.zeros((0, self.dim), np.float32)
+        )
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        if ids.size != vectors.shape[0] or np.unique(ids).size != ids.size:
+            raise ValueError("need one unique id per vector")
+        with self._lock:
+            self._vectors = vectors.copy()
+            self._ids = ids.copy()
+            self._build()
+
+    # ------------------------------------------------------------------ queries
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` by inner product: ``(scores (m, k) float32, ids (m, k) int64)``; rows are
+        padded with score ``-inf`` and id ``-1`` when fewer than ``k`` vectors exist."""
+        queries = _as_matrix(queries, self.dim)
+        k = int(k)
+        if k <= 0:
+            raise ValueError("k must be positive")
+        m = queries.shape[0]
+        with self._lock:
+            n = self._ids.size
+            if n == 0 or m == 0:
+                return (np.full((m, k), -np.inf, np.float32), np.full((m, k), -1, np.int64))
+            assert self._index is not None
+            kk = min(k, n)
+            scores, ids = self._index.search(queries, kk)
+        scores = scores.astype(np.float32)
+        scores[ids < 0] = -np.inf
+        if kk < k:
+            scores = np.pad(scores, ((0, 0), (0, k - kk)), constant_values=-np.inf)
+            ids = np.pad(ids, ((0, 0), (0, k - kk)), constant_values=-1)
+        return scores, ids.astype(np.int64)
+
+    def search_exact(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Brute-force top-``k`` over the kept vectors (ground truth for recall checks)."""
+        queries = _as_matrix(queries, self.dim)
+        with self._lock:
+            vectors, ids = self._vectors, self._ids
+        flat = faiss.IndexFlatIP(self.dim)
+        if ids.size:
+            flat.add(vectors)
+        kk = max(1, min(k, ids.size))
+        scores, rows = flat.search(queries, kk)
+        out_ids = np.where(rows >= 0, ids[np.clip(rows, 0, None)] if ids.size else -1, -1)
+        scores = scores.astype(np.float32)
+        scores[rows < 0] = -np.inf
+        if kk < k:
+            scores = np.pad(scores, ((0, 0), (0, k - kk)), constant_values=-np.inf)
+            out_ids = np.pad(out_ids, ((0, 0), (0, k - kk)), constant_values=-1)
+        return scores, out_ids.astype(np.int64)

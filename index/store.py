@@ -1,0 +1,342 @@
+"""The specimen store: a LanceDB database (a local directory by default, or any LanceDB URI)
+that is the source of truth of a collection.
+
+Tables (see :mod:`index.schema`): ``specimens`` (one row per enrolled image) and
+``store_info`` (embedder fingerprint, model name and path, vector size, calibrated thresholds).
+Every write is one LanceDB commit; a failed write is rolled back to the version before it, so
+an enrollment lands whole or not at all. Old versions are compacted away after a while.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+
+from .errors import SpecimenNotFoundError, StoreError
+from .schema import (
+    INDEX_COLUMNS,
+    INFO_TABLE,
+    SPECIMENS_TABLE,
+    STORE_FORMAT,
+    InfoRow,
+    specimen_model,
+)
+
+ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")
+
+
+def sql_string(value: str) -> str:
+    """A SQL string literal for LanceDB filters (single quotes doubled)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _is_local(uri: str) -> bool:
+    return "://" not in uri
+
+
+class SpecimenStore:
+    """LanceDB tables of one collection.
+
+    ``uri``: directory or LanceDB URI; ``create``: make it when missing (else StoreError);
+    ``keep_versions``: how long superseded versions survive compaction; ``compact_every``:
+    writes between compactions.
+    """
+
+    def __init__(
+        self,
+        uri: str | Path,
+        *,
+        create: bool = True,
+        keep_versions: timedelta = timedelta(minutes=10),
+        compact_every: int = 20,
+    ) -> None:
+        self.uri = str(uri)
+        self.keep_versions = keep_versions
+        self.compact_every = max(1, int(compact_every))
+        self._writes = 0
+        self._lock = threading.RLock()
+        if _is_local(self.uri):
+            path = Path(self.uri)
+            if path.exists() and not path.is_dir():
+                raise StoreError(f"store {self.uri} is a file, not a LanceDB directory")
+            if not path.exists() and not create:
+                raise StoreError(f"store {self.uri} does not exist (enroll some species first)")
+        try:
+            self._db = lancedb.connect(self.uri)
+            names = set(self._table_names())
+            self._specimens = (
+                self._db.open_table(SPECIMENS_TABLE) if SPECIMENS_TABLE in names else None
+            )
+            self._info = self._db.open_table(INFO_TABLE) if INFO_TABLE in names else None
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"cannot open store {self.uri}: {exc}") from exc
+
+    def _table_names(self) -> list[str]:
+        names: list[str] = []
+        token: str | None = None
+        while True:
+            page = self._db.list_tables(page_token=token)
+            names += list(page.tables)
+            token = getattr(page, "page_token", None)
+            if not token:
+                return names
+
+    # ------------------------------------------------------------------ info
+    def info(self) -> dict[str, Any]:
+        """The ``store_info`` entries (empty for a new store)."""
+        if self._info is None:
+            return {}
+        self._info.checkout_latest()
+        table = self._info.to_arrow()
+        return {
+            k: json.loads(v)
+            for k, v in zip(table["key"].to_pylist(), table["value"].to_pylist(), strict=True)
+        }
+
+    def write_info(self, **updates: Any) -> dict[str, Any]:
+        """Merge ``updates`` into ``store_info`` (one commit) and return the result."""
+        with self._lock:
+            info = self.info()
+            info.update(updates)
+            info.setdefault("format", STORE_FORMAT)
+            table = pa.Table.from_pylist(
+                [{"key": k, "value": json.dumps(v)} for k, v in sorted(info.items())],
+                schema=InfoRow.to_arrow_schema(),
+            )
+            try:
+                if self._info is None:
+                    self._info = self._db.create_table(INFO_TABLE, data=table, schema=InfoRow)
+                else:
+                    self._info.add(table, mode="overwrite")
+            except Exception as exc:
+                raise StoreError(f"cannot write store info to {self.uri}: {exc}") from exc
+            return info
+
+    # ------------------------------------------------------------------ specimens table
+    @property
+    def dim(self) -> int | None:
+        """Vector size of the specimens table (None before the first enrollment)."""
+        if self._specimens is None:
+            return None
+        return int(self._specimens.schema.field("vector").type.list_size)
+
+    @property
+    def version(self) -> int:
+        return 0 if self._specimens is None else int(self._specimens.version)
+
+    def latest_version(self) -> int:
+        """The newest committed version (another process may have written)."""
+        if self._specimens is None:
+            if SPECIMENS_TABLE in self._table_names():
+                self._specimens = self._db.open_table(SPECIMENS_TABLE)
+            else:
+                return 0
+        self._specimens.checkout_latest()
+        return int(self._specimens.version)
+
+    def count(self, where: str | None = None) -> int:
+        if self._specimens is None:
+            return 0
+        return int(self._specimens.count_rows(where))
+
+    def ensure_table(self, dim: int) -> None:
+        """Create the specimens table for ``dim``-sized vectors if it does not exist yet."""
+        with self._lock:
+            if self._specimens is not None:
+                if self.dim != dim:
+                    raise StoreError(
+                        f"store {self.uri} holds {self.dim}-d vectors, the model makes {dim}-d "
+                        "ones; re-embed with: shellid reindex --model NEW"
+                    )
+                return
+            try:
+                self._specimens = self._db.create_table(SPECIMENS_TABLE, schema=specimen_model(dim))
+            except Exception as exc:
+                raise StoreError(f"cannot create the specimens table in {self.uri}: {exc}") from exc
+
+    def load_index(self) -> pa.Table:
+        """Every row without the image bytes (columns :data:`INDEX_COLUMNS`)."""
+        if self._specimens is None:
+            return pa.table({c: pa.array([], pa.string()) for c in INDEX_COLUMNS if c != "vector"})
+        try:
+            return self._specimens.search().select(INDEX_COLUMNS).limit(None).to_arrow()
+        except Exception as exc:
+            raise StoreError(f"cannot read store {self.uri}: {exc}") from exc
+
+    def make_rows(self, rows: dict[str, list[Any]], vectors: np.ndarray) -> pa.Table:
+        """An arrow table for :meth:`add` from column lists plus the vector matrix."""
+        dim = vectors.shape[1]
+        schema = specimen_model(dim).to_arrow_schema()
+        columns = dict(rows)
+        columns["vector"] = pa.FixedSizeListArray.from_arrays(
+            pa.array(np.ascontiguousarray(vectors, dtype=np.float32).ravel()), dim
+        )
+        n = vectors.shape[0]
+        columns.setdefault("created", [datetime.now(UTC)] * n)
+        return pa.table({f.name: columns[f.name] for f in schema}, schema=schema)
+
+    def add(self, table: pa.Table) -> int:
+        """Append rows in ONE commit; on any failure the table is restored to the version
+        before the call and StoreError is raised. Returns the new version."""
+        if self._specimens is None:
+            raise StoreError("the specimens table does not exist yet (call ensure_table)")
+        with self._lock:
+            before = self.latest_version()
+            try:
+                self._specimens.add(table)
+            except Exception as exc:
+                self.rollback(before)
+                raise StoreError(
+                    f"writing to store {self.uri} failed; nothing was added ({exc})"
+                ) from exc
+            self._after_write()
+            return self.version
+
+    def rollback(self, version: int) -> None:
+        """Bring the specimens table back to ``version`` if a later one was committed."""
+        if self._specimens is None:
+            return
+        with self._lock:
+            try:
+                self._specimens.checkout_latest()
+                if self._specimens.version != version:
+                    self._specimens.restore(version)
+            except Exception as exc:  # pragma: no cover - storage failure during recovery
+                raise StoreError(
+                    f"store {self.uri}: rollback to version {version} failed ({exc}); restore it "
+                    "by hand with lancedb's Table.restore"
+                ) from exc
+
+    def delete(self, where: str) -> int:
+        """Delete the rows matching a filter (one commit); returns how many went."""
+        if self._specimens is None:
+            return 0
+        with self._lock:
+            before = self.count(where)
+            if not before:
+                return 0
+            try:
+                self._specimens.delete(where)
+            except Exception as exc:
+                raise StoreError(f"deleting from store {self.uri} failed: {exc}") from exc
+            self._after_write()
+            return before
+
+    def delete_ids(self, ids: list[str]) -> int:
+        ids = [i for i in ids if ID_PATTERN.match(i)]
+        if not ids:
+            return 0
+        return self.delete("id IN (" + ", ".join(sql_string(i) for i in ids) + ")")
+
+    def delete_species(self, species: str) -> int:
+        return self.delete(f"species = {sql_string(species)}")
+
+    def read_blob(self, specimen_id: str, column: str) -> bytes:
+        """``thumbnail`` or ``image`` bytes of one row (SpecimenNotFoundError if absent)."""
+        if column not in ("thumbnail", "image"):
+            raise ValueError(f"not a blob column: {column}")
+        if not ID_PATTERN.match(str(specimen_id)) or self._specimens is None:
+            raise SpecimenNotFoundError(f"no enrolled specimen with id {specimen_id!r}")
+        table = (
+            self._specimens.search()
+            .where(f"id = {sql_string(specimen_id)}")
+            .select([column])
+            .limit(1)
+            .to_arrow()
+        )
+        if table.num_rows == 0:
+            raise SpecimenNotFoundError(f"no enrolled specimen with id {specimen_id!r}")
+        return bytes(table[column][0].as_py())
+
+    def iter_images(self, batch_size: int = 64) -> Iterator[tuple[list[str], list[bytes]]]:
+        """``(ids, image bytes)`` of every row, a batch at a time."""
+        if self._specimens is None:
+            return
+        query = self._specimens.search().select(["id", "image"]).limit(None)
+        for batch in query.to_batches(batch_size):
+            yield batch.column("id").to_pylist(), batch.column("image").to_pylist()
+
+    def rewrite_vectors(self, ids: list[str], vectors: np.ndarray, fingerprint: str) -> int:
+        """Replace every row's vector (the size may change) in one commit; rows stream from
+        the current version. Every row must have a new vector. Returns the new version."""
+        if self._specimens is None:
+            raise StoreError("the store is empty: nothing to re-embed")
+        position = {i: k for k, i in enumerate(ids)}
+        dim = int(vectors.shape[1])
+        schema = specimen_model(dim).to_arrow_schema()
+        with self._lock:
+            before = self.latest_version()
+            old = self._db.open_table(SPECIMENS_TABLE, version=before)
+            columns = [f.name for f in old.schema if f.name not in ("vector", "fingerprint")]
+            total = old.count_rows()
+            if total != len(ids) or set(position) != set(
+                old.search().select(["id"]).limit(None).to_arrow()["id"].to_pylist()
+            ):
+                raise StoreError("the store changed during re-embedding; run reindex again")
+
+            def batches() -> Iterator[pa.RecordBatch]:
+                for batch in old.search().select(columns).limit(None).to_batches(256):
+                    rows = [position[i] for i in batch.column("id").to_pylist()]
+                    table = pa.Table.from_batches([batch])
+                    table = table.append_column(
+                        "vector",
+                        pa.FixedSizeListArray.from_arrays(
+                            pa.array(vectors[rows].astype(np.float32).ravel()), dim
+                        ),
+                    )
+                    table = table.append_column("fingerprint", pa.array([fingerprint] * len(rows)))
+                    yield from table.select(schema.names).cast(schema).to_batches()
+
+            try:
+                self._specimens = self._db.create_table(
+                    SPECIMENS_TABLE,
+                    data=pa.RecordBatchReader.from_batches(schema, batches()),
+                    mode="overwrite",
+                )
+            except Exception as exc:
+                self._specimens = self._db.open_table(SPECIMENS_TABLE)
+                self.rollback(before)
+                raise StoreError(
+                    f"re-embedding store {self.uri} failed; it is unchanged ({exc})"
+                ) from exc
+            self._after_write()
+            return self.version
+
+    # ------------------------------------------------------------------ maintenance
+    def _after_write(self) -> None:
+        self._writes += 1
+        if self._writes % self.compact_every == 0:
+            self.compact()
+
+    def compact(self) -> None:
+        """Merge small data files and drop versions older than ``keep_versions``."""
+        with self._lock:
+            for table in (self._specimens, self._info):
+                if table is None:
+                    continue
+                try:
+                    table.optimize(cleanup_older_than=self.keep_versions)
+                except Exception as exc:  # compaction is housekeeping; never lose a write for it
+                    raise StoreError(f"compacting store {self.uri} failed: {exc}") from exc
+
+    def stats(self) -> dict[str, Any]:
+        """Rows, versions and data files of the specimens table."""
+        if self._specimens is None:
+            return {"rows": 0, "versions": 0, "fragments": 0}
+        stats = self._specimens.stats()
+        return {
+            "rows": int(stats["num_rows"]),
+            "versions": len(self._specimens.list_versions()),
+            "fragments": int(stats["fragment_stats"]["num_fragments"]),
+        }
