@@ -46,7 +46,7 @@ def open_collection(settings: ServiceSettings) -> Collection:
     """The store and model named by ``settings`` (created when the store does not exist)."""
     from index.collection import Collection
 
-    return Collection.open(settings.store, model=settings.model, create=True)
+    return Collection.open(settings.store, model=settings.model, create=True, settings=settings)
 
 
 def _load_in_background(runtime: Runtime, opener: Callable[[], Collection]) -> None:

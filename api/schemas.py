@@ -65,9 +65,9 @@ class EnrollResponse(BaseModel):
     species: str
     added: int = Field(description="Photos added now.")
     duplicates: list[str] = Field(description="Photos already enrolled under this species.")
-    refused: dict[str, str] = Field({}, description="Photos refused, with the reason.")
-    errors: dict[str, str] = Field({}, description="Photos that could not be read.")
+    errors: dict[str, str] = Field({}, description="Photos the store could not use, and why.")
     total: int = Field(description="Photos of this species in the store now.")
+    specimen_ids: list[str] = Field([], description="Ids of the photos added now.")
 
 
 class SpeciesOut(BaseModel):

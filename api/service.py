@@ -4,10 +4,14 @@ micro-batcher in front and every blocking call moved off the event loop."""
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from PIL import Image
 from starlette.concurrency import run_in_threadpool
+
+from index.imaging import normalise_size
 
 from .batcher import EmbeddingBatcher
 from .errors import ApiError
@@ -37,6 +41,11 @@ def image_url(specimen_id: str) -> str:
 
 def _ms(seconds: float) -> float:
     return round(seconds * 1000.0, 2)
+
+
+def _query_images(uploads: list[Upload]) -> list[Image.Image]:
+    """The photos at the scale enrolled photos were embedded at (as ``Collection.identify``)."""
+    return [normalise_size(upload.image) for upload in uploads]
 
 
 def _similar(items) -> list[SimilarOut]:
@@ -100,7 +109,8 @@ class ShellidService:
                 409, "empty_collection", "the collection is empty; enroll some species first"
             )
         started = time.perf_counter()
-        vectors = await self.batcher.embed([u.image for u in uploads])
+        images = await run_in_threadpool(_query_images, uploads)
+        vectors = await self.batcher.embed(images)
         embedded = time.perf_counter()
         result = await run_in_threadpool(
             self.collection.identify_embeddings,
@@ -146,7 +156,8 @@ class ShellidService:
         if len(self.collection) == 0:
             return SearchResponse(results=[], timings_ms={"decode": _ms(decode_seconds)})
         started = time.perf_counter()
-        vectors = await self.batcher.embed([u.image for u in uploads])
+        images = await run_in_threadpool(_query_images, uploads)
+        vectors = await self.batcher.embed(images)
         embedded = time.perf_counter()
         found = await run_in_threadpool(self.collection.search_embeddings, vectors, k)
         done = time.perf_counter()
@@ -179,27 +190,25 @@ class ShellidService:
     async def enroll(
         self, species: str, uploads: list[Upload], taxonomy: dict[str, str], source: str
     ) -> EnrollResponse:
-        """Add photos of ``species`` (one store commit; reads go on meanwhile)."""
-        species = species.strip()
-        if not species:
-            raise ApiError(422, "invalid_species", "the species name is empty")
+        """Add photos of ``species`` in one store commit, all or nothing (a photo enrolled
+        under another species refuses the whole request); reads go on meanwhile."""
         report = await run_in_threadpool(
-            self.collection.enroll,
-            species,
-            [(u.name, u.data) for u in uploads],
-            taxonomy=taxonomy or None,
-            source=source,
+            partial(
+                self.collection.enroll,
+                species,
+                [(u.name, u.data) for u in uploads],
+                taxonomy=taxonomy or None,
+                source=source,
+                strict=True,
+            )
         )
-        if report.refused and not report.added:
-            name, reason = next(iter(report.refused.items()))
-            raise ApiError(409, "image_under_other_species", f"{name}: {reason}", file=name)
         return EnrollResponse(
             species=report.species,
             added=report.added,
             duplicates=list(report.duplicates),
-            refused=dict(report.refused),
             errors=dict(report.errors),
             total=report.total,
+            specimen_ids=list(report.specimen_ids),
         )
 
     async def remove_species(self, name: str) -> SpeciesRemoved:

@@ -259,8 +259,8 @@ async function enroll(event) {
     const report = await api(path, { method: "POST", body: form }, true);
     const parts = [`Added ${report.added} photo${report.added === 1 ? "" : "s"} of ${displayName(report.species)}`];
     if (report.duplicates.length) parts.push(`${report.duplicates.length} already there`);
-    const refused = Object.keys(report.refused || {}).length;
-    if (refused) parts.push(`${refused} refused (already under another species)`);
+    const unusable = Object.keys(report.errors || {}).length;
+    if (unusable) parts.push(`${unusable} could not be used`);
     const message = `${parts.join("; ")}. The collection now has ${report.total} photo${report.total === 1 ? "" : "s"} of it.`;
     const done = $("enroll-result");
     done.textContent = message;
