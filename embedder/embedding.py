@@ -124,15 +124,25 @@ def save_embeddings(
     labels: Sequence[str],
     paths: Sequence[str | Path],
     fingerprint: str = "",
+    groups: Sequence[str] | None = None,
 ) -> Path:
-    """Write an ``.npz`` with ``embeddings`` (float32), ``labels``, ``paths``, ``fingerprint``."""
+    """Write an ``.npz`` with ``embeddings`` (float32), ``labels``, ``paths``, ``fingerprint``
+    (and ``groups`` when given), atomically (temporary file, then rename). As with
+    :func:`numpy.savez`, ``.npz`` is appended to a name without it."""
     path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(
-        path,
-        embeddings=np.asarray(embeddings, dtype=np.float32),
-        labels=np.asarray(list(labels), dtype=str),
-        paths=np.asarray([str(p) for p in paths], dtype=str),
-        fingerprint=np.asarray(fingerprint),
-    )
+    arrays = {
+        "embeddings": np.asarray(embeddings, dtype=np.float32),
+        "labels": np.asarray(list(labels), dtype=str),
+        "paths": np.asarray([str(p) for p in paths], dtype=str),
+        "fingerprint": np.asarray(fingerprint),
+    }
+    if groups is not None:
+        arrays["groups"] = np.asarray(list(groups), dtype=str)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as handle:
+        np.savez_compressed(handle, **arrays)
+    tmp.replace(path)
     return path

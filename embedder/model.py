@@ -26,14 +26,40 @@ class ModelFileError(RuntimeError):
     """A MODEL.pt that is missing, unreadable or not a shellid model."""
 
 
+class ResidualProjection(nn.Module):
+    """``x + W x + b`` with ``W`` and ``b`` initialised to zero: starts as the identity, so
+    training refines the pretrained features instead of replacing them."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim, dim)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features + self.proj(features)
+
+
+#: Head kinds known to :func:`create_head` (``residual`` keeps the input size).
+HEAD_KINDS = ("identity", "linear", "mlp", "residual")
+
+
 def create_head(
     kind: str, in_dim: int, out_dim: int, hidden: int = 1024, dropout: float = 0.0
 ) -> nn.Module:
-    """Projection heads by name: ``identity``, ``linear`` or ``mlp`` (Linear-BN-ReLU-Linear)."""
+    """Projection heads by name: ``identity``, ``linear``, ``mlp`` (Linear-BN-ReLU-Linear) or
+    ``residual`` (:class:`ResidualProjection`; needs ``out_dim == in_dim``)."""
     if kind == "identity":
         return nn.Identity()
     if kind == "linear":
         return nn.Linear(in_dim, out_dim)
+    if kind == "residual":
+        if out_dim != in_dim:
+            raise ValueError(
+                f"the residual head keeps the feature size ({in_dim}); embedding size {out_dim} "
+                "needs the linear or mlp head"
+            )
+        return ResidualProjection(in_dim)
     if kind == "mlp":
         return nn.Sequential(
             nn.Linear(in_dim, hidden),
@@ -42,7 +68,7 @@ def create_head(
             nn.Dropout(dropout),
             nn.Linear(hidden, out_dim),
         )
-    raise ValueError(f"unknown head {kind!r}; choose identity, linear or mlp")
+    raise ValueError(f"unknown head {kind!r}; choose one of {', '.join(HEAD_KINDS)}")
 
 
 class EmbeddingModel(nn.Module):

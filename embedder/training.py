@@ -1,0 +1,577 @@
+"""Contrastive training of the embedder on cached features (fast on a CPU).
+
+Method (see docs/training.md for the measurements behind the defaults):
+
+1. The backbone is split at a stage boundary (:mod:`embedder.stages`): the frozen trunk's
+   output for one clean and ``views`` augmented views of every training image is computed once
+   and cached on disk (:class:`embedder.feature_cache.FeatureCache`); validation images need
+   only the clean view.
+2. The tail (the last ``unfreeze`` block stages, the final 1x1 convolution and pooling) and a
+   projection head are trained on those features with a pytorch-metric-learning loss, batches
+   drawn by ``MPerClassSampler`` (``m_per_class`` images of each class per batch), one random
+   cached view per image per epoch. The pretrained tail gets a lower learning rate than the head.
+3. After every epoch the model embeds the validation *classes* (never seen in training) and is
+   scored by episodic 5-way 1-shot accuracy with CL2N prototypes; the best epoch's weights are
+   kept and training stops after ``patience`` epochs without improvement.
+4. The result is an :class:`embedder.EmbeddingModel` (full backbone weights with the trained
+   tail, head, config, class list, validation metrics), saved as ``MODEL.pt`` with a CSV log
+   and a PNG of the training curves beside it.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import stages
+from .backbones import DEFAULT_BACKBONE, Backbone, create_backbone
+from .datasets import DatasetError, ImageRecord, class_split, scan_collection
+from .episodes import episodic_accuracy
+from .feature_cache import FeatureCache
+from .model import HEAD_KINDS, EmbeddingModel, create_head
+
+LOSS_KINDS = ("multisimilarity", "supcon", "proxyanchor", "triplet")
+
+
+class TrainingError(ValueError):
+    """Training data or settings that cannot work (too few classes, bad values)."""
+
+
+@dataclass
+class TrainingConfig:
+    """Everything that defines a training run; saved into ``MODEL.pt``.
+
+    ``embedding_dim=None`` keeps the backbone's feature size (required by the ``residual`` and
+    ``identity`` heads; ``linear``/``mlp`` then default to 512). ``group_pattern`` (regex or
+    preset, see :data:`embedder.datasets.GROUP_PRESETS`) keeps views of one specimen or frames
+    of one track on one side of each validation episode.
+    """
+
+    backbone: str = DEFAULT_BACKBONE
+    unfreeze: int = 1
+    head: str = "residual"
+    embedding_dim: int | None = None
+    loss: str = "multisimilarity"
+    epochs: int = 30
+    lr: float = 1e-4
+    tail_lr_scale: float = 0.1
+    weight_decay: float = 1e-4
+    views: int = 4
+    m_per_class: int = 4
+    batch_size: int = 64
+    train_batchnorm: bool = False
+    val_fraction: float = 0.15
+    val_episodes: int = 300
+    patience: int = 5
+    seed: int = 0
+    normalize_shells: bool = False
+    group_pattern: str | None = None
+    device: str = "auto"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainingConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def validate(self) -> None:
+        """Raise :class:`TrainingError` naming the first setting that cannot work."""
+        checks = [
+            (
+                self.head in HEAD_KINDS,
+                f"unknown head {self.head!r}; choose one of {', '.join(HEAD_KINDS)}",
+            ),
+            (
+                self.loss in LOSS_KINDS,
+                f"unknown loss {self.loss!r}; choose one of {', '.join(LOSS_KINDS)}",
+            ),
+            (self.epochs >= 1, "epochs must be ≥ 1"),
+            (self.lr > 0, "lr must be > 0"),
+            (self.tail_lr_scale >= 0, "tail_lr_scale must be ≥ 0"),
+            (self.views >= 0, "views must be ≥ 0"),
+            (self.unfreeze >= 0, "unfreeze must be ≥ 0"),
+            (self.m_per_class >= 2, "m_per_class must be ≥ 2 (pairs of one class are needed)"),
+            (self.batch_size >= 2 * self.m_per_class, "batch_size must hold at least two classes"),
+            (0.0 <= self.val_fraction < 1.0, "val_fraction must be in [0, 1)"),
+            (self.patience >= 1, "patience must be ≥ 1"),
+            (self.embedding_dim is None or self.embedding_dim >= 2, "embedding_dim must be ≥ 2"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise TrainingError(message)
+
+
+@dataclass
+class EpochLog:
+    """One row of the training log (epoch 0 = the model before training)."""
+
+    epoch: int
+    loss: float
+    val_1shot: float
+    val_1shot_ci: float
+    val_5shot: float
+    lr: float
+    seconds: float
+
+
+@dataclass
+class TrainingResult:
+    """The trained model (best epoch), its history and the files written."""
+
+    model: EmbeddingModel
+    history: list[EpochLog]
+    best_epoch: int
+    metrics: dict[str, Any]
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------- building blocks
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def create_loss(kind: str, num_classes: int, dim: int) -> tuple[nn.Module, nn.Module | None]:
+    """A pytorch-metric-learning loss and its miner (or ``None``) by name."""
+    from pytorch_metric_learning import losses, miners
+
+    if kind == "multisimilarity":
+        return losses.MultiSimilarityLoss(alpha=2, beta=50, base=0.5), miners.MultiSimilarityMiner(
+            0.1
+        )
+    if kind == "supcon":
+        return losses.SupConLoss(temperature=0.1), None
+    if kind == "proxyanchor":
+        return losses.ProxyAnchorLoss(num_classes, dim, margin=0.1, alpha=32), None
+    if kind == "triplet":
+        return (
+            losses.TripletMarginLoss(margin=0.1),
+            miners.TripletMarginMiner(margin=0.1, type_of_triplets="semihard"),
+        )
+    raise TrainingError(f"unknown loss {kind!r}; choose one of {', '.join(LOSS_KINDS)}")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy (also pytorch-metric-learning's sampler) and torch."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def split_validation_classes(
+    records: Sequence[ImageRecord], val_fraction: float, seed: int
+) -> tuple[list[ImageRecord], list[ImageRecord]]:
+    """Hold out whole classes for validation (at least 2 when ``val_fraction > 0``)."""
+    species = sorted({r.species for r in records})
+    if val_fraction == 0:
+        return list(records), []
+    n_val = max(2, round(val_fraction * len(species)))
+    if len(species) - n_val < 2:
+        raise TrainingError(
+            f"{len(species)} classes are too few to hold {n_val} out for validation and train on "
+            "at least 2; add classes or use a validation fraction of 0"
+        )
+    _, val, _ = class_split(species, (1 - n_val / len(species), n_val / len(species), 0.0), seed)
+    wanted = set(val)
+    return [r for r in records if r.species not in wanted], [
+        r for r in records if r.species in wanted
+    ]
+
+
+class _Trainable(nn.Module):
+    """Tail + head on cached trunk features -> L2-normalised embeddings."""
+
+    def __init__(self, tail: nn.Module, head: nn.Module, train_batchnorm: bool) -> None:
+        super().__init__()
+        self.tail = tail
+        self.head = head
+        self.train_batchnorm = train_batchnorm
+
+    def train(self, mode: bool = True) -> _Trainable:
+        super().train(mode)
+        if mode and not self.train_batchnorm:
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.head(self.tail(features)), dim=-1)
+
+
+@torch.inference_mode()
+def embed_features(
+    net: nn.Module, features: np.ndarray | torch.Tensor, device: torch.device, batch_size: int = 256
+) -> np.ndarray:
+    """Run cached features (``(n, *shape)``, any float dtype) through ``net`` in batches."""
+    was_training = net.training
+    net.eval()
+    tensor = torch.as_tensor(features)
+    chunks = [
+        net(tensor[start : start + batch_size].to(device, torch.float32)).float().cpu().numpy()
+        for start in range(0, len(tensor), batch_size)
+    ]
+    net.train(was_training)
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+
+
+def _validation_scores(
+    vectors: np.ndarray, labels: list[str], groups: list[str], episodes: int, seed: int
+) -> tuple[float, float, float]:
+    """(1-shot mean, its 95 % CI, 5-shot mean or NaN) on validation embeddings."""
+    n_way = min(5, len(set(labels)))
+    one = episodic_accuracy(
+        vectors, labels, n_way=n_way, k_shot=1, episodes=episodes, seed=seed, groups=groups
+    )
+    try:
+        five = episodic_accuracy(
+            vectors, labels, n_way=n_way, k_shot=5, episodes=episodes, seed=seed, groups=groups
+        ).mean
+    except ValueError:  # fewer than n_way classes with 6 specimens: 5-shot cannot be measured
+        five = math.nan
+    return one.mean, one.ci95, five
+
+
+def _check_validation_classes(records: Sequence[ImageRecord]) -> None:
+    groups: dict[str, set[str]] = {}
+    for record in records:
+        groups.setdefault(record.species, set()).add(record.group)
+    usable = [s for s, g in groups.items() if len(g) >= 2]
+    if len(usable) < 2:
+        raise TrainingError(
+            "validation needs at least 2 classes with 2 or more specimens (groups) each; "
+            f"the validation classes have {len(usable)}"
+        )
+
+
+# ---------------------------------------------------------------------- files
+def log_paths(out: Path) -> dict[str, Path]:
+    """Where the CSV log and the PNG curves of a model saved at ``out`` go."""
+    return {
+        "model": out,
+        "log": out.with_name(out.stem + ".training.csv"),
+        "curves": out.with_name(out.stem + ".training.png"),
+    }
+
+
+def write_log(history: Sequence[EpochLog], path: Path) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([f.name for f in fields(EpochLog)])
+        for row in history:
+            writer.writerow(
+                [
+                    f"{getattr(row, f.name):.6g}"
+                    if isinstance(getattr(row, f.name), float)
+                    else getattr(row, f.name)
+                    for f in fields(EpochLog)
+                ]
+            )
+    return path
+
+
+def plot_curves(history: Sequence[EpochLog], best_epoch: int, path: Path, title: str = "") -> Path:
+    """Training loss and validation accuracy per epoch, best epoch marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h.epoch for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    trained = [h for h in history if h.epoch > 0]
+    ax_loss.plot([h.epoch for h in trained], [h.loss for h in trained], marker="o", color="tab:red")
+    ax_loss.set(xlabel="epoch", ylabel="training loss", title="loss")
+    ax_loss.grid(alpha=0.3)
+    one = [100 * h.val_1shot for h in history]
+    ci = [100 * h.val_1shot_ci for h in history]
+    ax_acc.errorbar(epochs, one, yerr=ci, marker="o", capsize=3, label="val 5-way 1-shot")
+    if not all(math.isnan(h.val_5shot) for h in history):
+        ax_acc.plot(
+            epochs, [100 * h.val_5shot for h in history], marker="s", label="val 5-way 5-shot"
+        )
+    ax_acc.axvline(best_epoch, color="grey", linestyle="--", label=f"best epoch {best_epoch}")
+    ax_acc.set(
+        xlabel="epoch (0 = before training)", ylabel="accuracy (%)", title="validation classes"
+    )
+    ax_acc.grid(alpha=0.3)
+    ax_acc.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------- training
+def train_embedder(
+    train_records: Sequence[ImageRecord],
+    val_records: Sequence[ImageRecord],
+    config: TrainingConfig | None = None,
+    *,
+    out: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    backbone: Backbone | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> TrainingResult:
+    """Train on ``train_records``, select the epoch on ``val_records`` (other classes).
+
+    ``backbone`` is the starting point (default: ``config.backbone`` with its offline
+    pretrained weights); it is trained in place. With no validation records the last epoch is
+    kept. Seeds Python, NumPy and torch with ``config.seed``. Writes ``out`` (MODEL.pt) with its
+    ``.training.csv`` and ``.training.png`` when ``out`` is given. Raises
+    :class:`TrainingError` for unusable data or settings.
+    """
+    config = config or TrainingConfig()
+    config.validate()
+    started = time.perf_counter()
+    seed_everything(config.seed)
+    device = resolve_device(config.device)
+
+    classes = sorted({r.species for r in train_records})
+    if len(classes) < 2:
+        raise TrainingError(f"training needs at least 2 classes; found {len(classes)}")
+    if val_records:
+        _check_validation_classes(val_records)
+    overlap = set(classes) & {r.species for r in val_records}
+    if overlap:
+        raise TrainingError(
+            f"validation classes must not be trained on; shared: {sorted(overlap)[:3]}"
+        )
+
+    if backbone is None:
+        backbone = create_backbone(config.backbone)
+    backbone.preprocess = backbone.preprocess.with_shell_normalisation(config.normalize_shells)
+    backbone.to(device).eval()
+    for parameter in backbone.parameters():
+        parameter.requires_grad_(False)
+    cache = FeatureCache(cache_dir, backbone, config.unfreeze)
+
+    train_views = tuple(range(config.views + 1))
+    train_set = cache.get(
+        [r.path for r in train_records],
+        train_views,
+        desc="caching training views",
+        progress=progress,
+    )
+    val_set = cache.get(
+        [r.path for r in val_records], (0,), desc="caching validation images", progress=progress
+    )
+    errors = {**train_set.errors, **val_set.errors}
+    if errors:
+        first = next(iter(errors.items()))
+        log(f"skipped {len(errors)} unreadable image(s), e.g. {first[0]}: {first[1]}")
+    by_path = {r.path: r for r in [*train_records, *val_records]}
+    train_labels = [by_path[p].species for p in train_set.paths]
+    kept_classes = sorted(set(train_labels))
+    if len(kept_classes) < 2:
+        raise TrainingError("fewer than 2 training classes have readable images")
+    label_ids = torch.tensor([kept_classes.index(s) for s in train_labels])
+    val_labels = [by_path[p].species for p in val_set.paths]
+    val_groups = [by_path[p].group for p in val_set.paths]
+    if val_records:
+        _check_validation_classes([by_path[p] for p in val_set.paths])
+
+    tail = stages.tail(backbone, config.unfreeze)
+    in_dim = backbone.num_features
+    default_dim = in_dim if config.head in ("identity", "residual") else 512
+    out_dim = config.embedding_dim or default_dim
+    if config.head == "identity" and out_dim != in_dim:
+        raise TrainingError(f"the identity head keeps the feature size ({in_dim})")
+    try:
+        head = create_head(config.head, in_dim, out_dim)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
+    net = _Trainable(tail, head, config.train_batchnorm).to(device)
+    for parameter in tail.parameters():
+        parameter.requires_grad_(True)
+
+    loss_fn, miner = create_loss(config.loss, len(kept_classes), out_dim)
+    loss_fn = loss_fn.to(device)
+    groups = [{"params": list(head.parameters()), "lr": config.lr}]
+    if config.unfreeze > 0 and config.tail_lr_scale > 0:
+        groups.append({"params": list(tail.parameters()), "lr": config.lr * config.tail_lr_scale})
+    if list(loss_fn.parameters()):  # proxies learn fast (as in the Proxy-Anchor paper)
+        groups.append({"params": list(loss_fn.parameters()), "lr": config.lr * 100})
+    groups = [g for g in groups if g["params"]]
+    if not groups:
+        raise TrainingError("nothing to train: the identity head with unfreeze 0 has no weights")
+    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+
+    from pytorch_metric_learning.samplers import MPerClassSampler
+
+    m = config.m_per_class
+    batch_size = max(2 * m, min(config.batch_size, m * len(kept_classes)) // m * m)
+    sampler = MPerClassSampler(
+        label_ids.numpy(),
+        m=m,
+        batch_size=batch_size,
+        length_before_new_iter=max(len(label_ids), batch_size),
+    )
+    features = torch.from_numpy(train_set.features)  # (n, views, ...) float16, stays on CPU
+    view_rng = torch.Generator().manual_seed(config.seed)
+
+    def validate() -> tuple[float, float, float]:
+        if not val_records:
+            return math.nan, math.nan, math.nan
+        vectors = embed_features(net, val_set.features[:, 0], device)
+        return _validation_scores(vectors, val_labels, val_groups, config.val_episodes, config.seed)
+
+    history: list[EpochLog] = []
+    one, ci, five = validate()
+    history.append(EpochLog(0, math.nan, one, ci, five, 0.0, 0.0))
+    log(
+        f"epoch  0/{config.epochs}  before training          val 1-shot {100 * one:5.1f} %  "
+        f"5-shot {100 * five:5.1f} %"
+    )
+    best_epoch, best_score = 0, one
+    best_state = copy.deepcopy(net.state_dict())
+    stale = 0
+    for epoch in range(1, config.epochs + 1):
+        tick = time.perf_counter()
+        net.train()
+        order = torch.tensor(list(iter(sampler)))
+        batches = order.split(batch_size)
+        losses: list[float] = []
+        lr = optimizer.param_groups[0]["lr"]
+        for batch in tqdm(
+            batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress
+        ):
+            views = torch.randint(0, features.shape[1], (len(batch),), generator=view_rng)
+            inputs = features[batch, views].to(device, torch.float32)
+            labels = label_ids[batch].to(device)
+            embeddings = net(inputs)
+            pairs = miner(embeddings, labels) if miner is not None else None
+            loss = (
+                loss_fn(embeddings, labels, pairs)
+                if pairs is not None
+                else loss_fn(embeddings, labels)
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        scheduler.step()
+        one, ci, five = validate()
+        mean_loss = float(np.mean(losses)) if losses else math.nan
+        history.append(EpochLog(epoch, mean_loss, one, ci, five, lr, time.perf_counter() - tick))
+        improved = bool(val_records) and one > best_score
+        if improved or not val_records:
+            best_epoch, best_score, stale = epoch, one, 0
+            best_state = copy.deepcopy(net.state_dict())
+        else:
+            stale += 1
+        log(
+            f"epoch {epoch:2d}/{config.epochs}  loss {mean_loss:.4f}  "
+            f"val 1-shot {100 * one:5.1f} %  "
+            f"5-shot {100 * five:5.1f} %  ({history[-1].seconds:.0f} s){'  *' if improved else ''}"
+        )
+        if val_records and stale >= config.patience:
+            log(
+                f"no improvement for {config.patience} epochs: stopping, keeping epoch {best_epoch}"
+            )
+            break
+
+    net.load_state_dict(best_state)
+    for parameter in backbone.parameters():
+        parameter.requires_grad_(False)
+    best = history[best_epoch]
+    metrics: dict[str, Any] = {
+        "best_epoch": best_epoch,
+        "epochs_run": history[-1].epoch,
+        "val_1shot": best.val_1shot,
+        "val_1shot_ci95": best.val_1shot_ci,
+        "val_5shot": best.val_5shot,
+        "val_1shot_before": history[0].val_1shot,
+        "val_5shot_before": history[0].val_5shot,
+        "val_n_way": min(5, len(set(val_labels))) if val_records else 0,
+        "val_classes": sorted(set(val_labels)),
+        "train_images": len(train_set.paths),
+        "skipped_images": len(errors),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    metrics = {
+        k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()
+    }
+    model = EmbeddingModel(
+        backbone,
+        head,
+        head_config={"kind": config.head, "in_dim": in_dim, "out_dim": out_dim},
+        training_config=config.to_dict(),
+        classes=kept_classes,
+        metrics=metrics,
+    ).eval()
+    model.invalidate_fingerprint()
+    files: dict[str, Path] = {}
+    if out is not None:
+        files = log_paths(Path(out))
+        try:
+            model.save(files["model"])
+            write_log(history, files["log"])
+            plot_curves(
+                history,
+                best_epoch,
+                files["curves"],
+                title=f"{config.backbone}, unfreeze {config.unfreeze}, "
+                f"{config.head} head, {config.loss}",
+            )
+        except OSError as exc:
+            raise OSError(f"cannot write {files['model']}: {exc.strerror or exc}") from None
+    return TrainingResult(model, history, best_epoch, metrics, files)
+
+
+def train_collection(
+    root: str | Path,
+    config: TrainingConfig | None = None,
+    *,
+    out: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> TrainingResult:
+    """Scan ``root/<class>/*`` images, hold out ``val_fraction`` of the classes, train."""
+    config = config or TrainingConfig()
+    config.validate()
+    records = scan_collection(root, group_pattern=config.group_pattern)
+    train_records, val_records = split_validation_classes(records, config.val_fraction, config.seed)
+    log(
+        f"{len(records)} images of {len({r.species for r in records})} classes: "
+        f"{len({r.species for r in train_records})} to train on, "
+        f"{len({r.species for r in val_records})} held out for validation"
+    )
+    return train_embedder(
+        train_records, val_records, config, out=out, cache_dir=cache_dir, progress=progress, log=log
+    )
+
+
+__all__ = [
+    "LOSS_KINDS",
+    "DatasetError",
+    "EpochLog",
+    "TrainingConfig",
+    "TrainingError",
+    "TrainingResult",
+    "create_loss",
+    "split_validation_classes",
+    "train_collection",
+    "train_embedder",
+]
