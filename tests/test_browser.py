@@ -62,10 +62,10 @@ def server(tmp_path_factory, frozen_model):
     """The real app under uvicorn on a loopback port, over a store of three generated species;
     writes need ``API_KEY``."""
     import uvicorn
-    from index.collection import Collection
 
     from api.app import create_app
     from api.settings import ServiceSettings
+    from index.collection import Collection
 
     species = {k: GENERATED_SPECIES[k] for k in ("Conus_alpha", "Cypraea_gamma", "Murex_epsilon")}
     root = make_collection(tmp_path_factory.mktemp("photos"), species, specimens=2, views=2)
@@ -141,6 +141,7 @@ def test_uploading_a_photo_shows_the_answer_with_bars_and_reference_photos(page,
         ".some(img => img.complete && img.naturalWidth > 0)"
     )
     assert not page.is_visible("#error")
+    assert page.is_hidden("#read-key-bar")  # reads need no key on this server
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= PHONE["width"], f"page is {width}px wide on a {PHONE['width']}px screen"
     page.screenshot(path=str(shots / "identify-390px.png"), full_page=True)

@@ -56,7 +56,7 @@ async function api(path, options = {}, write = false) {
     if (response.status === 401) {
       revealKeyFields(write);
     }
-    throw new Error(detail.charAt(0).toUpperCase() + detail.slice(1));
+    throw new Error(detail); // verbatim: it may start with a file name
   }
   return body;
 }
