@@ -97,7 +97,8 @@ class VectorIdentifier:
         )
         self._proto_index = VectorIndex(self.dim, ann_threshold=10**9, use_gpu=cfg.use_gpu)
         self._overrides: dict[str, float] = {}
-        self._thresholds = self._default_thresholds()
+        self._calibrated = self._default_thresholds()
+        self._thresholds = self._calibrated
         self._refresh()
 
     # ================================================================== building
@@ -368,7 +369,14 @@ class VectorIdentifier:
 
     @thresholds.setter
     def thresholds(self, value: Thresholds) -> None:
-        self._thresholds = value
+        """Replace the calibrated thresholds (overrides still apply on top)."""
+        self._calibrated = value
+        self._thresholds = value.with_overrides(**self._overrides)
+
+    @property
+    def calibrated_thresholds(self) -> Thresholds:
+        """The thresholds of the last calibration, without overrides (what stores keep)."""
+        return self._calibrated
 
     def set_overrides(self, **values: float | None) -> Thresholds:
         """Fix thresholds by hand (``temperature``, ``unknown``, ``ood``, ``*_probability``);
@@ -378,9 +386,7 @@ class VectorIdentifier:
                 self._overrides.pop(key, None)
             else:
                 self._overrides[key] = float(value)
-        self._thresholds = self._thresholds.with_overrides(**self._overrides)
-        if not self._overrides:
-            self._thresholds = self._thresholds.model_copy(update={"overridden": []})
+        self._thresholds = self._calibrated.with_overrides(**self._overrides)
         return self._thresholds
 
     def _default_thresholds(self) -> Thresholds:
@@ -771,9 +777,7 @@ class VectorIdentifier:
         S = len(self._species)
         if len(self) == 0:
             notes.append("empty collection: default thresholds")
-            self._thresholds = th.model_copy(
-                update={"stats": CalibrationStats(notes=notes)}
-            ).with_overrides(**self._overrides)
+            self.thresholds = th.model_copy(update={"stats": CalibrationStats(notes=notes)})
             return self._thresholds
         budget = int(
             CALIBRATION_FLOPS
@@ -858,5 +862,5 @@ class VectorIdentifier:
         stats.notes = notes
         th.source = source
         th.stats = stats
-        self._thresholds = th.with_overrides(**self._overrides)
+        self.thresholds = th
         return self._thresholds

@@ -191,7 +191,11 @@ class Collection:
                 }
             info = self.store.info()
             stored = info.get("thresholds")
-            if stored and info.get("calibrated_version") == version:
+            if (
+                stored
+                and info.get("calibrated_version") == version
+                and info.get("calibration_config") == self.config.model_dump(mode="json")
+            ):
                 identifier.thresholds = Thresholds.model_validate(stored)
             else:
                 identifier.calibrate()
@@ -643,8 +647,9 @@ class Collection:
             with self._lock:
                 thresholds = identifier.calibrate(target_recall)
             self.store.write_info(
-                thresholds=json.loads(thresholds.model_dump_json()),
+                thresholds=json.loads(identifier.calibrated_thresholds.model_dump_json()),
                 calibrated_version=self.store.version,
+                calibration_config=self.config.model_dump(mode="json"),
             )
             return thresholds
 

@@ -1,0 +1,119 @@
+"""Options and helpers shared by the collection commands (enroll, identify, search, species,
+remove, reindex): where the store is, which model embeds, and how answers are printed."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+class CollectionOptionError(ValueError):
+    """A setting or option value the collection cannot use."""
+
+
+def add_store_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store",
+        help="specimen store directory or LanceDB URI (default: $SHELLID_STORE or ./shellid-data)",
+    )
+
+
+def add_model_option(parser: argparse.ArgumentParser, help_text: str | None = None) -> None:
+    parser.add_argument(
+        "--model",
+        help=help_text
+        or "MODEL.pt the store was built with (default: $SHELLID_MODEL or the frozen backbone)",
+    )
+
+
+def add_filter_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("candidate filters (case-insensitive)")
+    group.add_argument("--region", help="only species enrolled with this region")
+    group.add_argument("--genus", help="only species of this genus")
+    group.add_argument("--family", help="only species of this family")
+
+
+def add_threshold_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "decision thresholds (default: calibrated on the enrolled data; also SHELLID_* variables)"
+    )
+    group.add_argument(
+        "--target-recall",
+        type=float,
+        help="share of known-species photos to accept when calibrating (default 0.95)",
+    )
+    group.add_argument(
+        "--unknown-threshold",
+        type=float,
+        help="unknown_score above which the answer is unknown_species",
+    )
+    group.add_argument(
+        "--ood-threshold", type=float, help="ood_score above which the answer is out_of_domain"
+    )
+
+
+def settings_from(args: argparse.Namespace, **extra: Any):
+    """:class:`index.config.IndexSettings` from the environment plus the given options."""
+    from pydantic import ValidationError
+
+    from index.config import IndexSettings
+
+    given = {
+        "store": getattr(args, "store", None),
+        "model": getattr(args, "model", None),
+        "target_recall": getattr(args, "target_recall", None),
+        "unknown_threshold": getattr(args, "unknown_threshold", None),
+        "ood_threshold": getattr(args, "ood_threshold", None),
+        **extra,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    try:
+        return IndexSettings(**given)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error.get("loc", ()))
+            where = f"--{field.replace('_', '-')}" if field in given else f"SHELLID_{field.upper()}"
+            problems.append(f"{where}: {error.get('msg', 'invalid value')}")
+        raise CollectionOptionError("invalid setting " + "; ".join(problems)) from None
+
+
+def open_collection(
+    args: argparse.Namespace,
+    *,
+    need_model: bool = True,
+    create: bool = False,
+    check_model: bool = True,
+):
+    """Open the collection the options name (a missing store is an error unless ``create``)."""
+    from index.collection import Collection
+
+    settings = settings_from(args)
+    return Collection.open(
+        settings.store,
+        model=settings.model,
+        create=create,
+        settings=settings,
+        need_model=need_model,
+        check_model=check_model,
+    )
+
+
+def display(name: str | None) -> str:
+    """``Conus_textile`` -> ``Conus textile``."""
+    return (name or "").replace("_", " ")
+
+
+def table(rows: list[list[str]], header: list[str], right: set[int] | None = None) -> str:
+    """A plain text table with aligned columns (``right``: right-aligned column indexes)."""
+    right = right or set()
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(row: list[str]) -> str:
+        cells = [
+            str(c).rjust(widths[i]) if i in right else str(c).ljust(widths[i])
+            for i, c in enumerate(row)
+        ]
+        return "  ".join(cells).rstrip()
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])

@@ -1,0 +1,106 @@
+"""``shellid enroll``: add species to the specimen store from a folder tree or a few photos."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ._collection import add_model_option, add_store_option, display, open_collection
+
+HELP = "enroll species from photos (a folder per species, or photos of one species)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "data",
+        metavar="DATA",
+        help="folder tree DATA/<Genus_species>/*.jpg, or (with --species) a folder or one photo",
+    )
+    parser.add_argument("--species", help="enroll every photo under DATA as this species")
+    add_store_option(parser)
+    add_model_option(
+        parser, "MODEL.pt to embed with (default: $SHELLID_MODEL or the frozen backbone)"
+    )
+    parser.add_argument(
+        "--taxonomy",
+        metavar="CSV",
+        help="taxonomy CSV (species,genus,family,region,...; default DATA/taxonomy.csv if present)",
+    )
+    parser.add_argument(
+        "--group-regex",
+        metavar="REGEX",
+        help="regex on file names naming the specimen a photo shows, so views of one shell count "
+        "as one specimen; or a preset: specimen (Genus_species_<n>_<view>), track, image "
+        "(default: each photo its own specimen)",
+    )
+    tax = parser.add_argument_group("taxonomy of --species (override the CSV)")
+    tax.add_argument("--genus")
+    tax.add_argument("--family")
+    tax.add_argument("--region")
+    parser.add_argument(
+        "--source", help="provenance recorded with each photo (default: folder name)"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON report per species")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    data = Path(args.data)
+    if not data.exists():
+        raise FileNotFoundError(f"{data}: no such file or folder")
+    if data.is_file() and not args.species:
+        raise ValueError(
+            f"{data} is a single photo: say which species it shows with --species NAME"
+        )
+    if args.taxonomy and not Path(args.taxonomy).is_file():
+        raise FileNotFoundError(f"--taxonomy {args.taxonomy}: no such file")
+    taxonomy = {k: getattr(args, k) for k in ("genus", "family", "region") if getattr(args, k)}
+    if taxonomy and not args.species:
+        raise ValueError(
+            "--genus/--family/--region describe --species; for a folder tree use --taxonomy CSV"
+        )
+    if args.species and args.taxonomy:
+        from embedder.datasets import load_taxonomy
+
+        row = load_taxonomy(Path(args.taxonomy)).get(args.species.strip().replace(" ", "_"), {})
+        taxonomy = row | taxonomy
+    collection = open_collection(args, create=True)
+    reports = collection.enroll_folder(
+        data,
+        species=args.species,
+        progress=sys.stderr.isatty() or not args.json,
+        group_pattern=args.group_regex,
+        taxonomy_csv=args.taxonomy if not args.species else None,
+        taxonomy=taxonomy or None,
+        source=args.source,
+    )
+    for report in reports:
+        if args.json:
+            print(json.dumps(report.model_dump(mode="json", exclude={"specimen_ids"})))
+            continue
+        notes = []
+        if report.duplicates:
+            notes.append(f"{len(report.duplicates)} already enrolled")
+        if report.refused:
+            notes.append(f"{len(report.refused)} refused")
+        if report.errors:
+            notes.append(f"{len(report.errors)} unreadable")
+        extra = f" ({', '.join(notes)})" if notes else ""
+        print(
+            f"{display(report.species)}: +{report.added} photos{extra}, {report.total} in the store"
+        )
+        for name, why in {**report.refused, **report.errors}.items():
+            print(f"  {name}: {why}", file=sys.stderr)
+    added = sum(r.added for r in reports)
+    if not args.json:
+        th = collection.thresholds
+        species = sum(1 for r in reports if r.added)
+        print(
+            f"enrolled {added} photos of {species} species into {collection.store.uri} "
+            f"({len(collection)} photos, {len(collection.species())} species in all; "
+            f"thresholds {th.source})"
+        )
+    failed = all(r.added == 0 and not r.duplicates for r in reports)
+    return 1 if failed else 0
