@@ -1,4 +1,4 @@
-"""Per-file inspection for the audit: decode with :mod:`embedder.intake`, sha256, a 64-bit
+"""Per-file inspection for the audit: decode with :mod:`embedder.intake`, sha256, a 256-bit
 difference hash (dHash, for near-duplicate photos), colour mode and size."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ class FileInfo:
 
     path: Path
     sha256: str = ""
-    dhash: int | None = None
+    dhash: np.ndarray | None = None
     width: int = 0
     height: int = 0
     mode: str = ""
@@ -33,13 +33,16 @@ class FileInfo:
         return not self.error_code
 
 
-def difference_hash(image: Image.Image) -> int:
-    """64-bit dHash: 1 where a pixel is brighter than its right neighbour on a 9 × 8 grayscale
-    thumbnail. Robust to resizing and re-encoding; differs in few bits for near copies."""
-    small = image.convert("L").resize((9, 8), Image.Resampling.LANCZOS)
+HASH_SIDE = 16
+HASH_BITS = HASH_SIDE * HASH_SIDE
+
+
+def difference_hash(image: Image.Image) -> np.ndarray:
+    """256-bit dHash as 32 bytes: 1 where a pixel is brighter than its right neighbour on a
+    17 × 16 grayscale thumbnail. Resizing and re-encoding change few bits."""
+    small = image.convert("L").resize((HASH_SIDE + 1, HASH_SIDE), Image.Resampling.LANCZOS)
     pixels = np.asarray(small, dtype=np.int16)
-    bits = (pixels[:, 1:] > pixels[:, :-1]).ravel()
-    return int.from_bytes(np.packbits(bits).tobytes(), "big")
+    return np.packbits((pixels[:, 1:] > pixels[:, :-1]).ravel())
 
 
 def inspect_file(path: Path) -> FileInfo:
@@ -68,18 +71,17 @@ def inspect_file(path: Path) -> FileInfo:
 
 
 def hamming_pairs(
-    hashes: np.ndarray, max_distance: int, block: int = 2048
+    hashes: np.ndarray, max_distance: int, block: int = 256
 ) -> list[tuple[int, int, int]]:
-    """Pairs ``(i, j, distance)`` with ``i < j`` whose 64-bit hashes differ in at most
-    ``max_distance`` bits."""
-    hashes = np.asarray(hashes, dtype=np.uint64)
+    """Pairs ``(i, j, distance)`` with ``i < j`` whose packed bit hashes (rows of ``uint8``)
+    differ in at most ``max_distance`` bits."""
+    hashes = np.asarray(hashes, dtype=np.uint8)
     pairs: list[tuple[int, int, int]] = []
     for start in range(0, len(hashes), block):
         chunk = hashes[start : start + block]
-        distance = np.bitwise_count(chunk[:, None] ^ hashes[None, :])
+        distance = np.bitwise_count(chunk[:, None, :] ^ hashes[None, :, :]).sum(axis=2)
         rows, cols = np.nonzero(distance <= max_distance)
         for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
-            i = start + r
-            if i < c:
-                pairs.append((i, c, int(distance[r, c])))
+            if start + r < c:
+                pairs.append((start + r, c, int(distance[r, c])))
     return pairs

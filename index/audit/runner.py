@@ -21,7 +21,7 @@ from .embedding_checks import (
     off_domain_scores,
     outlier_mask,
 )
-from .files import FileInfo, hamming_pairs, inspect_file
+from .files import HASH_BITS, FileInfo, hamming_pairs, inspect_file
 from .findings import Finding, sort_findings
 
 
@@ -30,7 +30,8 @@ class AuditConfig:
     """Thresholds of the audit (defaults suit photo collections of a few to 10,000 images)."""
 
     near_duplicate_cosine: float = 0.97  # embedding cosine at or above: same photo
-    near_duplicate_hash_bits: int = 4  # dHash bits that may differ (of 64): same photo
+    near_duplicate_hash_bits: int = 9  # dHash bits (of 256) that may differ for a copy ...
+    near_duplicate_hash_cosine: float = 0.85  # ... whose embedding cosine is also this high
     neighbours: int = 5  # k for the mislabel and off-domain checks
     off_domain_z: float = 4.0  # robust z below -this: off-domain
     outlier_percentile: float = 99.0  # distance-to-centre percentile for outliers
@@ -199,10 +200,13 @@ def _embedding_findings(
     pairs: dict[tuple[int, int], list[str]] = defaultdict(list)
     for i, j, cosine in table.close_pairs:
         pairs[(i, j)].append(f"embedding cosine {cosine:.3f}")
-    dhash = np.asarray([infos[i].dhash or 0 for i in rows], dtype=np.uint64)
+    # Perceptual-hash pairs count only when the embeddings agree: photos of different objects
+    # on one plain background can share a coarse hash.
+    dhash = np.stack([infos[i].dhash for i in rows])
     for i, j, bits in hamming_pairs(dhash, cfg.near_duplicate_hash_bits):
-        if copy_id[i] != copy_id[j]:
-            pairs[(i, j)].append(f"perceptual hash differs in {bits}/64 bits")
+        cosine = float(vectors[i] @ vectors[j])
+        if copy_id[i] != copy_id[j] and cosine >= cfg.near_duplicate_hash_cosine:
+            pairs[(i, j)].append(f"perceptual hash differs in {bits}/{HASH_BITS} bits")
     for (i, j), reasons in sorted(pairs.items()):
         if recs[i].group == recs[j].group:
             continue
