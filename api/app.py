@@ -106,7 +106,6 @@ def create_app(
     )
     app.state.runtime = runtime
     install_error_handlers(app)
-    runtime.metrics.install(app)
 
     @app.middleware("http")
     async def _refuse_oversized_bodies(request: Request, call_next):
@@ -128,6 +127,7 @@ def create_app(
                 )
         return await call_next(request)
 
+    runtime.metrics.install(app)  # added last = outermost: refused bodies are counted too
     app.include_router(health.router)
     app.include_router(identify.router)
     app.include_router(species.router)

@@ -142,7 +142,16 @@ class ShellidService:
             genus=result.genus,
             family=result.family,
             confidence=float(result.confidence),
-            candidates=[CandidateOut(**c.model_dump()) for c in result.candidates],
+            candidates=[
+                CandidateOut(
+                    species=c.species,
+                    genus=c.genus or None,
+                    family=c.family or None,
+                    score=float(c.score),
+                    probability=float(c.probability),
+                )
+                for c in result.candidates
+            ],
             similar=_similar(result.similar),
             region=result.region,
             region_votes={k: float(v) for k, v in (result.region_votes or {}).items()},

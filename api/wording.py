@@ -8,6 +8,15 @@ def display_name(name: str | None) -> str:
     return (name or "").replace("_", " ").strip()
 
 
+def percent(probability: float) -> str:
+    """``0.942`` -> ``94 %``; never claims certainty: ``> 99 %`` and ``< 1 %`` at the ends."""
+    if probability > 0.99:
+        return "> 99 %"
+    if 0 < probability < 0.01:
+        return "< 1 %"
+    return f"{round(100 * probability)} %"
+
+
 def summarize(
     decision: str,
     species: str | None,
@@ -19,7 +28,7 @@ def summarize(
     """One sentence for a decision: 'Conus textile, 94 %', 'Probably genus Conus — species
     uncertain', 'Not a species in this collection', 'This does not look like a shell'."""
     if decision == "species" and species:
-        return f"{display_name(species)}, {round(100 * confidence)} %"
+        return f"{display_name(species)}, {percent(confidence)}"
     if decision == "genus" and genus:
         return f"Probably genus {display_name(genus)} — species uncertain"
     if decision == "family" and family:

@@ -64,7 +64,7 @@ def info(
     embedder = collection.embedder
     return ServiceInfo(
         version=_version(),
-        model=embedder.model.name,
+        model=getattr(getattr(embedder, "model", None), "name", type(embedder).__name__),
         fingerprint=embedder.fingerprint,
         embedding_dim=embedder.dim,
         specimens=len(collection),

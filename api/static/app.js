@@ -21,8 +21,17 @@ function displayName(name) {
   return (name || "").replace(/_/g, " ");
 }
 
+// Same wording as the server's summary: never claims certainty.
 function percent(p) {
+  if (p > 0.99) return "> 99 %";
+  if (p > 0 && p < 0.01) return "< 1 %";
   return `${Math.round(100 * p)} %`;
+}
+
+// Family, and the genus when it is not simply the first word of the species name.
+function taxonText(c) {
+  const genus = c.genus && !c.species.startsWith(`${c.genus}_`) ? displayName(c.genus) : "";
+  return [c.family, genus].filter(Boolean).join(", ");
 }
 
 function readKey() {
@@ -153,10 +162,10 @@ function renderResult(result) {
     const name = document.createElement("span");
     name.className = "name";
     name.textContent = displayName(c.species);
-    if (c.family || c.genus) {
+    if (taxonText(c)) {
       const taxon = document.createElement("span");
       taxon.className = "taxon";
-      taxon.textContent = ` — ${[c.family, c.genus && displayName(c.genus)].filter(Boolean).join(", ")}`;
+      taxon.textContent = ` — ${taxonText(c)}`;
       name.append(taxon);
     }
     const pct = document.createElement("span");
