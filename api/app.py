@@ -20,7 +20,7 @@ from .errors import error_response, install_error_handlers
 from .metrics import ServiceMetrics
 from .routes import health, identify, species
 from .service import ShellidService
-from .settings import ServiceSettings
+from .settings import ServiceSettings, load_settings
 from .uploads import request_byte_limit
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def create_app(
 ) -> FastAPI:
     """Build the app. With ``collection`` it serves that one at once; otherwise it opens
     ``settings.store`` in the background (``/readyz`` answers 503 until then)."""
-    settings = settings or ServiceSettings()
+    settings = settings or load_settings()
     runtime = Runtime(settings=settings)
 
     def store_size() -> float:

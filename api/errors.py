@@ -7,6 +7,8 @@ to fix; only genuine server faults answer 500, and those never leak a traceback.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -40,7 +42,11 @@ class ApiError(Exception):
 
 
 def error_response(
-    status: int, code: str, detail: str, file: str | None = None, headers: dict | None = None
+    status: int,
+    code: str,
+    detail: str,
+    file: str | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     body = ErrorBody(detail=detail, code=code, file=file)
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
@@ -59,11 +65,11 @@ INDEX_ERROR_CODES: dict[str, str] = {
 }
 
 #: Error responses every route may give, for the OpenAPI schema.
-COMMON_ERRORS: dict[int | str, dict] = {
+COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "Missing or wrong API key."},
     422: {"model": ErrorBody, "description": "Invalid request or unreadable image."},
 }
-UPLOAD_ERRORS: dict[int | str, dict] = {
+UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     **COMMON_ERRORS,
     413: {"model": ErrorBody, "description": "Too many files, file or image too large."},
 }

@@ -7,6 +7,8 @@ set as ``SHELLID_<FIELD NAME IN CAPITALS>``, e.g. ``SHELLID_API_KEY``; docs/api.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field, SecretStr
 
 from index.config import IndexSettings
@@ -18,36 +20,41 @@ class ServiceSettings(IndexSettings):
     """What the HTTP service serves and the limits it enforces (plus the index settings)."""
 
     api_key: SecretStr | None = Field(
-        None, description="When set, enrolling and deleting need 'Authorization: Bearer <key>'."
+        default=None,
+        description="When set, enrolling and deleting need 'Authorization: Bearer <key>'.",
     )
     read_key: SecretStr | None = Field(
-        None,
+        default=None,
         description="When set, identify/search/list need 'Authorization: Bearer <key>' "
         "(the write key is accepted too).",
     )
     max_file_bytes: int = Field(
-        10 * MEBIBYTE, gt=0, description="Largest accepted upload, bytes per file."
+        default=10 * MEBIBYTE, gt=0, description="Largest accepted upload, bytes per file."
     )
     max_query_files: int = Field(
-        5, ge=1, description="Most photos in one identify/search request (views of one specimen)."
+        default=5,
+        ge=1,
+        description="Most photos in one identify/search request (views of one specimen).",
     )
-    max_enroll_files: int = Field(50, ge=1, description="Most photos in one enrollment request.")
+    max_enroll_files: int = Field(
+        default=50, ge=1, description="Most photos in one enrollment request."
+    )
     max_pixels: int = Field(
-        50_000_000,
+        default=50_000_000,
         gt=0,
         description="Largest accepted image, width x height pixels.",
     )
     batch_wait_ms: float = Field(
-        3.0,
+        default=3.0,
         ge=0,
         description="How long the embedding batcher waits for more concurrent photos before one "
         "forward pass (0 = only what is already queued).",
     )
     batch_max_images: int = Field(
-        32, ge=1, description="Most photos embedded in one forward pass (1 = no batching)."
+        default=32, ge=1, description="Most photos embedded in one forward pass (1 = no batching)."
     )
     subject: str = Field(
-        "shell",
+        default="shell",
         description="What the collection holds, in words for the web page "
         "('This does not look like a shell').",
     )
@@ -63,7 +70,7 @@ class SettingsError(ValueError):
     """An environment variable or option with a value the service cannot use."""
 
 
-def load_settings(**overrides: object) -> ServiceSettings:
+def load_settings(**overrides: Any) -> ServiceSettings:
     """Settings from the environment, with ``overrides`` (command-line options; None = unset)
     taking precedence. Raises :class:`SettingsError` with one line naming the bad variable."""
     from pydantic import ValidationError

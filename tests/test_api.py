@@ -4,6 +4,7 @@ real frozen backbone (loaded once per session)."""
 from __future__ import annotations
 
 import io
+import threading
 from pathlib import Path
 
 import pytest
@@ -338,6 +339,32 @@ def test_health_readiness_and_info(client, reference):
     info = client.get("/v1/info").json()
     assert info["fingerprint"] == reference[1].fingerprint
     assert info["limits"]["max_query_files"] == 5
+
+
+def test_without_a_collection_the_app_loads_one_in_the_background(
+    tmp_path, frozen_model, monkeypatch
+):
+    import api.app
+
+    gate = threading.Event()
+
+    def slow_open(settings):
+        gate.wait(60)
+        return open_collection(Path(settings.store), frozen_model)
+
+    monkeypatch.setattr(api.app, "open_collection", slow_open)
+    with TestClient(create_app(settings_for(tmp_path / "store"))) as api_client:
+        loading = api_client.get("/readyz")
+        assert loading.status_code == 503 and loading.json()["status"] == "loading"
+        assert_error(api_client.get("/v1/species"), 503, "not_ready")
+        assert api_client.get("/healthz").status_code == 200
+        gate.set()
+        assert api_client.app.state.runtime.loaded.wait(60)
+        assert api_client.get("/readyz").json() == {
+            "status": "ready",
+            "detail": None,
+            "specimens": 0,
+        }
 
 
 def test_readyz_is_503_with_the_reason_when_the_model_cannot_load(tmp_path):

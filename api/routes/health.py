@@ -35,8 +35,9 @@ def healthz() -> Health:
 def readyz(runtime: Runtime = Depends(get_runtime)):
     if runtime.service is not None:
         return Readiness(status="ready", specimens=len(runtime.service.collection))
-    status = "failed" if runtime.load_error else "loading"
-    body = Readiness(status=status, detail=runtime.load_error)
+    body = Readiness(
+        status="failed" if runtime.load_error else "loading", detail=runtime.load_error
+    )
     return JSONResponse(body.model_dump(), status_code=503)
 
 

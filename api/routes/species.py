@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, File, Form, Path, UploadFile
 from fastapi.responses import Response
 
@@ -14,7 +16,9 @@ from ..uploads import read_uploads
 
 router = APIRouter(prefix="/v1", tags=["collection"])
 
-NOT_FOUND = {404: {"model": ErrorBody, "description": "No such species or photo."}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "No such species or photo."}
+}
 SPECIES_NAME = Path(..., description="Species name, e.g. 'Conus_textile'.", max_length=200)
 
 
