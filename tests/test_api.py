@@ -284,6 +284,37 @@ def test_enroll_with_one_bad_photo_adds_nothing(fresh):
         assert len(collection) == 0
 
 
+def test_reads_are_answered_while_an_enrollment_is_being_written(fresh, monkeypatch):
+    store, collection = fresh
+    collection.enroll(KNOWN, [("first.png", query_photo(seed=70))])
+    writing, finish = threading.Event(), threading.Event()
+    real_enroll = collection.enroll
+
+    def slow_enroll(*args, **kwargs):
+        writing.set()
+        assert finish.wait(60)
+        return real_enroll(*args, **kwargs)
+
+    monkeypatch.setattr(collection, "enroll", slow_enroll)
+    with make_client(store, collection) as api:
+        result: dict = {}
+        files = photos(query_photo("Conus_beta", seed=71))
+        worker = threading.Thread(
+            target=lambda: result.update(r=api.post("/v1/species/Conus_beta/images", files=files))
+        )
+        worker.start()
+        try:
+            assert writing.wait(60)
+            assert api.get("/v1/species").status_code == 200
+            assert api.post("/v1/identify", files=photos(query_photo())).status_code == 200
+            assert worker.is_alive()  # the enrollment is still waiting to be written
+        finally:
+            finish.set()
+            worker.join(60)
+        assert result["r"].status_code == 201
+        assert api.get("/v1/species").json()["total_specimens"] == 2
+
+
 def test_delete_one_specimen_then_its_image_is_gone(fresh):
     store, collection = fresh
     with make_client(store, collection) as api:
