@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from .deps import Runtime
 from .errors import error_response, install_error_handlers
@@ -97,7 +98,7 @@ def create_app(
         if runtime.service is not None:
             runtime.service.stop()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc served from the package, no CDN
         title="shellid",
         summary="Species identification from photos",
         description=DESCRIPTION,

@@ -451,7 +451,10 @@ def test_openapi_schema_is_valid_and_documents_every_route(client):
     identify = schema["paths"]["/v1/identify"]["post"]
     assert {"200", "413", "422", "409"} <= set(identify["responses"])
     assert "IdentifyResponse" in schema["components"]["schemas"]
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "swagger-ui-bundle.js" in docs.text
+    assert "https://" not in docs.text  # served offline, no CDN
+    assert client.get("/redoc").status_code == 200
 
 
 def test_web_page_and_its_assets_are_served(client):

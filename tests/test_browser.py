@@ -187,3 +187,16 @@ def test_enrolling_a_species_shows_it_in_the_collection(page, tmp_path, shots):
         "img => img.complete && img.naturalWidth > 0", arg=thumbnail.element_handle()
     )
     page.screenshot(path=str(shots / "collection-390px.png"), full_page=True)
+
+
+def test_api_docs_render_without_internet(browser, server):
+    context = browser.new_context()
+    tab = context.new_page()
+    outside: list[str] = []
+    tab.on("request", lambda r: None if r.url.startswith(server) else outside.append(r.url))
+    tab.goto(f"{server}/docs")
+    tab.wait_for_selector(".swagger-ui .info .title", timeout=30_000)
+    assert "shellid" in tab.inner_text(".swagger-ui .info .title")
+    assert tab.locator(".opblock-summary-path", has_text="/v1/identify").count() == 1
+    context.close()
+    assert outside == []
