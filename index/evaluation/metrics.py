@@ -184,12 +184,3 @@ def fpr_at_recall(
         return float("nan")
     threshold = np.quantile(known, recall, method="higher")
     return float((novel <= threshold).mean())
-
-
-DECISIONS = ("species", "genus", "unknown_species", "out_of_domain")
-
-
-def decision_rates(decisions: Sequence[str]) -> dict[str, float]:
-    """Share of each decision (species, genus, unknown_species, out_of_domain)."""
-    n = len(decisions)
-    return {d: (sum(1 for x in decisions if x == d) / n if n else float("nan")) for d in DECISIONS}

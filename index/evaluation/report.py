@@ -1,0 +1,202 @@
+"""The HTML report of ``shellid evaluate --report DIR``: one self-contained page (no CDN,
+no scripts) with the PNG figures written beside it."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from index.results import DECISIONS
+
+from . import plots
+from .runner import EvaluationResult
+
+
+def pct(value: float | None, digits: int = 1) -> str:
+    """``0.1234`` -> ``"12.3 %"``; missing values as an en dash."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{100 * value:.{digits}f} %"
+
+
+def _interval(entry: dict | None) -> str:
+    if not entry:
+        return "–"
+    return f"{pct(entry['value'])} [{100 * entry['low']:.1f}–{100 * entry['high']:.1f}]"
+
+
+def _episode(entry: dict | None) -> str:
+    if not entry:
+        return "–"
+    return f"{pct(entry['mean'])} ± {100 * entry['ci95']:.1f}"
+
+
+def summary_rows(f: dict) -> list[tuple[str, list[str]]]:
+    """The side-by-side summary table: one row per figure, one column per method."""
+    methods = list(f["methods"])
+    closed = f["closed_set"]["methods"]
+    rows: list[tuple[str, list[str]]] = [
+        (
+            "accuracy (top-1) [95 % CI]",
+            [_interval(closed[m]["bootstrap"]["accuracy"]) for m in methods],
+        ),
+        ("top-5 accuracy", [pct(closed[m]["top5_accuracy"]) for m in methods]),
+        ("specimen accuracy (views fused)", [pct(closed[m]["specimen_accuracy"]) for m in methods]),
+        ("macro F1 [95 % CI]", [_interval(closed[m]["bootstrap"]["macro_f1"]) for m in methods]),
+        (
+            "macro precision / recall",
+            [
+                f"{pct(closed[m]['macro']['precision'])} / {pct(closed[m]['macro']['recall'])}"
+                for m in methods
+            ],
+        ),
+        ("weighted F1", [pct(closed[m]["weighted"]["f1"]) for m in methods]),
+        ("ECE (calibration error)", [pct(closed[m]["ece"]) for m in methods]),
+    ]
+    for k, entry in f["few_shot"]["episodic"].items():
+        label = f"{entry['n_way']}-way {k}-shot episodes"
+        values = entry.get("methods")
+        rows.append(
+            (
+                label,
+                [_episode(values.get(m)) if values else entry.get("error", "–") for m in methods],
+            )
+        )
+    for k, entry in f["few_shot"]["all_way"].items():
+        values = entry.get("methods")
+        label = f"all-way ({entry.get('n_way', '?')} species) {k}-shot"
+        rows.append(
+            (
+                label,
+                [_episode(values.get(m)) if values else entry.get("error", "–") for m in methods],
+            )
+        )
+    open_set = f["open_set"]["methods"]
+    rows.append(("unknown species: AUROC", [pct(open_set[m]["unknown"]["auroc"]) for m in methods]))
+    recall = round(100 * f["open_set"]["target_recall"])
+    rows.append(
+        (
+            f"unknown species: FPR at {recall} % recall",
+            [pct(open_set[m]["unknown"]["fpr_at_recall"]) for m in methods],
+        )
+    )
+    for folder in f["open_set"]["ood_queries"]:
+        rows.append(
+            (
+                f"off-domain {folder}: AUROC",
+                [pct(open_set[m]["ood"][folder]["auroc"]) for m in methods],
+            )
+        )
+        rows.append(
+            (
+                f"off-domain {folder}: FPR at {recall} % recall",
+                [pct(open_set[m]["ood"][folder]["fpr_at_recall"]) for m in methods],
+            )
+        )
+    return rows
+
+
+def _per_species_rows(f: dict) -> list[dict]:
+    methods = list(f["methods"])
+    closed = f["closed_set"]["methods"]
+    first = closed[methods[0]]["per_species"]
+    out = []
+    for species in sorted(first):
+        values = [_interval(closed[m]["bootstrap"]["per_species_f1"].get(species)) for m in methods]
+        out.append({"species": species, "support": first[species]["support"], "cells": values})
+    return out
+
+
+def write_report(result: EvaluationResult, directory: str | Path) -> Path:
+    """Write ``index.html`` and its PNG figures into ``directory``; returns the page's path."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    f, p = result.figures, result.plots
+    closed = f["closed_set"]["methods"]
+    identifiers = [m for m, d in f["methods"].items() if "VectorIdentifier" in d["classifier"]]
+    figures = []
+    for m in identifiers:
+        cm = closed[m]["confusion_matrix"]
+        plots.confusion_matrix_plot(
+            cm["species"], cm["counts"], out / f"confusion_{m}.png", f"Confusion matrix — {m}"
+        )
+        figures.append(
+            {
+                "title": f"Confusion matrix — {m}",
+                "file": f"confusion_{m}.png",
+                "caption": "Rows: true species; colour: share of its test images; numbers: counts.",
+            }
+        )
+    plots.per_species_f1_plot(
+        {m: closed[m]["bootstrap"] for m in f["methods"]}, out / "per_species_f1.png"
+    )
+    figures.append(
+        {
+            "title": "Per-species F1",
+            "file": "per_species_f1.png",
+            "caption": "Test-split F1 of each species with its 95 % bootstrap interval.",
+        }
+    )
+    plots.f1_vs_images_plot(
+        {m: closed[m]["per_species"] for m in f["methods"]},
+        p["train_counts"],
+        out / "f1_vs_images.png",
+    )
+    figures.append(
+        {
+            "title": "F1 versus images per species",
+            "file": "f1_vs_images.png",
+            "caption": "Does a species need more enrolled photos? Each dot is one species.",
+        }
+    )
+    plots.reliability_plot(
+        {m: closed[m]["reliability"] for m in f["methods"]},
+        {m: closed[m]["ece"] for m in f["methods"]},
+        out / "reliability.png",
+    )
+    figures.append(
+        {
+            "title": "Reliability diagram",
+            "file": "reliability.png",
+            "caption": "Accuracy of the test images grouped by their top-1 probability; on the "
+            "diagonal the probabilities can be read as chances.",
+        }
+    )
+    if p.get("scores"):
+        plots.score_histograms_plot(p["scores"], out / "scores.png")
+        figures.append(
+            {
+                "title": "Open-set scores",
+                "file": "scores.png",
+                "caption": "Scores of known-species test queries, never-enrolled species and "
+                "off-domain folders; well-separated histograms mean easy rejection.",
+            }
+        )
+    if p.get("prototypes"):
+        plots.prototype_map_plot(p["prototypes"], out / "prototypes.png", seed=f["config"]["seed"])
+        figures.append(
+            {
+                "title": "Map of species prototypes",
+                "file": "prototypes.png",
+                "caption": "t-SNE of each species' mean embedding, coloured by family (genus "
+                "when no family is known): related species should sit together.",
+            }
+        )
+    env = Environment(
+        loader=PackageLoader("index.evaluation", "templates"),
+        autoescape=select_autoescape(["html", "j2"]),
+    )
+    env.globals["pct"] = pct
+    html = env.get_template("evaluation.html.j2").render(
+        f=f,
+        methods=list(f["methods"]),
+        summary=summary_rows(f),
+        decisions=DECISIONS,
+        figures=figures,
+        per_species=_per_species_rows(f),
+    )
+    page = out / "index.html"
+    page.write_text(html, encoding="utf-8")
+    return page
