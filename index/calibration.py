@@ -52,14 +52,16 @@ def fit_temperature(similarities: np.ndarray, targets: np.ndarray) -> float:
 
 
 def acceptance_threshold(scores: np.ndarray, share: float) -> float:
-    """Smallest threshold ``t`` with at least ``share`` of ``scores`` ``<= t`` (a score above
-    the threshold is rejected)."""
-    scores = np.asarray(scores, dtype=np.float64)
+    """Threshold ``t`` that accepts (``score <= t``) at least ``share`` of new samples from the
+    distribution of ``scores``: the ``ceil((n + 1) * share)``-th smallest score (the split-
+    conformal rank), or the largest score when ``n`` is too small for that rank."""
+    scores = np.sort(np.asarray(scores, dtype=np.float64))
     scores = scores[np.isfinite(scores)]
     if scores.size == 0:
         raise ValueError("no finite score")
     share = float(np.clip(share, 0.0, 1.0))
-    return float(np.quantile(scores, share, method="higher"))
+    rank = int(np.ceil((scores.size + 1) * share))
+    return float(scores[min(max(rank, 1), scores.size) - 1])
 
 
 def auroc(negatives: np.ndarray, positives: np.ndarray) -> float | None:

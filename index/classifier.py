@@ -812,17 +812,25 @@ class VectorIdentifier:
                 "images of species with 2+ specimens)"
             )
 
-        # OOD threshold: in-domain images of species the collection would not know
+        # OOD threshold: stranger than `ood_in_domain_share` of the in-domain images of species
+        # the collection would not know (leave-one-species-out), and rejecting at most
+        # `ood_miss_share` of the allowed misses among known-species samples
         miss = 1.0 - target
-        ood_share = 1.0 - cfg.ood_miss_share * miss
         in_domain = ood_unknown[np.isfinite(ood_unknown)] if S > 1 else np.zeros(0)
+        known_ood = ood_known[known & np.isfinite(ood_known)]
+        candidates = []
         if in_domain.size >= 5:
-            th.ood = acceptance_threshold(in_domain, ood_share)
-        elif np.isfinite(ood_known).sum() >= 5:
-            th.ood = acceptance_threshold(ood_known[np.isfinite(ood_known)], ood_share)
-            notes.append("ood: from known-species samples only (one species enrolled)")
+            candidates.append(acceptance_threshold(in_domain, cfg.ood_in_domain_share))
+        if known_ood.size >= 5:
+            candidates.append(acceptance_threshold(known_ood, 1.0 - cfg.ood_miss_share * miss))
+        if candidates:
+            th.ood = max(candidates)
+            if in_domain.size < 5:
+                notes.append("ood: from known-species samples only (one species enrolled)")
         else:
             source = "fallback"
+            seen = np.concatenate([in_domain, ood_known[np.isfinite(ood_known)]])
+            th.ood = max([th.ood, *seen.tolist()])
             notes.append(
                 f"ood: fallback mean similarity {cfg.fallback_ood_similarity} (fewer than 5 "
                 "held-out images)"

@@ -26,7 +26,7 @@ class IdentifierConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     method: Method = Field(
-        "prototype",
+        "prototype+knn",
         description="species score: CL2N prototype similarity, nearest-specimen similarity, "
         "or their mean",
     )
@@ -47,6 +47,13 @@ class IdentifierConfig(BaseModel):
     region_k: int = Field(10, ge=1, description="nearest specimens voting for the region")
     target_recall: float = Field(
         0.95, gt=0.5, lt=1.0, description="share of known-species queries to accept"
+    )
+    ood_in_domain_share: float = Field(
+        0.95,
+        gt=0.5,
+        lt=1.0,
+        description="share of in-domain images of species not enrolled that the OOD filter "
+        "lets through (to the unknown-species decision)",
     )
     ood_miss_share: float = Field(
         0.2,
@@ -89,7 +96,7 @@ class IndexSettings(BaseSettings):
     store: str = Field(DEFAULT_STORE, description="LanceDB directory or URI of the specimen store")
     model: str | None = Field(None, description="MODEL.pt (None = frozen default backbone)")
     top_k: int = Field(5, ge=1, le=100)
-    method: Method = "prototype"
+    method: Method = "prototype+knn"
     prototypes_per_species: int = Field(1, ge=1, le=16)
     target_recall: float = Field(0.95, gt=0.5, lt=1.0)
     temperature: float | None = Field(None, gt=0.0, description="override the calibrated one")

@@ -218,9 +218,14 @@ def test_several_prototypes_capture_a_species_with_two_forms():
             groups.append(f"{name}-{p}")
     vectors = l2_normalise(np.array(vectors))
     queries = l2_normalise(form2 + 0.15 * rng.normal(size=(30, DIM)) / np.sqrt(DIM) * 3)
-    single = VectorIdentifier.fit(vectors, labels, groups=groups)
+    single = VectorIdentifier.fit(
+        vectors, labels, groups=groups, config=IdentifierConfig(method="prototype")
+    )
     multi = VectorIdentifier.fit(
-        vectors, labels, groups=groups, config=IdentifierConfig(prototypes_per_species=2)
+        vectors,
+        labels,
+        groups=groups,
+        config=IdentifierConfig(method="prototype", prototypes_per_species=2),
     )
 
     def accuracy(identifier):
@@ -230,8 +235,8 @@ def test_several_prototypes_capture_a_species_with_two_forms():
     assert accuracy(multi) >= accuracy(single) + 0.1
 
 
-@pytest.mark.parametrize("method", ["knn", "prototype+knn"])
-def test_nearest_specimen_methods_identify_too(method, world):
+@pytest.mark.parametrize("method", ["prototype", "knn"])
+def test_single_score_methods_identify_too(method, world):
     _, centres = world
     vectors, names, groups, _ = clustered()
     identifier = VectorIdentifier.fit(

@@ -12,6 +12,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from embedder import Embedder, EmbeddingModel, ImageRecord, load_model, scan_collection
+from embedder.intake import MIN_SIDE_PX
 
 from ..evaluation.cache import EmbeddingCache
 from .embedding_checks import (
@@ -78,7 +79,18 @@ def _file_findings(records: Sequence[ImageRecord], infos: Sequence[FileInfo], cf
             )
             continue
         side = min(info.width, info.height)
-        if info.readable and side < cfg.min_side:
+        if side < MIN_SIDE_PX:
+            findings.append(
+                Finding(
+                    "tiny",
+                    "error",
+                    path,
+                    species,
+                    f"{info.width}x{info.height} px; enrollment refuses images under "
+                    f"{MIN_SIDE_PX} px per side",
+                )
+            )
+        elif side < cfg.min_side:
             findings.append(
                 Finding(
                     "tiny",
@@ -159,7 +171,11 @@ def audit_collection(
             folder = str(Path(root) / species)
             findings.append(Finding("few_images", "warning", folder, species, "; ".join(problems)))
 
-    readable = [i for i, info in enumerate(infos) if info.readable and info.error_code == ""]
+    readable = [
+        i
+        for i, info in enumerate(infos)
+        if info.readable and min(info.width, info.height) >= MIN_SIDE_PX
+    ]
     embedding_model = model if isinstance(model, EmbeddingModel) else load_model(model)
     embedded = 0
     if len(readable) >= 2:
