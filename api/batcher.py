@@ -1,10 +1,10 @@
-"""Micro-batching of concurrent embedding requests: one forward pass for many photos.
+"""Micro-batching of concurrent embedding requests, on one or more worker threads.
 
-Requests hand their decoded photos to :meth:`EmbeddingBatcher.submit` and get a future. One
+Requests hand their decoded photos to :meth:`EmbeddingBatcher.submit` and get a future. Each
 worker thread takes the first waiting request, collects whatever else arrives within
 ``max_wait_ms`` (up to ``max_images`` photos), embeds them all in one call and hands each
-request its rows. Inference therefore never runs on the event loop, and under load the model
-sees batches instead of single photos.
+request its rows. Inference never runs on the event loop; on a GPU the model sees batches
+instead of single photos, and on a CPU several workers can run forward passes side by side.
 """
 
 from __future__ import annotations
@@ -42,37 +42,53 @@ class EmbeddingBatcher:
         max_wait_ms: float = 3.0,
         max_images: int = 32,
         on_batch: Callable[[int, float], None] | None = None,
+        workers: int = 1,
+        thread_setup: Callable[[], None] | None = None,
     ) -> None:
-        """``on_batch(images, seconds)`` is called after every forward pass (for metrics)."""
+        """``on_batch(images, seconds)`` is called after every forward pass (for metrics);
+        ``workers`` forward passes may run at the same time; ``thread_setup()`` runs first in
+        each worker thread (per-thread settings such as torch's thread count)."""
         self._embed = embed
         self.max_wait = max_wait_ms / 1000.0
         self.max_images = max(1, max_images)
+        self.workers = max(1, workers)
         self._on_batch = on_batch
+        self._thread_setup = thread_setup
         self._queue: queue.Queue[_Job | None] = queue.Queue()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
 
     def start(self) -> EmbeddingBatcher:
         with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="shellid-embedding-batcher", daemon=True
-                )
-                self._thread.start()
+            if not self._threads:
+                self._threads = [
+                    threading.Thread(target=self._run, name=f"shellid-embedding-{i}", daemon=True)
+                    for i in range(self.workers)
+                ]
+                for thread in self._threads:
+                    thread.start()
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Finish the queued work, then end the worker thread."""
+        """Finish the queued work, then end the worker threads."""
         with self._lock:
-            thread, self._thread = self._thread, None
-        if thread is not None:
+            threads, self._threads = self._threads, []
+        for _ in threads:  # one stop mark per worker, behind every job already queued
             self._queue.put(None)
+        for thread in threads:
             thread.join(timeout)
+        while True:  # a request that slipped in while stopping gets an answer too
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None:
+                job.future.set_exception(BatcherStopped("the server is shutting down"))
 
     def submit(self, images: Sequence[Image.Image]) -> Future:
         """Queue ``images``; the future resolves to their ``(len(images), dim)`` embeddings."""
         future: Future = Future()
-        if self._thread is None:
+        if not self._threads:
             future.set_exception(BatcherStopped("the embedding batcher is not running"))
             return future
         self._queue.put(_Job(list(images), future))
@@ -126,6 +142,8 @@ class EmbeddingBatcher:
             start += len(job.images)
 
     def _run(self) -> None:
+        if self._thread_setup is not None:
+            self._thread_setup()
         while True:
             job = self._queue.get()
             if job is None:
@@ -133,14 +151,4 @@ class EmbeddingBatcher:
             jobs, stopping = self._collect(job)
             self._embed_jobs(jobs)
             if stopping:
-                self._drain()
                 return
-
-    def _drain(self) -> None:
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if job is not None:
-                self._embed_jobs([job])

@@ -115,6 +115,15 @@ class Limits(BaseModel):
     max_pixels: int
 
 
+class Inference(BaseModel):
+    """How the server runs forward passes."""
+
+    device: str
+    workers: int = Field(description="Forward passes run side by side.")
+    torch_threads: int | None = Field(description="CPU threads per pass (None = torch's).")
+    max_batch_images: int = Field(description="Most photos per forward pass.")
+
+
 class ServiceInfo(BaseModel):
     """What this server holds and what it needs from clients."""
 
@@ -127,3 +136,4 @@ class ServiceInfo(BaseModel):
     reads_need_key: bool
     subject: str
     limits: Limits
+    inference: Inference

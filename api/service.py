@@ -3,7 +3,9 @@ micro-batcher in front and every blocking call moved off the event loop."""
 
 from __future__ import annotations
 
+import os
 import time
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -73,20 +75,66 @@ def _species_out(summary) -> SpeciesOut:
     )
 
 
+@dataclass(frozen=True)
+class InferencePlan:
+    """How forward passes run: on which device, how many at once, threads and batch size."""
+
+    device: str
+    workers: int
+    torch_threads: int | None
+    max_batch_images: int
+
+
+def plan_inference(
+    settings: ServiceSettings, device: str, cores: int | None = None
+) -> InferencePlan:
+    """Settings, with the unset ones chosen for the device (see docs/api.md, Performance).
+
+    GPU: one worker forming batches of up to 32 photos. CPU: one worker per core (at most 4),
+    one photo per pass and the cores shared out as torch threads, because on a CPU a photo
+    costs more inside a batch than alone and one multi-threaded pass loses badly when other
+    processes keep the cores busy."""
+    cores = cores or os.cpu_count() or 1
+    gpu = device != "cpu"
+    workers = settings.embed_workers or (1 if gpu else min(cores, 4))
+    threads = settings.torch_threads or (None if gpu else max(1, cores // workers))
+    batch = settings.batch_max_images or (32 if gpu else 1)
+    return InferencePlan(device, workers, threads, batch)
+
+
 class ShellidService:
     """One collection served over HTTP: identify, search, enroll, list and delete."""
 
     def __init__(self, collection: Collection, settings: ServiceSettings, on_batch=None) -> None:
         self.collection = collection
         self.settings = settings
+        embedder = collection.embedder
+        device = getattr(getattr(embedder, "device", None), "type", None) or "cpu"
+        self.plan = plan_inference(settings, device)
         self.batcher = EmbeddingBatcher(
-            collection.embedder.embed_images,
+            embedder.embed_images,
             max_wait_ms=settings.batch_wait_ms,
-            max_images=settings.batch_max_images,
+            max_images=self.plan.max_batch_images,
             on_batch=on_batch,
+            workers=self.plan.workers,
+            thread_setup=self.use_planned_threads,
         )
 
+    def use_planned_threads(self) -> None:
+        """Apply the planned torch thread count to the calling thread (OpenMP keeps it per
+        thread, so every thread that runs the model calls this first)."""
+        if self.plan.torch_threads:
+            import torch
+
+            if torch.get_num_threads() != self.plan.torch_threads:
+                torch.set_num_threads(self.plan.torch_threads)
+
+    def _enroll_in_thread(self, *args, **kwargs):
+        self.use_planned_threads()
+        return self.collection.enroll(*args, **kwargs)
+
     def start(self) -> ShellidService:
+        """Start the embedding workers."""
         self.batcher.start()
         return self
 
@@ -203,7 +251,7 @@ class ShellidService:
         under another species refuses the whole request); reads go on meanwhile."""
         report = await run_in_threadpool(
             partial(
-                self.collection.enroll,
+                self._enroll_in_thread,
                 species,
                 [(u.name, u.data) for u in uploads],
                 taxonomy=taxonomy or None,

@@ -7,8 +7,8 @@ shells (all species but one), then measures, in the same run:
 * ``POST /v1/identify`` with one photo: p50 / p95 latency and throughput at 1, 4 and 16
   concurrent clients (the p50 / baseline ratio is the service overhead), and the mean number of
   photos per forward pass the micro-batcher formed (from ``/metrics``);
-* the same at the highest concurrency with batching switched off (``SHELLID_BATCH_MAX_IMAGES=1``)
-  on a second server, to show what batching gains;
+* at the highest concurrency, the default server against one worker forming batches of up to
+  32 photos (classic micro-batching), in interleaved rounds, to show which pays on this machine;
 * enrolling 5 photos of the held-out species end to end (``POST /v1/species/{name}/images``),
   against 5 bare embeddings.
 
@@ -175,14 +175,13 @@ async def identify_load(url: str, photos: list[bytes], clients: int, requests: i
         await asyncio.gather(*(client(http) for _ in range(clients)))
         wall = time.perf_counter() - started
         after = batch_counters(url)
-    passes = after[1] - before[1]
     return {
         "clients": clients,
         "requests": requests,
-        "p50_ms": percentile(latencies, 0.5),
-        "p95_ms": percentile(latencies, 0.95),
-        "throughput_rps": requests / wall,
-        "mean_batch_photos": (after[0] - before[0]) / passes if passes else None,
+        "latencies_ms": latencies,
+        "wall_s": wall,
+        "photos": after[0] - before[0],
+        "passes": after[1] - before[1],
         "failures": dict(failures),
     }
 
@@ -202,6 +201,40 @@ def enroll_timings(url: str, species: str, photos: list[Path], repeats: int) -> 
     return times
 
 
+#: Server configurations compared with the default at the highest concurrency, in
+#: interleaved rounds (so a change in the machine's load hits them alike).
+ALTERNATIVES: dict[str, dict[str, str]] = {
+    "1 worker, batches <= 32": {"SHELLID_EMBED_WORKERS": "1", "SHELLID_BATCH_MAX_IMAGES": "32"},
+}
+
+
+def merge_runs(parts: list[dict]) -> dict:
+    """One figure set from several rounds of the same load."""
+    latencies = [x for part in parts for x in part["latencies_ms"]]
+    photos = sum(p["photos"] for p in parts)
+    passes = sum(p["passes"] for p in parts)
+    failures: dict[int, int] = defaultdict(int)
+    for part in parts:
+        for status, count in part["failures"].items():
+            failures[status] += count
+    return {
+        "clients": parts[0]["clients"],
+        "requests": sum(p["requests"] for p in parts),
+        "p50_ms": percentile(latencies, 0.5),
+        "p95_ms": percentile(latencies, 0.95),
+        "throughput_rps": sum(p["requests"] for p in parts) / sum(p["wall_s"] for p in parts),
+        "mean_batch_photos": photos / passes if passes else None,
+        "failures": dict(failures),
+    }
+
+
+def row(label: str, run: dict, bare_ms: float) -> str:
+    return (
+        f"{label:<36}{run['p50_ms']:>9.1f}{run['p95_ms']:>9.1f}{run['throughput_rps']:>8.1f}"
+        f"{run['mean_batch_photos'] or 0:>13.2f}{run['p50_ms'] / bare_ms:>12.2f}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, help="class-folder tree (default: the sample shells)")
@@ -210,19 +243,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--requests", type=int, default=8, help="identify requests per client per level (8)"
     )
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved comparison rounds")
     parser.add_argument("--enroll-repeats", type=int, default=3)
     parser.add_argument(
-        "--no-batching-baseline",
-        action="store_true",
-        help="skip the second server without micro-batching",
+        "--no-alternatives", action="store_true", help="skip the comparison servers"
+    )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        help="CPU threads per forward pass (SHELLID_TORCH_THREADS) for every server and the "
+        "baseline (default: the server's plan, see docs/api.md)",
     )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
 
+    import torch
+
     from api.commands.demo_cmd import find_data
+    from api.service import plan_inference
+    from api.settings import ServiceSettings
 
     data = find_data(args.data)
+    common_env = {"SHELLID_TORCH_THREADS": str(args.torch_threads)} if args.torch_threads else {}
+    plan = plan_inference(ServiceSettings(torch_threads=args.torch_threads), "cpu")
+    if plan.torch_threads:  # the baseline runs a pass like one of the default server's workers
+        torch.set_num_threads(plan.torch_threads)
     levels = [int(c) for c in args.clients.split(",") if c.strip()]
+    top = max(levels)
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="shellid-bench-") as tmp:
         store = Path(tmp) / "store"
@@ -232,75 +279,79 @@ def main(argv: list[str] | None = None) -> int:
         bare_before = bare.measure()
         print(f"bare decode + embed of one photo in process: {bare_before:.1f} ms")
 
-        server = Server(store, args.model)
+        servers = {"default": Server(store, args.model, common_env)}
+        if not args.no_alternatives:
+            for name, env in ALTERNATIVES.items():
+                servers[name] = Server(store, args.model, {**common_env, **env})
         try:
-            server.wait_ready()
-            asyncio.run(identify_load(server.url, query_photos, 1, 5))  # warm-up
+            for server in servers.values():
+                server.wait_ready()
+                asyncio.run(identify_load(server.url, query_photos, 1, 5))  # warm-up
+            default = servers["default"]
             runs = []
             for clients in levels:
-                run = asyncio.run(
-                    identify_load(server.url, query_photos, clients, clients * args.requests)
+                run = merge_runs(
+                    [
+                        asyncio.run(
+                            identify_load(
+                                default.url, query_photos, clients, clients * args.requests
+                            )
+                        )
+                    ]
                 )
                 runs.append(run)
                 print(
                     f"  {clients:>2} clients: p50 {run['p50_ms']:.0f} ms, "
-                    f"{run['throughput_rps']:.1f} req/s"
+                    f"{run['throughput_rps']:.1f} req/s",
+                    flush=True,
                 )
-            enroll_ms = enroll_timings(server.url, held_out, held_photos, args.enroll_repeats)
+            enroll_ms = enroll_timings(default.url, held_out, held_photos, args.enroll_repeats)
+            rounds: dict[str, list[dict]] = defaultdict(list)
+            per_round = max(top, top * args.requests // max(1, args.rounds))
+            if len(servers) > 1:
+                for _ in range(args.rounds):
+                    for name, server in servers.items():
+                        rounds[name].append(
+                            asyncio.run(identify_load(server.url, query_photos, top, per_round))
+                        )
+            compared = {name: merge_runs(parts) for name, parts in rounds.items()}
         finally:
-            server.stop()
-
+            for server in servers.values():
+                server.stop()
         bare_after = bare.measure()  # again, in case the machine's load changed meanwhile
         bare_ms = statistics.median(bare.times_ms)
         print(f"bare decode + embed again: {bare_after:.1f} ms (baseline: median of both)")
-        unbatched = None
-        if not args.no_batching_baseline and levels:
-            top = max(levels)
-            server = Server(store, args.model, {"SHELLID_BATCH_MAX_IMAGES": "1"})
-            try:
-                server.wait_ready()
-                asyncio.run(identify_load(server.url, query_photos, 1, 3))
-                unbatched = asyncio.run(
-                    identify_load(server.url, query_photos, top, top * args.requests)
-                )
-            finally:
-                server.stop()
     load_after = os.getloadavg()[0]
 
     enroll_p50 = statistics.median(enroll_ms)
     print()
     print(
-        f"{'measure':<34}{'p50 ms':>9}{'p95 ms':>9}{'req/s':>8}{'photos/pass':>13}"
+        f"{'measure':<36}{'p50 ms':>9}{'p95 ms':>9}{'req/s':>8}{'photos/pass':>13}"
         f"{'p50 / bare':>12}"
     )
     print(
-        f"{'bare decode+embed, 1 photo':<34}{bare_ms:>9.1f}{'':>9}{1000 / bare_ms:>8.1f}"
-        f"{1:>13}{1.0:>12.2f}"
+        f"{'bare decode+embed, 1 photo':<36}{bare_ms:>9.1f}{'':>9}{1000 / bare_ms:>8.1f}"
+        f"{1:>13.2f}{1.0:>12.2f}"
     )
     for run in runs:
-        batch = run["mean_batch_photos"]
         label = f"identify, {run['clients']} client{'s' if run['clients'] > 1 else ''}"
-        print(
-            f"{label:<34}{run['p50_ms']:>9.1f}{run['p95_ms']:>9.1f}"
-            f"{run['throughput_rps']:>8.1f}{batch or 0:>13.2f}{run['p50_ms'] / bare_ms:>12.2f}"
-        )
-    if unbatched:
-        label = f"identify, {unbatched['clients']} clients, no batching"
-        print(
-            f"{label:<34}{unbatched['p50_ms']:>9.1f}{unbatched['p95_ms']:>9.1f}"
-            f"{unbatched['throughput_rps']:>8.1f}{unbatched['mean_batch_photos'] or 0:>13.2f}"
-            f"{unbatched['p50_ms'] / bare_ms:>12.2f}"
-        )
-        batched = next(r for r in runs if r["clients"] == unbatched["clients"])
-        print(
-            f"micro-batching at {unbatched['clients']} clients: throughput x"
-            f"{batched['throughput_rps'] / unbatched['throughput_rps']:.2f}, p50 x"
-            f"{batched['p50_ms'] / unbatched['p50_ms']:.2f}"
-        )
+        print(row(label, run, bare_ms))
     print(
-        f"{'enroll 5 photos (end to end)':<34}{enroll_p50:>9.1f}{max(enroll_ms):>9.1f}"
+        f"{'enroll 5 photos (end to end)':<36}{enroll_p50:>9.1f}{max(enroll_ms):>9.1f}"
         f"{'':>8}{'':>13}{enroll_p50 / (5 * bare_ms):>12.2f}  (vs 5 bare embeddings)"
     )
+    if compared:
+        print(f"\n{top} clients, {args.rounds} interleaved rounds of {per_round} requests each:")
+        for name, run in compared.items():
+            print(row(f"  {name}", run, bare_ms))
+        base = compared["default"]
+        for name, run in compared.items():
+            if name != "default":
+                print(
+                    f"  default vs {name}: throughput x"
+                    f"{base['throughput_rps'] / run['throughput_rps']:.2f}, p50 x"
+                    f"{base['p50_ms'] / run['p50_ms']:.2f}"
+                )
     single = next((r for r in runs if r["clients"] == 1), None)
     if single:
         verdict = "met" if single["p50_ms"] <= GOAL_P50_MS else "NOT met"
@@ -309,8 +360,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{verdict}"
         )
     failures = {r["clients"]: r["failures"] for r in runs if r["failures"]}
+    failures.update({name: r["failures"] for name, r in compared.items() if r["failures"]})
     if failures:
-        print(f"FAILED REQUESTS by concurrency: {failures}")
+        print(f"FAILED REQUESTS: {failures}")
+    threads = plan.torch_threads or torch.get_num_threads()
+    print(
+        f"default server: {plan.workers} workers x {threads} torch thread(s), "
+        f"{plan.max_batch_images} photo(s) per pass; baseline: {torch.get_num_threads()} thread(s)"
+    )
     print(
         f"CPU: {os.cpu_count()} cores; 1-min load average {load_before:.1f} before, "
         f"{load_after:.1f} after (other work on the machine inflates every figure)"
@@ -321,10 +378,15 @@ def main(argv: list[str] | None = None) -> int:
         payload = {
             "data": str(data),
             "model": args.model or "frozen default",
+            "plan": {
+                "workers": plan.workers,
+                "torch_threads": threads,
+                "max_batch_images": plan.max_batch_images,
+            },
             "bare_embed_ms": bare_ms,
             "bare_embed_ms_before_after": [bare_before, bare_after],
             "identify": runs,
-            "identify_unbatched": unbatched,
+            "compared_at_top_concurrency": compared,
             "enroll_5_photos_ms": {"p50": enroll_p50, "all": enroll_ms},
             "goal_p50_ms": GOAL_P50_MS,
             "cpu_count": os.cpu_count(),

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from api.app import create_app
+from api.service import InferencePlan
 from api.settings import ServiceSettings
 from tests.conftest import GENERATED_SPECIES, draw_specimen, make_collection
 
@@ -408,6 +409,37 @@ def test_readyz_is_503_with_the_reason_when_the_model_cannot_load(tmp_path):
         assert ready.json()["status"] == "failed" and "missing.pt" in ready.json()["detail"]
         assert_error(api.post("/v1/identify", files=photos(query_photo())), 503, "not_ready")
         assert api.get("/healthz").status_code == 200
+
+
+def test_inference_plan_fits_the_device_and_settings_override_it():
+    from api.service import plan_inference
+
+    defaults = ServiceSettings()
+    assert plan_inference(defaults, "cpu", cores=2) == InferencePlan("cpu", 2, 1, 1)
+    assert plan_inference(defaults, "cpu", cores=16) == InferencePlan("cpu", 4, 4, 1)
+    assert plan_inference(defaults, "cuda", cores=16) == InferencePlan("cuda", 1, None, 32)
+    chosen = ServiceSettings(embed_workers=1, torch_threads=2, batch_max_images=8)
+    assert plan_inference(chosen, "cpu", cores=2) == InferencePlan("cpu", 1, 2, 8)
+
+
+def test_the_service_runs_the_model_with_its_planned_threads_and_reports_them(reference):
+    import numpy as np
+    import torch
+
+    store, collection = reference
+    settings = settings_for(store, embed_workers=1, torch_threads=1)
+    app = create_app(settings, collection)
+    with TestClient(app) as api:
+        inference = api.get("/v1/info").json()["inference"]
+        assert inference == {
+            "device": "cpu",
+            "workers": 1,
+            "torch_threads": 1,
+            "max_batch_images": 1,
+        }
+        batcher = app.state.runtime.service.batcher
+        batcher._embed = lambda images: np.full((len(images), 1), torch.get_num_threads())
+        assert batcher.submit([Image.new("RGB", (40, 40))]).result(timeout=10)[0, 0] == 1
 
 
 def test_metrics_count_requests_by_route_and_report_store_size(client, reference):

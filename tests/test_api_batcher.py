@@ -108,3 +108,41 @@ def test_requests_from_many_threads_all_get_answers():
     assert answers == {i: 32 + i for i in range(24)}
     assert sum(embed.batches) == 24
     assert len(embed.batches) < 24  # some requests shared a forward pass
+
+
+def test_several_workers_run_forward_passes_side_by_side():
+    running, peak = [0], [0]
+    lock = threading.Lock()
+
+    def embed(images):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.1)
+        with lock:
+            running[0] -= 1
+        return np.array([[float(im.size[0])] for im in images], dtype=np.float32)
+
+    batcher = EmbeddingBatcher(embed, max_wait_ms=0, max_images=1, workers=2).start()
+    try:
+        futures = [batcher.submit([photo(60 + i)]) for i in range(4)]
+        assert [f.result(timeout=5)[0, 0] for f in futures] == [60, 61, 62, 63]
+    finally:
+        batcher.stop()
+    assert peak[0] == 2
+    with pytest.raises(BatcherStopped):
+        batcher.submit([photo(40)]).result(timeout=1)
+
+
+def test_each_worker_thread_runs_the_setup_first():
+    seen: set[str] = set()
+    batcher = EmbeddingBatcher(
+        RecordingEmbedder(),
+        workers=3,
+        thread_setup=lambda: seen.add(threading.current_thread().name),
+    ).start()
+    try:
+        batcher.submit([photo(40)]).result(timeout=5)
+    finally:
+        batcher.stop()
+    assert seen == {f"shellid-embedding-{i}" for i in range(3)}

@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app, open_collection
+    from api.service import plan_inference
     from api.settings import load_settings
 
     settings = load_settings(store=args.store, model=args.model)
@@ -73,9 +74,16 @@ def run(args: argparse.Namespace) -> int:
         keys.append("writes need SHELLID_API_KEY")
     if settings.reads_need_key():
         keys.append("reads need SHELLID_READ_KEY")
+    device = getattr(getattr(collection.embedder, "device", None), "type", None) or "cpu"
+    plan = plan_inference(settings, device)
+    threads = f", {plan.torch_threads} thread(s) each" if plan.torch_threads else ""
     print(
         f"shellid: {len(collection)} photos loaded in {time.perf_counter() - started:.1f} s; "
-        f"serving http://{shown_host}:{args.port}/ (API docs at /docs"
+        f"{plan.workers} embedding worker(s) on {plan.device}{threads}, up to "
+        f"{plan.max_batch_images} photo(s) per pass"
+    )
+    print(
+        f"shellid: serving http://{shown_host}:{args.port}/ (API docs at /docs"
         f"{'; ' + ', '.join(keys) if keys else ''}); Ctrl+C stops"
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 
 from ..deps import Runtime, get_runtime, get_service
-from ..schemas import Health, Limits, Readiness, ServiceInfo
+from ..schemas import Health, Inference, Limits, Readiness, ServiceInfo
 from ..service import ShellidService
 
 router = APIRouter(tags=["service"])
@@ -78,4 +79,5 @@ def info(
             max_enroll_files=settings.max_enroll_files,
             max_pixels=settings.max_pixels,
         ),
+        inference=Inference(**asdict(service.plan)),
     )
