@@ -42,6 +42,8 @@ from .search import VectorIndex
 EXACT_KNN_LIMIT = 20_000
 #: floating-point operations allowed for one calibration (caps held-out queries on big stores).
 CALIBRATION_FLOPS = 6e10
+#: below this many held-out images the OOD threshold is never stricter than the fallback.
+MIN_OOD_SAMPLES = 20
 _GROUP_SEP = "\x1f"
 _REGION_SPLIT = re.compile(r"\s*[;,|]\s*")
 
@@ -827,6 +829,12 @@ class VectorIdentifier:
             th.ood = max(candidates)
             if in_domain.size < 5:
                 notes.append("ood: from known-species samples only (one species enrolled)")
+            if in_domain.size + known_ood.size < MIN_OOD_SAMPLES:
+                th.ood = max(th.ood, 1.0 - cfg.fallback_ood_similarity)
+                notes.append(
+                    f"ood: fewer than {MIN_OOD_SAMPLES} held-out images, so at least the "
+                    f"fallback (mean similarity {cfg.fallback_ood_similarity})"
+                )
         else:
             source = "fallback"
             seen = np.concatenate([in_domain, ood_known[np.isfinite(ood_known)]])

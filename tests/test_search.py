@@ -91,6 +91,7 @@ def test_index_types_that_cannot_delete_are_rebuilt_on_removal():
 
 
 def test_default_nlist_grows_with_the_collection():
-    assert default_nlist(10_000) == 512
+    assert default_nlist(100_000) == 1024
     assert default_nlist(1_000_000) == 4096
+    assert default_nlist(10_000) == 256  # at least 39 training vectors per list
     assert default_nlist(10) == 16

@@ -53,6 +53,9 @@ def inspect_file(path: Path) -> FileInfo:
     except OSError as exc:
         info.error_code, info.error = "unreadable", f"cannot read file ({exc.strerror or exc})"
         return info
+    if not data:
+        info.error_code, info.error = "empty", "the file is empty"
+        return info
     info.sha256 = hashlib.sha256(data).hexdigest()
     try:
         with Image.open(io.BytesIO(data)) as raw:

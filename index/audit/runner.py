@@ -71,9 +71,7 @@ def _file_findings(records: Sequence[ImageRecord], infos: Sequence[FileInfo], cf
     findings: list[Finding] = []
     for record, info in zip(records, infos, strict=True):
         path, species = str(record.path), record.species
-        if info.error_code == "too_small":
-            findings.append(Finding("tiny", "error", path, species, info.error))
-        elif not info.readable:
+        if not info.readable:
             findings.append(
                 Finding("corrupt", "error", path, species, f"{info.error_code}: {info.error}")
             )
