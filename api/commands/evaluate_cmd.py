@@ -157,6 +157,11 @@ def run(args: argparse.Namespace) -> int:
     for folder in args.ood:
         if not Path(folder).expanduser().is_dir():
             raise FileNotFoundError(f"--ood {folder}: no such folder")
+    if args.classes.strip() in ("novel", "base") and not args.model:
+        raise ValueError(
+            f"--classes {args.classes.strip()} needs --model MODEL.pt (the species it was trained "
+            "on); the frozen backbone was not trained on any species"
+        )
     json_path = Path(args.json).expanduser() if args.json else None
     if json_path is not None:
         if json_path.is_dir():
