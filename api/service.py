@@ -75,6 +75,11 @@ def _species_out(summary) -> SpeciesOut:
     )
 
 
+def embedder_device(embedder: object) -> str:
+    """``"cpu"`` or ``"cuda"``: where the embedder's model runs."""
+    return getattr(getattr(embedder, "device", None), "type", None) or "cpu"
+
+
 @dataclass(frozen=True)
 class InferencePlan:
     """How forward passes run: on which device, how many at once, threads and batch size."""
@@ -109,8 +114,7 @@ class ShellidService:
         self.collection = collection
         self.settings = settings
         embedder = collection.embedder
-        device = getattr(getattr(embedder, "device", None), "type", None) or "cpu"
-        self.plan = plan_inference(settings, device)
+        self.plan = plan_inference(settings, embedder_device(embedder))
         self.batcher = EmbeddingBatcher(
             embedder.embed_images,
             max_wait_ms=settings.batch_wait_ms,

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app, open_collection
-    from api.service import plan_inference
+    from api.service import embedder_device, plan_inference
     from api.settings import load_settings
 
     settings = load_settings(store=args.store, model=args.model)
@@ -74,8 +74,7 @@ def run(args: argparse.Namespace) -> int:
         keys.append("writes need SHELLID_API_KEY")
     if settings.reads_need_key():
         keys.append("reads need SHELLID_READ_KEY")
-    device = getattr(getattr(collection.embedder, "device", None), "type", None) or "cpu"
-    plan = plan_inference(settings, device)
+    plan = plan_inference(settings, embedder_device(collection.embedder))
     threads = f", {plan.torch_threads} thread(s) each" if plan.torch_threads else ""
     print(
         f"shellid: {len(collection)} photos loaded in {time.perf_counter() - started:.1f} s; "
