@@ -32,6 +32,7 @@ __all__ = [
     "BatchScores",
     "CalibrationStats",
     "Candidate",
+    "Collection",
     "CollectionError",
     "DuplicateImageError",
     "EmptyCollectionError",
@@ -51,3 +52,12 @@ __all__ = [
     "VectorIdentifier",
     "VectorIndex",
 ]
+
+
+def __getattr__(name: str):
+    """``index.Collection`` on first use (it imports the embedder, hence torch)."""
+    if name == "Collection":
+        from .collection import Collection
+
+        return Collection
+    raise AttributeError(f"module 'index' has no attribute {name!r}")
