@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 from scipy import sparse
@@ -32,6 +33,7 @@ from .results import (
     BatchScores,
     CalibrationStats,
     Candidate,
+    Decision,
     Identification,
     SimilarSpecimen,
     Thresholds,
@@ -267,12 +269,12 @@ class VectorIdentifier:
         )
         self._species = [str(s) for s in names]
         self._y = y.astype(np.int64)
-        _, self._g = (
-            np.unique(self._groups.astype(str), return_inverse=True)
+        groups = (
+            np.unique(self._groups.astype(str), return_inverse=True)[1]
             if len(self._groups)
-            else (None, np.zeros(0, np.int64))
+            else np.zeros(0, np.int64)
         )
-        self._g = np.asarray(self._g, np.int64)
+        self._g: np.ndarray = np.asarray(groups, np.int64)
         S = len(self._species)
         self._mean = None
         if cfg.centre and cfg.min_species_to_centre <= S and len(self._vectors):
@@ -478,12 +480,12 @@ class VectorIdentifier:
         unknown: np.ndarray,
         ood: np.ndarray,
         thresholds: Thresholds,
-    ) -> list[tuple[str, str | None, float]]:
+    ) -> list[tuple[Decision, str | None, float]]:
         """Per query: (decision, named taxon or None, its probability)."""
         th = thresholds
         genus_probs = (self._genus_map.T @ probabilities.T).T if self._genus_names else None
         family_probs = (self._family_map.T @ probabilities.T).T if self._family_names else None
-        out: list[tuple[str, str | None, float]] = []
+        out: list[tuple[Decision, str | None, float]] = []
         for i in range(probabilities.shape[0]):
             if not ood[i] <= th.ood:  # NaN (no neighbour) counts as off-domain
                 out.append(("out_of_domain", None, 0.0))
@@ -538,7 +540,7 @@ class VectorIdentifier:
         probs = softmax(sims, self._thresholds.temperature)
         unknown = self._unknown_scores(sims)
         ood = self._ood_scores(queries)
-        decisions = [d for d, _, _ in self._decide(probs, unknown, ood, self._thresholds)]
+        decisions = [str(d) for d, _, _ in self._decide(probs, unknown, ood, self._thresholds)]
         return BatchScores(
             list(self._species),
             sims,
@@ -585,6 +587,7 @@ class VectorIdentifier:
         species_name = genus_name = family_name = None
         if decision == "species":
             species_name = taxon
+            assert taxon is not None
             s = self._species.index(taxon)
             genus_name, family_name = self._genus[s] or None, self._family[s] or None
         elif decision == "genus":
@@ -603,7 +606,7 @@ class VectorIdentifier:
             confidence=round(confidence, 6),
             candidates=candidates,
             similar=similar,
-            region=(max(votes, key=votes.get) if votes else None),
+            region=(max(votes, key=lambda r: votes[r]) if votes else None),
             region_votes=votes,
             ood_score=round(float(np.nan_to_num(ood[0], nan=2.0)), 6),
             unknown_score=round(float(unknown[0]), 6),
@@ -794,7 +797,7 @@ class VectorIdentifier:
         sims_unknown[np.arange(len(rows)), y] = -np.inf
         stats.known_queries = int(known.sum())
         stats.unknown_queries = len(rows) if S > 1 else 0
-        source = "calibrated"
+        source: Literal["calibrated", "fallback"] = "calibrated"
 
         # temperature: known-species samples, more than one species
         if S > 1 and known.sum() >= 5:

@@ -50,8 +50,11 @@ _BAD_NAME = re.compile(r"[\x00-\x1f\x7f/\\]")
 class ImageEmbedder(Protocol):
     """What a collection needs from a model (``embedder.Embedder`` fits)."""
 
-    dim: int
-    fingerprint: str
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def fingerprint(self) -> str: ...
 
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray: ...
 
@@ -620,7 +623,7 @@ class Collection:
         with self._write_lock:
             identifier = self._identifier
             ids = identifier.specimen_ids if identifier is not None else []
-            if specimen_id not in ids:
+            if identifier is None or specimen_id not in ids:
                 raise SpecimenNotFoundError(f"no enrolled specimen with id {specimen_id!r}")
             row = ids.index(specimen_id)
             species = identifier.labels[row]

@@ -26,50 +26,60 @@ class IdentifierConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     method: Method = Field(
-        "prototype+knn",
+        default="prototype+knn",
         description="species score: CL2N prototype similarity, nearest-specimen similarity, "
         "or their mean",
     )
-    centre: bool = Field(True, description="centre on the collection mean before prototypes (CL2N)")
+    centre: bool = Field(
+        default=True, description="centre on the collection mean before prototypes (CL2N)"
+    )
     min_species_to_centre: int = Field(
-        3, ge=1, description="fewer species than this: no centring (the mean is not a domain mean)"
+        default=3,
+        ge=1,
+        description="fewer species than this: no centring (the mean is not a domain mean)",
     )
     prototypes_per_species: int = Field(
-        1, ge=1, le=16, description="k-means prototypes per species (1 = the class mean)"
+        default=1, ge=1, le=16, description="k-means prototypes per species (1 = the class mean)"
     )
     min_specimens_per_prototype: int = Field(
-        3, ge=1, description="a species gets k prototypes only with >= k * this many specimens"
+        default=3,
+        ge=1,
+        description="a species gets k prototypes only with >= k * this many specimens",
     )
     knn_candidates: int = Field(
-        64, ge=1, description="nearest specimens re-scored for the nearest-specimen similarity"
+        default=64,
+        ge=1,
+        description="nearest specimens re-scored for the nearest-specimen similarity",
     )
-    ood_k: int = Field(5, ge=1, description="k nearest specimens averaged for the OOD score")
-    region_k: int = Field(10, ge=1, description="nearest specimens voting for the region")
+    ood_k: int = Field(
+        default=5, ge=1, description="k nearest specimens averaged for the OOD score"
+    )
+    region_k: int = Field(default=10, ge=1, description="nearest specimens voting for the region")
     target_recall: float = Field(
-        0.95, gt=0.5, lt=1.0, description="share of known-species queries to accept"
+        default=0.95, gt=0.5, lt=1.0, description="share of known-species queries to accept"
     )
     ood_in_domain_share: float = Field(
-        0.95,
+        default=0.95,
         gt=0.5,
         lt=1.0,
         description="share of in-domain images of species not enrolled that the OOD filter "
         "lets through (to the unknown-species decision)",
     )
     ood_miss_share: float = Field(
-        0.2,
+        default=0.2,
         gt=0.0,
         lt=1.0,
         description="share of the allowed known-species rejections spent on the OOD filter",
     )
-    species_probability: float = Field(0.5, gt=0.0, le=1.0)
-    genus_probability: float = Field(0.5, gt=0.0, le=1.0)
-    family_probability: float = Field(0.5, gt=0.0, le=1.0)
+    species_probability: float = Field(default=0.5, gt=0.0, le=1.0)
+    genus_probability: float = Field(default=0.5, gt=0.0, le=1.0)
+    family_probability: float = Field(default=0.5, gt=0.0, le=1.0)
     calibration_queries: int = Field(
-        3000, ge=10, description="most held-out images scored when calibrating"
+        default=3000, ge=10, description="most held-out images scored when calibrating"
     )
-    fallback_temperature: float = Field(0.05, gt=0.0)
+    fallback_temperature: float = Field(default=0.05, gt=0.0)
     fallback_ood_similarity: float = Field(
-        0.40,
+        default=0.40,
         ge=-1.0,
         le=1.0,
         description="mean cosine to the nearest specimens below which a query is off-domain "
@@ -77,13 +87,16 @@ class IdentifierConfig(BaseModel):
         "of birds-cub images of species left out of a 30-species store stay above it",
     )
     ann_threshold: int = Field(
-        100_000, ge=1, description="specimens above which search uses an approximate index"
+        default=100_000, ge=1, description="specimens above which search uses an approximate index"
     )
     ann_factory: str | None = Field(
-        None, description="FAISS index_factory string for the ANN index (None = IVF, auto nlist)"
+        default=None,
+        description="FAISS index_factory string for the ANN index (None = IVF, auto nlist)",
     )
-    ann_nprobe: int | None = Field(None, ge=1, description="IVF lists probed (None = auto)")
-    use_gpu: bool | None = Field(None, description="FAISS on GPU (None = when one is present)")
+    ann_nprobe: int | None = Field(default=None, ge=1, description="IVF lists probed (None = auto)")
+    use_gpu: bool | None = Field(
+        default=None, description="FAISS on GPU (None = when one is present)"
+    )
     seed: int = 0
 
 
@@ -94,26 +107,34 @@ class IndexSettings(BaseSettings):
         env_prefix="SHELLID_", env_file=".env", extra="ignore", protected_namespaces=()
     )
 
-    store: str = Field(DEFAULT_STORE, description="LanceDB directory or URI of the specimen store")
-    model: str | None = Field(None, description="MODEL.pt (None = frozen default backbone)")
-    top_k: int = Field(5, ge=1, le=100)
+    store: str = Field(
+        default=DEFAULT_STORE, description="LanceDB directory or URI of the specimen store"
+    )
+    model: str | None = Field(default=None, description="MODEL.pt (None = frozen default backbone)")
+    top_k: int = Field(default=5, ge=1, le=100)
     method: Method = "prototype+knn"
-    prototypes_per_species: int = Field(1, ge=1, le=16)
-    target_recall: float = Field(0.95, gt=0.5, lt=1.0)
-    temperature: float | None = Field(None, gt=0.0, description="override the calibrated one")
-    unknown_threshold: float | None = Field(None, description="override: unknown_score cut")
-    ood_threshold: float | None = Field(None, description="override: ood_score cut")
-    species_probability: float = Field(0.5, gt=0.0, le=1.0)
-    genus_probability: float = Field(0.5, gt=0.0, le=1.0)
-    family_probability: float = Field(0.5, gt=0.0, le=1.0)
-    ann_threshold: int = Field(100_000, ge=1)
+    prototypes_per_species: int = Field(default=1, ge=1, le=16)
+    target_recall: float = Field(default=0.95, gt=0.5, lt=1.0)
+    temperature: float | None = Field(
+        default=None, gt=0.0, description="override the calibrated one"
+    )
+    unknown_threshold: float | None = Field(default=None, description="override: unknown_score cut")
+    ood_threshold: float | None = Field(default=None, description="override: ood_score cut")
+    species_probability: float = Field(default=0.5, gt=0.0, le=1.0)
+    genus_probability: float = Field(default=0.5, gt=0.0, le=1.0)
+    family_probability: float = Field(default=0.5, gt=0.0, le=1.0)
+    ann_threshold: int = Field(default=100_000, ge=1)
     ann_factory: str | None = None
-    ann_nprobe: int | None = Field(None, ge=1)
+    ann_nprobe: int | None = Field(default=None, ge=1)
     use_gpu: bool | None = None
     keep_versions_minutes: float = Field(
-        10.0, ge=0.0, description="old store versions kept this long before compaction removes them"
+        default=10.0,
+        ge=0.0,
+        description="old store versions kept this long before compaction removes them",
     )
-    compact_every: int = Field(20, ge=1, description="compact the store after this many writes")
+    compact_every: int = Field(
+        default=20, ge=1, description="compact the store after this many writes"
+    )
 
     def identifier_config(self) -> IdentifierConfig:
         """The :class:`IdentifierConfig` these settings describe."""

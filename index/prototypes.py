@@ -88,8 +88,7 @@ def species_prototypes(
         sums = np.zeros((n_species, d), np.float64)
         np.add.at(sums, labels, centred)
         present = np.bincount(labels, minlength=n_species) > 0
-        protos = l2_normalise(sums[present].astype(np.float32))
-        return protos, np.flatnonzero(present)
+        return l2_normalise(sums[present].astype(np.float32)), np.flatnonzero(present)
     protos: list[np.ndarray] = []
     owners: list[int] = []
     for s in range(n_species):
