@@ -205,7 +205,7 @@ def _embedding_findings(
     recs = [records[i] for i in rows]
     species = [r.species for r in recs]
     hashes = [infos[i].sha256 for i in rows]
-    copy_id = np.unique(hashes, return_inverse=True)[1]
+    copy_id = np.unique(hashes, return_inverse=True)[1].tolist()
     table = nearest_neighbours(vectors, cfg.neighbours, cfg.near_duplicate_cosine, copy_id)
     findings: list[Finding] = []
 
@@ -216,7 +216,7 @@ def _embedding_findings(
         pairs[(i, j)].append(f"embedding cosine {cosine:.3f}")
     # Perceptual-hash pairs count only when the embeddings agree: photos of different objects
     # on one plain background can share a coarse hash.
-    dhash = np.stack([infos[i].dhash for i in rows])
+    dhash = np.stack([h for h in (infos[i].dhash for i in rows) if h is not None])
     for i, j, bits in hamming_pairs(dhash, cfg.near_duplicate_hash_bits):
         cosine = float(vectors[i] @ vectors[j])
         if copy_id[i] != copy_id[j] and cosine >= cfg.near_duplicate_hash_cosine:
@@ -240,8 +240,8 @@ def _embedding_findings(
     centres = centroid_similarity(vectors, species)
     z = off_domain_scores(table)
     flagged: set[int] = set()
-    for i in np.flatnonzero(z <= -cfg.off_domain_z):
-        flagged.add(int(i))
+    for i in np.flatnonzero(z <= -cfg.off_domain_z).tolist():
+        flagged.add(i)
         mean_sim = float(np.nanmean(table.similarity[i]))
         findings.append(
             Finding(
@@ -270,8 +270,9 @@ def _embedding_findings(
                 str(recs[nearest].path),
             )
         )
-    for i in np.flatnonzero(outlier_mask(centres, cfg.outlier_percentile, cfg.outlier_min_z)):
-        if int(i) in flagged:
+    outliers = outlier_mask(centres, cfg.outlier_percentile, cfg.outlier_min_z)
+    for i in np.flatnonzero(outliers).tolist():
+        if i in flagged:
             continue
         findings.append(
             Finding(

@@ -74,33 +74,34 @@ class EmbeddingCache:
         Returns the embeddings of the readable files in input order; unreadable ones are
         listed in ``errors`` (path -> reason).
         """
-        paths = [Path(p) for p in paths]
-        keys = [file_key(p) for p in paths]
+        files = [Path(p) for p in paths]
+        keys = [file_key(p) for p in files]
         cached = self._lookup([k for k in keys if k is not None])
-        missing = [p for p, k in zip(paths, keys, strict=True) if k is None or k not in cached]
+        missing = [p for p, k in zip(files, keys, strict=True) if k is None or k not in cached]
+        gone: dict[str, str] = {}  # files that cannot be stat'ed: reported, never cached
         if missing:
             fresh = self.embedder.embed_paths(missing, progress=progress, desc=desc)
-            rows = [
-                (file_key(p), v.astype(np.float32).tobytes(), None)
-                for p, v in zip(fresh.paths, fresh.embeddings, strict=True)
-            ]
-            rows += [(file_key(Path(p)), None, reason) for p, reason in fresh.errors.items()]
-            rows = [r for r in rows if r[0] is not None]
+            rows: list[tuple[str, bytes | None, str | None]] = []
+            for path, vector in zip(fresh.paths, fresh.embeddings, strict=True):
+                key = file_key(Path(path))
+                if key is not None:
+                    rows.append((key, vector.astype(np.float32).tobytes(), None))
+            for name, reason in fresh.errors.items():
+                key = file_key(Path(name))
+                if key is None:
+                    gone[name] = reason
+                else:
+                    rows.append((key, None, reason))
             with self._connect() as db:
                 db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)", rows)
-            for key, vector, error in rows:
-                cached[key] = (vector, error)
-            for path, reason in fresh.errors.items():  # files that vanished: no key, not cached
-                key = file_key(Path(path))
-                if key is None or key not in cached:
-                    cached[str(path)] = (None, reason)
+            cached.update({key: (vector, error) for key, vector, error in rows})
         vectors: list[np.ndarray] = []
         kept: list[Path] = []
         errors: dict[str, str] = {}
-        for path, key in zip(paths, keys, strict=True):
-            vector, error = cached.get(key or "", cached.get(str(path), (None, "file not found")))
+        for path, key in zip(files, keys, strict=True):
+            vector, error = cached.get(key, (None, None)) if key is not None else (None, None)
             if vector is None:
-                errors[str(path)] = error or "unreadable"
+                errors[str(path)] = error or gone.get(str(path), "file not found")
                 continue
             vectors.append(np.frombuffer(vector, dtype=np.float32))
             kept.append(path)

@@ -57,12 +57,12 @@ def sample_episodes(
         chosen = rng.choice(len(classes), size=n_way, replace=False)
         support, query, way_of = [], [], []
         for way, c in enumerate(chosen):
-            cls_groups = by_class[classes[c]]
-            names = list(cls_groups)
+            members = by_class[classes[c]]
+            names = list(members)
             order = rng.permutation(len(names))
             shot_groups = [names[i] for i in order[:k_shot]]
-            rest = np.concatenate([cls_groups[names[i]] for i in order[k_shot:]])
-            support.append([int(rng.choice(cls_groups[s])) for s in shot_groups])
+            rest = np.concatenate([members[names[i]] for i in order[k_shot:]])
+            support.append([int(rng.choice(members[s])) for s in shot_groups])
             q = rng.choice(rest, size=min(n_query, len(rest)), replace=False)
             query.extend(q.tolist())
             way_of.extend([way] * len(q))

@@ -57,7 +57,13 @@ def confusion_matrix_plot(
                 if matrix[i, j]:
                     colour = "white" if shares[i, j] > 0.5 else "black"
                     ax.text(
-                        j, i, int(matrix[i, j]), ha="center", va="center", color=colour, fontsize=8
+                        j,
+                        i,
+                        str(int(matrix[i, j])),
+                        ha="center",
+                        va="center",
+                        color=colour,
+                        fontsize=8,
                     )
     ax.set_xlabel("predicted species")
     ax.set_ylabel("true species")
@@ -162,8 +168,8 @@ def score_histograms_plot(
             values = [np.asarray(v[kind], dtype=float) for v in sets.values()]
             finite = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.zeros(1)
             bins = np.linspace(finite.min(), finite.max() + 1e-9, 40) if finite.size else 20
-            for k, (name, v) in enumerate(sets.items()):
-                v = np.asarray(v[kind], dtype=float)
+            for k, (name, query_set) in enumerate(sets.items()):
+                v = np.asarray(query_set[kind], dtype=float)
                 v = v[np.isfinite(v)]
                 if v.size:
                     ax.hist(

@@ -31,12 +31,19 @@ from embedder.datasets import group_split, images_in, select_species, shots_spli
 from embedder.embedding import Embedder
 from embedder.episodes import l2_normalize
 from index.classifier import VectorIdentifier
+from index.config import IdentifierConfig
 
 from .bootstrap import bootstrap_f1
 from .cache import EmbeddingCache
-from .fewshot import episodic_accuracies, probe_predict, prototype_predict, summarize
+from .fewshot import (
+    Predictor,
+    episodic_accuracies,
+    probe_predict,
+    prototype_predict,
+    summarize,
+)
 from .metrics import closed_set_metrics
-from .openset import holdout_species, open_set_figures
+from .openset import decision_rates, holdout_species, open_set_figures
 
 SCHEMA_VERSION = 1
 IDENTIFIER = "prototypes (index.VectorIdentifier)"
@@ -143,7 +150,9 @@ class _Method:
     """One way of answering: an identifier over one embedding, or the logistic probe."""
 
     def __init__(self, name: str, embedding: str, kind: str) -> None:
-        self.name, self.embedding, self.kind = name, embedding, kind
+        self.name: str = name
+        self.embedding: str = embedding
+        self.kind: str = kind  # "identifier" or "probe"
 
     def describe(self) -> dict[str, str]:
         return {
@@ -262,7 +271,27 @@ def _embed_records(
     return vectors, kept, unreadable
 
 
-def _method_scores(
+@dataclass
+class QueryScores:
+    """One method's answers for one query set (rows = queries, columns = its species)."""
+
+    probabilities: np.ndarray
+    unknown: np.ndarray  # higher = more likely an unknown species
+    ood: np.ndarray  # higher = more likely off-domain
+    decisions: list[str] | None  # None for the probe (no open-set decisions)
+
+
+@dataclass
+class FittedMethod:
+    """A method fitted on enrolled rows: its species order, scores per query set, and the
+    identifier (None for the probe)."""
+
+    species: list[str]
+    scores: dict[str, QueryScores]
+    identifier: VectorIdentifier | None
+
+
+def _fit_and_score(
     method: _Method,
     vectors: dict[str, np.ndarray],
     train: np.ndarray,
@@ -270,41 +299,40 @@ def _method_scores(
     queries: dict[str, np.ndarray],
     cfg: EvaluationConfig,
     calibrate: bool = True,
-) -> tuple[list[str], dict[str, dict[str, np.ndarray | list[str] | None]], object]:
-    """Fit on ``train`` rows and score every query set: species order and, per set,
-    probabilities, unknown/ood scores and decisions (None for the probe)."""
+) -> FittedMethod:
+    """Fit ``method`` on the ``train`` rows and score every query set."""
     x = vectors[method.embedding]
     labels = [r.species for r in train_records]
-    out: dict[str, dict] = {}
+    scores: dict[str, QueryScores] = {}
     if method.kind == "identifier":
         ident = VectorIdentifier.fit(
             x[train],
             labels,
             _taxonomy(train_records),
             groups=[r.group for r in train_records],
+            config=IdentifierConfig(target_recall=cfg.target_recall, seed=cfg.seed),
             calibrate=calibrate,
         )
-        if calibrate:
-            ident.calibrate(cfg.target_recall)
         for name, q in queries.items():
-            scores = ident.score_batch(q) if len(q) else None
-            out[name] = {
-                "probabilities": scores.probabilities
-                if scores
-                else np.zeros((0, len(ident.species))),
-                "unknown": scores.unknown_score if scores else np.zeros(0),
-                "ood": scores.ood_score if scores else np.zeros(0),
-                "decisions": scores.decisions if scores else [],
-            }
-        return list(ident.species), out, ident
+            if len(q):
+                batch = ident.score_batch(q)
+                scores[name] = QueryScores(
+                    batch.probabilities, batch.unknown_score, batch.ood_score, batch.decisions
+                )
+            else:
+                scores[name] = QueryScores(
+                    np.zeros((0, len(ident.species))), np.zeros(0), np.zeros(0), []
+                )
+        return FittedMethod(list(ident.species), scores, ident)
     probe = _fit_probe(x[train], labels, cfg.seed)
     for name, q in queries.items():
-        probs = (
-            probe.predict_proba(l2_normalize(q)) if len(q) else np.zeros((0, len(probe.classes_)))
-        )
+        if len(q):
+            probs = probe.predict_proba(l2_normalize(q))
+        else:
+            probs = np.zeros((0, len(probe.classes_)))
         msp = 1.0 - probs.max(axis=1) if len(q) else np.zeros(0)
-        out[name] = {"probabilities": probs, "unknown": msp, "ood": msp, "decisions": None}
-    return [str(c) for c in probe.classes_], out, probe
+        scores[name] = QueryScores(probs, msp, msp, None)
+    return FittedMethod([str(c) for c in probe.classes_], scores, None)
 
 
 def _closed_set(records, vectors, methods, cfg, plots) -> dict:
@@ -324,12 +352,11 @@ def _closed_set(records, vectors, methods, cfg, plots) -> dict:
     result: dict = {"train_images": len(train), "test_images": len(test), "methods": {}}
     for method in methods:
         queries = {"test": vectors[method.embedding][test]}
-        species, scored, fitted = _method_scores(
-            method, vectors, train, train_recs, queries, cfg, calibrate=True
-        )
-        probs = scored["test"]["probabilities"]
-        metrics = closed_set_metrics(species, probs, truth).to_dict()
-        predicted = [species[j] for j in probs.argmax(axis=1)]
+        fitted = _fit_and_score(method, vectors, train, train_recs, queries, cfg)
+        test_scores = fitted.scores["test"]
+        probs = test_scores.probabilities
+        metrics = closed_set_metrics(fitted.species, probs, truth).to_dict()
+        predicted = [fitted.species[j] for j in probs.argmax(axis=1)]
         metrics["bootstrap"] = bootstrap_f1(
             truth,
             predicted,
@@ -337,24 +364,22 @@ def _closed_set(records, vectors, methods, cfg, plots) -> dict:
             max_per_species=cfg.bootstrap_max_per_species,
             seed=cfg.seed,
         ).to_dict()
-        metrics["specimen_accuracy"] = _specimen_accuracy(fitted, test_recs, queries["test"])
+        metrics["specimen_accuracy"] = _specimen_accuracy(
+            fitted.identifier, test_recs, queries["test"]
+        )
         metrics["decision_rates"] = (
-            _rates(scored["test"]["decisions"]) if scored["test"]["decisions"] is not None else None
+            decision_rates(test_scores.decisions) if test_scores.decisions is not None else None
         )
         result["methods"][method.name] = metrics
     return result
 
 
-def _rates(decisions):
-    from .openset import decision_rates
-
-    return decision_rates(decisions)
-
-
-def _specimen_accuracy(fitted, test_recs: Sequence[ImageRecord], x: np.ndarray) -> float | None:
+def _specimen_accuracy(
+    identifier: VectorIdentifier | None, test_recs: Sequence[ImageRecord], x: np.ndarray
+) -> float | None:
     """Top-1 accuracy of ``VectorIdentifier.identify`` on all views of each test specimen
     (fused), or None for the probe or when every specimen has one image."""
-    if not isinstance(fitted, VectorIdentifier):
+    if identifier is None:
         return None
     by_group: dict[str, list[int]] = {}
     for i, r in enumerate(test_recs):
@@ -363,7 +388,7 @@ def _specimen_accuracy(fitted, test_recs: Sequence[ImageRecord], x: np.ndarray) 
         return None
     correct = 0
     for rows in by_group.values():
-        answer = fitted.identify(x[rows], top_k=1)
+        answer = identifier.identify(x[rows], top_k=1)
         correct += int(answer.candidates[0].species == test_recs[rows[0]].species)
     return correct / len(by_group)
 
@@ -371,7 +396,7 @@ def _specimen_accuracy(fitted, test_recs: Sequence[ImageRecord], x: np.ndarray) 
 def _few_shot(records, vectors, methods, cfg, progress) -> dict:
     labels = [r.species for r in records]
     groups = [r.group for r in records]
-    predictors = {
+    predictors: dict[str, tuple[str, Predictor]] = {
         m.name: (m.embedding, prototype_predict if m.kind == "identifier" else probe_predict)
         for m in methods
     }
@@ -409,16 +434,11 @@ def _all_way(records, vectors, methods, k, cfg) -> dict:
         truth = np.asarray([r.species for r in query])
         n_species = len({r.species for r in support})
         for method in methods:
-            species, scored, _ = _method_scores(
-                method,
-                vectors,
-                s,
-                support,
-                {"q": vectors[method.embedding][q]},
-                cfg,
-                calibrate=False,
+            fitted = _fit_and_score(
+                method, vectors, s, support, {"q": vectors[method.embedding][q]}, cfg, False
             )
-            predicted = np.asarray(species)[scored["q"]["probabilities"].argmax(axis=1)]
+            best = fitted.scores["q"].probabilities.argmax(axis=1)
+            predicted = np.asarray(fitted.species)[best]
             accuracies[method.name].append(float((predicted == truth).mean()))
     return {
         "k_shot": k,
@@ -449,8 +469,10 @@ def _open_set(records, vectors, methods, caches, cfg, plots, progress) -> dict:
             paths = sorted(random.Random(cfg.seed).sample(paths, cfg.max_ood_images))
         label = Path(folder).name or str(folder)
         for name, cache in caches.items():
-            result = cache.embed_paths(paths, progress=progress, desc=f"embedding {label} ({name})")
-            ood_vectors[name][label] = result.embeddings
+            embedded = cache.embed_paths(
+                paths, progress=progress, desc=f"embedding {label} ({name})"
+            )
+            ood_vectors[name][label] = embedded.embeddings
         ood_counts[label] = min(len(v[label]) for v in ood_vectors.values())
     result: dict = {
         "known_species": known,
@@ -468,36 +490,35 @@ def _open_set(records, vectors, methods, caches, cfg, plots, progress) -> dict:
         queries = {"known": x[test], "unknown": x[unk]}
         for label, ood in ood_vectors[method.embedding].items():
             queries[f"ood:{label}"] = ood
-        _, scored, fitted = _method_scores(method, vectors, train, train_recs, queries, cfg)
+        fitted = _fit_and_score(method, vectors, train, train_recs, queries, cfg)
+        scored = fitted.scores
+        decisions = {k: v.decisions for k, v in scored.items() if v.decisions is not None}
         figures = open_set_figures(
-            scored["known"]["unknown"],
-            scored["known"]["ood"],
-            scored["unknown"]["unknown"],
-            {k[4:]: v["ood"] for k, v in scored.items() if k.startswith("ood:")},
-            {k: v["decisions"] for k, v in scored.items()} if method.kind == "identifier" else None,
+            scored["known"].unknown,
+            scored["known"].ood,
+            scored["unknown"].unknown,
+            {k[4:]: v.ood for k, v in scored.items() if k.startswith("ood:")},
+            decisions if fitted.identifier is not None else None,
             cfg.target_recall,
         )
-        if isinstance(fitted, VectorIdentifier):
-            th = fitted.thresholds
+        if fitted.identifier is not None:
+            th = fitted.identifier.thresholds
             figures["thresholds"] = {
                 "temperature": th.temperature,
                 "unknown": th.unknown if np.isfinite(th.unknown) else None,
                 "ood": th.ood if np.isfinite(th.ood) else None,
                 "source": th.source,
             }
-            known_probs = scored["known"]["probabilities"]
-            species = list(fitted.species)
+            best = scored["known"].probabilities.argmax(axis=1)
             truth = [r.species for r in test_recs]
             named = [
-                d == "species" and species[int(j)] == t
-                for d, j, t in zip(
-                    scored["known"]["decisions"], known_probs.argmax(axis=1), truth, strict=True
-                )
+                d == "species" and fitted.species[int(j)] == t
+                for d, j, t in zip(decisions["known"], best, truth, strict=True)
             ]
             figures["known_species_correct"] = float(np.mean(named)) if named else float("nan")
         result["methods"][method.name] = figures
         plots["scores"][method.name] = {
-            name: {"unknown": np.asarray(v["unknown"]), "ood": np.asarray(v["ood"])}
+            name: {"unknown": np.asarray(v.unknown), "ood": np.asarray(v.ood)}
             for name, v in scored.items()
         }
     return result
@@ -508,14 +529,12 @@ def _prototypes(records, vectors) -> dict:
     species = sorted({r.species for r in records})
     taxon = {r.species: (r.genus, r.family) for r in records}
     labels = np.asarray([r.species for r in records])
-    out = {
+    prototypes: dict[str, np.ndarray] = {}
+    for name, x in vectors.items():
+        prototypes[name] = l2_normalize(np.stack([x[labels == s].mean(axis=0) for s in species]))
+    return {
         "species": species,
         "genus": [taxon[s][0] for s in species],
         "family": [taxon[s][1] for s in species],
-        "vectors": {},
+        "vectors": prototypes,
     }
-    for name, x in vectors.items():
-        out["vectors"][name] = l2_normalize(
-            np.stack([x[labels == s].mean(axis=0) for s in species])
-        )
-    return out
