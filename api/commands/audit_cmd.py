@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TextIO
 
 HELP = "find duplicates, likely mislabels, off-domain and unusable photos in DATA (changes nothing)"
 
@@ -75,9 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def print_summary(result, out=sys.stdout, examples: int = 3) -> None:
+def print_summary(result, out: TextIO | None = None, examples: int = 3) -> None:
     """Counts per kind and severity, then a few example findings of each kind."""
     from index.audit import KINDS, SEVERITIES
+
+    out = out or sys.stdout
     from index.audit.findings import summary_counts
 
     counts = summary_counts(result.findings)

@@ -7,6 +7,7 @@ import argparse
 import math
 import sys
 from pathlib import Path
+from typing import TextIO
 
 HELP = "measure a model on DATA/<species>/*.jpg against the frozen backbone and a logistic probe"
 
@@ -131,9 +132,11 @@ def _pct(value) -> str:
     return f"{100 * value:.1f}"
 
 
-def print_summary(figures: dict, out=sys.stdout) -> None:
+def print_summary(figures: dict, out: TextIO | None = None) -> None:
     """The side-by-side table of the report, as text."""
     from index.evaluation.report import summary_rows
+
+    out = out or sys.stdout
 
     methods = list(figures["methods"])
     rows = summary_rows(figures)
