@@ -2,7 +2,9 @@
 
 :class:`VectorIndex` is exact (``IndexFlatIP`` in an ``IndexIDMap2``) while small and switches
 to an approximate index (``index_factory`` string; IVF by default, whose lists are re-trained
-when the collection has grown 4x) above ``ann_threshold`` vectors. It keeps its own copy of the
+when the collection has grown 4x) above ``ann_threshold`` vectors. The approximate index's
+search breadth (IVF ``nprobe``, HNSW ``efSearch``) is tuned on every build until its measured
+recall@10 against exact search reaches ``recall_target``. It keeps its own copy of the
 vectors so it can rebuild at any time (switching kind, re-training, or deleting from an index
 type that cannot delete, such as HNSW or a GPU index). GPU indexes are used when
 ``faiss.get_num_gpus() > 0`` unless ``use_gpu=False``. numpy in, numpy out.
@@ -20,6 +22,9 @@ import numpy as np
 
 #: vectors used to train IVF lists, per list (FAISS warns below 39).
 TRAIN_PER_LIST = 64
+#: stored vectors used as queries when tuning the search breadth, and the k of its recall.
+TUNE_QUERIES = 200
+TUNE_K = 10
 _threads_configured = False
 
 
@@ -78,6 +83,7 @@ class VectorIndex:
         factory: str | None = None,
         nprobe: int | None = None,
         ef_search: int = 64,
+        recall_target: float = 0.95,
         use_gpu: bool | None = None,
     ) -> None:
         if dim <= 0:
@@ -88,6 +94,10 @@ class VectorIndex:
         self.factory = factory
         self.nprobe = nprobe
         self.ef_search = ef_search
+        self.recall_target = recall_target
+        self.measured_recall: float | None = 1.0
+        self._breadth = 0
+        self._nlist = 1
         self.use_gpu = (faiss.get_num_gpus() > 0) if use_gpu is None else bool(use_gpu)
         self._lock = threading.RLock()
         self._vectors = np.zeros((0, self.dim), np.float32)
@@ -162,18 +172,80 @@ class VectorIndex:
                     else self._vectors
                 )
                 base.train(sample)
-            index = base if "IVF" in kind else faiss.IndexIDMap2(base)
             if "IVF" in kind:
-                ivf = faiss.extract_index_ivf(index)
-                ivf.nprobe = self.nprobe or default_nprobe(ivf.nlist)
-            if "HNSW" in kind:
-                faiss.ParameterSpace().set_index_parameter(index, "efSearch", self.ef_search)
+                self._nlist = int(faiss.extract_index_ivf(base).nlist)
+            index = base if "IVF" in kind else faiss.IndexIDMap2(base)
             index = self._to_gpu(index)
         if n:
             index.add_with_ids(self._vectors, self._ids)
         self._index = index
         self._kind = kind
         self._trained_size = n
+        self._tune()
+
+    # ------------------------------------------------------------------ search breadth
+    def _breadth_name(self) -> str | None:
+        if "IVF" in self._kind:
+            return "nprobe"
+        if "HNSW" in self._kind:
+            return "efSearch"
+        return None
+
+    def _set_breadth(self, value: int) -> None:
+        name = self._breadth_name()
+        if name is None or self._index is None:
+            return
+        try:
+            faiss.ParameterSpace().set_index_parameter(self._index, name, int(value))
+        except RuntimeError:  # pragma: no cover - GPU index
+            faiss.GpuParameterSpace().set_index_parameter(self._index, name, int(value))
+        self._breadth = int(value)
+
+    def _tune(self) -> None:
+        """Choose the search breadth of an approximate index: the user's ``nprobe`` /
+        ``ef_search`` when given, else the smallest doubling of the default whose recall@k,
+        measured with up to :data:`TUNE_QUERIES` stored vectors as queries (themselves
+        excluded) against exact search, reaches :attr:`recall_target`."""
+        name = self._breadth_name()
+        self.measured_recall = 1.0 if self._kind == "flat" else None
+        if name is None:
+            return
+        n = self._ids.size
+        if name == "nprobe":
+            limit = self._nlist
+            start, fixed = default_nprobe(limit), self.nprobe
+        else:
+            limit, start, fixed = 4096, self.ef_search, None
+        value = fixed or start
+        self._set_breadth(value)
+        if n < 2:
+            return
+        rng = np.random.default_rng(1)
+        rows = rng.choice(n, size=min(TUNE_QUERIES, n), replace=False)
+        queries = self._vectors[rows]
+        k = min(TUNE_K, n - 1)
+        _, truth = self.search_exact(queries, k + 1)
+        while True:
+            _, found = self._index.search(queries, k + 1)
+            recall = float(
+                np.mean(
+                    [
+                        len((set(f) - {own}) & (set(t) - {own})) / k
+                        for f, t, own in zip(found, truth, self._ids[rows], strict=True)
+                    ]
+                )
+            )
+            if fixed or recall >= self.recall_target or value >= limit:
+                break
+            value = min(limit, value * 2)
+            self._set_breadth(value)
+        self.measured_recall = recall
+
+    @property
+    def search_breadth(self) -> dict[str, int]:
+        """``{"nprobe": ...}`` or ``{"efSearch": ...}`` in use (empty for exact search)."""
+        name = self._breadth_name()
+        return {name: self._breadth} if name else {}
 
     def _needs_rebuild(self) -> bool:
         n = self._ids.size
@@ -185,16 +257,11 @@ class VectorIndex:
         return n > 4 * self._trained_size or 4 * n < self._trained_size
 
     def set_nprobe(self, nprobe: int) -> None:
-        """IVF lists probed per query (kept through rebuilds); no effect on other indexes."""
+        """Fix the IVF lists probed per query (kept through rebuilds; no auto-tuning)."""
         with self._lock:
             self.nprobe = int(nprobe)
-            if self._index is not None and "IVF" in self._kind:
-                try:
-                    faiss.extract_index_ivf(self._index).nprobe = self.nprobe
-                except RuntimeError:  # pragma: no cover - GPU index
-                    faiss.GpuParameterSpace().set_index_parameter(
-                        self._index, "nprobe", self.nprobe
-                    )
+            if "IVF" in self._kind:
+                self._set_breadth(self.nprobe)
 
     # ------------------------------------------------------------------ updates
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:

@@ -95,3 +95,16 @@ def test_default_nlist_grows_with_the_collection():
     assert default_nlist(1_000_000) == 4096
     assert default_nlist(10_000) == 256  # at least 39 training vectors per list
     assert default_nlist(10) == 16
+
+
+def test_search_breadth_is_tuned_to_the_recall_target():
+    rng = np.random.default_rng(5)
+    x = unit(rng, 20000, 32, clusters=5000)  # hard: four vectors per cluster
+    index = VectorIndex(32, ann_threshold=1000, recall_target=0.9)
+    index.add(x, np.arange(20000))
+    assert index.kind == "IVF512,Flat"
+    assert index.measured_recall >= 0.9
+    assert index.search_breadth["nprobe"] > 32  # the default alone was not enough
+    fixed = VectorIndex(32, ann_threshold=1000, nprobe=4)
+    fixed.add(x, np.arange(20000))
+    assert fixed.search_breadth == {"nprobe": 4} and fixed.measured_recall < 0.9
