@@ -310,9 +310,9 @@ class Collection:
             for k, v in (taxonomy or {}).items()
             if v not in (None, "")
         }
+        embedder = self.embedder
         report = EnrollReport(species=name)
         prepared = self._prepare(images, report.errors)
-        embedder = self.embedder
         candidates = [(i, p) for i, p in enumerate(prepared) if p is not None]
         vectors = self._embed([p.image for _, p in candidates], progress, desc=f"embedding {name}")
         with self._write_lock:
@@ -402,7 +402,7 @@ class Collection:
         try:
             with self._lock:
                 identifier = self._identifier
-                if identifier is None:
+                if identifier is None or (len(identifier) == 0 and identifier.dim != embedder.dim):
                     identifier = VectorIdentifier(embedder.dim, self.config)
                 identifier.add(
                     vectors,
@@ -417,7 +417,7 @@ class Collection:
                     regions=[taxonomy.get("region", "")] * n,
                     calibrate=False,
                 )
-                if self._identifier is None:
+                if identifier is not self._identifier:
                     identifier.set_overrides(**self.settings.threshold_overrides())
                     self._identifier = identifier
                 for k, (_, p) in enumerate(items):

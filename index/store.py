@@ -155,6 +155,14 @@ class SpecimenStore:
     def ensure_table(self, dim: int) -> None:
         """Create the specimens table for ``dim``-sized vectors if it does not exist yet."""
         with self._lock:
+            if self._specimens is not None and self.dim != dim and self.count() == 0:
+                try:  # an empty table left by another model: take the new vector size
+                    self._specimens = self._db.create_table(
+                        SPECIMENS_TABLE, schema=specimen_model(dim), mode="overwrite"
+                    )
+                except Exception as exc:
+                    raise StoreError(f"cannot recreate the specimens table: {exc}") from exc
+                return
             if self._specimens is not None:
                 if self.dim != dim:
                     raise StoreError(

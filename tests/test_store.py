@@ -336,3 +336,12 @@ def test_identification_goes_on_while_an_enrollment_is_written(enrolled, generat
         stop.set()
         reader.join()
     assert not errors and answers and set(answers) == {"Conus_beta"}
+
+
+def test_an_emptied_store_takes_a_model_of_another_size(store_dir, generated_collection):
+    collection = Collection.open(store_dir, model=FakeEmbedder())
+    collection.enroll("Conus_alpha", files(generated_collection, "Conus_alpha", {1}))
+    collection.remove_species("Conus_alpha")
+    other = Collection.open(store_dir, model=FakeEmbedder(variant=1))  # empty: no mismatch
+    report = other.enroll("Conus_alpha", files(generated_collection, "Conus_alpha", {1}))
+    assert report.added == 2 and other.store.dim == 32
