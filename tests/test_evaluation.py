@@ -364,3 +364,20 @@ def test_evaluate_rejects_bad_option_values(generated_collection):
         main(["evaluate", str(generated_collection), "--unknown-fraction", "1.5"])
     with pytest.raises(SystemExit):
         main(["evaluate", str(generated_collection), "--shots", "0"])
+
+
+def test_evaluate_two_species_skips_open_set_but_reports_the_rest(tmp_path):
+    from index.evaluation import EvaluationConfig, evaluate_collection
+    from index.evaluation.report import write_report
+    from tests.conftest import GENERATED_SPECIES, make_collection
+
+    two = dict(list(GENERATED_SPECIES.items())[:2])
+    root = make_collection(tmp_path / "two", species=two, specimens=3)
+    config = EvaluationConfig(
+        group_pattern="specimen", shots=(1,), episodes=5, allway_repeats=2, bootstrap_resamples=50
+    )
+    result = evaluate_collection(root, None, config, cache_dir=tmp_path / "cache", progress=False)
+    assert result.figures["open_set"] == {"error": "open-set figures need at least 3 species"}
+    assert result.figures["closed_set"]["methods"]["frozen"]["accuracy"] >= 0.5
+    html = write_report(result, tmp_path / "report").read_text()
+    assert "open-set figures need at least 3 species" in html

@@ -73,6 +73,9 @@ def summary_rows(f: dict) -> list[tuple[str, list[str]]]:
                 [_episode(values.get(m)) if values else entry.get("error", "–") for m in methods],
             )
         )
+    if "error" in f["open_set"]:
+        rows.append(("open set", [f["open_set"]["error"]] * len(methods)))
+        return rows
     open_set = f["open_set"]["methods"]
     rows.append(("unknown species: AUROC", [pct(open_set[m]["unknown"]["auroc"]) for m in methods]))
     recall = round(100 * f["open_set"]["target_recall"])

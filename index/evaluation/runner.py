@@ -26,7 +26,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from tqdm.auto import tqdm
 
-from embedder import EmbeddingModel, ImageRecord, default_model, load_model, scan_collection
+from embedder import EmbeddingModel, ImageRecord, load_model, scan_collection
 from embedder.datasets import group_split, images_in, select_species, shots_split
 from embedder.embedding import Embedder
 from embedder.episodes import l2_normalize
@@ -188,11 +188,11 @@ def evaluate_collection(
     started = time.perf_counter()
     timings: dict[str, float] = {}
     records = scan_collection(root, group_pattern=cfg.group_pattern)
-    model = load_model(model_path, device="cpu") if model_path else None
+    model = load_model(model_path) if model_path else None
     species = choose_species([r.species for r in records], cfg.classes, model)
     records = select_species(records, species)
 
-    embedders: dict[str, EmbeddingModel] = {"frozen": default_model()}
+    embedders: dict[str, EmbeddingModel] = {"frozen": load_model(None)}
     if model is not None:
         embedders = {"model": model, **embedders}
     methods = [_Method(n, n, "identifier") for n in embedders] + [
@@ -241,7 +241,10 @@ def evaluate_collection(
     figures["few_shot"] = _few_shot(records, vectors, methods, cfg, progress)
     timings["few_shot"] = time.perf_counter() - t
     t = time.perf_counter()
-    figures["open_set"] = _open_set(records, vectors, methods, caches, cfg, plots, progress)
+    if len({r.species for r in records}) >= 3:
+        figures["open_set"] = _open_set(records, vectors, methods, caches, cfg, plots, progress)
+    else:
+        figures["open_set"] = {"error": "open-set figures need at least 3 species"}
     timings["open_set"] = time.perf_counter() - t
     plots["prototypes"] = _prototypes(records, vectors)
     timings["total"] = time.perf_counter() - started
