@@ -5,7 +5,7 @@ selection during training, by the benchmarks and by ``shellid evaluate``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +51,60 @@ def _groups_of(labels: np.ndarray, groups: Sequence[str] | None) -> np.ndarray:
     return np.asarray(groups) if groups is not None else np.arange(len(labels)).astype(str)
 
 
+@dataclass(frozen=True)
+class Episode:
+    """Indices of one episode: ``support`` is ``(n_way, k_shot)``; ``query_way`` the class
+    position (0..n_way-1) of each query."""
+
+    support: np.ndarray
+    query: np.ndarray
+    query_way: np.ndarray
+
+
+def sample_episodes(
+    labels: Sequence[str],
+    groups: Sequence[str] | None,
+    n_way: int,
+    k_shot: int,
+    n_query: int = 15,
+    episodes: int = 600,
+    seed: int = 0,
+) -> Iterator[Episode]:
+    """Random N-way K-shot episodes: ``k_shot`` supports per class from distinct groups and up
+    to ``n_query`` queries from *other* groups of the same class (no specimen or track on both
+    sides). Only classes with at least ``k_shot + 1`` groups take part."""
+    y = np.asarray(labels)
+    g = _groups_of(y, groups)
+    rng = np.random.default_rng(seed)
+    by_class: dict[str, dict[str, np.ndarray]] = {}
+    for cls in np.unique(y):
+        cls_groups: dict[str, list[int]] = {}
+        for i in np.flatnonzero(y == cls):
+            cls_groups.setdefault(str(g[i]), []).append(int(i))
+        if len(cls_groups) >= k_shot + 1:
+            by_class[str(cls)] = {k: np.asarray(v) for k, v in cls_groups.items()}
+    classes = sorted(by_class)
+    if len(classes) < n_way:
+        raise ValueError(
+            f"{n_way}-way {k_shot}-shot needs {n_way} species with at least {k_shot + 1} "
+            f"specimens/groups each; only {len(classes)} have enough"
+        )
+    for _ in range(episodes):
+        chosen = rng.choice(len(classes), size=n_way, replace=False)
+        support, query, way_of = [], [], []
+        for way, c in enumerate(chosen):
+            members = by_class[classes[c]]
+            names = list(members)
+            order = rng.permutation(len(names))
+            shot_groups = [names[i] for i in order[:k_shot]]
+            rest = np.concatenate([members[names[i]] for i in order[k_shot:]])
+            support.append([int(rng.choice(members[s])) for s in shot_groups])
+            q = rng.choice(rest, size=min(n_query, len(rest)), replace=False)
+            query.extend(q.tolist())
+            way_of.extend([way] * len(q))
+        yield Episode(np.asarray(support), np.asarray(query), np.asarray(way_of))
+
+
 def episodic_accuracy(
     vectors: np.ndarray,
     labels: Sequence[str],
@@ -62,51 +116,20 @@ def episodic_accuracy(
     groups: Sequence[str] | None = None,
     center: np.ndarray | None = None,
 ) -> EpisodeResult:
-    """N-way K-shot accuracy of nearest-prototype classification over random episodes.
-
-    Each episode draws ``n_way`` classes with at least ``k_shot + 1`` groups, ``k_shot``
-    support images from distinct groups and up to ``n_query`` queries from *other* groups of
-    the same class (no specimen or track on both sides). Features are CL2N-normalised with the
-    support mean (or ``center``, e.g. the base-class mean).
-    """
+    """N-way K-shot accuracy of nearest-prototype classification over random episodes
+    (:func:`sample_episodes`). Features are CL2N-normalised with the support mean (or
+    ``center``, e.g. the base-class mean)."""
     x = np.asarray(vectors, dtype=np.float32)
-    y = np.asarray(labels)
-    g = _groups_of(y, groups)
-    rng = np.random.default_rng(seed)
-    by_class: dict[str, dict[str, np.ndarray]] = {}
-    for cls in np.unique(y):
-        idx = np.flatnonzero(y == cls)
-        cls_groups: dict[str, list[int]] = {}
-        for i in idx:
-            cls_groups.setdefault(str(g[i]), []).append(int(i))
-        if len(cls_groups) >= k_shot + 1:
-            by_class[str(cls)] = {k: np.asarray(v) for k, v in cls_groups.items()}
-    classes = sorted(by_class)
-    if len(classes) < n_way:
-        raise ValueError(
-            f"{n_way}-way {k_shot}-shot needs {n_way} classes with ≥ {k_shot + 1} groups; "
-            f"only {len(classes)} have enough"
-        )
     accuracies = np.empty(episodes)
-    for e in range(episodes):
-        chosen = rng.choice(len(classes), size=n_way, replace=False)
-        support_idx, query_idx, query_y = [], [], []
-        for way, c in enumerate(chosen):
-            cls_groups = by_class[classes[c]]
-            names = list(cls_groups)
-            order = rng.permutation(len(names))
-            shot_groups = [names[i] for i in order[:k_shot]]
-            rest = np.concatenate([cls_groups[names[i]] for i in order[k_shot:]])
-            support_idx.append([int(rng.choice(cls_groups[s])) for s in shot_groups])
-            q = rng.choice(rest, size=min(n_query, len(rest)), replace=False)
-            query_idx.extend(q.tolist())
-            query_y.extend([way] * len(q))
-        support = x[np.asarray(support_idx).reshape(-1)]
-        query = x[np.asarray(query_idx)]
+    for e, episode in enumerate(
+        sample_episodes(labels, groups, n_way, k_shot, n_query, episodes, seed)
+    ):
+        support = x[episode.support.reshape(-1)]
+        query = x[episode.query]
         support, query = cl2n(support, query, center)
         prototypes = l2_normalize(support.reshape(n_way, k_shot, -1).mean(axis=1))
         predicted = (query @ prototypes.T).argmax(axis=1)
-        accuracies[e] = float((predicted == np.asarray(query_y)).mean())
+        accuracies[e] = float((predicted == episode.query_way).mean())
     ci = 1.96 * accuracies.std(ddof=1) / np.sqrt(episodes) if episodes > 1 else 0.0
     return EpisodeResult(float(accuracies.mean()), float(ci), episodes, n_way, k_shot)
 

@@ -8,65 +8,12 @@ seed, same episodes), so the prototype figures here equal that function's.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from embedder.episodes import EpisodeResult, cl2n, l2_normalize
-
-
-@dataclass(frozen=True)
-class Episode:
-    """Indices of one episode: ``support`` is ``(n_way, k_shot)``; ``query_way`` the class
-    position (0..n_way-1) of each query."""
-
-    support: np.ndarray
-    query: np.ndarray
-    query_way: np.ndarray
-
-
-def sample_episodes(
-    labels: Sequence[str],
-    groups: Sequence[str] | None,
-    n_way: int,
-    k_shot: int,
-    n_query: int = 15,
-    episodes: int = 600,
-    seed: int = 0,
-) -> Iterator[Episode]:
-    """Episodes with ``k_shot`` supports from distinct groups and queries from other groups."""
-    y = np.asarray(labels)
-    g = np.asarray(groups) if groups is not None else np.arange(len(y)).astype(str)
-    rng = np.random.default_rng(seed)
-    by_class: dict[str, dict[str, np.ndarray]] = {}
-    for cls in np.unique(y):
-        cls_groups: dict[str, list[int]] = {}
-        for i in np.flatnonzero(y == cls):
-            cls_groups.setdefault(str(g[i]), []).append(int(i))
-        if len(cls_groups) >= k_shot + 1:
-            by_class[str(cls)] = {k: np.asarray(v) for k, v in cls_groups.items()}
-    classes = sorted(by_class)
-    if len(classes) < n_way:
-        raise ValueError(
-            f"{n_way}-way {k_shot}-shot needs {n_way} species with at least {k_shot + 1} "
-            f"specimens/groups each; only {len(classes)} have enough"
-        )
-    for _ in range(episodes):
-        chosen = rng.choice(len(classes), size=n_way, replace=False)
-        support, query, way_of = [], [], []
-        for way, c in enumerate(chosen):
-            members = by_class[classes[c]]
-            names = list(members)
-            order = rng.permutation(len(names))
-            shot_groups = [names[i] for i in order[:k_shot]]
-            rest = np.concatenate([members[names[i]] for i in order[k_shot:]])
-            support.append([int(rng.choice(members[s])) for s in shot_groups])
-            q = rng.choice(rest, size=min(n_query, len(rest)), replace=False)
-            query.extend(q.tolist())
-            way_of.extend([way] * len(q))
-        yield Episode(np.asarray(support), np.asarray(query), np.asarray(way_of))
+from embedder.episodes import EpisodeResult, cl2n, l2_normalize, sample_episodes
 
 
 def prototype_predict(
