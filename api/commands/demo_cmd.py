@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from api.commands._collection import add_model_option, add_store_option
+
 HELP = "fill a store with the sample shell collection (for trying the service)"
 
 SAMPLE_NAME = "shells-zhang8"
@@ -23,12 +25,9 @@ class SampleNotFoundError(RuntimeError):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--store",
-        help="specimen store directory or LanceDB URI (default: $SHELLID_STORE or ./shellid-data)",
-    )
-    parser.add_argument(
-        "--model", help="MODEL.pt to embed with (default: $SHELLID_MODEL or the frozen backbone)"
+    add_store_option(parser)
+    add_model_option(
+        parser, "MODEL.pt to embed with (default: $SHELLID_MODEL or the frozen backbone)"
     )
     parser.add_argument(
         "--data",

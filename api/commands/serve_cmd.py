@@ -6,16 +6,15 @@ import argparse
 import socket
 import time
 
+from api.commands._collection import add_model_option, add_store_option
+
 HELP = "serve the HTTP API and the web page (http://127.0.0.1:8000 by default)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--store",
-        help="specimen store directory or LanceDB URI (default: $SHELLID_STORE or ./shellid-data)",
-    )
-    parser.add_argument(
-        "--model", help="MODEL.pt to embed with (default: $SHELLID_MODEL or the frozen backbone)"
+    add_store_option(parser)
+    add_model_option(
+        parser, "MODEL.pt to embed with (default: $SHELLID_MODEL or the frozen backbone)"
     )
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
