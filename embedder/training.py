@@ -65,7 +65,7 @@ class TrainingConfig:
     head: str = "residual"
     embedding_dim: int | None = None
     loss: str = "multisimilarity"
-    epochs: int = 30
+    epochs: int = 15
     lr: float = 1e-4
     tail_lr_scale: float = 0.1
     weight_decay: float = 1e-4
@@ -75,7 +75,7 @@ class TrainingConfig:
     train_batchnorm: bool = False
     val_fraction: float = 0.15
     val_episodes: int = 300
-    patience: int = 5
+    patience: int = 4
     seed: int = 0
     normalize_shells: bool = False
     group_pattern: str | None = None
@@ -229,6 +229,31 @@ def embed_features(
     ]
     net.train(was_training)
     return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+
+
+def embed_cached(
+    model: EmbeddingModel,
+    paths: Sequence[str | Path],
+    unfreeze: int,
+    *,
+    cache_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> tuple[np.ndarray, list[Path], dict[str, str]]:
+    """Clean-view embeddings of ``paths`` through the trunk-feature cache.
+
+    Equals :class:`embedder.Embedder` on the same files up to the float16 rounding of the
+    cache, and reuses the features when ``model`` shares its frozen trunk with the cached
+    one (a model trained with ``unfreeze`` stages and the pretrained backbone do). Returns
+    ``(embeddings, paths kept, errors)``.
+    """
+    device = torch.device(device)
+    model.to(device)
+    cache = FeatureCache(cache_dir, model.backbone, unfreeze)
+    cached = cache.get(paths, (0,), progress=progress, desc="caching clean views")
+    net = _Trainable(stages.tail(model.backbone, unfreeze), model.head, train_batchnorm=False)
+    vectors = embed_features(net, cached.features[:, 0], device)
+    return vectors, cached.paths, cached.errors
 
 
 def _validation_scores(
@@ -571,6 +596,7 @@ __all__ = [
     "TrainingError",
     "TrainingResult",
     "create_loss",
+    "embed_cached",
     "split_validation_classes",
     "train_collection",
     "train_embedder",
