@@ -47,6 +47,10 @@ VARIANTS: dict[str, dict] = {
     "u1-supcon": {"unfreeze": 1, "loss": "supcon"},
     "u1-tail0.3": {"unfreeze": 1, "tail_lr_scale": 0.3},
     "u2": {"unfreeze": 2},
+    # seed variation of the leading recipes
+    "head-residual-v2-seed1": {"unfreeze": 0, "views": 2, "lr": 1e-4, "seed": 1},
+    "u1-v0-seed1": {"unfreeze": 1, "views": 0, "seed": 1},
+    "u1-tail0.3-seed1": {"unfreeze": 1, "tail_lr_scale": 0.3, "seed": 1},
 }
 
 
