@@ -38,15 +38,17 @@ VARIANTS: dict[str, dict] = {
     },
     "head-residual-v2": {"unfreeze": 0, "views": 2, "lr": 1e-4},
     "head-residual-v4": {"unfreeze": 0, "views": 4, "lr": 1e-4},
-    # last stage trained (unfreeze 1): learning rates, views, head, loss
+    # last stage trained (unfreeze 1): learning rates, views, head, loss; then two stages
     "u1-v2-lr3e-4-tail0.33": {"unfreeze": 1, "views": 2, "lr": 3e-4, "tail_lr_scale": 0.33},
     "u1-v2-lr3e-4-tail1": {"unfreeze": 1, "views": 2, "lr": 3e-4, "tail_lr_scale": 1.0},
+    "u1-v4": {"unfreeze": 1},
     "u1-v0": {"unfreeze": 1, "views": 0},
     "u1-v2": {"unfreeze": 1, "views": 2},
     "u1-identity-head": {"unfreeze": 1, "head": "identity", "tail_lr_scale": 1.0},
     "u1-supcon": {"unfreeze": 1, "loss": "supcon"},
     "u1-tail0.3": {"unfreeze": 1, "tail_lr_scale": 0.3},
-    "u2": {"unfreeze": 2},
+    "u2-tail0.3": {"unfreeze": 2, "tail_lr_scale": 0.3},
+    "u2-seed1": {"unfreeze": 2, "seed": 1},
     # seed variation of the leading recipes
     "head-residual-v2-seed1": {"unfreeze": 0, "views": 2, "lr": 1e-4, "seed": 1},
     "u1-v0-seed1": {"unfreeze": 1, "views": 0, "seed": 1},

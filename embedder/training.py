@@ -61,7 +61,7 @@ class TrainingConfig:
     """
 
     backbone: str = DEFAULT_BACKBONE
-    unfreeze: int = 1
+    unfreeze: int = 2
     head: str = "residual"
     embedding_dim: int | None = None
     loss: str = "multisimilarity"

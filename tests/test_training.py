@@ -24,9 +24,11 @@ from embedder import (
 )
 from embedder.backbones import BackboneError
 from embedder.feature_cache import FeatureCache
+from embedder.model import create_head
 from embedder.training import (
     TrainingConfig,
     TrainingError,
+    embed_cached,
     split_validation_classes,
     train_embedder,
 )
@@ -258,6 +260,18 @@ def test_best_epoch_weights_are_kept(records, tmp_path):
     assert result.metrics["val_1shot"] == pytest.approx(best.val_1shot)
 
 
+def test_cached_embeddings_equal_the_embedder_output(records, tmp_path):
+    backbone = small_backbone()
+    head = create_head("residual", backbone.num_features, backbone.num_features)
+    torch.nn.init.normal_(head.proj.weight, std=0.01)
+    model = EmbeddingModel(backbone, head, {"kind": "residual", "in_dim": 1280, "out_dim": 1280})
+    paths = [r.path for r in records[:5]]
+    cached, kept, errors = embed_cached(model, paths, 2, cache_dir=tmp_path, progress=False)
+    assert kept == paths and not errors
+    direct = Embedder(model).embed_paths(paths, progress=False).embeddings
+    np.testing.assert_allclose(cached, direct, atol=5e-3)
+
+
 def test_training_needs_two_classes(records, tmp_path):
     one_class = [r for r in records if r.species == "Conus_alpha"]
     with pytest.raises(TrainingError, match="at least 2 classes"):
@@ -312,7 +326,7 @@ def test_shellid_train_writes_model_log_and_curves(tmp_path, capsys):
     model = EmbeddingModel.load(out)
     assert (
         model.training_config["group_pattern"] == "specimen"
-        and model.training_config["unfreeze"] == 1
+        and model.training_config["unfreeze"] == TrainingConfig().unfreeze
     )
 
 
