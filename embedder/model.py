@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import DEFAULT_BACKBONE, Backbone, BackboneError, create_backbone
+from .backbones import BACKBONES, DEFAULT_BACKBONE, Backbone, BackboneError, create_backbone
 from .transforms import PreprocessConfig
 
 MODEL_FORMAT = "shellid-model/1"
@@ -235,9 +235,15 @@ def default_model(
 
 
 def load_model(
-    path: str | Path | None = None, device: str | torch.device | None = None
+    model: str | Path | None = None, device: str | torch.device | None = None
 ) -> EmbeddingModel:
-    """``MODEL.pt`` when given, else the frozen default backbone; on GPU when one is present."""
+    """A ``MODEL.pt`` path, a packaged backbone name (frozen, e.g. ``tf_efficientnet_lite2``)
+    or ``None`` (the frozen default backbone); on GPU when one is present."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = default_model() if path is None else EmbeddingModel.load(path)
-    return model.eval().to(device)
+    if model is None:
+        loaded = default_model()
+    elif str(model) in BACKBONES and not Path(model).is_file():
+        loaded = default_model(str(model))
+    else:
+        loaded = EmbeddingModel.load(model)
+    return loaded.eval().to(device)

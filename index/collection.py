@@ -72,6 +72,10 @@ def canonical_species(name: str) -> str:
     return text
 
 
+#: ``model_name`` recorded by stores that the first release's default (frozen) model built.
+LEGACY_FROZEN_MODEL = "efficientnet_lite0/frozen"
+
+
 def _model_name(embedder: Any) -> str:
     for owner in (embedder, getattr(embedder, "model", None)):
         name = getattr(owner, "name", None)
@@ -81,17 +85,20 @@ def _model_name(embedder: Any) -> str:
 
 
 def make_embedder(model: Any) -> tuple[ImageEmbedder, str]:
-    """``(embedder, model path or '')`` from None (frozen default), a MODEL.pt path, an
-    ``EmbeddingModel`` or anything with ``embed_images`` / ``dim`` / ``fingerprint``."""
+    """``(embedder, model path or '')`` from None (frozen default), a packaged backbone name
+    (frozen), a MODEL.pt path, an ``EmbeddingModel`` or anything with ``embed_images`` /
+    ``dim`` / ``fingerprint``."""
     if model is not None and hasattr(model, "embed_images"):
         return model, ""
-    from embedder import EmbeddingModel, load_model
+    from embedder import BACKBONES, EmbeddingModel, load_model
     from embedder.embedding import Embedder
 
     if isinstance(model, EmbeddingModel):
         return Embedder(model), ""
-    path = "" if model is None else str(Path(model).expanduser().resolve())
-    return Embedder(load_model(path or None)), path
+    if model is None or str(model) in BACKBONES:
+        return Embedder(load_model(model)), str(model or "")
+    path = str(Path(model).expanduser().resolve())
+    return Embedder(load_model(path)), path
 
 
 class Collection:
@@ -156,7 +163,13 @@ class Collection:
             and info["fingerprint"] != embedder.fingerprint
         ):
             made_by = info.get("model_path") or info.get("model_name", "")
-            raise ModelMismatchError(info["fingerprint"], embedder.fingerprint, made_by, store.uri)
+            raise ModelMismatchError(
+                info["fingerprint"],
+                embedder.fingerprint,
+                made_by,
+                store.uri,
+                legacy_default=made_by == LEGACY_FROZEN_MODEL,
+            )
         return cls(store, embedder, settings, config or settings.identifier_config(), path)
 
     def _load(self) -> None:

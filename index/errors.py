@@ -26,17 +26,34 @@ class ModelMismatchError(CollectionError, RuntimeError):
     http_status = 409
 
     def __init__(
-        self, store_fingerprint: str, model_fingerprint: str, store_model: str = "", uri: str = ""
+        self,
+        store_fingerprint: str,
+        model_fingerprint: str,
+        store_model: str = "",
+        uri: str = "",
+        legacy_default: bool = False,
     ) -> None:
+        """``legacy_default``: the store was built with the first release's default backbone,
+        whose weights were fed the wrong preprocessing; the message then says to reindex."""
         self.store_fingerprint = store_fingerprint
         self.model_fingerprint = model_fingerprint
         made_by = f" ({store_model})" if store_model else ""
         where = f"store {uri}" if uri else "the store"
-        super().__init__(
-            f"{where} was built with model {store_fingerprint}{made_by} but the loaded model is "
-            f"{model_fingerprint}; open it with the model it was built with (--model / "
-            f"SHELLID_MODEL), or re-embed it with: shellid reindex --model NEW"
-        )
+        if legacy_default:
+            message = (
+                f"{where} was built with the first release's default backbone{made_by}, whose "
+                "weights were fed the wrong padding and normalisation; re-embed it with the "
+                "corrected default (much better answers): shellid reindex"
+                + (f" --store {uri}" if uri else "")
+                + " (or keep the old vectors with --model efficientnet_lite0)"
+            )
+        else:
+            message = (
+                f"{where} was built with model {store_fingerprint}{made_by} but the loaded model "
+                f"is {model_fingerprint}; open it with the model it was built with (--model / "
+                f"SHELLID_MODEL), or re-embed it with: shellid reindex --model NEW"
+            )
+        super().__init__(message)
 
 
 class SpeciesNotFoundError(CollectionError, ValueError):

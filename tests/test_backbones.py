@@ -1,5 +1,6 @@
-"""Backbone factory: offline EfficientNet-Lite0 weights map completely and compute exactly what
-the raw weight file describes; other weight sources and bad inputs behave."""
+"""Backbone factory: the offline EfficientNet-Lite weights map completely, compute exactly what
+the raw TensorFlow-trained weight file describes (TF "same" padding) and travel with the
+preprocessing they were trained with; other weight sources and bad inputs behave."""
 
 from __future__ import annotations
 
@@ -8,11 +9,16 @@ import torch
 import torch.nn.functional as F
 
 from embedder.backbones import (
+    BACKBONES,
+    DEFAULT_BACKBONE,
+    LEGACY_BACKBONE,
+    TF_MEAN,
+    TF_STD,
     BackboneError,
-    _efficientnet_lite0_file,
     create_backbone,
     map_state_dict_by_order,
 )
+from embedder.transforms import IMAGENET_MEAN
 
 # EfficientNet-Lite0 stages: (repeats, kernel, first stride, expansion, out channels).
 LITE0_STAGES = [
@@ -26,8 +32,18 @@ LITE0_STAGES = [
 ]
 
 
-def _raw_state() -> dict[str, torch.Tensor]:
-    return torch.load(_efficientnet_lite0_file(), map_location="cpu", weights_only=True)
+def _raw_state(name: str = "tf_efficientnet_lite0") -> dict[str, torch.Tensor]:
+    return torch.load(BACKBONES[name].path(), map_location="cpu", weights_only=True)
+
+
+def _tf_same_conv(x, weight, stride, groups=1):
+    """TensorFlow's 'same' convolution: output ceil(in / stride), padding split with the odd
+    pixel at the bottom/right (unlike PyTorch's symmetric kernel // 2)."""
+    kernel = weight.shape[-1]
+    size = x.shape[-1]
+    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+    x = F.pad(x, (total // 2, total - total // 2, total // 2, total - total // 2))
+    return F.conv2d(x, weight, stride=stride, groups=groups)
 
 
 def _bn(x, raw, prefix, eps):
@@ -44,11 +60,12 @@ def _bn(x, raw, prefix, eps):
 
 
 def reference_lite0(raw: dict[str, torch.Tensor], x: torch.Tensor, eps: float) -> torch.Tensor:
-    """EfficientNet-Lite0 written out from the raw (lukemelas-named) weight file alone."""
-    x = F.relu6(_bn(F.conv2d(x, raw["_conv_stem.weight"], stride=2, padding=1), raw, "_bn0", eps))
+    """EfficientNet-Lite0 written out from the raw (lukemelas-named) weight file alone, with
+    TensorFlow's padding, as the weights were trained."""
+    x = F.relu6(_bn(_tf_same_conv(x, raw["_conv_stem.weight"], stride=2), raw, "_bn0", eps))
     index = 0
     in_ch = 32
-    for repeats, kernel, stride, expand, out_ch in LITE0_STAGES:
+    for repeats, _kernel, stride, expand, out_ch in LITE0_STAGES:
         for r in range(repeats):
             p = f"_blocks.{index}"
             s = stride if r == 0 else 1
@@ -58,7 +75,7 @@ def reference_lite0(raw: dict[str, torch.Tensor], x: torch.Tensor, eps: float) -
                     _bn(F.conv2d(h, raw[f"{p}._expand_conv.weight"]), raw, f"{p}._bn0", eps)
                 )
             dw = raw[f"{p}._depthwise_conv.weight"]
-            h = F.conv2d(h, dw, stride=s, padding=kernel // 2, groups=dw.shape[0])
+            h = _tf_same_conv(h, dw, stride=s, groups=dw.shape[0])
             h = F.relu6(_bn(h, raw, f"{p}._bn1", eps))
             h = _bn(F.conv2d(h, raw[f"{p}._project_conv.weight"]), raw, f"{p}._bn2", eps)
             x = h + x if (s == 1 and in_ch == out_ch) else h
@@ -69,21 +86,45 @@ def reference_lite0(raw: dict[str, torch.Tensor], x: torch.Tensor, eps: float) -
     return F.linear(x, raw["_fc.weight"], raw["_fc.bias"])
 
 
-def test_offline_lite0_maps_every_tensor_of_the_weight_file():
-    raw = {k: v for k, v in _raw_state().items() if not k.endswith("num_batches_tracked")}
-    backbone = create_backbone(keep_classifier=True)
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_offline_weights_map_every_tensor_of_the_weight_file(name):
+    raw = {k: v for k, v in _raw_state(name).items() if not k.endswith("num_batches_tracked")}
+    backbone = create_backbone(name, keep_classifier=True)
     loaded = {
         k: v
         for k, v in backbone.model.state_dict().items()
         if not k.endswith("num_batches_tracked")
     }
-    assert len(raw) == len(loaded) == 247
+    assert len(raw) == len(loaded)
     for (raw_key, raw_val), (key, val) in zip(raw.items(), loaded.items(), strict=True):
         assert torch.equal(raw_val, val), f"{raw_key} -> {key} differs"
 
 
-def test_offline_lite0_outputs_equal_the_raw_weight_files_network():
-    backbone = create_backbone(keep_classifier=True)
+@pytest.mark.parametrize(
+    ("name", "size", "features"),
+    [
+        ("tf_efficientnet_lite0", 224, 1280),
+        ("tf_efficientnet_lite1", 240, 1280),
+        ("tf_efficientnet_lite2", 260, 1280),
+    ],
+)
+def test_tf_backbones_carry_the_preprocessing_their_weights_were_trained_with(name, size, features):
+    backbone = create_backbone(name)
+    assert backbone.preprocess.mean == TF_MEAN
+    assert backbone.preprocess.std == TF_STD
+    assert backbone.preprocess.input_size == size
+    with torch.no_grad():
+        assert backbone(torch.zeros(1, 3, size, size)).shape == (1, features)
+
+
+def test_legacy_backbone_keeps_the_first_releases_loading_so_old_models_open():
+    backbone = create_backbone(LEGACY_BACKBONE)
+    assert backbone.preprocess.mean == IMAGENET_MEAN
+    assert not type(backbone.model.conv_stem).__name__.endswith("Same")
+
+
+def test_offline_lite0_outputs_equal_the_raw_weight_files_network_with_tf_padding():
+    backbone = create_backbone("tf_efficientnet_lite0", keep_classifier=True)
     eps = backbone.model.bn1.eps
     torch.manual_seed(0)
     images = torch.randn(2, 3, 224, 224)
@@ -94,8 +135,20 @@ def test_offline_lite0_outputs_equal_the_raw_weight_files_network():
     torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-4)
 
 
+def test_pytorch_padding_does_not_compute_the_weight_files_network():
+    """The first release's loading (symmetric padding) differs from what the weights describe."""
+    backbone = create_backbone(LEGACY_BACKBONE, keep_classifier=True)
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        ours = backbone(images)
+        reference = reference_lite0(_raw_state(), images, backbone.model.bn1.eps)
+    assert (ours - reference).abs().max() > 0.1
+
+
 def test_default_backbone_gives_pooled_features_and_its_preprocessing():
     backbone = create_backbone()
+    assert backbone.name == DEFAULT_BACKBONE == "tf_efficientnet_lite0"
     assert backbone.num_features == 1280
     assert backbone.preprocess.input_size == 224
     assert backbone.weights_source.startswith("offline:")
@@ -126,13 +179,13 @@ def test_other_timm_models_build_without_downloading():
     backbone = create_backbone("resnet18", weights=None)
     assert backbone.num_features == 512
     with pytest.raises(BackboneError, match="no offline weights"):
-        create_backbone("resnet18")  # offline weights are only packaged for Lite0
+        create_backbone("resnet18")  # offline weights are only packaged for EfficientNet-Lite
 
 
 @pytest.mark.parametrize(
     ("name", "weights", "message"),
     [
-        ("no_such_model_xyz", None, "unknown timm model"),
+        ("no_such_model_xyz", None, "unknown backbone"),
         ("efficientnet_lite0", "/nonexistent/weights.pt", "not found"),
     ],
 )
@@ -153,3 +206,57 @@ def test_map_by_order_reports_the_first_shape_mismatch():
     target = {"x": torch.zeros(3), "y": torch.zeros(4)}
     with pytest.raises(BackboneError, match="tensor 1"):
         map_state_dict_by_order(source, target)
+
+
+#: CUB-200 species of birds-cub-base100 that have their own ImageNet-1k class.
+CUB_TO_IMAGENET = {
+    "European_Goldfinch": 11,  # goldfinch
+    "Dark_eyed_Junco": 13,  # junco
+    "Indigo_Bunting": 14,  # indigo bunting
+    "Mallard": 97,  # drake
+    "Red_breasted_Merganser": 98,  # red-breasted merganser
+    "Hooded_Merganser": 98,
+    "Anna_Hummingbird": 94,  # hummingbird
+    "Ruby_throated_Hummingbird": 94,
+    "Rufous_Hummingbird": 94,
+    "Green_Violetear": 94,
+    "Brown_Pelican": 144,  # pelican
+    "Black_footed_Albatross": 146,  # albatross
+    "Laysan_Albatross": 146,
+    "Sooty_Albatross": 146,
+}
+
+
+def _imagenet_accuracy(name: str, photos: list, labels: torch.Tensor) -> float:
+    from PIL import Image
+
+    from embedder.transforms import eval_transform
+
+    backbone = create_backbone(name, keep_classifier=True)
+    transform = eval_transform(backbone.preprocess)
+    batch = torch.stack([transform(Image.open(p).convert("RGB")) for p in photos])
+    with torch.inference_mode():
+        predicted = backbone(batch).argmax(dim=1)
+    return float((predicted == labels).float().mean())
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_default_loading_classifies_real_birds_as_imagenet_measured_and_the_old_one_does_not(
+    shared,
+):
+    """The whole network with its ImageNet classifier, on real photos: the loading as trained
+    names the bird at the rate measured for it (89.6 % on these 280 photos), the first
+    release's loading (PyTorch padding, ImageNet mean/std) clearly less often (80.7 %)."""
+    root = shared("birds-cub-base100")
+    photos, labels = [], []
+    for species, imagenet_class in CUB_TO_IMAGENET.items():
+        files = sorted((root / species).glob("*.jpg"))[:20]
+        photos += files
+        labels += [imagenet_class] * len(files)
+    assert len(photos) == 280
+    target = torch.tensor(labels)
+    right = _imagenet_accuracy(DEFAULT_BACKBONE, photos, target)
+    wrong = _imagenet_accuracy(LEGACY_BACKBONE, photos, target)
+    assert right >= 0.87
+    assert wrong <= right - 0.05

@@ -131,6 +131,19 @@ def test_store_made_by_another_model_is_refused_with_the_fix(enrolled, store_dir
     assert "shellid reindex --model NEW" in message
 
 
+def test_store_built_by_the_first_releases_default_asks_for_a_reindex(photos, tmp_path):
+    """Stores the legacy default (efficientnet_lite0, wrong preprocessing) built name the fix."""
+    legacy = FakeEmbedder()
+    legacy.name = "efficientnet_lite0/frozen"
+    path = tmp_path / "old-store"
+    Collection.open(path, model=legacy).enroll("Conus_alpha", files(photos, "Conus_alpha", {1}))
+    with pytest.raises(ModelMismatchError) as caught:
+        Collection.open(path, model=FakeEmbedder(variant=1))
+    message = str(caught.value)
+    assert "first release's default backbone" in message
+    assert f"shellid reindex --store {path}" in message
+
+
 def test_reindex_re_embeds_every_image_with_the_new_model(
     enrolled, generated_collection, store_dir
 ):

@@ -162,6 +162,7 @@ def test_bad_settings_are_refused_with_the_setting_named(overrides, message):
 
 def test_cli_defaults_mirror_the_training_config():
     from api.commands import train_cmd
+    from embedder.backbones import BACKBONES
     from embedder.model import HEAD_KINDS
     from embedder.training import LOSS_KINDS
 
@@ -170,6 +171,7 @@ def test_cli_defaults_mirror_the_training_config():
         assert getattr(defaults, name) == value, name
     assert train_cmd.LOSS_KINDS == LOSS_KINDS
     assert train_cmd.HEAD_KINDS == HEAD_KINDS
+    assert set(train_cmd.BACKBONE_NAMES) == set(BACKBONES)
 
 
 # ---------------------------------------------------------------------- training

@@ -22,7 +22,8 @@ def add_model_option(parser: argparse.ArgumentParser, help_text: str | None = No
     parser.add_argument(
         "--model",
         help=help_text
-        or "MODEL.pt the store was built with (default: $SHELLID_MODEL or the frozen backbone)",
+        or "MODEL.pt the store was built with, or a packaged backbone name such as "
+        "tf_efficientnet_lite2 (default: $SHELLID_MODEL or the frozen default backbone)",
     )
 
 

@@ -11,7 +11,15 @@ HELP = "train the embedder on DATA/<species>/*.jpg (CPU-friendly default; writes
 # (tests/test_training.py checks they agree).
 LOSS_KINDS = ("multisimilarity", "supcon", "proxyanchor", "triplet")
 HEAD_KINDS = ("identity", "linear", "mlp", "residual")
+#: Packaged backbones (embedder.backbones.BACKBONES), the default first.
+BACKBONE_NAMES = (
+    "tf_efficientnet_lite0",
+    "tf_efficientnet_lite1",
+    "tf_efficientnet_lite2",
+    "efficientnet_lite0",
+)
 DEFAULTS = argparse.Namespace(
+    backbone=BACKBONE_NAMES[0],
     epochs=15,
     views=4,
     unfreeze=2,
@@ -39,6 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", required=True, metavar="MODEL.pt", help="where to write the trained model"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.add_argument(
+        "--backbone",
+        choices=BACKBONE_NAMES,
+        default=d.backbone,
+        help="pretrained backbone to start from: EfficientNet-Lite0/1/2 as trained "
+        "(efficientnet_lite0: the first release's loading, for old models) (default: %(default)s)",
+    )
     parser.add_argument(
         "--epochs", type=int, default=d.epochs, help="most epochs (default: %(default)s)"
     )
@@ -131,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"DATA {data} is not a folder")
     out = check_output(args.out, suffix=".pt", overwrite=args.overwrite)
     config = TrainingConfig(
+        backbone=args.backbone,
         unfreeze=args.unfreeze,
         head=args.head,
         embedding_dim=args.embedding_dim,
