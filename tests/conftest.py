@@ -4,6 +4,7 @@ SHELLID_REQUIRE_SHARED=1), generated image collections, and one frozen model per
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 REPO = Path(__file__).resolve().parents[1]
+# Model exports and embedding caches made by the tests go to a fresh folder, not ~/.cache.
+os.environ["SHELLID_CACHE_DIR"] = tempfile.mkdtemp(prefix="shellid-test-cache-")
 SHARED_DATASETS = Path(os.environ.get("SHELLID_SHARED", REPO.parent / "shared")) / "datasets"
 
 

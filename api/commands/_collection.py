@@ -4,6 +4,7 @@ remove, reindex): where the store is, which model embeds, and how answers are pr
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 
@@ -16,6 +17,24 @@ def add_store_option(parser: argparse.ArgumentParser) -> None:
         "--store",
         help="specimen store directory or LanceDB URI (default: $SHELLID_STORE or ./shellid-data)",
     )
+
+
+#: Packaged backbones (embedder.backbones.BACKBONES), the default first: names that ``--model``
+#: takes besides MODEL.pt files (mirrored here so that option parsing needs no torch import).
+BACKBONE_NAMES = (
+    "tf_efficientnet_lite0",
+    "tf_efficientnet_lite1",
+    "tf_efficientnet_lite2",
+    "efficientnet_lite0",
+)
+
+
+def check_model_option(model: str | None) -> None:
+    """Fail early, in one line, on a ``--model`` that is neither a file nor a backbone name."""
+    if model and model not in BACKBONE_NAMES and not Path(model).expanduser().is_file():
+        raise FileNotFoundError(
+            f"--model {model}: no such file (or a packaged backbone: {', '.join(BACKBONE_NAMES)})"
+        )
 
 
 def add_model_option(parser: argparse.ArgumentParser, help_text: str | None = None) -> None:

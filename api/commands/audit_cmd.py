@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from ._collection import check_model_option
+
 HELP = "find duplicates, likely mislabels, off-domain and unusable photos in DATA (changes nothing)"
 
 
@@ -108,8 +110,7 @@ def run(args: argparse.Namespace) -> int:
     data = Path(args.data).expanduser()
     if not data.is_dir():
         raise FileNotFoundError(f"{data}: no such folder")
-    if args.model and not Path(args.model).expanduser().is_file():
-        raise FileNotFoundError(f"--model {args.model}: no such file")
+    check_model_option(args.model)
     if args.min_images < 1 or args.min_side < 1:
         raise ValueError("--min-images and --min-side must be at least 1")
     csv_path = Path(args.csv).expanduser() if args.csv else None

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from ._collection import check_model_option
+
 HELP = "measure a model on DATA/<species>/*.jpg against the frozen backbone and a logistic probe"
 
 
@@ -155,8 +157,7 @@ def run(args: argparse.Namespace) -> int:
     data = Path(args.data).expanduser()
     if not data.is_dir():
         raise FileNotFoundError(f"{data}: no such folder")
-    if args.model and not Path(args.model).expanduser().is_file():
-        raise FileNotFoundError(f"--model {args.model}: no such file")
+    check_model_option(args.model)
     for folder in args.ood:
         if not Path(folder).expanduser().is_dir():
             raise FileNotFoundError(f"--ood {folder}: no such folder")

@@ -5,19 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._collection import BACKBONE_NAMES
+
 HELP = "train the embedder on DATA/<species>/*.jpg (CPU-friendly default; writes MODEL.pt)"
 
 # Mirrors of embedder.training's defaults, so `shellid --help` needs no torch import
 # (tests/test_training.py checks they agree).
 LOSS_KINDS = ("multisimilarity", "supcon", "proxyanchor", "triplet")
 HEAD_KINDS = ("identity", "linear", "mlp", "residual")
-#: Packaged backbones (embedder.backbones.BACKBONES), the default first.
-BACKBONE_NAMES = (
-    "tf_efficientnet_lite0",
-    "tf_efficientnet_lite1",
-    "tf_efficientnet_lite2",
-    "efficientnet_lite0",
-)
 DEFAULTS = argparse.Namespace(
     backbone=BACKBONE_NAMES[0],
     epochs=15,

@@ -7,7 +7,6 @@ replaced photo is embedded again. Unreadable images are remembered with their re
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,16 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from embedder import Embedder, EmbeddingResult
-
-CACHE_ENV = "SHELLID_CACHE_DIR"
-
-
-def default_cache_dir() -> Path:
-    """``$SHELLID_CACHE_DIR``, else ``$XDG_CACHE_HOME/shellid``, else ``~/.cache/shellid``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "shellid"
+from embedder.cache_dir import default_cache_dir
 
 
 def file_key(path: Path) -> str | None:
