@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 #: Runtime names accepted by :func:`resolve_runtime` (and ``Embedder(runtime=...)``).
 RUNTIMES = ("auto", "torch", "onnx")
+#: Environment variable choosing the runtime of every embedder that is not told otherwise.
+RUNTIME_ENV = "SHELLID_RUNTIME"
 ONNX_OPSET = 17
 INPUT_NAME = "images"
 OUTPUT_NAME = "embeddings"
@@ -56,6 +58,11 @@ def import_onnxruntime() -> ModuleType:
             "runtime"
         ) from None
     return onnxruntime
+
+
+def default_runtime() -> str:
+    """``$SHELLID_RUNTIME`` (``auto``, ``torch`` or ``onnx``), else ``"auto"``."""
+    return os.environ.get(RUNTIME_ENV, "").strip().lower() or "auto"
 
 
 def resolve_runtime(requested: str, device: torch.device) -> str:

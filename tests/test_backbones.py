@@ -260,3 +260,27 @@ def test_default_loading_classifies_real_birds_as_imagenet_measured_and_the_old_
     wrong = _imagenet_accuracy(LEGACY_BACKBONE, photos, target)
     assert right >= 0.87
     assert wrong <= right - 0.05
+
+
+def test_a_model_file_of_the_first_release_still_loads_with_its_preprocessing(tmp_path):
+    """MODEL.pt files written before the TF loading (backbone efficientnet_lite0, ImageNet
+    mean/std) open unchanged: same architecture, preprocessing and fingerprint."""
+    from embedder.model import EmbeddingModel, load_model
+
+    old = EmbeddingModel(create_backbone(LEGACY_BACKBONE))
+    path = old.save(tmp_path / "old-MODEL.pt")
+    loaded = load_model(path, device="cpu")
+    assert loaded.backbone.name == LEGACY_BACKBONE
+    assert loaded.preprocess.mean == IMAGENET_MEAN
+    assert loaded.fingerprint == old.fingerprint
+    images = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images), old(images))
+
+
+def test_load_model_takes_a_packaged_backbone_name():
+    from embedder.model import load_model
+
+    model = load_model("tf_efficientnet_lite1", device="cpu")
+    assert model.backbone.name == "tf_efficientnet_lite1"
+    assert model.preprocess.input_size == 240

@@ -185,6 +185,16 @@ def test_torch_runtime_never_exports(tmp_path):
     assert embedder.runtime == "torch" and not (tmp_path / "onnx").exists()
 
 
+def test_shellid_runtime_environment_chooses_the_default_runtime(tmp_path, monkeypatch):
+    monkeypatch.setenv("SHELLID_RUNTIME", "torch")
+    embedder = Embedder(small_model(), cache_dir=tmp_path)
+    embedder.embed_images(specimens(1))
+    assert embedder.runtime == "torch" and not (tmp_path / "onnx").exists()
+    monkeypatch.setenv("SHELLID_RUNTIME", "tensorflow")
+    with pytest.raises(ValueError, match="unknown runtime 'tensorflow'"):
+        Embedder(small_model(), cache_dir=tmp_path)
+
+
 def test_changed_weights_get_a_new_export(tmp_path):
     model = small_model()
     embedder = Embedder(model, cache_dir=tmp_path)
