@@ -10,14 +10,14 @@ Each row is a backbone × weight loading × runtime, embedding the same photos:
 * ``tf_lite0/1/2``: TF "same" padding and [-1, 1] inputs, as the weights were trained; with
   ``torch`` (parallel decoding) and ``onnx`` (ONNX Runtime, parallel decoding).
 
-Per dataset (``shells-zhang8`` split by specimen, ``fish4k-23`` by track, ``birds-cub-base100``
-by image, ``--per-class`` photos per class): 5-way 1-shot and 5-shot accuracy (CL2N
-prototypes, ``--episodes`` episodes, support and query never share a specimen or track),
-Recall@1 (own specimen/track excluded), and unknown-species AUROC (half of the species
-enrolled with 5 photos each, max prototype similarity tells the other half's photos from the
-enrolled species' remaining photos; mean over ``--splits`` random halves). Images/s is the
-wall-clock rate of ``Embedder.embed_paths`` over all photos, and ``× today`` its ratio to the
-baseline row measured in the same run.
+Per dataset (``shells-zhang8`` split by specimen, ``fish4k-23`` by track,
+``birds-cub-base100`` by image; ``--per-class`` photos per class, spread over specimens and
+tracks): 5-way 1-shot and 5-shot accuracy (CL2N prototypes, ``--episodes`` episodes; support
+and query never share a specimen or track), Recall@1 (own specimen/track excluded), and
+unknown-species AUROC (half of the species enrolled with 5 photos each; the maximum prototype
+similarity tells the other half's photos from the enrolled species' remaining photos; mean
+over ``--splits`` random halves). Images/s is the wall-clock rate of ``Embedder.embed_paths``
+over all photos, and ``× today`` its ratio to the baseline row measured in the same run.
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ VARIANTS = [
 
 
 def photos(root: Path, group: str | None, per_class: int, seed: int) -> tuple[list, list, list]:
-    """Up to ``per_class`` photos per species (whole specimens/tracks, drawn at random)."""
+    """Up to ``per_class`` photos per species, spread over as many specimens/tracks as there
+    are (one photo of each, in random order, then a second of each, ...)."""
     records = scan_collection(root, group_pattern=group)
     rng = np.random.default_rng(seed)
     by_species: dict[str, dict[str, list]] = {}
@@ -84,13 +85,12 @@ def photos(root: Path, group: str | None, per_class: int, seed: int) -> tuple[li
         by_species.setdefault(record.species, {}).setdefault(record.group, []).append(record)
     chosen = []
     for species in sorted(by_species):
-        groups = sorted(by_species[species])
-        taken: list = []
-        for g in rng.permutation(len(groups)):
-            if len(taken) >= per_class:
-                break
-            taken += by_species[species][groups[g]][: per_class - len(taken)]
-        chosen += taken
+        groups = [by_species[species][g] for g in sorted(by_species[species])]
+        groups = [[members[i] for i in rng.permutation(len(members))] for members in groups]
+        order = rng.permutation(len(groups))
+        rounds = itertools.zip_longest(*(groups[i] for i in order))
+        spread = [record for round_ in rounds for record in round_ if record is not None]
+        chosen += spread[:per_class]
     return [r.path for r in chosen], [r.species for r in chosen], [r.group for r in chosen]
 
 
