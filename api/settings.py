@@ -65,8 +65,8 @@ class ServiceSettings(IndexSettings):
     torch_threads: int | None = Field(
         default=None,
         ge=1,
-        description="CPU threads per forward pass (torch.set_num_threads); unset = CPU cores "
-        "divided by workers (1 on a 2-core CPU); torch's default on a GPU.",
+        description="CPU threads per forward pass (PyTorch's, and ONNX Runtime's on a CPU); "
+        "unset = CPU cores divided by workers (1 on a 2-core CPU); torch's default on a GPU.",
     )
     subject: str = Field(
         default="shell",
