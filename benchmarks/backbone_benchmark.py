@@ -27,6 +27,7 @@ import itertools
 import json
 import os
 import platform
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,12 +35,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from embedder import Embedder, EmbeddingModel, default_model, scan_collection
-from embedder.backbones import TF_MEAN, TF_STD
-from embedder.episodes import cl2n, episodic_accuracy, l2_normalize, recall_at_k
-from index.evaluation.metrics import auroc
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.embedder_benchmark import few_shot_scores  # noqa: E402
+from embedder import Embedder, EmbeddingModel, default_model, scan_collection  # noqa: E402
+from embedder.backbones import TF_MEAN, TF_STD  # noqa: E402
+from embedder.episodes import cl2n, l2_normalize  # noqa: E402
+from index.evaluation.metrics import auroc  # noqa: E402
+
 DATASETS = {  # name -> group preset (None: every photo is its own specimen)
     "shells-zhang8": "specimen",
     "fish4k-23": "track",
@@ -128,17 +132,9 @@ def unknown_species_auroc(
 
 
 def scores(vectors: np.ndarray, labels: list, groups: list, episodes: int, splits: int) -> dict:
-    one = episodic_accuracy(vectors, labels, k_shot=1, episodes=episodes, groups=groups)
-    five = episodic_accuracy(vectors, labels, k_shot=5, episodes=episodes, groups=groups)
     return {
-        "1shot": one.mean,
-        "1shot_ci95": one.ci95,
-        "5shot": five.mean,
-        "5shot_ci95": five.ci95,
-        "recall@1": recall_at_k(vectors, labels, ks=(1,), groups=groups)[1],
+        **few_shot_scores(vectors, labels, groups, episodes),
         "unknown_auroc": unknown_species_auroc(vectors, labels, groups, splits),
-        "images": len(labels),
-        "classes": len(set(labels)),
     }
 
 
