@@ -83,8 +83,9 @@ class IdentifierConfig(BaseModel):
         ge=-1.0,
         le=1.0,
         description="mean cosine to the nearest specimens below which a query is off-domain "
-        "when the collection is too small to calibrate; frozen EfficientNet-Lite0 scale: 99 % "
-        "of birds-cub images of species left out of a 30-species store stay above it",
+        "when the collection is too small to calibrate; default frozen backbone's scale: all "
+        "birds-cub images of species left out of a 30-species store stay above it (1 % "
+        "quantile 0.48), 78 % of drawings and rocks fall below",
     )
     ann_threshold: int = Field(
         default=100_000, ge=1, description="specimens above which search uses an approximate index"
