@@ -168,7 +168,7 @@ class Collection:
                 embedder.fingerprint,
                 made_by,
                 store.uri,
-                legacy_default=made_by == LEGACY_FROZEN_MODEL,
+                legacy_default=info.get("model_name") == LEGACY_FROZEN_MODEL,
             )
         return cls(store, embedder, settings, config or settings.identifier_config(), path)
 
