@@ -49,6 +49,8 @@ VARIANTS: dict[str, dict] = {
     "u1-tail0.3": {"unfreeze": 1, "tail_lr_scale": 0.3},
     "u2-tail0.3": {"unfreeze": 2, "tail_lr_scale": 0.3},
     "u2-seed1": {"unfreeze": 2, "seed": 1},
+    # a longer schedule of the default (its best epoch was the last on the corrected trunk)
+    "default-e30": {"epochs": 30},
     # seed variation of the leading recipes
     "head-residual-v2-seed1": {"unfreeze": 0, "views": 2, "lr": 1e-4, "seed": 1},
     "u1-v0-seed1": {"unfreeze": 1, "views": 0, "seed": 1},

@@ -244,6 +244,10 @@ def load_model(
         loaded = default_model()
     elif str(model) in BACKBONES and not Path(model).is_file():
         loaded = default_model(str(model))
+    elif not Path(model).is_file():
+        raise ModelFileError(
+            f"model file {model} not found (nor is it a packaged backbone: {', '.join(BACKBONES)})"
+        )
     else:
         loaded = EmbeddingModel.load(model)
     return loaded.eval().to(device)
