@@ -47,7 +47,7 @@ VARIANTS: dict[str, dict] = {
     "u1-identity-head": {"unfreeze": 1, "head": "identity", "tail_lr_scale": 1.0},
     "u1-supcon": {"unfreeze": 1, "loss": "supcon"},
     "u1-tail0.3": {"unfreeze": 1, "tail_lr_scale": 0.3},
-    "u2-tail0.3": {"unfreeze": 2, "tail_lr_scale": 0.3},
+    "u2-tail0.1": {"unfreeze": 2, "tail_lr_scale": 0.1},  # the default before the TF loading
     "u2-seed1": {"unfreeze": 2, "seed": 1},
     # a longer schedule of the default (its best epoch was the last on the corrected trunk)
     "default-e30": {"epochs": 30},

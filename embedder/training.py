@@ -67,7 +67,7 @@ class TrainingConfig:
     loss: str = "multisimilarity"
     epochs: int = 15
     lr: float = 1e-4
-    tail_lr_scale: float = 0.1
+    tail_lr_scale: float = 0.3
     weight_decay: float = 1e-4
     views: int = 4
     m_per_class: int = 4
