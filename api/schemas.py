@@ -16,7 +16,12 @@ class CandidateOut(BaseModel):
     genus: str | None = None
     family: str | None = None
     score: float = Field(description="Cosine similarity of the query to the species prototype.")
-    probability: float = Field(description="Calibrated probability among enrolled species.")
+    probability: float | None = Field(
+        None,
+        description="Calibrated probability that this is the species (with none_probability, "
+        "the probabilities sum to at most 1); null when the decision is unknown_species or "
+        "out_of_domain: then the candidates are only the closest species, read `score`.",
+    )
 
 
 class SimilarOut(BaseModel):
@@ -39,10 +44,26 @@ class IdentifyResponse(BaseModel):
         "out_of_domain: not like anything enrolled."
     )
     summary: str = Field(description="The decision in plain words, e.g. 'Conus textile, 94 %'.")
+    detail: str = Field(
+        "",
+        description="One sentence under the summary, consistent with the candidates shown, "
+        "e.g. 'It looks most like Conus textile (similarity 0.54), but not closely enough to "
+        "name it; ...'.",
+    )
+    candidates_heading: str = Field(
+        "", description="Heading of the candidate list, e.g. 'Closest species (not a match)'."
+    )
+    similar_heading: str = Field("", description="Heading of the similar-photo gallery.")
     species: str | None = None
     genus: str | None = None
     family: str | None = None
     confidence: float = Field(0.0, description="Probability of the answer (species or genus).")
+    none_probability: float | None = Field(
+        None,
+        description="Probability that the specimen is none of the enrolled species (shown as "
+        "'None of these'); null when the index does not give it and on unknown_species / "
+        "out_of_domain.",
+    )
     candidates: list[CandidateOut]
     similar: list[SimilarOut]
     region: str | None = Field(None, description="Most likely region by a vote of neighbours.")

@@ -31,7 +31,7 @@ from .schemas import (
 )
 from .settings import ServiceSettings
 from .uploads import Upload
-from .wording import summarize
+from .wording import is_rejection, shown_probability, words_for
 
 if TYPE_CHECKING:
     from index.collection import Collection
@@ -183,27 +183,30 @@ class ShellidService:
             identify=_ms(done - embedded),
             total=_ms(decode_seconds + done - started),
         )
+        words = words_for(result, self.settings.subject)
+        none_probability = getattr(result, "none_probability", None)
         return IdentifyResponse(
             decision=result.decision,
-            summary=summarize(
-                result.decision,
-                result.species,
-                result.genus,
-                result.family,
-                result.confidence,
-                self.settings.subject,
-            ),
+            summary=words.summary,
+            detail=words.detail,
+            candidates_heading=words.candidates_heading,
+            similar_heading=words.similar_heading,
             species=result.species,
             genus=result.genus,
             family=result.family,
             confidence=float(result.confidence),
+            none_probability=(
+                None
+                if none_probability is None or is_rejection(result.decision)
+                else float(none_probability)
+            ),
             candidates=[
                 CandidateOut(
                     species=c.species,
                     genus=c.genus or None,
                     family=c.family or None,
                     score=float(c.score),
-                    probability=float(c.probability),
+                    probability=shown_probability(result.decision, c.probability),
                 )
                 for c in result.candidates
             ],

@@ -1,6 +1,31 @@
-"""Identification answers in plain words, as the web page and clients show them."""
+"""Identification answers in plain words: the ONE wording source for the web page (which shows
+the API's words verbatim), the HTTP API and the ``shellid identify`` CLI.
+
+Every decision gets a headline (:func:`summarize`), a one-sentence detail (:func:`explain`) and
+headings for the candidate list and the photo gallery (:func:`headings`), all consistent with
+what is shown under them: when the answer is a rejection (``unknown_species``,
+``out_of_domain``) the candidates are the *closest* species with their cosine similarity, never
+a probability of being right, and no rejection wording contains a percentage.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+#: Every decision that has words here (the index's ``DECISIONS``, from most to least specific).
+DECISIONS_WORDED = (
+    "species",
+    "genus",
+    "family",
+    "uncertain",
+    "unknown_species",
+    "out_of_domain",
+)
+
+#: Decisions that name no enrolled species: candidates are only the closest, by similarity.
+REJECTIONS = frozenset({"unknown_species", "out_of_domain"})
 
 
 def display_name(name: str | None) -> str:
@@ -17,6 +42,34 @@ def percent(probability: float) -> str:
     return f"{round(100 * probability)} %"
 
 
+def similarity(score: float) -> str:
+    """``0.5412`` -> ``similarity 0.54`` (cosine similarity, not a probability)."""
+    return f"similarity {score:.2f}"
+
+
+def is_rejection(decision: str) -> bool:
+    """True for ``unknown_species`` and ``out_of_domain``: no enrolled species is named."""
+    return decision in REJECTIONS
+
+
+def shown_probability(decision: str, probability: float | None) -> float | None:
+    """A candidate's probability as it may be shown: None on a rejection (then only the
+    similarity means anything), else the calibrated probability."""
+    if is_rejection(decision) or probability is None:
+        return None
+    return float(probability)
+
+
+def _field(item: Any, name: str, default: Any = None) -> Any:
+    if isinstance(item, dict):
+        return item.get(name, default)
+    return getattr(item, name, default)
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
 def summarize(
     decision: str,
     species: str | None,
@@ -25,7 +78,7 @@ def summarize(
     confidence: float,
     subject: str = "shell",
 ) -> str:
-    """One sentence for a decision: 'Conus textile, 94 %', 'Probably genus Conus — species
+    """The headline for a decision: 'Conus textile, 94 %', 'Probably genus Conus — species
     uncertain', 'Not a species in this collection', 'This does not look like a shell'."""
     if decision == "species" and species:
         return f"{display_name(species)}, {percent(confidence)}"
@@ -33,9 +86,133 @@ def summarize(
         return f"Probably genus {display_name(genus)} — species uncertain"
     if decision == "family" and family:
         return f"Probably family {display_name(family)} — genus and species uncertain"
-    if decision == "uncertain":
-        return "Uncertain — several species are possible"
     if decision == "out_of_domain":
-        article = "an" if subject[:1].lower() in "aeiou" else "a"
-        return f"This does not look like {article} {subject}"
-    return "Not a species in this collection"
+        return f"This does not look like {_article(subject)} {subject}"
+    if decision == "unknown_species":
+        return "Not a species in this collection"
+    return "Uncertain — several species are possible"
+
+
+def _named(candidate: Any) -> str:
+    """``Conus textile (48 %)``; the name alone when the probability is missing."""
+    name = display_name(_field(candidate, "species"))
+    probability = _field(candidate, "probability")
+    return f"{name} ({percent(probability)})" if probability is not None else name
+
+
+def _and(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def explain(
+    decision: str,
+    candidates: Sequence[Any] = (),
+    *,
+    genus: str | None = None,
+    family: str | None = None,
+    confidence: float = 0.0,
+    none_probability: float | None = None,
+) -> str:
+    """One sentence of detail under the headline, for every decision.
+
+    ``candidates``: ranked objects or dicts with ``species``, ``score`` and ``probability``
+    (None on rejections); ``genus`` / ``family`` / ``confidence``: the named taxon and its
+    probability; ``none_probability``: the probability of none of the enrolled species."""
+    best = candidates[0] if candidates else None
+    if decision == "out_of_domain":
+        return (
+            "Nothing in the collection is close; the nearest photos are shown only for comparison."
+        )
+    if decision == "unknown_species":
+        if best is None:
+            return "No enrolled species is close enough to name it."
+        return (
+            f"It looks most like {display_name(_field(best, 'species'))} "
+            f"({similarity(float(_field(best, 'score', 0.0)))}), but not closely enough to name "
+            "it; the closest enrolled photos are shown for comparison."
+        )
+    if decision in ("genus", "family") and (genus if decision == "genus" else family):
+        taxon = display_name(genus if decision == "genus" else family)
+        sentence = f"{decision.capitalize()} {taxon} is {percent(confidence)} likely"
+        if best is not None:
+            sentence += f"; the most likely species is {_named(best)}"
+        return sentence + "."
+    if decision == "species":
+        runner_up = candidates[1] if len(candidates) > 1 else None
+        p = _field(runner_up, "probability") if runner_up is not None else None
+        if p is not None and p >= 0.05:
+            return (
+                f"The next most likely is {_named(runner_up)}; compare with the enrolled photos "
+                "to confirm."
+            )
+        return "Compare with the most similar enrolled photos to confirm."
+    # uncertain (or a genus / family answer without its name)
+    top = [c for c in candidates[:3] if _field(c, "probability") is not None]
+    top = top[:1] + [c for c in top[1:] if _field(c, "probability") >= 0.05]  # no "(0 %)"
+    if not top:
+        return "No species is likely enough to name."
+    sentence = (
+        f"No species is likely enough to name; the most likely are {_and([_named(c) for c in top])}"
+        if len(top) > 1
+        else f"No species is likely enough to name; the most likely is {_named(top[0])}"
+    )
+    if none_probability is not None and none_probability >= 0.01:
+        sentence += f", and it may be none of them ({percent(none_probability)})"
+    return sentence + "."
+
+
+def headings(decision: str) -> tuple[str, str]:
+    """(candidate list heading, photo gallery heading) for a decision."""
+    if decision == "out_of_domain":
+        return "Closest species (not a match)", "Nearest photos in the collection (not a match)"
+    if decision == "unknown_species":
+        return "Closest species (not a match)", "Closest photos in the collection, for comparison"
+    return "Most likely species", "Most similar photos in the collection"
+
+
+@dataclass(frozen=True)
+class Wording:
+    """Everything said about one answer."""
+
+    summary: str
+    detail: str
+    candidates_heading: str
+    similar_heading: str
+
+
+def words_for(result: Any, subject: str = "shell") -> Wording:
+    """The wording of an :class:`index.results.Identification` (or anything with its fields).
+    Candidate probabilities are ignored on rejections, whatever the index sent."""
+    decision = _field(result, "decision")
+    candidates = [
+        {
+            "species": _field(c, "species"),
+            "score": float(_field(c, "score", 0.0)),
+            "probability": shown_probability(decision, _field(c, "probability")),
+        }
+        for c in (_field(result, "candidates") or [])
+    ]
+    none_probability = _field(result, "none_probability")
+    if is_rejection(decision):
+        none_probability = None
+    candidates_heading, similar_heading = headings(decision)
+    return Wording(
+        summary=summarize(
+            decision,
+            _field(result, "species"),
+            _field(result, "genus"),
+            _field(result, "family"),
+            float(_field(result, "confidence", 0.0) or 0.0),
+            subject,
+        ),
+        detail=explain(
+            decision,
+            candidates,
+            genus=_field(result, "genus"),
+            family=_field(result, "family"),
+            confidence=float(_field(result, "confidence", 0.0) or 0.0),
+            none_probability=none_probability,
+        ),
+        candidates_heading=candidates_heading,
+        similar_heading=similar_heading,
+    )

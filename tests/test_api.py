@@ -97,9 +97,48 @@ def test_identify_names_the_enrolled_species_of_a_new_photo(client):
     }
     assert body["candidates"][0]["species"] == KNOWN
     assert body["summary"]
-    assert 0 <= body["candidates"][0]["probability"] <= 1
+    if body["decision"] in {"unknown_species", "out_of_domain"}:
+        assert body["candidates"][0]["probability"] is None  # closest species, not a match
+    else:
+        assert 0 <= body["candidates"][0]["probability"] <= 1
     assert body["similar"] and body["similar"][0]["image_url"].startswith("/v1/specimens/")
     assert {"decode", "embed", "identify", "total"} <= set(body["timings_ms"])
+
+
+def test_identify_answer_tells_one_story_with_summary_detail_and_headings(client):
+    body = client.post("/v1/identify", files=photos(query_photo(seed=805))).json()
+    assert body["summary"] and body["detail"] and body["candidates_heading"]
+    assert body["similar_heading"]
+    assert "none_probability" in body
+    if body["decision"] not in {"unknown_species", "out_of_domain"}:
+        shown = sum(c["probability"] for c in body["candidates"])
+        assert shown + (body["none_probability"] or 0.0) <= 1.0 + 1e-6
+
+
+@pytest.mark.parametrize(
+    ("overrides", "decision"),
+    [({"unknown": -10.0}, "unknown_species"), ({"ood": -10.0}, "out_of_domain")],
+)
+def test_a_rejection_offers_candidates_by_similarity_not_probability(
+    client, reference, overrides, decision
+):
+    identifier = reference[1].identifier
+    identifier.set_overrides(**overrides)
+    try:
+        response = client.post("/v1/identify", files=photos(query_photo(seed=806)))
+    finally:
+        identifier.set_overrides(**dict.fromkeys(overrides))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["decision"] == decision
+    assert body["candidates"] and all(c["probability"] is None for c in body["candidates"])
+    assert all(-1.0 <= c["score"] <= 1.0 for c in body["candidates"])
+    assert body["none_probability"] is None
+    assert body["detail"].endswith(".") and "%" not in body["detail"]
+    assert "%" not in body["summary"]
+    assert body["candidates_heading"] == "Closest species (not a match)"
+    if decision == "unknown_species":
+        assert body["detail"].startswith("It looks most like Conus alpha (similarity ")
 
 
 def test_identify_with_two_views_and_top_k_returns_at_most_k_candidates(client):

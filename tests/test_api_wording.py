@@ -1,10 +1,11 @@
-"""Decisions in plain words, as the web page shows them."""
+"""Decisions in plain words, as the web page, the API and the CLI show them: one answer, one
+story (no rejection wording claims a probability)."""
 
 from __future__ import annotations
 
 import pytest
 
-from api.wording import percent, summarize
+from api.wording import DECISIONS_WORDED, explain, headings, percent, summarize, words_for
 
 
 @pytest.mark.parametrize(
@@ -37,3 +38,108 @@ def test_percentages_never_claim_certainty():
     assert percent(0.004) == "< 1 %"
     assert percent(0.0) == "0 %"
     assert percent(0.5) == "50 %"
+
+
+# ------------------------------------------------------------- one answer, one story
+CANDIDATES = [
+    {"species": "Conus_textile", "score": 0.5412, "probability": 0.48},
+    {"species": "Conus_marmoreus", "score": 0.51, "probability": 0.30},
+    {"species": "Cypraea_tigris", "score": 0.32, "probability": 0.07},
+]
+
+
+def identification(decision: str, **fields) -> dict:
+    """An Identification-like answer as the index gives it (probabilities even on rejections,
+    as before the index nulls them)."""
+    named = {
+        "species": ("Conus_textile", None, None, 0.94),
+        "genus": (None, "Conus", None, 0.78),
+        "family": (None, None, "Conidae", 0.85),
+    }.get(decision, (None, None, None, 0.0))
+    answer = dict(
+        decision=decision,
+        species=named[0],
+        genus=named[1],
+        family=named[2],
+        confidence=named[3],
+        candidates=CANDIDATES,
+        none_probability=None if decision == "out_of_domain" else 0.15,
+    )
+    answer.update(fields)
+    return answer
+
+
+@pytest.mark.parametrize("decision", DECISIONS_WORDED)
+def test_every_decision_has_a_headline_a_detail_and_headings(decision):
+    words = words_for(identification(decision))
+    assert words.summary and words.detail and words.candidates_heading and words.similar_heading
+    assert words.detail.endswith(".") and "\n" not in words.detail
+
+
+def test_every_index_decision_is_worded():
+    from index.results import DECISIONS
+
+    assert set(DECISIONS) == set(DECISIONS_WORDED)
+
+
+@pytest.mark.parametrize("decision", ["unknown_species", "out_of_domain"])
+def test_no_rejection_wording_claims_a_probability(decision):
+    words = words_for(identification(decision))
+    for text in (words.summary, words.detail, words.candidates_heading, words.similar_heading):
+        assert "%" not in text
+        assert "likely" not in text.lower()
+    assert "not a match" in words.candidates_heading
+
+
+def test_unknown_species_names_the_closest_species_by_similarity():
+    assert words_for(identification("unknown_species")).detail == (
+        "It looks most like Conus textile (similarity 0.54), but not closely enough to name it; "
+        "the closest enrolled photos are shown for comparison."
+    )
+
+
+def test_out_of_domain_says_the_photos_are_only_for_comparison():
+    assert words_for(identification("out_of_domain")).detail == (
+        "Nothing in the collection is close; the nearest photos are shown only for comparison."
+    )
+
+
+def test_uncertain_lists_the_likely_species_and_none_of_these():
+    detail = words_for(identification("uncertain")).detail
+    assert detail == (
+        "No species is likely enough to name; the most likely are Conus textile (48 %), "
+        "Conus marmoreus (30 %) and Cypraea tigris (7 %), and it may be none of them (15 %)."
+    )
+
+
+def test_uncertain_leaves_out_unlikely_species():
+    answer = identification("uncertain", none_probability=0.005)
+    odds = (0.4, 0.02, 0.01)
+    answer["candidates"] = [dict(c, probability=p) for c, p in zip(CANDIDATES, odds, strict=True)]
+    assert words_for(answer).detail == (
+        "No species is likely enough to name; the most likely is Conus textile (40 %)."
+    )
+
+
+@pytest.mark.parametrize(("decision", "taxon"), [("genus", "Genus Conus"), ("family", "Family")])
+def test_genus_and_family_name_the_closest_species_with_its_probability(decision, taxon):
+    detail = words_for(identification(decision)).detail
+    assert detail.startswith(taxon)
+    assert "the most likely species is Conus textile (48 %)" in detail
+
+
+def test_species_mentions_a_likely_runner_up():
+    detail = words_for(identification("species")).detail
+    assert detail.startswith("The next most likely is Conus marmoreus (30 %)")
+    lone = identification("species", candidates=CANDIDATES[:1])
+    assert words_for(lone).detail == "Compare with the most similar enrolled photos to confirm."
+
+
+def test_headings_differ_between_a_match_and_a_rejection():
+    assert headings("species")[0] == "Most likely species"
+    assert headings("unknown_species")[0] == "Closest species (not a match)"
+
+
+def test_explain_works_without_candidates():
+    for decision in DECISIONS_WORDED:
+        assert explain(decision, []).endswith(".")

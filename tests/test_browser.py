@@ -1,6 +1,7 @@
 """The web page in a real headless Chromium (Debian's /usr/bin/chromium, driven by playwright):
 identify an uploaded photo, enroll a species and find it in the collection, on a phone-width
-screen. Skips without Chromium unless CI or SHELLID_REQUIRE_SHARED=1 is set (then fails).
+screen; every decision reads as one story (headline, detail and candidates agree). Skips
+without Chromium unless CI or SHELLID_REQUIRE_SHARED=1 is set (then fails).
 
 Screenshots go to a temporary folder, or to ``$SHELLID_SCREENSHOTS`` when set.
 """
@@ -61,8 +62,6 @@ def _free_port() -> int:
 def server(tmp_path_factory, frozen_model):
     """The real app under uvicorn on a loopback port, over a store of three generated species;
     writes need ``API_KEY``."""
-    import uvicorn
-
     from api.app import create_app
     from api.settings import ServiceSettings
     from index.collection import Collection
@@ -73,10 +72,15 @@ def server(tmp_path_factory, frozen_model):
     collection = Collection.open(str(store), model=frozen_model, create=True)
     collection.enroll_folder(root, progress=False)
     settings = ServiceSettings(store=str(store), api_key=API_KEY)
+    yield from _serve(create_app(settings, collection))
+
+
+def _serve(app):
+    """Serve ``app`` under uvicorn on a free loopback port; yields its base URL."""
+    import uvicorn
+
     port = _free_port()
-    config = uvicorn.Config(
-        create_app(settings, collection), host="127.0.0.1", port=port, log_level="warning"
-    )
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     uvicorn_server = uvicorn.Server(config)
     thread = threading.Thread(target=uvicorn_server.run, daemon=True)
     thread.start()
@@ -135,7 +139,11 @@ def test_uploading_a_photo_shows_the_answer_with_bars_and_reference_photos(page,
     summary = page.inner_text("#result-summary")
     assert summary.strip()
     assert page.locator("#result-candidates li").first.inner_text().startswith("Cypraea gamma")
-    assert page.locator("#result-candidates [role=meter]").count() >= 1
+    # probability bars for an answer, similarity lines for a rejection (calibration on three
+    # tiny synthetic species may reject a known one): never both
+    meters = page.locator("#result-candidates [role=meter]").count()
+    similarities = page.locator("#result-candidates .simbar").count()
+    assert (meters >= 1) != (similarities >= 1)
     page.wait_for_function(
         "Array.from(document.querySelectorAll('#result-similar img'))"
         ".some(img => img.complete && img.naturalWidth > 0)"
@@ -200,3 +208,183 @@ def test_api_docs_render_without_internet(browser, server):
     assert tab.locator(".opblock-summary-path", has_text="/v1/identify").count() == 1
     context.close()
     assert outside == []
+
+
+# ------------------------------------------------------------- every decision, one story
+#: Threshold overrides that force each decision (set on the served collection's identifier;
+#: every key is set, None = back to the calibrated value).
+NEVER, ALWAYS = 2.0, 0.0
+FORCE = {
+    "species": dict(species_probability=ALWAYS, unknown=10.0, ood=10.0),
+    "genus": dict(species_probability=NEVER, genus_probability=ALWAYS, unknown=10.0, ood=10.0),
+    "family": dict(
+        species_probability=NEVER,
+        genus_probability=NEVER,
+        family_probability=ALWAYS,
+        unknown=10.0,
+        ood=10.0,
+    ),
+    "uncertain": dict(
+        species_probability=NEVER,
+        genus_probability=NEVER,
+        family_probability=NEVER,
+        unknown=10.0,
+        ood=10.0,
+    ),
+    "unknown_species": dict(unknown=-10.0, ood=10.0),
+    "out_of_domain": dict(ood=-10.0),
+}
+THRESHOLD_KEYS = (
+    "species_probability",
+    "genus_probability",
+    "family_probability",
+    "unknown",
+    "ood",
+)
+#: decision -> (headline, how the detail sentence starts)
+EXPECTED = {
+    "species": ("Conus alpha, ", ""),
+    "genus": ("Probably genus Conus — species uncertain", "Genus Conus is "),
+    "family": ("Probably family Conidae — genus and species uncertain", "Family Conidae is "),
+    "uncertain": (
+        "Uncertain — several species are possible",
+        "No species is likely enough to name; the most likely ",
+    ),
+    "unknown_species": (
+        "Not a species in this collection",
+        "It looks most like Conus alpha (similarity ",
+    ),
+    "out_of_domain": (
+        "This does not look like a shell",
+        "Nothing in the collection is close; the nearest photos are shown only for comparison.",
+    ),
+}
+REJECTIONS = {"unknown_species", "out_of_domain"}
+
+
+@pytest.fixture(scope="module")
+def taxonomy_server(tmp_path_factory, frozen_model):
+    """(URL, collection): two Conus species (family Conidae) and a cowrie (Cypraeidae)."""
+    from api.app import create_app
+    from api.settings import ServiceSettings
+    from index.collection import Collection
+
+    taxa = {
+        "Conus_alpha": ("Conus", "Conidae"),
+        "Conus_beta": ("Conus", "Conidae"),
+        "Cypraea_gamma": ("Cypraea", "Cypraeidae"),
+    }
+    root = make_collection(
+        tmp_path_factory.mktemp("photos"),
+        {k: GENERATED_SPECIES[k] for k in taxa},
+        specimens=2,
+        views=2,
+    )
+    store = tmp_path_factory.mktemp("store") / "store"
+    collection = Collection.open(str(store), model=frozen_model, create=True)
+    for name, (genus, family) in taxa.items():
+        paths = sorted(str(p) for p in (root / name).glob("*.png"))
+        collection.enroll(name, paths, taxonomy={"genus": genus, "family": family})
+    settings = ServiceSettings(store=str(store))
+    for url in _serve(create_app(settings, collection)):
+        yield url, collection
+
+
+@pytest.mark.parametrize("decision", list(FORCE))
+def test_every_decision_reads_as_one_story(browser, taxonomy_server, tmp_path, shots, decision):
+    url, collection = taxonomy_server
+    identifier = collection.identifier
+    identifier.set_overrides(**{k: FORCE[decision].get(k) for k in THRESHOLD_KEYS})
+    context = browser.new_context(viewport=PHONE, device_scale_factor=1)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        page.goto(url)
+        photo = write_photo(tmp_path, "query.png", "Conus_alpha", seed=4343)
+        page.set_input_files("#identify-photos", str(photo))
+        with page.expect_response(lambda r: "/v1/identify" in r.url) as answer:
+            page.click("#identify-submit")
+        body = answer.value.json()
+        page.wait_for_selector("#result:not([hidden])")
+        assert body["decision"] == decision
+
+        headline, detail = EXPECTED[decision]
+        assert page.inner_text("#result-summary").startswith(headline)
+        shown_detail = page.inner_text("#result-detail")
+        assert shown_detail == body["detail"] and shown_detail.startswith(detail)
+        assert shown_detail.endswith(".")
+        assert page.inner_text("#result-candidates-title") == body["candidates_heading"]
+        assert page.inner_text("#result-similar-title") == body["similar_heading"]
+
+        candidates = page.locator("#result-candidates")
+        assert candidates.locator("li").first.inner_text().startswith("Conus alpha")
+        if decision in REJECTIONS:
+            assert "%" not in page.inner_text("#result-summary") + shown_detail
+            assert "%" not in candidates.inner_text()
+            assert candidates.locator("[role=meter]").count() == 0
+            assert "similarity" in candidates.locator("li").first.inner_text()
+            assert "not a match" in page.inner_text("#result-candidates-title")
+        else:
+            assert candidates.locator("[role=meter]").count() >= 1
+            none_rows = candidates.locator("li.none")
+            assert none_rows.count() == (0 if body["none_probability"] is None else 1)
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        if decision in {"species", "unknown_species"}:
+            page.locator("#result-similar li").last.scroll_into_view_if_needed()
+            page.wait_for_function(
+                "Array.from(document.querySelectorAll('#result-similar img'))"
+                ".every(img => img.complete && img.naturalWidth > 0)"
+            )
+            page.screenshot(path=str(shots / f"{decision}-390px.png"), full_page=True)
+            page.set_viewport_size({"width": 1280, "height": 900})
+            page.screenshot(path=str(shots / f"{decision}-1280px.png"), full_page=True)
+    finally:
+        context.close()
+        identifier.set_overrides(**dict.fromkeys(THRESHOLD_KEYS))
+
+
+#: Page script: identify answers without ``none_probability`` get 20 % of "none of these"
+#: (the species' probabilities scaled to the other 80 %).
+AMEND_NONE_PROBABILITY = """
+const realFetch = window.fetch;
+window.fetch = async (...args) => {
+  const response = await realFetch(...args);
+  if (!String(args[0]).startsWith("/v1/identify") || !response.ok) return response;
+  const body = await response.json();
+  if (body.none_probability === null || body.none_probability === undefined) {
+    const total = body.candidates.reduce((sum, c) => sum + c.probability, 0) || 1;
+    for (const c of body.candidates) c.probability *= 0.8 / total;
+    body.none_probability = 0.2;
+  }
+  return new Response(JSON.stringify(body), { status: 200, headers: response.headers });
+};
+"""
+
+
+def test_probabilities_end_with_a_none_of_these_row(browser, taxonomy_server, tmp_path, shots):
+    """When the index gives ``none_probability``, the bars include it (so they never claim
+    more than the answer does); the answer is amended in the page when the index gives none."""
+    url, collection = taxonomy_server
+    identifier = collection.identifier
+    identifier.set_overrides(**{k: FORCE["uncertain"].get(k) for k in THRESHOLD_KEYS})
+    context = browser.new_context(viewport=PHONE, device_scale_factor=1)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        page.add_init_script(AMEND_NONE_PROBABILITY)
+        page.goto(url)
+        page.set_input_files(
+            "#identify-photos", str(write_photo(tmp_path, "q.png", "Conus_alpha", 4444))
+        )
+        page.click("#identify-submit")
+        page.wait_for_selector("#result:not([hidden])")
+        rows = page.locator("#result-candidates li")
+        last = rows.last
+        assert last.inner_text().startswith("None of these")
+        assert "20 %" in last.inner_text()
+        assert last.locator("[role=meter]").get_attribute("aria-valuenow") == "20"
+        assert rows.count() == 4  # three species, then none of these
+        page.screenshot(path=str(shots / "uncertain-none-390px.png"), full_page=True)
+    finally:
+        context.close()
+        identifier.set_overrides(**dict.fromkeys(THRESHOLD_KEYS))

@@ -89,6 +89,7 @@ def test_identify_json_has_the_documented_fields(store, photos, capsys):
     assert answer["decision"] == "species" and answer["species"] == "Cypraea_delta"
     assert answer["genus"] == "Cypraea"
     assert set(answer["candidates"][0]) >= {"species", "genus", "family", "score", "probability"}
+    assert answer["summary"].startswith("Cypraea delta, ") and answer["detail"]
     assert set(answer["similar"][0]) >= {"specimen_id", "species", "score"}
     assert len(answer["query"]) == 2
 
@@ -107,8 +108,28 @@ def test_identify_each_gives_one_answer_per_photo(store, photos, capsys):
 def test_identify_prints_a_readable_answer(store, photos, capsys):
     assert main(["identify", *query(photos, "Conus_beta"), "--store", store]) == 0
     out = capsys.readouterr().out
-    assert "answer: species: Conus beta (probability" in out
-    assert "probability" in out and "similarity" in out and "most similar enrolled photos" in out
+    assert "answer: Conus beta, " in out and " %" in out
+    assert "probability" in out and "similarity" in out
+    assert "most similar photos in the collection" in out
+
+
+def test_identify_rejection_shows_similarity_and_no_probability(store, photos, capsys):
+    files = query(photos, "Conus_beta")
+    assert main(["identify", *files, "--store", store, "--unknown-threshold", "-10"]) == 0
+    out = capsys.readouterr().out
+    assert "answer: Not a species in this collection" in out
+    assert "It looks most like Conus beta (similarity " in out
+    assert "Closest species (not a match):" in out
+    rows = [line.split() for line in out.splitlines() if line.strip()[:2] in {"1 ", "2 "}]
+    assert rows and all(row[-2] == "-" for row in rows)  # probability column
+
+    assert main(["identify", *files, "--store", store, "--unknown-threshold", "-10", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["decision"] == "unknown_species"
+    assert answer["summary"] == "Not a species in this collection"
+    assert answer["detail"].startswith("It looks most like Conus beta (similarity ")
+    assert all(c["probability"] is None for c in answer["candidates"])
+    assert answer["none_probability"] is None
 
 
 def test_identify_with_a_filter(store, photos, capsys):

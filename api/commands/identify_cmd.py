@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from ..wording import is_rejection, shown_probability, words_for
 from ._collection import (
     add_filter_options,
     add_model_option,
@@ -17,15 +18,6 @@ from ._collection import (
 )
 
 HELP = "identify the species in photos (several photos = views of one specimen, unless --each)"
-
-DECISION_TEXT = {
-    "species": "species",
-    "genus": "genus only (species uncertain)",
-    "family": "family only (genus uncertain)",
-    "uncertain": "uncertain (close to enrolled species, none confidently)",
-    "unknown_species": "unknown species (like the collection, but no enrolled species is close)",
-    "out_of_domain": "out of domain (not like anything in the collection)",
-}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,39 +35,72 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_threshold_options(parser)
 
 
-def describe(result, files: list[str]) -> str:
-    """Readable answer for one query."""
+def describe(result, files: list[str], subject: str = "shell") -> str:
+    """Readable answer for one query, in the same words as the web page and the API."""
+    words = words_for(result, subject)
     lines = [" + ".join(files) + (f"  ({len(files)} views)" if len(files) > 1 else "")]
-    named = {"species": result.species, "genus": result.genus, "family": result.family}
-    name = named.get(result.decision)
-    verdict = DECISION_TEXT[result.decision]
-    if name:
-        verdict += f": {display(name)} (probability {result.confidence:.2f})"
-    lines.append(f"  answer: {verdict}")
+    lines.append(f"  answer: {words.summary}")
+    if words.detail:
+        lines.append(f"  {words.detail}")
     if result.candidates:
-        rows = [
-            [
-                str(i),
-                display(c.species),
-                c.genus,
-                c.family or "-",
-                f"{c.probability:.3f}",
-                f"{c.score:.3f}",
-            ]
-            for i, c in enumerate(result.candidates, 1)
-        ]
+        rows = []
+        for i, c in enumerate(result.candidates, 1):
+            p = shown_probability(result.decision, c.probability)
+            rows.append(
+                [
+                    str(i),
+                    display(c.species),
+                    c.genus or "-",
+                    c.family or "-",
+                    "-" if p is None else f"{p:.3f}",
+                    f"{c.score:.3f}",
+                ]
+            )
+        none_probability = getattr(result, "none_probability", None)
+        if none_probability is not None and not is_rejection(result.decision):
+            rows.append(["", "(none of these)", "", "", f"{none_probability:.3f}", ""])
         body = table(rows, ["#", "species", "genus", "family", "probability", "similarity"], {4, 5})
+        lines.append(f"  {words.candidates_heading}:")
         lines += ["  " + line for line in body.splitlines()]
     if result.similar:
         near = ", ".join(
             f"{display(s.species)} {s.specimen_id} ({s.score:.2f})" for s in result.similar[:3]
         )
-        lines.append(f"  most similar enrolled photos: {near}")
+        lines.append(f"  {words.similar_heading.lower()}: {near}")
     if result.region:
         votes = ", ".join(f"{k} {v:.0%}" for k, v in result.region_votes.items())
         lines.append(f"  region (nearest specimens): {result.region}  [{votes}]")
     lines.append(f"  scores: unknown {result.unknown_score:.3f}, off-domain {result.ood_score:.3f}")
     return "\n".join(lines)
+
+
+def _subject() -> str:
+    """What the collection holds in the service's words ($SHELLID_SUBJECT, default shell)."""
+    try:
+        from ..settings import ServiceSettings
+
+        return ServiceSettings().subject or "shell"
+    except Exception:  # an unrelated bad setting must not stop identification
+        return "shell"
+
+
+def as_json(result, subject: str = "shell") -> dict:
+    """The index's answer as JSON, with the wording of the API (summary, detail, headings) and
+    candidate probabilities null on rejections, as the API sends them."""
+    words = words_for(result, subject)
+    answer = result.model_dump(mode="json")
+    answer.update(
+        summary=words.summary,
+        detail=words.detail,
+        candidates_heading=words.candidates_heading,
+        similar_heading=words.similar_heading,
+    )
+    answer.setdefault("none_probability", None)
+    if is_rejection(result.decision):
+        answer["none_probability"] = None
+        for candidate in answer.get("candidates", []):
+            candidate["probability"] = None
+    return answer
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.each:  # one specimen: every photo must load before the model is loaded
         images_of = {f: load_image(f) for f in args.images}
     collection = open_collection(args)
+    subject = _subject()
     status = 0
     for files in queries:
         try:
@@ -102,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
             images, top_k=args.top_k, region=args.region, genus=args.genus, family=args.family
         )
         if args.json:
-            print(json.dumps({"query": files, **result.model_dump(mode="json")}))
+            print(json.dumps({"query": files, **as_json(result, subject)}))
         else:
-            print(describe(result, files))
+            print(describe(result, files, subject))
     return status

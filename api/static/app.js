@@ -21,7 +21,7 @@ function displayName(name) {
   return (name || "").replace(/_/g, " ");
 }
 
-// Same wording as the server's summary: never claims certainty.
+// Number format of the server's wording (api/wording.py percent): never claims certainty.
 function percent(p) {
   if (p > 0.99) return "> 99 %";
   if (p > 0 && p < 0.01) return "< 1 %";
@@ -135,54 +135,69 @@ function choosePhotos(fileList) {
   $("result").hidden = true;
 }
 
-function describeDecision(result) {
-  const best = result.candidates[0];
-  switch (result.decision) {
-    case "species":
-      return "";
-    case "genus":
-      return best ? `Closest species: ${displayName(best.species)} (${percent(best.probability)}).` : "";
-    case "unknown_species":
-      return best ? `It looks most like ${displayName(best.species)}, but not enough to say so.` : "";
-    default:
-      return "It is not similar to any photo in the collection.";
+// A candidate row: the name (and family / genus), then either a probability with its bar or,
+// when the answer is a rejection (probability null), its similarity on a neutral scale.
+function candidateRow(label, taxon, probability, score) {
+  const item = document.createElement("li");
+  const name = document.createElement("span");
+  name.className = "name";
+  name.textContent = label;
+  if (taxon) {
+    const span = document.createElement("span");
+    span.className = "taxon";
+    span.textContent = ` — ${taxon}`;
+    name.append(span);
   }
-}
-
-function renderResult(result) {
-  const summary = $("result-summary");
-  summary.textContent = result.summary;
-  summary.className = `summary ${result.decision}`;
-  $("result-detail").textContent = describeDecision(result);
-
-  const list = $("result-candidates");
-  list.replaceChildren();
-  for (const c of result.candidates) {
-    const item = document.createElement("li");
-    const name = document.createElement("span");
-    name.className = "name";
-    name.textContent = displayName(c.species);
-    if (taxonText(c)) {
-      const taxon = document.createElement("span");
-      taxon.className = "taxon";
-      taxon.textContent = ` — ${taxonText(c)}`;
-      name.append(taxon);
-    }
-    const pct = document.createElement("span");
-    pct.className = "pct";
-    pct.textContent = percent(c.probability);
-    const bar = document.createElement("div");
+  const value = document.createElement("span");
+  const bar = document.createElement("div");
+  const fill = document.createElement("span");
+  bar.append(fill);
+  if (probability !== null && probability !== undefined) {
+    item.className = "probability";
+    value.className = "pct";
+    value.textContent = percent(probability);
     bar.className = "bar";
     bar.setAttribute("role", "meter");
     bar.setAttribute("aria-valuemin", "0");
     bar.setAttribute("aria-valuemax", "100");
-    bar.setAttribute("aria-valuenow", String(Math.round(100 * c.probability)));
-    bar.setAttribute("aria-label", `Confidence for ${displayName(c.species)}`);
-    const fill = document.createElement("span");
-    fill.style.width = `${Math.max(0, Math.min(100, 100 * c.probability)).toFixed(1)}%`;
-    bar.append(fill);
-    item.append(name, pct, bar);
-    list.append(item);
+    bar.setAttribute("aria-valuenow", String(Math.round(100 * probability)));
+    bar.setAttribute("aria-label", `Probability for ${label}`);
+    fill.style.width = `${Math.max(0, Math.min(100, 100 * probability)).toFixed(1)}%`;
+  } else {
+    item.className = "similarity";
+    value.className = "sim";
+    value.textContent = `similarity ${score.toFixed(2)}`;
+    bar.className = "simbar";
+    bar.setAttribute("aria-hidden", "true");
+    fill.style.width = `${Math.max(0, Math.min(100, 100 * score)).toFixed(1)}%`;
+  }
+  item.append(name, value, bar);
+  return item;
+}
+
+// Every word about the answer comes from the server (summary, detail, headings); the page only
+// formats numbers.
+function renderResult(result) {
+  const summary = $("result-summary");
+  summary.textContent = result.summary;
+  summary.className = `summary ${result.decision}`;
+  const detail = $("result-detail");
+  detail.textContent = result.detail || "";
+  detail.hidden = !result.detail;
+  $("result-candidates-title").textContent = result.candidates_heading || "";
+  $("result-similar-title").textContent = result.similar_heading || "";
+
+  const list = $("result-candidates");
+  list.replaceChildren();
+  list.className = `candidates ${result.decision}`;
+  for (const c of result.candidates) {
+    list.append(candidateRow(displayName(c.species), taxonText(c), c.probability, c.score));
+  }
+  const none = result.none_probability;
+  if (none !== null && none !== undefined && result.candidates.some((c) => c.probability != null)) {
+    const row = candidateRow("None of these", "", none, 0);
+    row.classList.add("none");
+    list.append(row);
   }
 
   const gallery = $("result-similar");
