@@ -42,7 +42,7 @@ from benchmarks.embedder_benchmark import few_shot_scores  # noqa: E402
 from embedder import Embedder, EmbeddingModel, default_model, scan_collection  # noqa: E402
 from embedder.backbones import TF_MEAN, TF_STD  # noqa: E402
 from embedder.episodes import cl2n, l2_normalize  # noqa: E402
-from index.evaluation.metrics import auroc  # noqa: E402
+from index.calibration import auroc  # noqa: E402
 
 DATASETS = {  # name -> group preset (None: every photo is its own specimen)
     "shells-zhang8": "specimen",
@@ -127,7 +127,9 @@ def unknown_species_auroc(
             np.stack([support[a:b].mean(axis=0) for a, b in itertools.pairwise(sizes)])
         )
         best = (query @ prototypes.T).max(axis=1)
-        results.append(auroc(best[: len(query_known)], best[len(query_known) :]))
+        # known queries are the positives (higher best similarity), unknown the negatives
+        area = auroc(best[len(query_known) :], best[: len(query_known)])
+        results.append(float("nan") if area is None else area)
     return float(np.mean(results))
 
 

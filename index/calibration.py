@@ -1,8 +1,9 @@
 """Calibration maths: temperature of the softmax, threshold quantiles, AUROC and ECE.
 
-The held-out scores these functions consume are produced by
-:meth:`index.VectorIdentifier.calibrate` (leave-one-specimen-out for known species,
-leave-one-species-out for unknown ones); docs/index.md explains the procedure.
+The held-out scores these functions consume are produced by :mod:`index.calibrate`
+(leave-one-specimen-out for known species, leave-one-species-out for unknown ones);
+docs/index.md explains the procedure. :func:`auroc` and :func:`expected_calibration_error` are
+also the evaluation reports' (``index.evaluation``) single implementations.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ def acceptance_threshold(scores: np.ndarray, share: float) -> float:
 
 def auroc(negatives: np.ndarray, positives: np.ndarray) -> float | None:
     """Area under the ROC curve for telling ``positives`` (higher scores expected) from
-    ``negatives``; ties count one half. None when either side is empty."""
+    ``negatives`` (note the order: negatives first); ties count one half. None when either
+    side is empty. Computed exactly from ranks (Mann-Whitney U)."""
     negatives = np.asarray(negatives, dtype=np.float64)
     positives = np.asarray(positives, dtype=np.float64)
     if negatives.size == 0 or positives.size == 0:
@@ -81,16 +83,34 @@ def auroc(negatives: np.ndarray, positives: np.ndarray) -> float | None:
 def expected_calibration_error(
     confidence: np.ndarray, correct: np.ndarray, bins: int = 15
 ) -> float:
-    """ECE of top-1 confidences against correctness, equal-width bins."""
+    """ECE of top-1 confidences against correctness over ``bins`` equal-width bins (see
+    :func:`reliability`)."""
+    return reliability(confidence, correct, bins)[0]
+
+
+def reliability(
+    confidence: np.ndarray, correct: np.ndarray, bins: int = 15
+) -> tuple[float, dict[str, list[float]]]:
+    """ECE over ``bins`` equal-width confidence bins (right-closed: a confidence on an edge
+    falls in the lower bin), and the reliability-diagram data.
+
+    ECE = Σ_b (n_b / n) · |accuracy_b − mean confidence_b| (0 for no sample). Returns the ECE
+    and ``{"bin_edges", "accuracy", "confidence", "count"}`` (empty bins have NaN accuracy).
+    """
     confidence = np.asarray(confidence, dtype=np.float64)
     correct = np.asarray(correct, dtype=np.float64)
-    if confidence.size == 0:
-        return 0.0
     edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
-    error = 0.0
-    for b in range(bins):
-        inside = which == b
-        if inside.any():
-            error += inside.mean() * abs(confidence[inside].mean() - correct[inside].mean())
-    return float(error)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    count = np.bincount(which, minlength=bins).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = np.bincount(which, weights=correct, minlength=bins) / count
+        mean_conf = np.bincount(which, weights=confidence, minlength=bins) / count
+    used = count > 0
+    n = max(len(confidence), 1)
+    ece = float(np.sum(count[used] / n * np.abs(accuracy[used] - mean_conf[used])))
+    return ece, {
+        "bin_edges": edges.tolist(),
+        "accuracy": [float(a) for a in accuracy],
+        "confidence": [float(c) for c in mean_conf],
+        "count": [int(c) for c in count],
+    }

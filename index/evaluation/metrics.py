@@ -1,8 +1,9 @@
 """Closed-set and open-set figures from predictions and scores (numpy in, plain dicts out).
 
-Precision, recall, F1 and the confusion matrix come from scikit-learn; the rest (top-k
-accuracy, most-confused pairs, expected calibration error, AUROC, FPR at a target recall) are
-small, documented formulas here. Every function is deterministic.
+Precision, recall, F1 and the confusion matrix come from scikit-learn; top-k accuracy,
+most-confused pairs and FPR at a target recall are small, documented formulas here; the
+expected calibration error and AUROC come from :mod:`index.calibration` (one implementation
+for calibration and reports). Every function is deterministic.
 """
 
 from __future__ import annotations
@@ -11,7 +12,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from index.calibration import reliability
+
+__all__ = [
+    "ClosedSetMetrics",
+    "closed_set_metrics",
+    "expected_calibration_error",
+    "fpr_at_recall",
+    "most_confused_pairs",
+    "topk_accuracy",
+]
+
+#: ECE and reliability-diagram data, the reports' name for :func:`index.calibration.reliability`.
+expected_calibration_error = reliability
 
 
 def topk_accuracy(probabilities: np.ndarray, true_index: np.ndarray, k: int) -> float:
@@ -96,7 +111,7 @@ def closed_set_metrics(
     }
     matrix = confusion_matrix(y_true, y_pred, labels=labels)
     confidence = probabilities.max(axis=1)
-    ece, reliability = expected_calibration_error(confidence, y_pred == y_true, calibration_bins)
+    ece, table = reliability(confidence, y_pred == y_true, calibration_bins)
     return ClosedSetMetrics(
         accuracy=float((y_pred == y_true).mean()) if len(y_true) else float("nan"),
         top5_accuracy=topk_accuracy(probabilities, y_true, 5),
@@ -111,7 +126,7 @@ def closed_set_metrics(
         species=species,
         most_confused=most_confused_pairs(matrix, species, n_confused),
         ece=ece,
-        reliability=reliability,
+        reliability=table,
     )
 
 
@@ -131,43 +146,6 @@ def most_confused_pairs(matrix: np.ndarray, species: Sequence[str], n: int = 10)
         {"true": t, "predicted": pr, "count": c, "share": c / totals[i] if totals[i] else 0.0}
         for c, t, pr, i in cells[:n]
     ]
-
-
-def expected_calibration_error(
-    confidence: np.ndarray, correct: np.ndarray, bins: int = 15
-) -> tuple[float, dict[str, list[float]]]:
-    """ECE over ``bins`` equal-width confidence bins, and the reliability-diagram data.
-
-    ECE = Σ_b (n_b / n) · |accuracy_b − mean confidence_b|. Returns the ECE and
-    ``{"bin_edges", "accuracy", "confidence", "count"}`` (empty bins have NaN accuracy).
-    """
-    confidence = np.asarray(confidence, dtype=np.float64)
-    correct = np.asarray(correct, dtype=np.float64)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    count = np.bincount(which, minlength=bins).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        accuracy = np.bincount(which, weights=correct, minlength=bins) / count
-        mean_conf = np.bincount(which, weights=confidence, minlength=bins) / count
-    used = count > 0
-    n = max(len(confidence), 1)
-    ece = float(np.sum(count[used] / n * np.abs(accuracy[used] - mean_conf[used])))
-    return ece, {
-        "bin_edges": edges.tolist(),
-        "accuracy": [float(a) for a in accuracy],
-        "confidence": [float(c) for c in mean_conf],
-        "count": [int(c) for c in count],
-    }
-
-
-def auroc(positive_scores: np.ndarray, negative_scores: np.ndarray) -> float:
-    """Area under the ROC curve for telling positives (higher score) from negatives."""
-    pos = np.asarray(positive_scores, dtype=np.float64)
-    neg = np.asarray(negative_scores, dtype=np.float64)
-    if len(pos) == 0 or len(neg) == 0:
-        return float("nan")
-    labels = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
-    return float(roc_auc_score(labels, np.r_[pos, neg]))
 
 
 def fpr_at_recall(

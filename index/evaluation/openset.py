@@ -8,9 +8,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from index.calibration import auroc
 from index.results import DECISIONS
 
-from .metrics import auroc, fpr_at_recall
+from .metrics import fpr_at_recall
 
 
 def holdout_species(
@@ -43,9 +44,11 @@ def decision_rates(decisions: Sequence[str]) -> dict[str, float]:
 def detection_figures(
     known: np.ndarray, novel: np.ndarray, target_recall: float = 0.95
 ) -> dict[str, float | int]:
-    """AUROC and FPR at ``target_recall`` known recall for scores where higher = more novel."""
+    """AUROC and FPR at ``target_recall`` known recall for scores where higher = more novel
+    (AUROC NaN when a side is empty)."""
+    area = auroc(known, novel)  # negatives (known) first, positives (novel) second
     return {
-        "auroc": auroc(novel, known),
+        "auroc": float("nan") if area is None else area,
         "fpr_at_recall": fpr_at_recall(known, novel, target_recall),
         "queries": len(novel),
     }

@@ -1,0 +1,181 @@
+"""The calibration procedure: held-out scores of enrolled images -> :class:`Thresholds`.
+
+Held-out queries are enrolled images scored as if their specimen (group) had never been
+enrolled. Known-species samples (their species keeps other specimens) fit the softmax
+temperature (minimum NLL) and set the unknown-species threshold; leave-one-species-out samples
+(own species removed) set the OOD threshold, so in-domain but unknown species are answered
+``unknown_species`` rather than ``out_of_domain``. Together the two thresholds accept
+``target_recall`` of the known-species samples. Collections too small for a step keep a
+documented fallback (see ``stats.notes``). The maths lives in :mod:`index.calibration`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from .calibration import (
+    acceptance_threshold,
+    auroc,
+    expected_calibration_error,
+    fit_temperature,
+    softmax,
+)
+from .config import IdentifierConfig
+from .enrolled import EnrolledRows
+from .results import CalibrationStats, Thresholds
+from .scorers import OodScorer, SpeciesScorer, unknown_scores
+
+#: floating-point operations allowed for one calibration (caps held-out queries on big stores).
+CALIBRATION_FLOPS = 6e10
+#: below this many held-out images the OOD threshold is never stricter than the fallback.
+MIN_OOD_SAMPLES = 20
+
+
+def default_thresholds(config: IdentifierConfig) -> Thresholds:
+    """The thresholds of an uncalibrated identifier (the config's fallbacks)."""
+    return Thresholds(
+        temperature=config.fallback_temperature,
+        ood=1.0 - config.fallback_ood_similarity,
+        unknown=float("inf"),
+        species_probability=config.species_probability,
+        genus_probability=config.genus_probability,
+        family_probability=config.family_probability,
+        target_recall=config.target_recall,
+        source="default",
+    )
+
+
+def calibration_rows(rows: EnrolledRows, max_queries: int, rng: np.random.Generator) -> np.ndarray:
+    """Held-out query rows: whole groups, round-robin over species, up to ``max_queries``."""
+    by_species: list[list[np.ndarray]] = []
+    for species_rows in rows.rows_by_species:
+        groups = [species_rows[rows.g[species_rows] == g] for g in np.unique(rows.g[species_rows])]
+        order = rng.permutation(len(groups))
+        by_species.append([groups[i] for i in order])
+    chosen: list[np.ndarray] = []
+    total, depth = 0, 0
+    while total < max_queries and any(depth < len(g) for g in by_species):
+        for groups in by_species:
+            if depth < len(groups) and total < max_queries:
+                chosen.append(groups[depth])
+                total += len(groups[depth])
+        depth += 1
+    return np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
+
+
+def calibrate(
+    rows: EnrolledRows,
+    scorer: SpeciesScorer,
+    ood_scorer: OodScorer,
+    config: IdentifierConfig,
+    target_recall: float | None = None,
+) -> Thresholds:
+    """Thresholds fitted on held-out scores of the enrolled ``rows`` (see the module doc)."""
+    cfg = config
+    target = float(target_recall if target_recall is not None else cfg.target_recall)
+    if not 0.5 < target < 1.0:
+        raise ValueError("target_recall must be between 0.5 and 1")
+    th = default_thresholds(cfg).model_copy(update={"target_recall": target})
+    notes: list[str] = []
+    stats = CalibrationStats()
+    S = len(rows.species)
+    if len(rows) == 0:
+        notes.append("empty collection: default thresholds")
+        return th.model_copy(update={"stats": CalibrationStats(notes=notes)})
+    budget = int(CALIBRATION_FLOPS / max(1, len(rows) * rows.dim * scorer.held_out_cost))
+    rng = np.random.default_rng(cfg.seed)
+    queries = calibration_rows(rows, max(50, min(cfg.calibration_queries, budget)), rng)
+    sims = scorer.held_out_scores(queries)
+    ood_known, ood_unknown = ood_scorer.held_out_scores(queries)
+    y = rows.y[queries]
+    m = np.arange(len(queries))
+    known = (rows.group_counts[y] > 1) & np.isfinite(sims[m, y])
+    sims_unknown = sims.copy()
+    sims_unknown[m, y] = -np.inf
+    stats.known_queries = int(known.sum())
+    stats.unknown_queries = len(queries) if S > 1 else 0
+    source: Literal["calibrated", "fallback"] = "calibrated"
+
+    # temperature: known-species samples, more than one species
+    if S > 1 and known.sum() >= 5:
+        th.temperature = fit_temperature(sims[known], y[known])
+        probs_fallback = softmax(sims[known], cfg.fallback_temperature)
+        probs = softmax(sims[known], th.temperature)
+        correct = np.argmax(sims[known], axis=1) == y[known]
+        stats.known_top1 = round(float(correct.mean()), 4)
+        stats.ece_before = round(expected_calibration_error(probs_fallback.max(axis=1), correct), 4)
+        stats.ece_after = round(expected_calibration_error(probs.max(axis=1), correct), 4)
+    else:
+        source = "fallback"
+        notes.append(
+            f"temperature: fallback {cfg.fallback_temperature} (needs 2+ species and 5+ "
+            "images of species with 2+ specimens)"
+        )
+
+    # OOD threshold: stranger than `ood_in_domain_share` of the in-domain images of species
+    # the collection would not know (leave-one-species-out), and rejecting at most
+    # `ood_miss_share` of the allowed misses among known-species samples
+    miss = 1.0 - target
+    in_domain = ood_unknown[np.isfinite(ood_unknown)] if S > 1 else np.zeros(0)
+    known_ood = ood_known[known & np.isfinite(ood_known)]
+    candidates = []
+    if in_domain.size >= 5:
+        candidates.append(acceptance_threshold(in_domain, cfg.ood_in_domain_share))
+    if known_ood.size >= 5:
+        candidates.append(acceptance_threshold(known_ood, 1.0 - cfg.ood_miss_share * miss))
+    if candidates:
+        th.ood = max(candidates)
+        if in_domain.size < 5:
+            notes.append("ood: from known-species samples only (one species enrolled)")
+        if in_domain.size + known_ood.size < MIN_OOD_SAMPLES:
+            th.ood = max(th.ood, 1.0 - cfg.fallback_ood_similarity)
+            notes.append(
+                f"ood: fewer than {MIN_OOD_SAMPLES} held-out images, so at least the "
+                f"fallback (mean similarity {cfg.fallback_ood_similarity})"
+            )
+    else:
+        source = "fallback"
+        seen = np.concatenate([in_domain, ood_known[np.isfinite(ood_known)]])
+        th.ood = max([th.ood, *seen.tolist()])
+        notes.append(
+            f"ood: fallback mean similarity {cfg.fallback_ood_similarity} (fewer than 5 "
+            "held-out images)"
+        )
+
+    # unknown threshold: the known samples passing OOD, so both filters keep `target`
+    unknown_known = unknown_scores(sims[known])
+    passed = np.nan_to_num(ood_known[known], nan=np.inf) <= th.ood
+    if passed.sum() >= 3:
+        needed = target / max(passed.mean(), 1e-9)
+        if needed >= 1.0:
+            th.unknown = float("inf")
+            notes.append("unknown: the OOD filter alone already rejects the allowed share")
+        else:
+            th.unknown = acceptance_threshold(unknown_known[passed], needed)
+    else:
+        source = "fallback"
+        notes.append(
+            "unknown: no unknown_species decisions (needs 3+ images of species with 2+ "
+            "specimens to learn how far a new specimen of a known species can be)"
+        )
+
+    # what the thresholds achieve on the held-out samples
+    if known.any():
+        accepted = (np.nan_to_num(ood_known[known], nan=np.inf) <= th.ood) & (
+            unknown_known <= th.unknown
+        )
+        stats.known_recall = round(float(accepted.mean()), 4)
+    if S > 1:
+        unknown_unknown = unknown_scores(sims_unknown)
+        rejected = (np.nan_to_num(ood_unknown, nan=np.inf) > th.ood) | (
+            unknown_unknown > th.unknown
+        )
+        stats.unknown_rejection = round(float(rejected.mean()), 4)
+        value = auroc(unknown_known, unknown_unknown)
+        stats.unknown_auroc = None if value is None else round(value, 4)
+    stats.notes = notes
+    th.source = source
+    th.stats = stats
+    return th

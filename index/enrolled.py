@@ -1,0 +1,240 @@
+"""The enrolled rows of an identifier and the species tables derived from them.
+
+:class:`EnrolledRows` keeps one row per enrolled vector (L2-normalised vector, species,
+specimen group, id, source, region, search key) in step with its specimen search index, and
+recomputes the per-species tables (names, row -> species / group index, counts, taxonomy,
+regions) whenever rows are added or dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from .errors import InvalidQueryError, SpecimenNotFoundError
+from .prototypes import l2_normalise
+from .search import VectorIndex
+
+#: joins species and group name, so equal group names of two species stay distinct groups.
+GROUP_SEP = "\x1f"
+_REGION_SPLIT = re.compile(r"\s*[;,|]\s*")
+
+
+def genus_from_name(species: str) -> str:
+    """Genus from a ``Genus_species`` name ('' when the first word is not capitalised)."""
+    parts = re.split(r"[_\s]+", species.strip())
+    return parts[0] if len(parts) >= 2 and parts[0][:1].isupper() else ""
+
+
+def regions_of(text: str) -> set[str]:
+    """Lower-cased region names of a ``;``, ``,`` or ``|`` separated list."""
+    return {part.lower() for part in _REGION_SPLIT.split(text or "") if part}
+
+
+class EnrolledRows:
+    """Enrolled vectors with their per-row metadata and the derived species tables.
+
+    Row arrays (same length, enrollment order): ``vectors`` (n, d) float32 unit rows,
+    ``labels`` species, ``groups`` species-qualified specimen group, ``ids``, ``sources``,
+    ``row_regions`` and ``keys`` (int64 keys of :attr:`index`, increasing). Species tables
+    (species sorted by name): ``species``, ``y`` / ``g`` (species / group index of each row),
+    ``counts`` / ``group_counts`` (images / specimens per species), ``order`` / ``starts`` /
+    ``rows_by_species`` (rows grouped by species), ``genus``, ``family``, ``species_regions``.
+    """
+
+    def __init__(self, dim: int, index: VectorIndex | None = None) -> None:
+        self.dim = int(dim)
+        self.index = index if index is not None else VectorIndex(self.dim)
+        self.vectors = np.zeros((0, self.dim), np.float32)
+        self.labels = np.zeros(0, dtype=object)
+        self.groups = np.zeros(0, dtype=object)
+        self.ids = np.zeros(0, dtype=object)
+        self.sources = np.zeros(0, dtype=object)
+        self.row_regions = np.zeros(0, dtype=object)
+        self.keys = np.zeros(0, np.int64)
+        self.taxonomy: dict[str, dict[str, str]] = {}
+        self._next_key = 0
+        self._refresh()
+
+    def __len__(self) -> int:
+        return int(self.vectors.shape[0])
+
+    # ------------------------------------------------------------------ changes
+    def add(
+        self,
+        vectors: np.ndarray,
+        species: Sequence[str],
+        taxonomy: Mapping[str, Mapping[str, str]] | None = None,
+        specimen_ids: Sequence[str] | None = None,
+        groups: Sequence[str] | None = None,
+        sources: Sequence[str] | None = None,
+        regions: Sequence[str] | None = None,
+    ) -> int:
+        """Validate and append rows (see :meth:`index.VectorIdentifier.fit` for the arguments);
+        returns how many were added. Raises :class:`InvalidQueryError` before changing
+        anything; ``taxonomy`` is merged even when no vector is given."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim == 1:
+            vectors = vectors[None, :]
+        n = vectors.shape[0]
+        if vectors.ndim != 2 or (n and vectors.shape[1] != self.dim):
+            raise InvalidQueryError(
+                f"expected vectors of size {self.dim}, got shape {vectors.shape}"
+            )
+        if not np.isfinite(vectors).all():
+            raise InvalidQueryError("vectors contain NaN or infinite values")
+        species = [str(s) for s in species]
+        if len(species) != n:
+            raise InvalidQueryError(f"{n} vectors but {len(species)} species labels")
+        if any(not s for s in species):
+            raise InvalidQueryError("empty species name")
+        start = self._next_key
+        ids = [
+            str(i) for i in (specimen_ids if specimen_ids is not None else range(start, start + n))
+        ]
+        if len(ids) != n or len(set(ids)) != n:
+            raise InvalidQueryError("specimen_ids must give one unique id per vector")
+        clash = set(ids) & set(self.ids.tolist())
+        if clash:
+            raise InvalidQueryError(f"specimen ids already enrolled: {sorted(clash)[:5]}")
+        group_names = list(groups) if groups is not None else ids
+        if len(group_names) != n:
+            raise InvalidQueryError(f"{n} vectors but {len(group_names)} groups")
+        for name, info in (taxonomy or {}).items():
+            merged = dict(self.taxonomy.get(name, {}))
+            merged.update({k: str(v) for k, v in info.items() if v not in (None, "")})
+            self.taxonomy[name] = merged
+        for name in set(species):
+            self.taxonomy.setdefault(name, {})
+        if n == 0:
+            return 0
+        keys = np.arange(start, start + n, dtype=np.int64)
+        self._next_key = start + n
+        vectors = l2_normalise(vectors)
+        qualified = [f"{s}{GROUP_SEP}{g}" for s, g in zip(species, group_names, strict=True)]
+        self.vectors = np.concatenate([self.vectors, vectors])
+        self.labels = np.concatenate([self.labels, np.asarray(species, dtype=object)])
+        self.groups = np.concatenate([self.groups, np.asarray(qualified, dtype=object)])
+        self.ids = np.concatenate([self.ids, np.asarray(ids, dtype=object)])
+        self.sources = np.concatenate(
+            [self.sources, np.asarray(list(sources or [""] * n), dtype=object)]
+        )
+        self.row_regions = np.concatenate(
+            [self.row_regions, np.asarray(list(regions or [""] * n), dtype=object)]
+        )
+        self.keys = np.concatenate([self.keys, keys])
+        self.index.add(vectors, keys)
+        self._refresh()
+        return n
+
+    def rows_of_ids(self, specimen_ids: Sequence[str]) -> np.ndarray:
+        """Boolean mask of the rows with these ids; raises :class:`SpecimenNotFoundError` for
+        an id that is not enrolled."""
+        wanted = {str(i) for i in specimen_ids}
+        present = np.isin(self.ids, list(wanted))
+        missing = wanted - set(self.ids[present].tolist())
+        if missing:
+            raise SpecimenNotFoundError(f"no enrolled specimen with id {sorted(missing)[0]!r}")
+        return present
+
+    def drop(self, mask: np.ndarray) -> int:
+        """Remove the rows where ``mask`` is true (and the taxonomy of species left without
+        rows); returns how many went."""
+        count = int(mask.sum())
+        if not count:
+            return 0
+        self.index.remove(self.keys[mask])
+        keep = ~mask
+        gone = set(self.labels[mask].tolist()) - set(self.labels[keep].tolist())
+        self.vectors = self.vectors[keep]
+        self.labels = self.labels[keep]
+        self.groups = self.groups[keep]
+        self.ids = self.ids[keep]
+        self.sources = self.sources[keep]
+        self.row_regions = self.row_regions[keep]
+        self.keys = self.keys[keep]
+        for name in gone:
+            self.taxonomy.pop(name, None)
+        self._refresh()
+        return count
+
+    # ------------------------------------------------------------------ lookups
+    def rows_of_keys(self, keys: np.ndarray) -> np.ndarray:
+        """Row positions of search-index keys (all must be enrolled)."""
+        return np.searchsorted(self.keys, keys)
+
+    def region_of_row(self, row: int) -> str:
+        """The row's own region, else its species' region ('' when neither is known)."""
+        region: str = self.row_regions[row] or self.taxonomy.get(self.species[self.y[row]], {}).get(
+            "region", ""
+        )
+        return region
+
+    def specimen_of_row(self, row: int) -> str:
+        """The group (specimen) name the row was enrolled with."""
+        return str(self.groups[row]).split(GROUP_SEP, 1)[-1]
+
+    def nearest(self, q: np.ndarray, k: int, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and raw cosine scores of the ``k`` rows nearest to the one unit query ``q``
+        ``(1, d)`` among species allowed by ``mask`` (S,), best first."""
+        if mask.all():
+            scores, keys = self.index.search(q, k)
+            good = keys[0] >= 0
+            return self.rows_of_keys(keys[0][good]), scores[0][good]
+        scores, keys = self.index.search(q, 4 * k)
+        good = keys[0] >= 0
+        rows = self.rows_of_keys(keys[0][good])
+        keep = mask[self.y[rows]]
+        if keep.sum() >= k or len(self) <= 4 * k:
+            return rows[keep][:k], scores[0][good][keep][:k]
+        allowed = np.flatnonzero(mask[self.y])  # rare filter: exact search over its rows
+        sims = self.vectors[allowed] @ q[0]
+        best = np.argsort(-sims, kind="stable")[:k]
+        return allowed[best], sims[best]
+
+    def per_species_max(self, dense: np.ndarray) -> np.ndarray:
+        """(m, n) scores over the rows -> (m, S) best score per species."""
+        if dense.shape[1] == 0:
+            return np.full((dense.shape[0], len(self.species)), -np.inf, np.float32)
+        return np.maximum.reduceat(dense[:, self.order], self.starts, axis=1)
+
+    # ------------------------------------------------------------------ tables
+    def _refresh(self) -> None:
+        names, y = (
+            np.unique(self.labels.astype(str), return_inverse=True)
+            if len(self.labels)
+            else (np.zeros(0, str), np.zeros(0, np.int64))
+        )
+        self.species: list[str] = [str(s) for s in names]
+        self.y: np.ndarray = y.astype(np.int64)
+        groups = (
+            np.unique(self.groups.astype(str), return_inverse=True)[1]
+            if len(self.groups)
+            else np.zeros(0, np.int64)
+        )
+        self.g: np.ndarray = np.asarray(groups, np.int64)
+        S = len(self.species)
+        self.genus: list[str] = [
+            self.taxonomy.get(s, {}).get("genus") or genus_from_name(s) for s in self.species
+        ]
+        self.family: list[str] = [self.taxonomy.get(s, {}).get("family", "") for s in self.species]
+        self.counts: np.ndarray = np.bincount(self.y, minlength=S)
+        group_species = np.zeros(int(self.g.max()) + 1 if self.g.size else 0, np.int64)
+        group_species[self.g] = self.y
+        self.group_counts: np.ndarray = (
+            np.bincount(group_species, minlength=S) if self.g.size else np.zeros(S, np.int64)
+        )
+        self.order: np.ndarray = np.argsort(self.y, kind="stable")
+        self.starts: np.ndarray = (
+            np.searchsorted(self.y[self.order], np.arange(S)) if S else np.zeros(0, np.int64)
+        )
+        self.rows_by_species: list[np.ndarray] = np.split(self.order, self.starts[1:]) if S else []
+        regions = []
+        for s, name in enumerate(self.species):
+            found = regions_of(self.taxonomy.get(name, {}).get("region", ""))
+            for text in set(self.row_regions[self.rows_by_species[s]].tolist()):
+                found |= regions_of(text)
+            regions.append(found)
+        self.species_regions: list[set[str]] = regions

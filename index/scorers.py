@@ -1,0 +1,279 @@
+"""Scores of queries against enrolled rows: species scores, the unknown score and the OOD score.
+
+A species scorer turns raw (unit) query vectors into an ``(m, S)`` array over
+:attr:`EnrolledRows.species` (``-inf`` = species cannot be scored) with :meth:`scores`, and
+scores enrolled rows as if their own specimen (group) had never been enrolled with
+:meth:`held_out_scores` (what calibration needs). :func:`species_scorer` builds the one named
+by ``IdentifierConfig.method``; another scorer only has to follow :class:`SpeciesScorer`.
+
+- :class:`Cl2n`: the CL2N centring shared by the scorers (collection mean, centred rows).
+- :class:`PrototypeScorer`: cosine similarity to the species' CL2N prototype(s).
+- :class:`NearestSpecimenScorer`: cosine similarity to the species' nearest enrolled row
+  (exact up to :data:`EXACT_KNN_LIMIT` rows, else FAISS candidates re-scored).
+- :class:`MeanScorer`: the mean of several scorers (``"prototype+knn"``).
+- :class:`OodScorer`: 1 - mean raw cosine similarity to the ``ood_k`` nearest rows.
+- :func:`unknown_scores`: 1 - best species score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+from .config import IdentifierConfig
+from .enrolled import EnrolledRows
+from .prototypes import centre, max_by_owner, species_prototypes
+from .search import VectorIndex
+
+#: collections up to this size get exact nearest-specimen scores (dense product).
+EXACT_KNN_LIMIT = 20_000
+#: enrolled rows scored per block when scoring held-out rows.
+HELD_OUT_BLOCK = 256
+
+
+def topk_mean(values: np.ndarray, k: int) -> np.ndarray:
+    """Row-wise mean of the ``k`` largest finite values (NaN when a row has none)."""
+    k = max(1, min(k, values.shape[1]))
+    part = -np.partition(-values, k - 1, axis=1)[:, :k]
+    finite = np.isfinite(part)
+    count = finite.sum(axis=1)
+    total = np.where(finite, part, 0.0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def unknown_scores(similarities: np.ndarray) -> np.ndarray:
+    """1 - the best species score per row (2 when no species could be scored)."""
+    best = (
+        np.max(similarities, axis=1)
+        if similarities.shape[1]
+        else np.full(len(similarities), -np.inf)
+    )
+    return np.where(np.isfinite(best), 1.0 - best, 2.0)
+
+
+class Cl2n:
+    """CL2N centring of a collection: the mean of its rows (when it has enough species) and
+    the rows centred on it. Call :meth:`fit` after the rows change."""
+
+    def __init__(self, rows: EnrolledRows, config: IdentifierConfig) -> None:
+        self.rows = rows
+        self.config = config
+        self.mean: np.ndarray | None = None
+        self.centred = rows.vectors
+
+    def fit(self) -> None:
+        cfg, vectors = self.config, self.rows.vectors
+        self.mean = None
+        if cfg.centre and cfg.min_species_to_centre <= len(self.rows.species) and len(vectors):
+            self.mean = vectors.mean(axis=0)
+        self.centred = centre(vectors, self.mean) if len(vectors) else vectors
+
+    def __call__(self, queries: np.ndarray) -> np.ndarray:
+        """Queries in the centred space."""
+        return centre(queries, self.mean)
+
+
+class SpeciesScorer(Protocol):
+    """What the identifier and calibration need from a species scorer."""
+
+    #: multiply-adds per enrolled value and held-out query (OOD scores included), for
+    #: sizing calibration.
+    held_out_cost: int
+
+    def fit(self) -> None:
+        """Recompute the scorer's state after the enrolled rows (and :class:`Cl2n`) changed."""
+        ...
+
+    def scores(self, raw_queries: np.ndarray) -> np.ndarray:
+        """``(m, d)`` unit queries -> ``(m, S)`` species scores."""
+        ...
+
+    def held_out_scores(self, rows: np.ndarray) -> np.ndarray:
+        """Species scores of enrolled ``rows`` as queries, each row's own group left out."""
+        ...
+
+
+class PrototypeScorer:
+    """Cosine similarity to the species' CL2N prototype(s) (k-means forms when
+    ``prototypes_per_species`` > 1)."""
+
+    held_out_cost = 2
+
+    def __init__(self, rows: EnrolledRows, cl2n: Cl2n, config: IdentifierConfig) -> None:
+        self.rows = rows
+        self.cl2n = cl2n
+        self.config = config
+        self.index = VectorIndex(rows.dim, ann_threshold=10**9, use_gpu=config.use_gpu)
+        self.protos = np.zeros((0, rows.dim), np.float32)
+        self.owner = np.zeros(0, np.int64)
+
+    def fit(self) -> None:
+        cfg, rows = self.config, self.rows
+        self.protos, self.owner = species_prototypes(
+            self.cl2n.centred,
+            rows.y,
+            len(rows.species),
+            rows.g,
+            cfg.prototypes_per_species,
+            cfg.min_specimens_per_prototype,
+            cfg.seed,
+        )
+        self.index.reset(self.protos, np.arange(len(self.owner), dtype=np.int64))
+
+    def scores(self, raw_queries: np.ndarray) -> np.ndarray:
+        return self._scores(self.cl2n(raw_queries))
+
+    def _scores(self, centred_queries: np.ndarray) -> np.ndarray:
+        P = len(self.owner)
+        scores, ids = self.index.search(centred_queries, P)
+        full = np.full((centred_queries.shape[0], P), -np.inf, np.float32)
+        np.put_along_axis(full, np.clip(ids, 0, None), scores, axis=1)
+        return max_by_owner(full, self.owner, len(self.rows.species))
+
+    def held_out_scores(self, rows: np.ndarray) -> np.ndarray:
+        """Each row's own group left out of its species' prototype(s); species left without
+        images get ``-inf``."""
+        cfg, enrolled, centred = self.config, self.rows, self.cl2n.centred
+        S = len(enrolled.species)
+        queries = centred[rows]
+        sims = max_by_owner(queries @ self.protos.T, self.owner, S)
+        multi = np.bincount(self.owner, minlength=S) > 1
+        sums = np.zeros((S, enrolled.dim), np.float64)
+        np.add.at(sums, enrolled.y, centred)
+        group_sums = np.zeros((int(enrolled.g.max()) + 1, enrolled.dim), np.float64)
+        np.add.at(group_sums, enrolled.g, centred)
+        y, g = enrolled.y[rows], enrolled.g[rows]
+        rest = sums[y] - group_sums[g]
+        norms = np.linalg.norm(rest, axis=1)
+        own = np.einsum("ij,ij->i", queries, rest / np.maximum(norms, 1e-12)[:, None])
+        own = np.where(norms > 1e-6 * np.maximum(1, enrolled.counts[y]), own, -np.inf)
+        for i in np.flatnonzero(multi[y]):  # species with k-means prototypes: recompute them
+            keep = (enrolled.y == y[i]) & (enrolled.g != g[i])
+            if not keep.any():
+                own[i] = -np.inf
+                continue
+            protos, _ = species_prototypes(
+                centred[keep],
+                np.zeros(int(keep.sum()), np.int64),
+                1,
+                enrolled.g[keep],
+                cfg.prototypes_per_species,
+                cfg.min_specimens_per_prototype,
+                cfg.seed + int(y[i]),
+            )
+            own[i] = float(np.max(protos @ queries[i]))
+        sims[np.arange(len(rows)), y] = own
+        return sims
+
+
+class NearestSpecimenScorer:
+    """Cosine similarity (CL2N space) to each species' nearest enrolled row."""
+
+    held_out_cost = 3
+
+    def __init__(self, rows: EnrolledRows, cl2n: Cl2n, config: IdentifierConfig) -> None:
+        self.rows = rows
+        self.cl2n = cl2n
+        self.config = config
+
+    def fit(self) -> None:
+        """Nothing to fit: the rows and their centring are the model."""
+
+    def scores(self, raw_queries: np.ndarray) -> np.ndarray:
+        rows, centred = self.rows, self.cl2n.centred
+        centred_queries = self.cl2n(raw_queries)
+        if len(rows) <= EXACT_KNN_LIMIT:
+            return rows.per_species_max(centred_queries @ centred.T)
+        # large collections: re-score the nearest specimens found by FAISS in raw space
+        _, keys = rows.index.search(raw_queries, self.config.knn_candidates)
+        out = np.full((raw_queries.shape[0], len(rows.species)), -np.inf, np.float32)
+        for i in range(raw_queries.shape[0]):
+            found = rows.rows_of_keys(keys[i][keys[i] >= 0])
+            sims = centred[found] @ centred_queries[i]
+            floor = float(sims.min()) - 1e-3 if sims.size else -1.0
+            out[i, :] = floor
+            np.maximum.at(out[i], rows.y[found], sims)
+        return out
+
+    def held_out_scores(self, rows: np.ndarray) -> np.ndarray:
+        """Exact scores with every row of the query's own group left out."""
+        enrolled, centred = self.rows, self.cl2n.centred
+        sims = np.zeros((len(rows), len(enrolled.species)), np.float32)
+        for start in range(0, len(rows), HELD_OUT_BLOCK):
+            block = rows[start : start + HELD_OUT_BLOCK]
+            own_group = enrolled.g[None, :] == enrolled.g[block][:, None]
+            dense = np.where(own_group, -np.inf, centred[block] @ centred.T)
+            sims[start : start + HELD_OUT_BLOCK] = enrolled.per_species_max(
+                dense.astype(np.float32)
+            )
+        return sims
+
+
+class MeanScorer:
+    """The mean of several scorers' species scores."""
+
+    def __init__(self, parts: Sequence[SpeciesScorer]) -> None:
+        self.parts = list(parts)
+        self.held_out_cost = max(p.held_out_cost for p in self.parts)
+
+    def fit(self) -> None:
+        for part in self.parts:
+            part.fit()
+
+    def scores(self, raw_queries: np.ndarray) -> np.ndarray:
+        return self._mean([p.scores(raw_queries) for p in self.parts])
+
+    def held_out_scores(self, rows: np.ndarray) -> np.ndarray:
+        return self._mean([p.held_out_scores(rows) for p in self.parts])
+
+    @staticmethod
+    def _mean(scores: list[np.ndarray]) -> np.ndarray:
+        total = scores[0]
+        for more in scores[1:]:
+            total = total + more
+        return total / len(scores)
+
+
+def species_scorer(rows: EnrolledRows, cl2n: Cl2n, config: IdentifierConfig) -> SpeciesScorer:
+    """The scorer named by ``config.method`` (not yet fitted)."""
+    if config.method == "prototype":
+        return PrototypeScorer(rows, cl2n, config)
+    if config.method == "knn":
+        return NearestSpecimenScorer(rows, cl2n, config)
+    return MeanScorer(
+        [PrototypeScorer(rows, cl2n, config), NearestSpecimenScorer(rows, cl2n, config)]
+    )
+
+
+class OodScorer:
+    """Off-domain score: 1 - mean raw cosine similarity to the ``ood_k`` nearest rows."""
+
+    def __init__(self, rows: EnrolledRows, config: IdentifierConfig) -> None:
+        self.rows = rows
+        self.k = config.ood_k
+
+    def scores(self, raw_queries: np.ndarray) -> np.ndarray:
+        scores, _ = self.rows.index.search(raw_queries, self.k)
+        return 1.0 - topk_mean(scores, self.k)
+
+    def held_out_scores(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """OOD scores of enrolled ``rows`` as queries: without their own group (a new
+        specimen of a known species) and without their own species (an unknown species)."""
+        enrolled, k = self.rows, self.k
+        known = np.zeros(len(rows))
+        unknown = np.zeros(len(rows))
+        for start in range(0, len(rows), HELD_OUT_BLOCK):
+            block = rows[start : start + HELD_OUT_BLOCK]
+            own_group = enrolled.g[None, :] == enrolled.g[block][:, None]
+            own_species = enrolled.y[None, :] == enrolled.y[block][:, None]
+            raw = enrolled.vectors[block] @ enrolled.vectors.T
+            known[start : start + HELD_OUT_BLOCK] = 1.0 - topk_mean(
+                np.where(own_group, -np.inf, raw), k
+            )
+            unknown[start : start + HELD_OUT_BLOCK] = 1.0 - topk_mean(
+                np.where(own_species, -np.inf, raw), k
+            )
+        return known, unknown

@@ -1,0 +1,164 @@
+"""The calibration procedure: held-out query selection, the thresholds it fits and its
+fallbacks, and that any scorer following the SpeciesScorer protocol plugs into it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from index import VectorIdentifier
+from index.calibrate import calibrate, calibration_rows, default_thresholds
+from index.config import IdentifierConfig
+from index.enrolled import EnrolledRows
+from index.scorers import Cl2n, OodScorer, species_scorer
+
+DIM = 16
+CONFIG = IdentifierConfig(use_gpu=False)
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def synthetic(specimens=(5, 5, 5, 5, 2, 1)) -> tuple[np.ndarray, list[str], list[str]]:
+    """One species per entry of ``specimens`` (that many specimens, 2 views each)."""
+    rng = np.random.default_rng(3)
+    domain = unit(rng.normal(size=DIM))
+    centres = unit(domain + 0.9 * unit(rng.normal(size=(len(specimens), DIM))))
+    vectors, labels, groups = [], [], []
+    for s, count in enumerate(specimens):
+        for p in range(count):
+            specimen = centres[s] + 0.15 * rng.normal(size=DIM)
+            for _ in range(2):
+                vectors.append(specimen + 0.03 * rng.normal(size=DIM))
+                labels.append(f"Genus{s // 2}_s{s}")
+                groups.append(f"p{p}")
+    return np.array(vectors), labels, groups
+
+
+def enrolled(specimens=(5, 5, 5, 5, 2, 1)) -> EnrolledRows:
+    vectors, labels, groups = synthetic(specimens)
+    rows = EnrolledRows(DIM)
+    rows.add(vectors, labels, groups=groups)
+    return rows
+
+
+def parts(rows: EnrolledRows, config: IdentifierConfig = CONFIG):
+    cl2n = Cl2n(rows, config)
+    cl2n.fit()
+    scorer = species_scorer(rows, cl2n, config)
+    scorer.fit()
+    return scorer, OodScorer(rows, config)
+
+
+def test_calibration_rows_take_whole_specimens_round_robin_over_species():
+    rows = enrolled()
+    chosen = calibration_rows(rows, 12, np.random.default_rng(0))
+    assert len(chosen) == 12
+    # the first round visits every species once (6 species x 2 views = 12 rows)
+    assert sorted(set(rows.y[chosen].tolist())) == list(range(6))
+    for g in set(rows.g[chosen].tolist()):
+        assert set(np.flatnonzero(rows.g == g).tolist()) <= set(chosen.tolist())
+
+
+def test_calibration_rows_stop_when_the_budget_is_reached_or_everything_is_taken():
+    rows = enrolled()
+    assert len(calibration_rows(rows, 1, np.random.default_rng(0))) == 2  # one whole specimen
+    everything = calibration_rows(rows, 10_000, np.random.default_rng(0))
+    assert sorted(everything.tolist()) == list(range(len(rows)))
+
+
+def test_calibration_fits_the_thresholds_and_reaches_about_the_target_recall():
+    rows = enrolled()
+    scorer, ood = parts(rows)
+    th = calibrate(rows, scorer, ood, CONFIG, target_recall=0.9)
+    assert th.source == "calibrated" and th.target_recall == 0.9
+    assert 0.01 <= th.temperature <= 1.0
+    assert th.temperature != CONFIG.fallback_temperature
+    assert np.isfinite(th.unknown) and np.isfinite(th.ood)
+    assert th.stats.known_recall is not None and th.stats.known_recall >= 0.85
+    # known samples: species with 2+ specimens (the one-specimen species cannot be held out)
+    assert th.stats.known_queries == 2 * (5 + 5 + 5 + 5 + 2)
+    assert th.stats.unknown_queries == len(rows)
+
+
+def test_the_identifier_calibrates_with_this_procedure():
+    vectors, labels, groups = synthetic()
+    identifier = VectorIdentifier.fit(vectors, labels, groups=groups)
+    rows = enrolled()
+    scorer, ood = parts(rows)
+    assert identifier.thresholds == calibrate(rows, scorer, ood, identifier.config)
+
+
+def test_an_empty_collection_keeps_the_default_thresholds_with_a_note():
+    rows = EnrolledRows(DIM)
+    scorer, ood = parts(rows)
+    th = calibrate(rows, scorer, ood, CONFIG)
+    assert th.source == "default"
+    assert th.temperature == default_thresholds(CONFIG).temperature
+    assert th.stats.notes == ["empty collection: default thresholds"]
+
+
+def test_one_species_falls_back_for_the_temperature_and_the_ood_threshold():
+    rows = enrolled(specimens=(3,))
+    scorer, ood = parts(rows)
+    th = calibrate(rows, scorer, ood, CONFIG)
+    assert th.source == "fallback"
+    assert th.temperature == CONFIG.fallback_temperature
+    assert any(note.startswith("temperature: fallback") for note in th.stats.notes)
+    assert th.stats.unknown_queries == 0 and th.stats.unknown_auroc is None
+
+
+@pytest.mark.parametrize("target", [0.5, 1.0, 1.2])
+def test_a_target_recall_outside_the_open_interval_is_refused(target):
+    rows = enrolled()
+    scorer, ood = parts(rows)
+    with pytest.raises(ValueError, match="target_recall"):
+        calibrate(rows, scorer, ood, CONFIG, target_recall=target)
+
+
+class OracleScorer:
+    """A stand-in species scorer: 1 for the true species, 0 elsewhere (held out or not)."""
+
+    held_out_cost = 1
+
+    def __init__(self, rows: EnrolledRows) -> None:
+        self.rows = rows
+
+    def fit(self) -> None:
+        pass
+
+    def scores(self, raw_queries: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def held_out_scores(self, rows: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(rows), len(self.rows.species)), np.float32)
+        out[np.arange(len(rows)), self.rows.y[rows]] = 1.0
+        return out
+
+
+def test_any_scorer_following_the_protocol_plugs_into_calibration():
+    rows = enrolled()
+    th = calibrate(rows, OracleScorer(rows), OodScorer(rows, CONFIG), CONFIG)
+    assert th.stats.known_top1 == 1.0
+    # the one-specimen species is never a known sample, even when a scorer scores it
+    assert th.stats.known_queries == 2 * (5 + 5 + 5 + 5 + 2)
+    assert th.temperature < CONFIG.fallback_temperature  # perfectly separated: sharpened
+    assert th.stats.unknown_auroc == 1.0
+
+
+def test_evaluation_reports_use_the_calibration_auroc_and_ece_with_the_right_order():
+    from index.calibration import expected_calibration_error, reliability
+    from index.evaluation.metrics import expected_calibration_error as report_ece
+    from index.evaluation.openset import detection_figures
+
+    assert report_ece is reliability
+    confidence, correct = np.array([0.95, 0.95, 0.55, 0.55]), np.array([1, 1, 0, 1])
+    assert (
+        expected_calibration_error(confidence, correct, 10)
+        == reliability(confidence, correct, 10)[0]
+    )
+    # higher = more novel: novel scores above every known one separate perfectly
+    assert detection_figures(np.array([0.1, 0.2]), np.array([0.8, 0.9]))["auroc"] == 1.0
+    assert detection_figures(np.array([0.8, 0.9]), np.array([0.1, 0.2]))["auroc"] == 0.0
+    assert np.isnan(detection_figures(np.array([0.1]), np.array([]))["auroc"])

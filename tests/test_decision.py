@@ -1,0 +1,110 @@
+"""The decision policy (out_of_domain -> unknown_species -> species / genus / family roll-up ->
+uncertain) and the species filters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from index.decision import DecisionPolicy, candidate_mask, rollup_matrix
+from index.enrolled import EnrolledRows
+from index.errors import InvalidQueryError
+from index.results import Thresholds
+
+SPECIES = ["Conus_a", "Conus_b", "Murex_c", "Oliva_d"]
+GENUS = ["Conus", "Conus", "Murex", ""]
+FAMILY = ["Conidae", "Conidae", "Muricidae", "Olividae"]
+TH = Thresholds(
+    temperature=0.05,
+    ood=0.5,
+    unknown=0.6,
+    species_probability=0.6,
+    genus_probability=0.6,
+    family_probability=0.6,
+    target_recall=0.95,
+    source="default",
+)
+
+
+def decide(probabilities, unknown=0.1, ood=0.1):
+    policy = DecisionPolicy(SPECIES, GENUS, FAMILY)
+    probs = np.atleast_2d(np.asarray(probabilities, np.float32))
+    m = probs.shape[0]
+    return policy.decide(probs, np.full(m, unknown), np.full(m, ood), TH)
+
+
+def test_off_domain_comes_before_every_other_check():
+    assert decide([1, 0, 0, 0], unknown=0.9, ood=0.7) == [("out_of_domain", None, 0.0)]
+
+
+def test_a_query_without_neighbours_is_off_domain():
+    assert decide([1, 0, 0, 0], ood=np.nan)[0][0] == "out_of_domain"
+
+
+def test_unknown_species_when_the_best_species_is_too_far():
+    assert decide([1, 0, 0, 0], unknown=0.61) == [("unknown_species", None, 0.0)]
+
+
+def test_species_when_its_probability_passes_the_threshold():
+    (decision, taxon, p) = decide([0.1, 0.7, 0.1, 0.1])[0]
+    assert (decision, taxon) == ("species", "Conus_b") and p == pytest.approx(0.7)
+
+
+def test_genus_roll_up_sums_the_species_probabilities():
+    (decision, taxon, p) = decide([0.35, 0.35, 0.2, 0.1])[0]
+    assert (decision, taxon) == ("genus", "Conus") and p == pytest.approx(0.7)
+
+
+def test_family_roll_up_when_no_genus_passes():
+    policy = DecisionPolicy(["A_x", "B_y", "C_z"], ["A", "B", "C"], ["Fam", "Fam", "Other"])
+    out = policy.decide(np.array([[0.4, 0.3, 0.3]]), np.array([0.1]), np.array([0.1]), TH)
+    assert out[0][:2] == ("family", "Fam") and out[0][2] == pytest.approx(0.7)
+
+
+def test_uncertain_when_no_taxon_passes():
+    assert decide([0.3, 0.05, 0.35, 0.3]) == [("uncertain", None, 0.0)]
+
+
+def test_species_without_a_genus_never_roll_up_into_one():
+    # together the two genus-less species would pass 0.6 as a genus ''
+    policy = DecisionPolicy(["a", "b", "Murex_c"], ["", "", "Murex"], ["F1", "F2", "F3"])
+    out = policy.decide(np.array([[0.35, 0.35, 0.3]]), np.array([0.1]), np.array([0.1]), TH)
+    assert out == [("uncertain", None, 0.0)]
+    matrix, names = rollup_matrix(GENUS)
+    assert names == ["Conus", "Murex"]
+    assert matrix.toarray().tolist() == [[1, 0], [1, 0], [0, 1], [0, 0]]
+
+
+def test_decisions_are_made_per_query():
+    out = decide([[0.1, 0.7, 0.1, 0.1], [0.3, 0.05, 0.35, 0.3]])
+    assert [d for d, _, _ in out] == ["species", "uncertain"]
+
+
+def rows() -> EnrolledRows:
+    enrolled = EnrolledRows(4)
+    enrolled.add(
+        np.eye(4),
+        SPECIES,
+        taxonomy={
+            "Conus_a": {"family": "Conidae", "region": "Red Sea; Indo-Pacific"},
+            "Conus_b": {"family": "Conidae"},
+            "Murex_c": {"family": "Muricidae", "region": "Atlantic"},
+            "Oliva_d": {"family": "Olividae"},
+        },
+        regions=["", "red sea", "", ""],
+    )
+    return enrolled
+
+
+def test_candidate_mask_filters_case_insensitively():
+    enrolled = rows()
+    assert candidate_mask(enrolled).tolist() == [True] * 4
+    assert candidate_mask(enrolled, genus=" conus ").tolist() == [True, True, False, False]
+    assert candidate_mask(enrolled, family="MURICIDAE").tolist() == [False, False, True, False]
+    assert candidate_mask(enrolled, region="Red Sea").tolist() == [True, True, False, False]
+    assert candidate_mask(enrolled, region="red sea", genus="Conus", family="Conidae").sum() == 2
+
+
+def test_candidate_mask_raises_naming_the_filters_when_nothing_passes():
+    with pytest.raises(InvalidQueryError, match="region='Arctic', genus='Conus'"):
+        candidate_mask(rows(), region="Arctic", genus="Conus")
