@@ -1,11 +1,13 @@
 """The calibration procedure: held-out scores of enrolled images -> :class:`Thresholds`.
 
 Held-out queries are enrolled images scored as if their specimen (group) had never been
-enrolled. Known-species samples (their species keeps other specimens) fit the softmax
-temperature (minimum NLL) and set the unknown-species threshold; leave-one-species-out samples
-(own species removed) set the OOD threshold, so in-domain but unknown species are answered
-``unknown_species`` rather than ``out_of_domain``. Together the two thresholds accept
-``target_recall`` of the known-species samples. Collections too small for a step keep a
+enrolled. Known-species samples (their species keeps other specimens) set the unknown-species
+threshold; leave-one-species-out samples (own species removed) set the OOD threshold, so
+in-domain but unknown species are answered ``unknown_species`` rather than ``out_of_domain``.
+Together the two thresholds accept ``target_recall`` of the known-species samples. Then the
+softmax temperature is fitted (smoothed minimum NLL) over the species plus a "none of these"
+outcome scored at the unknown threshold: known samples should name their species, left-out
+species should come out as none. Collections too small for a step keep a
 documented fallback (see ``stats.notes``). The maths lives in :mod:`index.calibration`.
 """
 
@@ -20,7 +22,8 @@ from .calibration import (
     auroc,
     expected_calibration_error,
     fit_temperature,
-    softmax,
+    open_set_probabilities,
+    with_none,
 )
 from .config import IdentifierConfig
 from .enrolled import EnrolledRows
@@ -98,22 +101,6 @@ def calibrate(
     stats.unknown_queries = len(queries) if S > 1 else 0
     source: Literal["calibrated", "fallback"] = "calibrated"
 
-    # temperature: known-species samples, more than one species
-    if S > 1 and known.sum() >= 5:
-        th.temperature = fit_temperature(sims[known], y[known])
-        probs_fallback = softmax(sims[known], cfg.fallback_temperature)
-        probs = softmax(sims[known], th.temperature)
-        correct = np.argmax(sims[known], axis=1) == y[known]
-        stats.known_top1 = round(float(correct.mean()), 4)
-        stats.ece_before = round(expected_calibration_error(probs_fallback.max(axis=1), correct), 4)
-        stats.ece_after = round(expected_calibration_error(probs.max(axis=1), correct), 4)
-    else:
-        source = "fallback"
-        notes.append(
-            f"temperature: fallback {cfg.fallback_temperature} (needs 2+ species and 5+ "
-            "images of species with 2+ specimens)"
-        )
-
     # OOD threshold: stranger than `ood_in_domain_share` of the in-domain images of species
     # the collection would not know (leave-one-species-out), and rejecting at most
     # `ood_miss_share` of the allowed misses among known-species samples
@@ -159,6 +146,29 @@ def calibrate(
         notes.append(
             "unknown: no unknown_species decisions (needs 3+ images of species with 2+ "
             "specimens to learn how far a new specimen of a known species can be)"
+        )
+
+    # temperature: one softmax over the species and "none of these" (scored at the unknown
+    # threshold), fitted on the known-species samples, so the top probability is the chance
+    # of being right for a specimen of an enrolled species; one below the threshold gives
+    # "none" the largest share
+    none_score = 1.0 - th.unknown
+    if S > 1 and known.sum() >= 5:
+        th.temperature = fit_temperature(with_none(sims[known], none_score), y[known])
+        correct = np.argmax(sims[known], axis=1) == y[known]
+        stats.known_top1 = round(float(correct.mean()), 4)
+        for field, temperature in (
+            ("ece_before", cfg.fallback_temperature),
+            ("ece_after", th.temperature),
+        ):
+            probs, _ = open_set_probabilities(sims[known], temperature, none_score)
+            ece = expected_calibration_error(probs.max(axis=1), correct)
+            setattr(stats, field, round(ece, 4))
+    else:
+        source = "fallback"
+        notes.append(
+            f"temperature: fallback {cfg.fallback_temperature} (needs 2+ species and 5+ "
+            "images of species with 2+ specimens)"
         )
 
     # what the thresholds achieve on the held-out samples

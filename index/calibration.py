@@ -13,7 +13,7 @@ from scipy.optimize import minimize_scalar
 from scipy.stats import rankdata
 
 #: bounds of the fitted softmax temperature (cosine similarities lie in [-1, 1]).
-MIN_TEMPERATURE = 0.01
+MIN_TEMPERATURE = 0.005
 MAX_TEMPERATURE = 1.0
 
 
@@ -29,22 +29,57 @@ def softmax(similarities: np.ndarray, temperature: float) -> np.ndarray:
     return (weights / np.where(total > 0, total, 1.0)).astype(np.float32)
 
 
+def with_none(similarities: np.ndarray, none_score: float) -> np.ndarray:
+    """The species scores with a last column for "none of these": ``none_score`` (the score
+    below which the best species is rejected; ``-inf`` = never)."""
+    sims = np.asarray(similarities, dtype=np.float32)
+    column = np.full((sims.shape[0], 1), none_score, np.float32)
+    return np.concatenate([sims, column], axis=1)
+
+
+def open_set_probabilities(
+    similarities: np.ndarray, temperature: float, none_score: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(species probabilities (m, S), none-of-these probability (m,))``: one softmax over
+    the species scores and ``none_score``, so the species' probabilities leave room for the
+    specimen being none of them. A best species below ``none_score`` is exactly the case
+    where "none" is the most probable outcome."""
+    probs = softmax(with_none(similarities, none_score), temperature)
+    return probs[:, :-1], probs[:, -1]
+
+
 def negative_log_likelihood(
-    similarities: np.ndarray, targets: np.ndarray, temperature: float
+    similarities: np.ndarray, targets: np.ndarray, temperature: float, smoothing: float = 0.0
 ) -> float:
-    """Mean NLL of the ``targets`` columns under :func:`softmax`."""
+    """Mean cross-entropy of :func:`softmax` against the ``targets`` columns, each target
+    keeping ``1 - smoothing`` and the other scorable columns sharing ``smoothing``."""
     probs = softmax(similarities, temperature).astype(np.float64)
-    picked = probs[np.arange(len(targets)), targets]
-    return float(-np.mean(np.log(np.clip(picked, 1e-12, 1.0))))
+    logp = np.log(np.clip(probs, 1e-12, 1.0))
+    m = np.arange(len(targets))
+    picked = logp[m, targets]
+    if smoothing <= 0:
+        return float(-np.mean(picked))
+    finite = np.isfinite(np.asarray(similarities, dtype=np.float64))
+    others = np.where(finite, logp, 0.0).sum(axis=1) - picked
+    n_others = np.maximum(finite.sum(axis=1) - 1, 1)
+    return float(-np.mean((1.0 - smoothing) * picked + smoothing * others / n_others))
 
 
 def fit_temperature(similarities: np.ndarray, targets: np.ndarray) -> float:
-    """The temperature minimising the NLL of ``targets`` (searched on a log scale)."""
+    """The temperature minimising the NLL of ``targets`` (searched on a log scale).
+
+    Targets are smoothed the way Platt smooths binary labels: the right column is worth
+    ``(n + 1) / (n + 2)`` for ``n`` samples, never 1, so a collection whose held-out samples
+    are all answered right gets a high but finite confidence instead of a temperature
+    collapsing to its lower bound."""
     targets = np.asarray(targets, dtype=np.int64)
     if len(targets) == 0:
         raise ValueError("no samples to fit a temperature on")
+    smoothing = 1.0 / (len(targets) + 2)
     result = minimize_scalar(
-        lambda log_t: negative_log_likelihood(similarities, targets, float(np.exp(log_t))),
+        lambda log_t: negative_log_likelihood(
+            similarities, targets, float(np.exp(log_t)), smoothing
+        ),
         bounds=(np.log(MIN_TEMPERATURE), np.log(MAX_TEMPERATURE)),
         method="bounded",
         options={"xatol": 1e-3},

@@ -2,8 +2,11 @@
 open-set answers against a set of enrolled embeddings.
 
 Scoring (see docs/index.md): species score = cosine similarity to the species' CL2N
-prototype(s) (``method="prototype"``), to its nearest enrolled specimen (``"knn"``) or their
-mean; probabilities = softmax(score / T); ``unknown_score`` = 1 - best species score;
+prototype in the collection's within-species whitened space (``method="whitened"``, the
+default), to the plain prototype(s) (``"prototype"``), to its nearest enrolled specimen
+(``"knn"``) or the mean of the last two; probabilities = one softmax over the species scores
+and a "none of these" score (the unknown threshold) at temperature T, so they leave room for
+an unknown species; ``unknown_score`` = 1 - best species score;
 ``ood_score`` = 1 - mean raw cosine similarity to the ``ood_k`` nearest specimens. Decisions:
 out_of_domain, unknown_species, then species / genus / family roll-up when the probability
 passes its threshold, else uncertain.
@@ -17,11 +20,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import calibrate as calibration_procedure
-from .calibration import softmax
+from .calibration import open_set_probabilities
 from .config import IdentifierConfig
 from .decision import DecisionPolicy
 from .decision import candidate_mask as species_mask
@@ -35,10 +39,26 @@ from .results import (
     SimilarSpecimen,
     Thresholds,
 )
-from .scorers import Cl2n, OodScorer, species_scorer, unknown_scores
+from .scorers import (
+    Cl2n,
+    OodScorer,
+    SpeciesScorer,
+    WhitenedScorer,
+    species_scorer,
+    unknown_scores,
+)
 from .search import VectorIndex
+from .whitening import Whitening
 
-__all__ = ["VectorIdentifier", "genus_from_name"]
+__all__ = ["Refit", "VectorIdentifier", "genus_from_name"]
+
+
+@dataclass(frozen=True)
+class Refit:
+    """A refit computed off the request path (:meth:`VectorIdentifier.prepare_refit`)."""
+
+    whitening: Whitening | None
+    thresholds: Thresholds | None
 
 
 class VectorIdentifier:
@@ -227,13 +247,39 @@ class VectorIdentifier:
         self._thresholds = self._calibrated.with_overrides(**self._overrides)
         return self._thresholds
 
-    def calibrate(self, target_recall: float | None = None) -> Thresholds:
-        """Fit the temperature and the open-set thresholds on the enrolled data (held-out
-        scores, see :mod:`index.calibrate`); returns the thresholds in force."""
-        self.thresholds = calibration_procedure.calibrate(
-            self.rows, self.scorer, self.ood_scorer, self.config, target_recall
-        )
+    def prepare_refit(self, target_recall: float | None = None, calibrate: bool = True) -> Refit:
+        """Everything a refit needs, computed without changing what queries see: the
+        scorer's whitening for the current rows (:mod:`index.whitening`) and, with
+        ``calibrate``, the thresholds fitted with it. Install with :meth:`apply_refit`, so a
+        service can compute it outside its lock and swap it in at once."""
+        whitening = None
+        scorer: SpeciesScorer = self.scorer
+        if isinstance(self.scorer, WhitenedScorer):
+            whitening = self.scorer.estimate()
+            scorer = self.scorer.with_whitening(whitening)
+        thresholds = None
+        if calibrate:
+            thresholds = calibration_procedure.calibrate(
+                self.rows, scorer, self.ood_scorer, self.config, target_recall
+            )
+        return Refit(whitening, thresholds)
+
+    def apply_refit(self, refit: Refit) -> Thresholds:
+        """Install a :meth:`prepare_refit` result; returns the thresholds in force."""
+        if refit.whitening is not None and isinstance(self.scorer, WhitenedScorer):
+            self.scorer.use(refit.whitening)
+        if refit.thresholds is not None:
+            self.thresholds = refit.thresholds
         return self._thresholds
+
+    def calibrate(self, target_recall: float | None = None) -> Thresholds:
+        """Refit the scorer and fit the temperature and the open-set thresholds on the enrolled
+        data (held-out scores, see :mod:`index.calibrate`); returns the thresholds in force."""
+        return self.apply_refit(self.prepare_refit(target_recall))
+
+    def _probabilities(self, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        th = self._thresholds
+        return open_set_probabilities(sims, th.temperature, 1.0 - th.unknown)
 
     # ================================================================== scoring
     def _check_queries(self, queries: np.ndarray) -> np.ndarray:
@@ -263,7 +309,7 @@ class VectorIdentifier:
         :attr:`species`, unknown and OOD scores, and the decision for each."""
         queries = self._check_queries(queries)
         sims = self.scorer.scores(queries)
-        probs = softmax(sims, self._thresholds.temperature)
+        probs, none = self._probabilities(sims)
         unknown = unknown_scores(sims)
         ood = self.ood_scorer.scores(queries)
         decisions = [
@@ -276,6 +322,7 @@ class VectorIdentifier:
             unknown.astype(np.float32),
             ood.astype(np.float32),
             decisions,
+            none,
         )
 
     def identify(
@@ -294,20 +341,21 @@ class VectorIdentifier:
         sims = self.scorer.scores(q)
         sims[:, ~mask] = -np.inf
         th = self._thresholds
-        probs = softmax(sims, th.temperature)
+        probs, none = self._probabilities(sims)
         unknown = unknown_scores(sims)
         ood = self.ood_scorer.scores(q)
         decision, taxon, confidence = self.policy.decide(probs, unknown, ood, th)[0]
+        rejected = decision in ("unknown_species", "out_of_domain")
         scored = time.perf_counter()
         rows = self.rows
-        order = [j for j in np.argsort(-probs[0], kind="stable") if mask[j]][: max(1, top_k)]
+        order = [j for j in np.argsort(-sims[0], kind="stable") if mask[j]][: max(1, top_k)]
         candidates = [
             Candidate(
                 species=rows.species[j],
                 genus=rows.genus[j],
                 family=rows.family[j],
                 score=round(float(sims[0, j]), 6),
-                probability=round(float(probs[0, j]), 6),
+                probability=None if rejected else round(float(probs[0, j]), 6),
             )
             for j in order
         ]
@@ -333,6 +381,7 @@ class VectorIdentifier:
             genus=genus_name,
             family=family_name,
             confidence=round(confidence, 6),
+            none_probability=None if decision == "out_of_domain" else round(float(none[0]), 6),
             candidates=candidates,
             similar=similar,
             region=(max(votes, key=lambda r: votes[r]) if votes else None),

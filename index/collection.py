@@ -211,7 +211,8 @@ class Collection:
                 stored
                 and info.get("calibrated_version") == version
                 and info.get("calibration_config") == self.config.model_dump(mode="json")
-            ):
+            ):  # the scorer is refitted (deterministic), the thresholds fitted with it reused
+                identifier.apply_refit(identifier.prepare_refit(calibrate=False))
                 identifier.thresholds = Thresholds.model_validate(stored)
             else:
                 identifier.calibrate()
@@ -655,13 +656,17 @@ class Collection:
             return record
 
     def calibrate(self, target_recall: float | None = None) -> Thresholds:
-        """Recalibrate the thresholds on the enrolled data and store them with the store."""
+        """Refit the scorer and recalibrate the thresholds on the enrolled data, and store
+        them with the store. The work runs outside the query lock (writers are held off by
+        the write lock, so the rows cannot change meanwhile); queries keep being answered
+        with the previous fit until the new one is swapped in."""
         with self._write_lock:
             identifier = self._identifier
             if identifier is None:
                 return Thresholds()
+            refit = identifier.prepare_refit(target_recall)
             with self._lock:
-                thresholds = identifier.calibrate(target_recall)
+                thresholds = identifier.apply_refit(refit)
             self.store.write_info(
                 thresholds=json.loads(identifier.calibrated_thresholds.model_dump_json()),
                 calibrated_version=self.store.version,

@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_STORE = "shellid-data"
 
-Method = Literal["prototype", "knn", "prototype+knn"]
+Method = Literal["whitened", "prototype", "knn", "prototype+knn"]
 
 
 class IdentifierConfig(BaseModel):
@@ -26,9 +26,10 @@ class IdentifierConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     method: Method = Field(
-        default="prototype+knn",
-        description="species score: CL2N prototype similarity, nearest-specimen similarity, "
-        "or their mean",
+        default="whitened",
+        description="species score: CL2N prototype similarity in the collection's "
+        "within-species whitened space (whitened), plain prototype similarity, "
+        "nearest-specimen similarity, or the mean of the last two",
     )
     centre: bool = Field(
         default=True, description="centre on the collection mean before prototypes (CL2N)"
@@ -113,7 +114,7 @@ class IndexSettings(BaseSettings):
     )
     model: str | None = Field(default=None, description="MODEL.pt (None = frozen default backbone)")
     top_k: int = Field(default=5, ge=1, le=100)
-    method: Method = "prototype+knn"
+    method: Method = "whitened"
     prototypes_per_species: int = Field(default=1, ge=1, le=16)
     target_recall: float = Field(default=0.95, gt=0.5, lt=1.0)
     temperature: float | None = Field(

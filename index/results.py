@@ -26,13 +26,14 @@ DECISIONS: tuple[str, ...] = (
 
 
 class Candidate(BaseModel):
-    """One enrolled species as an answer: similarity ``score`` and calibrated ``probability``."""
+    """One enrolled species as an answer: similarity ``score`` and calibrated ``probability``
+    (None when the decision rejects every species: then it is only the closest one)."""
 
     species: str
     genus: str = ""
     family: str = ""
     score: float
-    probability: float
+    probability: float | None = None
 
 
 class SimilarSpecimen(BaseModel):
@@ -56,6 +57,11 @@ class Identification(BaseModel):
     family: str | None = None
     confidence: float = Field(
         0.0, description="probability of the named taxon (species, genus or family); 0 if none"
+    )
+    none_probability: float | None = Field(
+        None,
+        description="probability that the specimen is none of the enrolled species (with the "
+        "candidates' probabilities it sums to 1 over all species); None when out of domain",
     )
     candidates: list[Candidate] = Field(default_factory=list)
     similar: list[SimilarSpecimen] = Field(default_factory=list)
@@ -146,6 +152,7 @@ class BatchScores:
     unknown_score: np.ndarray
     ood_score: np.ndarray
     decisions: list[str] = field(default_factory=list)
+    none_probability: np.ndarray | None = None
 
     def top(self, k: int = 1) -> list[list[str]]:
         """The ``k`` most probable species per query."""

@@ -11,6 +11,8 @@ by ``IdentifierConfig.method``; another scorer only has to follow :class:`Specie
 - :class:`NearestSpecimenScorer`: cosine similarity to the species' nearest enrolled row
   (exact up to :data:`EXACT_KNN_LIMIT` rows, else FAISS candidates re-scored).
 - :class:`MeanScorer`: the mean of several scorers (``"prototype+knn"``).
+- :class:`WhitenedScorer`: cosine similarity to the prototypes in the collection's
+  within-species whitened space (``"whitened"``, the default; see :mod:`index.whitening`).
 - :class:`OodScorer`: 1 - mean raw cosine similarity to the ``ood_k`` nearest rows.
 - :func:`unknown_scores`: 1 - best species score.
 """
@@ -26,11 +28,14 @@ from .config import IdentifierConfig
 from .enrolled import EnrolledRows
 from .prototypes import centre, max_by_owner, species_prototypes
 from .search import VectorIndex
+from .whitening import Whitening
 
 #: collections up to this size get exact nearest-specimen scores (dense product).
 EXACT_KNN_LIMIT = 20_000
 #: enrolled rows scored per block when scoring held-out rows.
 HELD_OUT_BLOCK = 256
+#: folds of specimens for the whitened scorer's held-out scores (one whitening fit each).
+HELD_OUT_FOLDS = 5
 
 
 def topk_mean(values: np.ndarray, k: int) -> np.ndarray:
@@ -237,8 +242,95 @@ class MeanScorer:
         return total / len(scores)
 
 
+class WhitenedScorer:
+    """Cosine similarity to the species' CL2N prototypes after within-species whitening.
+
+    :meth:`fit` (run on every enrolment) rebuilds the prototypes and maps them with the
+    current :class:`Whitening`; the whitening itself is re-estimated by :meth:`estimate`
+    (the expensive part, off the request path: see :meth:`VectorIdentifier.prepare_refit`)
+    and installed with :meth:`use`. Until then a new species is scored with the previous
+    whitening, so it is identifiable as soon as it is enrolled.
+    """
+
+    held_out_cost = 3
+
+    def __init__(self, rows: EnrolledRows, cl2n: Cl2n, config: IdentifierConfig) -> None:
+        self.rows = rows
+        self.cl2n = cl2n
+        self.config = config
+        self.prototypes = PrototypeScorer(rows, cl2n, config)
+        self.whitening = Whitening.identity(rows.dim)
+        self.whitened = np.zeros((0, rows.dim), np.float32)
+
+    def fit(self) -> None:
+        self.prototypes.fit()
+        if self.whitening.basis.shape[0] != self.rows.dim:
+            self.whitening = Whitening.identity(self.rows.dim)
+        self.whitened = self.whitening.apply(self.prototypes.protos)
+
+    def estimate(self) -> Whitening:
+        """The whitening the current rows call for (does not change the scorer)."""
+        rows = self.rows
+        if len(rows) == 0:
+            return Whitening.identity(rows.dim)
+        return Whitening.fit(self.cl2n.centred, rows.y, rows.g, seed=self.config.seed)
+
+    def use(self, whitening: Whitening) -> None:
+        """Score with ``whitening`` from now on."""
+        self.whitened = whitening.apply(self.prototypes.protos)
+        self.whitening = whitening
+
+    def with_whitening(self, whitening: Whitening) -> WhitenedScorer:
+        """A copy scoring with ``whitening`` (same rows and prototypes), for calibration."""
+        other = WhitenedScorer.__new__(WhitenedScorer)
+        other.rows, other.cl2n, other.config = self.rows, self.cl2n, self.config
+        other.prototypes = self.prototypes
+        other.whitening = whitening
+        other.whitened = whitening.apply(self.prototypes.protos)
+        return other
+
+    def scores(self, raw_queries: np.ndarray) -> np.ndarray:
+        whitening, whitened = self.whitening, self.whitened  # one consistent pair
+        queries = whitening.apply(self.cl2n(raw_queries))
+        return max_by_owner(queries @ whitened.T, self.prototypes.owner, len(self.rows.species))
+
+    def held_out_scores(self, rows: np.ndarray) -> np.ndarray:
+        """Scores of enrolled ``rows`` by :data:`HELD_OUT_FOLDS`-fold cross-fitting over
+        specimens: each row is scored by prototypes *and* a whitening estimated without its
+        fold (a species' specimens are dealt round-robin to the folds, so a species with two
+        specimens keeps one). Refitting the whitening matters: with few specimens a covariance
+        that has seen the query makes it look closer than a new specimen would be."""
+        enrolled, centred = self.rows, self.cl2n.centred
+        S = len(enrolled.species)
+        fold_of_group = np.zeros(int(enrolled.g.max()) + 1, np.int64)
+        for species_rows in enrolled.rows_by_species:
+            groups = np.unique(enrolled.g[species_rows])
+            fold_of_group[groups] = np.arange(groups.size) % HELD_OUT_FOLDS
+        fold = fold_of_group[enrolled.g]
+        sims = np.full((len(rows), S), -np.inf, np.float32)
+        for f in np.unique(fold[rows]):
+            train = fold != f
+            if not train.any():
+                continue
+            whitening = Whitening.fit(
+                centred[train], enrolled.y[train], enrolled.g[train], seed=self.config.seed
+            )
+            sums = np.zeros((S, enrolled.dim), np.float64)
+            np.add.at(sums, enrolled.y[train], centred[train])
+            present = np.bincount(enrolled.y[train], minlength=S) > 0
+            prototypes = whitening.apply(sums[present].astype(np.float32))
+            here = np.flatnonzero(fold[rows] == f)
+            queries = whitening.apply(centred[rows[here]])
+            block = np.full((here.size, S), -np.inf, np.float32)
+            block[:, present] = queries @ prototypes.T
+            sims[here] = block
+        return sims
+
+
 def species_scorer(rows: EnrolledRows, cl2n: Cl2n, config: IdentifierConfig) -> SpeciesScorer:
     """The scorer named by ``config.method`` (not yet fitted)."""
+    if config.method == "whitened":
+        return WhitenedScorer(rows, cl2n, config)
     if config.method == "prototype":
         return PrototypeScorer(rows, cl2n, config)
     if config.method == "knn":

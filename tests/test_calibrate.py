@@ -8,6 +8,12 @@ import pytest
 
 from index import VectorIdentifier
 from index.calibrate import calibrate, calibration_rows, default_thresholds
+from index.calibration import (
+    MIN_TEMPERATURE,
+    fit_temperature,
+    open_set_probabilities,
+    softmax,
+)
 from index.config import IdentifierConfig
 from index.enrolled import EnrolledRows
 from index.scorers import Cl2n, OodScorer, species_scorer
@@ -143,8 +149,33 @@ def test_any_scorer_following_the_protocol_plugs_into_calibration():
     assert th.stats.known_top1 == 1.0
     # the one-specimen species is never a known sample, even when a scorer scores it
     assert th.stats.known_queries == 2 * (5 + 5 + 5 + 5 + 2)
-    assert th.temperature < CONFIG.fallback_temperature  # perfectly separated: sharpened
+    # perfectly separated: confident, yet the smoothed fit keeps the temperature off its
+    # lower bound (the first release collapsed to 0.01 and claimed "> 99 %" for everything)
+    assert MIN_TEMPERATURE * 2 < th.temperature < 1.0
     assert th.stats.unknown_auroc == 1.0
+
+
+def test_a_perfectly_separated_fit_stops_short_of_certainty():
+    n, species = 200, 4
+    sims = np.full((n, species), 0.2, np.float32)
+    targets = np.arange(n) % species
+    sims[np.arange(n), targets] = 0.9
+    temperature = fit_temperature(sims, targets)
+    top = softmax(sims, temperature).max(axis=1)
+    assert MIN_TEMPERATURE * 2 < temperature
+    assert 0.97 < top.min() and top.max() < 1.0 - 1.0 / (n + 2) / 4
+
+
+def test_none_of_these_takes_the_lead_exactly_when_the_best_species_is_below_the_threshold():
+    sims = np.array([[0.62, 0.30], [0.58, 0.31], [0.60, 0.10]], np.float32)
+    threshold = 1.0 - 0.60  # unknown threshold 0.4: a best species below 0.6 is rejected
+    species, none = open_set_probabilities(sims, 0.05, 1.0 - threshold)
+    np.testing.assert_allclose(species.sum(axis=1) + none, 1.0, atol=1e-6)
+    assert species[0].max() > none[0]  # accepted: its species leads
+    assert none[1] > species[1].max()  # rejected: "none of these" leads
+    assert none[2] == pytest.approx(species[2].max(), abs=1e-6)  # on the threshold: a tie
+    never, none_never = open_set_probabilities(sims, 0.05, float("-inf"))
+    assert np.all(none_never == 0) and np.allclose(never.sum(axis=1), 1.0)
 
 
 def test_evaluation_reports_use_the_calibration_auroc_and_ece_with_the_right_order():

@@ -96,9 +96,9 @@ def test_the_faiss_rescoring_path_agrees_when_its_candidates_cover_the_collectio
         assert np.all(got[got > floor] <= full[got > floor] + 1e-6)
 
 
-def test_the_mean_scorer_averages_its_parts_and_is_the_default_method():
+def test_the_mean_scorer_averages_its_parts():
     rows, cl2n, queries = world()
-    scorer = species_scorer(rows, cl2n, CONFIG)
+    scorer = species_scorer(rows, cl2n, IdentifierConfig(use_gpu=False, method="prototype+knn"))
     assert isinstance(scorer, MeanScorer)
     scorer.fit()
     proto, nearest = scorer.parts
