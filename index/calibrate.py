@@ -5,10 +5,10 @@ enrolled. Known-species samples (their species keeps other specimens) set the un
 threshold; leave-one-species-out samples (own species removed) set the OOD threshold, so
 in-domain but unknown species are answered ``unknown_species`` rather than ``out_of_domain``.
 Together the two thresholds accept ``target_recall`` of the known-species samples. Then the
-softmax temperature is fitted (smoothed minimum NLL) over the species plus a "none of these"
-outcome scored at the unknown threshold: known samples should name their species, left-out
-species should come out as none. Collections too small for a step keep a
-documented fallback (see ``stats.notes``). The maths lives in :mod:`index.calibration`.
+softmax temperature is fitted on the known samples (smoothed minimum NLL); answers put the
+species in one softmax with a "none of these" outcome scored at the unknown threshold.
+Collections too small for a step keep a documented fallback (see ``stats.notes``). The maths
+lives in :mod:`index.calibration`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from .calibration import (
     expected_calibration_error,
     fit_temperature,
     open_set_probabilities,
-    with_none,
 )
 from .config import IdentifierConfig
 from .enrolled import EnrolledRows
@@ -148,13 +147,13 @@ def calibrate(
             "specimens to learn how far a new specimen of a known species can be)"
         )
 
-    # temperature: one softmax over the species and "none of these" (scored at the unknown
-    # threshold), fitted on the known-species samples, so the top probability is the chance
-    # of being right for a specimen of an enrolled species; one below the threshold gives
-    # "none" the largest share
+    # temperature: fitted on the known-species samples over the species alone (so the 5 %
+    # of them that the threshold turns away do not flatten every answer); answers then
+    # share one softmax with "none of these", scored at the unknown threshold, so a best
+    # species below the threshold gives "none" the largest share
     none_score = 1.0 - th.unknown
     if S > 1 and known.sum() >= 5:
-        th.temperature = fit_temperature(with_none(sims[known], none_score), y[known])
+        th.temperature = fit_temperature(sims[known], y[known])
         correct = np.argmax(sims[known], axis=1) == y[known]
         stats.known_top1 = round(float(correct.mean()), 4)
         for field, temperature in (

@@ -61,3 +61,40 @@ def test_unseen_real_specimens_are_identified_over_http(shared, tmp_path, frozen
         )
         assert answer.status_code == 200
         assert answer.json()["decision"] in {"out_of_domain", "unknown_species"}
+
+
+def _upload(paths) -> list:
+    return [("images", (p.name, p.read_bytes(), "image/jpeg")) for p in paths]
+
+
+def test_a_species_enrolled_with_three_photos_is_named_at_once(shared, tmp_path, frozen_model):
+    """The web page's enrolment (photos, no specimen grouping): seven species with eight
+    specimens each, then a new species with three photos; its next specimens are named with a
+    ``species`` decision straight away, with no restart and no retraining."""
+    from index.collection import Collection
+
+    shells = shared("shells-zhang8")
+    photos: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for path in sorted(shells.glob("*/*.jpg")):
+        match = NAME.match(path.stem)
+        assert match, path
+        photos[match["species"]][match["specimen"]].append(path)
+    *known, newcomer = sorted(photos)
+
+    store = tmp_path / "store"
+    collection = Collection.open(str(store), model=frozen_model, create=True)
+    with TestClient(create_app(ServiceSettings(store=str(store)), collection)) as api:
+        for species in known:
+            paths = [p for s, ps in photos[species].items() if s not in HELD_OUT for p in ps]
+            assert api.post(f"/v1/species/{species}/images", files=_upload(paths)).is_success
+        three = [photos[newcomer][s][0] for s in ("1", "2", "3")]
+        enrolled = api.post(f"/v1/species/{newcomer}/images", files=_upload(three))
+        assert enrolled.status_code == 201, enrolled.text
+
+        for specimen in sorted(HELD_OUT):
+            for view in photos[newcomer][specimen]:
+                answer = api.post("/v1/identify", files=_upload([view])).json()
+                assert answer["decision"] == "species", (view.name, answer["summary"])
+                assert answer["species"] == newcomer
+                best = answer["candidates"][0]
+                assert best["probability"] > answer["none_probability"]

@@ -162,8 +162,8 @@ def test_a_perfectly_separated_fit_stops_short_of_certainty():
     sims[np.arange(n), targets] = 0.9
     temperature = fit_temperature(sims, targets)
     top = softmax(sims, temperature).max(axis=1)
-    assert MIN_TEMPERATURE * 2 < temperature
-    assert 0.97 < top.min() and top.max() < 1.0 - 1.0 / (n + 2) / 4
+    assert temperature > MIN_TEMPERATURE * 2
+    assert top.min() > 0.97 and top.max() < 1.0 - 1.0 / (n + 2) / 4
 
 
 def test_none_of_these_takes_the_lead_exactly_when_the_best_species_is_below_the_threshold():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from index.config import IdentifierConfig
 from index.decision import DecisionPolicy, candidate_mask, rollup_matrix
 from index.enrolled import EnrolledRows
 from index.errors import InvalidQueryError
@@ -108,3 +109,56 @@ def test_candidate_mask_filters_case_insensitively():
 def test_candidate_mask_raises_naming_the_filters_when_nothing_passes():
     with pytest.raises(InvalidQueryError, match="region='Arctic', genus='Conus'"):
         candidate_mask(rows(), region="Arctic", genus="Conus")
+
+
+def _random_collection(rng: np.random.Generator):
+    from index import VectorIdentifier
+
+    dim = int(rng.integers(8, 33))
+    species = int(rng.integers(2, 9))
+    centres = rng.normal(size=(species, dim))
+    spread = float(rng.uniform(0.1, 1.5))
+    vectors, labels, groups = [], [], []
+    for s in range(species):
+        for p in range(int(rng.integers(1, 7))):
+            specimen = centres[s] + spread * rng.normal(size=dim)
+            for _ in range(int(rng.integers(1, 3))):
+                vectors.append(specimen + 0.05 * rng.normal(size=dim))
+                labels.append(f"Genus{s % 3}_species{s}")
+                groups.append(f"p{p}")
+    identifier = VectorIdentifier.fit(
+        np.array(vectors), labels, groups=groups, config=IdentifierConfig(use_gpu=False)
+    )
+    if rng.random() < 0.3:  # a user's overrides must not break the story either
+        identifier.set_overrides(
+            unknown=float(rng.uniform(0.0, 1.0)), species_probability=float(rng.uniform(0.3, 1))
+        )
+    near = centres[rng.integers(species, size=8)] + spread * rng.normal(size=(8, dim))
+    queries = np.concatenate([near, 3 * rng.normal(size=(4, dim)), -centres[:2]])
+    return identifier, queries
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_rejection_never_shows_a_candidate_as_probable(seed):
+    """Property over random collections: ``unknown_species`` / ``out_of_domain`` answers give
+    candidates similarities only; every other answer's probabilities leave room for "none of
+    these" and never rank "none" above the named species."""
+    rng = np.random.default_rng(seed)
+    identifier, queries = _random_collection(rng)
+    batch = identifier.score_batch(queries)
+    for i, query in enumerate(queries):
+        answer = identifier.identify(query, top_k=10)
+        assert answer.decision == batch.decisions[i]
+        probabilities = [c.probability for c in answer.candidates]
+        if answer.decision in ("unknown_species", "out_of_domain"):
+            assert all(p is None for p in probabilities), answer
+            assert answer.confidence == 0.0
+            if answer.decision == "unknown_species":
+                assert batch.none_probability[i] >= batch.probabilities[i].max() - 1e-6
+            continue
+        assert all(p is not None for p in probabilities)
+        assert answer.none_probability is not None
+        assert sum(batch.probabilities[i]) + answer.none_probability == pytest.approx(1, abs=1e-5)
+        assert batch.probabilities[i].max() >= answer.none_probability - 1e-6
+        if answer.decision == "species":
+            assert answer.confidence == pytest.approx(answer.candidates[0].probability, abs=1e-5)

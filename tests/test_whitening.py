@@ -79,14 +79,18 @@ def test_whitening_names_specimens_that_the_plain_prototypes_confuse():
         vectors, labels, groups=groups, config=IdentifierConfig(method="prototype", use_gpu=False)
     )
     queries, truth, _ = stretched(4, 40, seed=9)
-    right = np.mean([t[0] == y for t, y in zip(identifier.score_batch(queries).top(1), truth)])
-    plain_right = np.mean([t[0] == y for t, y in zip(plain.score_batch(queries).top(1), truth)])
+    right = np.mean(
+        [t[0] == y for t, y in zip(identifier.score_batch(queries).top(1), truth, strict=True)]
+    )
+    plain_right = np.mean(
+        [t[0] == y for t, y in zip(plain.score_batch(queries).top(1), truth, strict=True)]
+    )
     assert right >= 0.9
     assert right > plain_right + 0.15
 
 
 def test_a_bounded_refit_samples_specimens_and_stays_close_to_the_full_one():
-    vectors, labels, groups = stretched(4, 200)
+    vectors, labels, _ = stretched(4, 200)
     y = np.unique(labels, return_inverse=True)[1]
     g = np.arange(len(y))
     full = Whitening.fit(vectors, y, g)

@@ -1,0 +1,259 @@
+"""Decisions benchmark: how well the index turns vectors into answers, next to the previous
+default and a logistic-regression probe, in one run.
+
+    .venv/bin/python benchmarks/decision_benchmark.py [--seeds 2] [--datasets ...]
+
+Data: ../shared/datasets, embedded once with the default backbone (the evaluation cache,
+``$SHELLID_CACHE_DIR``). Per dataset and seed, 30 % of the species are never enrolled
+(leave-species-out); of the others, K photos from distinct specimens / tracks are enrolled
+(K = 1, 5, 20; "all" = 70 % of each species' specimens) and the remaining specimens are the
+known queries. Columns:
+
+- ``previous``: the index as of commit :data:`BASELINE_COMMIT` (prototype + nearest-specimen
+  cosine, temperature fitted without a "none of these" outcome), imported from git.
+- ``prototypes``: today's index with ``method="prototype"`` (CL2N prototype cosine).
+- ``default``: today's default (whitened prototypes, see index/whitening.py).
+- ``probe``: class-balanced logistic regression fitted on the enrolled vectors (C=10),
+  open-set score 1 - max probability; a closed-set reference with no thresholds.
+
+Figures: top-1 of known queries; unknown-species AUROC; the shares of unknown-species photos
+rejected (``unknown_species`` or ``out_of_domain``) and of known photos kept at the calibrated
+thresholds; the share of known photos named correctly with a ``species`` decision; ECE of the
+top species probability. Part 2 times the covariance refit at 10^4 and 10^6 vectors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import io
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from embedder import Embedder, load_model  # noqa: E402
+from embedder.datasets import ImageRecord, group_split, scan_collection, shots_split  # noqa: E402
+from index.calibration import auroc, expected_calibration_error  # noqa: E402
+from index.classifier import VectorIdentifier  # noqa: E402
+from index.config import IdentifierConfig  # noqa: E402
+from index.evaluation.cache import EmbeddingCache  # noqa: E402
+from index.prototypes import l2_normalise  # noqa: E402
+from index.whitening import Whitening  # noqa: E402
+
+#: the last commit before the decision layer was rebuilt (issue 10).
+BASELINE_COMMIT = "8abbf92"
+DATASETS = {
+    "shells-zhang8": "specimen",
+    "fish4k-23": "track",
+    "birds-cub-base100": "image",
+}
+SHOTS: tuple[int | str, ...] = (1, 5, 20, "all")
+REJECT = ("unknown_species", "out_of_domain")
+METHODS = ("previous", "prototypes", "default", "probe")
+
+
+def baseline_identifier(commit: str) -> type:
+    """``VectorIdentifier`` of ``index/`` at ``commit``, imported as a separate package."""
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", commit, "index"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    root = Path(tempfile.mkdtemp(prefix="shellid-baseline-"))
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(root, filter="data")
+    (root / "index").rename(root / "shellid_previous_index")
+    sys.path.insert(0, str(root))
+    return importlib.import_module("shellid_previous_index.classifier").VectorIdentifier
+
+
+def embed(records: list[ImageRecord], cache: EmbeddingCache, name: str):
+    result = cache.embed_paths([r.path for r in records], desc=f"embedding {name}")
+    kept = {str(p) for p in result.paths}
+    records = [r for r in records if str(r.path) in kept]
+    return records, l2_normalise(result.embeddings)
+
+
+def split(records, shots, seed):
+    """(enrolled, known queries, unknown queries) for one seed."""
+    rng = np.random.default_rng(seed)
+    species = sorted({r.species for r in records})
+    unknown = set(rng.choice(species, max(2, round(0.3 * len(species))), replace=False))
+    known = [r for r in records if r.species not in unknown]
+    if shots == "all":
+        enrolled, queries = group_split(known, test_fraction=0.3, seed=seed)
+    else:
+        enrolled, queries = shots_split(known, int(shots), seed=seed)
+    strangers = [r for r in records if r.species in unknown]
+    if len(strangers) > 800:
+        strangers = [strangers[i] for i in rng.choice(len(strangers), 800, replace=False)]
+    return enrolled, queries, strangers
+
+
+def rejected_at_recall(known: np.ndarray, unknown: np.ndarray, recall: float = 0.95) -> float:
+    """Share of ``unknown`` scores above the threshold that keeps ``recall`` of ``known``
+    (the same operating point for every method)."""
+    return float(np.mean(unknown > np.quantile(known, recall)))
+
+
+def probe_scores(train_x, train_y, names, queries):
+    from sklearn.linear_model import LogisticRegression
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = LogisticRegression(C=10.0, max_iter=500, class_weight="balanced")
+        model.fit(train_x, train_y)
+    probs = np.zeros((len(queries), len(names)), np.float32)
+    probs[:, [names.index(c) for c in model.classes_]] = model.predict_proba(queries)
+    return probs
+
+
+def evaluate(method, previous_cls, enrolled, vx, queries, qx, strangers, sx) -> dict:
+    names = sorted({r.species for r in enrolled})
+    truth = np.array([names.index(r.species) for r in queries])
+    out: dict[str, float] = {}
+    if method == "probe":
+        known = probe_scores(vx, [r.species for r in enrolled], names, qx)
+        unknown = probe_scores(vx, [r.species for r in enrolled], names, sx)
+        correct = known.argmax(1) == truth
+        out["top1"] = float(correct.mean())
+        out["auroc"] = auroc(1 - known.max(1), 1 - unknown.max(1)) or 0.0
+        out["rejected95"] = rejected_at_recall(1 - known.max(1), 1 - unknown.max(1))
+        out["ece"] = expected_calibration_error(known.max(1), correct)
+        return out
+    args = dict(
+        vectors=vx,
+        species=[r.species for r in enrolled],
+        groups=[r.group for r in enrolled],
+    )
+    if method == "previous":
+        identifier = previous_cls.fit(**args)
+    else:
+        config = IdentifierConfig(method="prototype") if method == "prototypes" else None
+        identifier = VectorIdentifier.fit(**args, config=config)
+    known = identifier.score_batch(qx)
+    unknown = identifier.score_batch(sx)
+    assert known.species == names
+    correct = known.probabilities.argmax(1) == truth
+    decisions = np.array(known.decisions)
+    out["top1"] = float(correct.mean())
+    out["auroc"] = auroc(known.unknown_score, unknown.unknown_score) or 0.0
+    out["rejected95"] = rejected_at_recall(known.unknown_score, unknown.unknown_score)
+    out["rejected"] = float(np.isin(unknown.decisions, REJECT).mean())
+    out["kept"] = float((~np.isin(decisions, REJECT)).mean())
+    out["named"] = float(((decisions == "species") & correct).mean())
+    out["ece"] = expected_calibration_error(known.probabilities.max(1), correct)
+    out["temperature"] = identifier.thresholds.temperature
+    return out
+
+
+def decisions_part(args, previous_cls) -> None:
+    embedder = Embedder(load_model(None))
+    cache = EmbeddingCache(embedder)
+    figures: dict = defaultdict(lambda: defaultdict(list))
+    for name in args.datasets:
+        records = scan_collection(args.data / name, group_pattern=DATASETS[name])
+        records, vectors = embed(records, cache, name)
+        row = {str(r.path): i for i, r in enumerate(records)}
+
+        def take(part, vectors=vectors, row=row):
+            return vectors[[row[str(r.path)] for r in part]]
+
+        for shots in SHOTS:
+            for seed in range(args.seeds):
+                enrolled, queries, strangers = split(records, shots, seed)
+                if not queries:
+                    continue
+                parts = (take(enrolled), queries, take(queries), strangers, take(strangers))
+                for method in METHODS:
+                    started = time.perf_counter()
+                    result = evaluate(method, previous_cls, enrolled, parts[0], *parts[1:])
+                    result["seconds"] = time.perf_counter() - started
+                    for key, value in result.items():
+                        figures[(name, str(shots))][(method, key)].append(value)
+            print_block(name, shots, figures[(name, str(shots))])
+
+
+def fmt(values: list[float], percent: bool = True) -> str:
+    if not values:
+        return "—"
+    mean = float(np.mean(values))
+    return f"{100 * mean:5.1f}" if percent else f"{mean:5.3f}"
+
+
+def print_block(name: str, shots, block) -> None:
+    print(f"\n{name}, {shots} photo(s) per enrolled species (mean of seeds; % unless noted)")
+    print(f"  {'figure':<34}" + "".join(f"{m:>12}" for m in METHODS))
+    rows = (
+        ("top-1", "top1", True),
+        ("unknown-species AUROC", "auroc", False),
+        ("unknown rejected at 95 % known kept", "rejected95", True),
+        ("unknown photos rejected", "rejected", True),
+        ("known photos kept", "kept", True),
+        ("known named right (species)", "named", True),
+        ("ECE of top probability", "ece", True),
+        ("temperature", "temperature", False),
+    )
+    for label, key, percent in rows:
+        cells = "".join(f"{fmt(block.get((m, key), []), percent):>12}" for m in METHODS)
+        print(f"  {label:<34}{cells}")
+    best_other = max(np.mean(block[("prototypes", "top1")]), np.mean(block[("probe", "top1")]))
+
+    def mean(method: str, key: str) -> float:
+        return float(np.mean(block[(method, key)]))
+
+    print(
+        f"  default top-1 / best of prototypes and probe: "
+        f"{mean('default', 'top1') / best_other:.3f}x; unknown rejected at 95 % known kept, "
+        f"default / previous: "
+        f"{mean('default', 'rejected95') / max(mean('previous', 'rejected95'), 1e-9):.2f}x"
+    )
+
+
+def refit_part() -> None:
+    """Covariance refit time at 10^4 and 10^6 enrolled vectors (synthetic, 1280-d)."""
+    print("\nRefit of the within-species covariance (synthetic 1280-d vectors, 1,000 species)")
+    rng = np.random.default_rng(0)
+    times = {}
+    for n in (10_000, 1_000_000):
+        species = rng.integers(0, 1000, n)
+        vectors = np.empty((n, 1280), np.float32)
+        centres = rng.normal(size=(1000, 1280)).astype(np.float32)
+        for start in range(0, n, 100_000):
+            block = rng.normal(size=(min(100_000, n - start), 1280)).astype(np.float32)
+            block += 0.5 * centres[species[start : start + len(block)]]
+            vectors[start : start + len(block)] = l2_normalise(block)
+        started = time.perf_counter()
+        Whitening.fit(vectors, species, np.arange(n))
+        times[n] = time.perf_counter() - started
+        print(f"  {n:>9,} vectors: {times[n]:6.2f} s")
+        del vectors
+    print(f"  10^6 / 10^4: {times[1_000_000] / times[10_000]:.1f}x for 100x the vectors")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "datasets")
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--skip-refit", action="store_true")
+    args = parser.parse_args(argv)
+    previous_cls = baseline_identifier(BASELINE_COMMIT)
+    decisions_part(args, previous_cls)
+    if not args.skip_refit:
+        refit_part()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
