@@ -13,7 +13,7 @@ from scipy.optimize import minimize_scalar
 from scipy.stats import rankdata
 
 #: bounds of the fitted softmax temperature (cosine similarities lie in [-1, 1]).
-MIN_TEMPERATURE = 0.005
+MIN_TEMPERATURE = 0.01
 MAX_TEMPERATURE = 1.0
 
 
@@ -49,37 +49,21 @@ def open_set_probabilities(
 
 
 def negative_log_likelihood(
-    similarities: np.ndarray, targets: np.ndarray, temperature: float, smoothing: float = 0.0
+    similarities: np.ndarray, targets: np.ndarray, temperature: float
 ) -> float:
-    """Mean cross-entropy of :func:`softmax` against the ``targets`` columns, each target
-    keeping ``1 - smoothing`` and the other scorable columns sharing ``smoothing``."""
+    """Mean NLL of the ``targets`` columns under :func:`softmax`."""
     probs = softmax(similarities, temperature).astype(np.float64)
-    logp = np.log(np.clip(probs, 1e-12, 1.0))
-    m = np.arange(len(targets))
-    picked = logp[m, targets]
-    if smoothing <= 0:
-        return float(-np.mean(picked))
-    finite = np.isfinite(np.asarray(similarities, dtype=np.float64))
-    others = np.where(finite, logp, 0.0).sum(axis=1) - picked
-    n_others = np.maximum(finite.sum(axis=1) - 1, 1)
-    return float(-np.mean((1.0 - smoothing) * picked + smoothing * others / n_others))
+    picked = probs[np.arange(len(targets)), targets]
+    return float(-np.mean(np.log(np.clip(picked, 1e-12, 1.0))))
 
 
 def fit_temperature(similarities: np.ndarray, targets: np.ndarray) -> float:
-    """The temperature minimising the NLL of ``targets`` (searched on a log scale).
-
-    Targets are smoothed the way Platt smooths binary labels: the right column is worth
-    ``(n + 1) / (n + 2)`` for ``n`` samples, never 1, so a collection whose held-out samples
-    are all answered right gets a high but finite confidence instead of a temperature
-    collapsing to its lower bound."""
+    """The temperature minimising the NLL of ``targets`` (searched on a log scale)."""
     targets = np.asarray(targets, dtype=np.int64)
     if len(targets) == 0:
         raise ValueError("no samples to fit a temperature on")
-    smoothing = 1.0 / (len(targets) + 2)
     result = minimize_scalar(
-        lambda log_t: negative_log_likelihood(
-            similarities, targets, float(np.exp(log_t)), smoothing
-        ),
+        lambda log_t: negative_log_likelihood(similarities, targets, float(np.exp(log_t))),
         bounds=(np.log(MIN_TEMPERATURE), np.log(MAX_TEMPERATURE)),
         method="bounded",
         options={"xatol": 1e-3},

