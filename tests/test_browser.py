@@ -345,44 +345,41 @@ def test_every_decision_reads_as_one_story(browser, taxonomy_server, tmp_path, s
 
 #: Page script: identify answers without ``none_probability`` get 20 % of "none of these"
 #: (the species' probabilities scaled to the other 80 %).
-AMEND_NONE_PROBABILITY = """
-const realFetch = window.fetch;
-window.fetch = async (...args) => {
-  const response = await realFetch(...args);
-  if (!String(args[0]).startsWith("/v1/identify") || !response.ok) return response;
-  const body = await response.json();
-  if (body.none_probability === null || body.none_probability === undefined) {
-    const total = body.candidates.reduce((sum, c) => sum + c.probability, 0) || 1;
-    for (const c of body.candidates) c.probability *= 0.8 / total;
-    body.none_probability = 0.2;
-  }
-  return new Response(JSON.stringify(body), { status: 200, headers: response.headers });
-};
-"""
-
-
 def test_probabilities_end_with_a_none_of_these_row(browser, taxonomy_server, tmp_path, shots):
-    """When the index gives ``none_probability``, the bars include it (so they never claim
-    more than the answer does); the answer is amended in the page when the index gives none."""
+    """The bars end with the index's ``none_probability`` (so they never claim more than the
+    answer does): the unknown threshold is set just below the photo's best score, which gives
+    "none of these" a large share without rejecting it."""
+    from PIL import Image
+
+    from api.wording import percent
+
     url, collection = taxonomy_server
     identifier = collection.identifier
-    identifier.set_overrides(**{k: FORCE["uncertain"].get(k) for k in THRESHOLD_KEYS})
+    photo = write_photo(tmp_path, "q.png", "Conus_alpha", 4444)
+    best = collection.identify([Image.open(photo)]).candidates[0].score
+    identifier.set_overrides(
+        unknown=1.0 - best + 0.01,
+        species_probability=1.0,
+        genus_probability=1.0,
+        family_probability=1.0,
+    )
+    answer = collection.identify([Image.open(photo)])
+    assert answer.decision == "uncertain" and answer.none_probability is not None
+    assert answer.none_probability > 0.05
     context = browser.new_context(viewport=PHONE, device_scale_factor=1)
     try:
         page = context.new_page()
         page.set_default_timeout(30_000)
-        page.add_init_script(AMEND_NONE_PROBABILITY)
         page.goto(url)
-        page.set_input_files(
-            "#identify-photos", str(write_photo(tmp_path, "q.png", "Conus_alpha", 4444))
-        )
+        page.set_input_files("#identify-photos", str(photo))
         page.click("#identify-submit")
         page.wait_for_selector("#result:not([hidden])")
         rows = page.locator("#result-candidates li")
         last = rows.last
         assert last.inner_text().startswith("None of these")
-        assert "20 %" in last.inner_text()
-        assert last.locator("[role=meter]").get_attribute("aria-valuenow") == "20"
+        assert percent(answer.none_probability) in last.inner_text()
+        meter = last.locator("[role=meter]").get_attribute("aria-valuenow")
+        assert meter == str(round(100 * answer.none_probability))
         assert rows.count() == 4  # three species, then none of these
         page.screenshot(path=str(shots / "uncertain-none-390px.png"), full_page=True)
     finally:
