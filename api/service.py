@@ -31,7 +31,7 @@ from .schemas import (
 )
 from .settings import ServiceSettings
 from .uploads import Upload
-from .wording import is_rejection, shown_probability, words_for
+from .wording import words_for
 
 if TYPE_CHECKING:
     from index.collection import Collection
@@ -184,7 +184,6 @@ class ShellidService:
             total=_ms(decode_seconds + done - started),
         )
         words = words_for(result, self.settings.subject)
-        none_probability = getattr(result, "none_probability", None)
         return IdentifyResponse(
             decision=result.decision,
             summary=words.summary,
@@ -195,18 +194,14 @@ class ShellidService:
             genus=result.genus,
             family=result.family,
             confidence=float(result.confidence),
-            none_probability=(
-                None
-                if none_probability is None or is_rejection(result.decision)
-                else float(none_probability)
-            ),
+            none_probability=result.none_probability,
             candidates=[
                 CandidateOut(
                     species=c.species,
                     genus=c.genus or None,
                     family=c.family or None,
                     score=float(c.score),
-                    probability=shown_probability(result.decision, c.probability),
+                    probability=c.probability,
                 )
                 for c in result.candidates
             ],

@@ -14,18 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-#: Every decision that has words here (the index's ``DECISIONS``, from most to least specific).
-DECISIONS_WORDED = (
-    "species",
-    "genus",
-    "family",
-    "uncertain",
-    "unknown_species",
-    "out_of_domain",
-)
-
-#: Decisions that name no enrolled species: candidates are only the closest, by similarity.
-REJECTIONS = frozenset({"unknown_species", "out_of_domain"})
+from index.results import REJECTIONS
 
 
 def display_name(name: str | None) -> str:
@@ -50,14 +39,6 @@ def similarity(score: float) -> str:
 def is_rejection(decision: str) -> bool:
     """True for ``unknown_species`` and ``out_of_domain``: no enrolled species is named."""
     return decision in REJECTIONS
-
-
-def shown_probability(decision: str, probability: float | None) -> float | None:
-    """A candidate's probability as it may be shown: None on a rejection (then only the
-    similarity means anything), else the calibrated probability."""
-    if is_rejection(decision) or probability is None:
-        return None
-    return float(probability)
 
 
 def _field(item: Any, name: str, default: Any = None) -> Any:
@@ -181,20 +162,18 @@ class Wording:
 
 
 def words_for(result: Any, subject: str = "shell") -> Wording:
-    """The wording of an :class:`index.results.Identification` (or anything with its fields).
-    Candidate probabilities are ignored on rejections, whatever the index sent."""
+    """The wording of an :class:`index.results.Identification` (or anything with its fields;
+    the index already leaves probabilities out of rejections)."""
     decision = _field(result, "decision")
     candidates = [
         {
             "species": _field(c, "species"),
             "score": float(_field(c, "score", 0.0)),
-            "probability": shown_probability(decision, _field(c, "probability")),
+            "probability": _field(c, "probability"),
         }
         for c in (_field(result, "candidates") or [])
     ]
     none_probability = _field(result, "none_probability")
-    if is_rejection(decision):
-        none_probability = None
     candidates_heading, similar_heading = headings(decision)
     return Wording(
         summary=summarize(

@@ -48,6 +48,7 @@ from index.classifier import VectorIdentifier  # noqa: E402
 from index.config import IdentifierConfig  # noqa: E402
 from index.evaluation.cache import EmbeddingCache  # noqa: E402
 from index.prototypes import l2_normalise  # noqa: E402
+from index.results import REJECTIONS  # noqa: E402
 from index.whitening import Whitening  # noqa: E402
 
 #: the last commit before the decision layer was rebuilt (issue 10).
@@ -58,7 +59,6 @@ DATASETS = {
     "birds-cub-base100": "image",
 }
 SHOTS: tuple[int | str, ...] = (1, 5, 20, "all")
-REJECT = ("unknown_species", "out_of_domain")
 METHODS = ("previous", "prototypes", "default", "probe")
 
 
@@ -149,8 +149,8 @@ def evaluate(method, previous_cls, enrolled, vx, queries, qx, strangers, sx) -> 
     out["top1"] = float(correct.mean())
     out["auroc"] = auroc(known.unknown_score, unknown.unknown_score) or 0.0
     out["rejected95"] = rejected_at_recall(known.unknown_score, unknown.unknown_score)
-    out["rejected"] = float(np.isin(unknown.decisions, REJECT).mean())
-    out["kept"] = float((~np.isin(decisions, REJECT)).mean())
+    out["rejected"] = float(np.isin(unknown.decisions, list(REJECTIONS)).mean())
+    out["kept"] = float((~np.isin(decisions, list(REJECTIONS))).mean())
     out["named"] = float(((decisions == "species") & correct).mean())
     out["ece"] = expected_calibration_error(known.probabilities.max(1), correct)
     out["temperature"] = identifier.thresholds.temperature

@@ -47,8 +47,7 @@ from index.calibration import acceptance_threshold, auroc  # noqa: E402
 from index.classifier import VectorIdentifier  # noqa: E402
 from index.config import IdentifierConfig  # noqa: E402
 from index.prototypes import l2_normalise  # noqa: E402
-
-REJECT = ("unknown_species", "out_of_domain")
+from index.results import REJECTIONS  # noqa: E402
 
 
 @dataclass
@@ -218,12 +217,12 @@ def open_set(
     return {
         "auroc": auroc(known.unknown_score, unknown.unknown_score),
         "unknown_flagged": float(np.mean([d == "unknown_species" for d in unknown.decisions])),
-        "unknown_rejected": float(np.mean([d in REJECT for d in unknown.decisions])),
-        "known_rejected": float(np.mean([d in REJECT for d in known.decisions])),
+        "unknown_rejected": float(np.mean([d in REJECTIONS for d in unknown.decisions])),
+        "known_rejected": float(np.mean([d in REJECTIONS for d in known.decisions])),
         "known_top1_accepted": float(
             np.mean(
                 [
-                    d not in REJECT and top[0] == r.species
+                    d not in REJECTIONS and top[0] == r.species
                     for d, top, r in zip(known.decisions, known.top(1), known_query, strict=True)
                 ]
             )
@@ -263,7 +262,7 @@ def off_domain(
     known = identifier.score_batch(known_vectors)
     out = {
         "known_ood": float(np.mean([d == "out_of_domain" for d in known.decisions])),
-        "known_rejected": float(np.mean([d in REJECT for d in known.decisions])),
+        "known_rejected": float(np.mean([d in REJECTIONS for d in known.decisions])),
         "thresholds": identifier.thresholds,
     }
     baseline = NearestNeighbour(vectors, [r.species for r in support], [r.group for r in support])
@@ -273,7 +272,7 @@ def off_domain(
         batch = identifier.score_batch(neg)
         _, base_neg = baseline.scores(neg)
         out[f"{name}_ood"] = float(np.mean([d == "out_of_domain" for d in batch.decisions]))
-        out[f"{name}_rejected"] = float(np.mean([d in REJECT for d in batch.decisions]))
+        out[f"{name}_rejected"] = float(np.mean([d in REJECTIONS for d in batch.decisions]))
         out[f"{name}_auroc"] = auroc(known.ood_score, batch.ood_score)
         out[f"base_{name}_rejected"] = float(np.mean(base_neg > baseline.threshold))
         out[f"base_{name}_auroc"] = auroc(base_known, base_neg)

@@ -33,6 +33,7 @@ from .enrolled import EnrolledRows, genus_from_name
 from .errors import EmptyCollectionError, InvalidQueryError
 from .prototypes import fuse_views, l2_normalise
 from .results import (
+    REJECTIONS,
     BatchScores,
     Candidate,
     Identification,
@@ -345,7 +346,7 @@ class VectorIdentifier:
         unknown = unknown_scores(sims)
         ood = self.ood_scorer.scores(q)
         decision, taxon, confidence = self.policy.decide(probs, unknown, ood, th)[0]
-        rejected = decision in ("unknown_species", "out_of_domain")
+        rejected = decision in REJECTIONS
         scored = time.perf_counter()
         rows = self.rows
         order = [j for j in np.argsort(-sims[0], kind="stable") if mask[j]][: max(1, top_k)]
@@ -381,7 +382,7 @@ class VectorIdentifier:
             genus=genus_name,
             family=family_name,
             confidence=round(confidence, 6),
-            none_probability=None if decision == "out_of_domain" else round(float(none[0]), 6),
+            none_probability=None if rejected else round(float(none[0]), 6),
             candidates=candidates,
             similar=similar,
             region=(max(votes, key=lambda r: votes[r]) if votes else None),

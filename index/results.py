@@ -23,6 +23,8 @@ DECISIONS: tuple[str, ...] = (
     "unknown_species",
     "out_of_domain",
 )
+#: Decisions that name no enrolled species: candidates are only the closest, by similarity.
+REJECTIONS: frozenset[str] = frozenset({"unknown_species", "out_of_domain"})
 
 
 class Candidate(BaseModel):
@@ -61,7 +63,8 @@ class Identification(BaseModel):
     none_probability: float | None = Field(
         None,
         description="probability that the specimen is none of the enrolled species (with the "
-        "candidates' probabilities it sums to 1 over all species); None when out of domain",
+        "candidates' probabilities it sums to 1 over all species); None on unknown_species and "
+        "out_of_domain, whose candidates carry similarities only",
     )
     candidates: list[Candidate] = Field(default_factory=list)
     similar: list[SimilarSpecimen] = Field(default_factory=list)

@@ -19,6 +19,7 @@ by ``IdentifierConfig.method``; another scorer only has to follow :class:`Specie
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -264,8 +265,6 @@ class WhitenedScorer:
 
     def fit(self) -> None:
         self.prototypes.fit()
-        if self.whitening.basis.shape[0] != self.rows.dim:
-            self.whitening = Whitening.identity(self.rows.dim)
         self.whitened = self.whitening.apply(self.prototypes.protos)
 
     def estimate(self) -> Whitening:
@@ -282,11 +281,8 @@ class WhitenedScorer:
 
     def with_whitening(self, whitening: Whitening) -> WhitenedScorer:
         """A copy scoring with ``whitening`` (same rows and prototypes), for calibration."""
-        other = WhitenedScorer.__new__(WhitenedScorer)
-        other.rows, other.cl2n, other.config = self.rows, self.cl2n, self.config
-        other.prototypes = self.prototypes
-        other.whitening = whitening
-        other.whitened = whitening.apply(self.prototypes.protos)
+        other = copy.copy(self)
+        other.use(whitening)
         return other
 
     def scores(self, raw_queries: np.ndarray) -> np.ndarray:

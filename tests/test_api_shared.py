@@ -18,15 +18,20 @@ NAME = re.compile(r"^(?P<species>.+)_(?P<specimen>\d+)_(?P<view>[A-Za-z]+)$")
 HELD_OUT = {"9", "10"}
 
 
-def test_unseen_real_specimens_are_identified_over_http(shared, tmp_path, frozen_model):
-    from index.collection import Collection
-
-    shells = shared("shells-zhang8")
+def shell_photos(shared) -> dict[str, dict[str, list]]:
+    """species -> specimen number -> its photos (views), from shells-zhang8."""
     photos: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    for path in sorted(shells.glob("*/*.jpg")):
+    for path in sorted(shared("shells-zhang8").glob("*/*.jpg")):
         match = NAME.match(path.stem)
         assert match, path
         photos[match["species"]][match["specimen"]].append(path)
+    return photos
+
+
+def test_unseen_real_specimens_are_identified_over_http(shared, tmp_path, frozen_model):
+    from index.collection import Collection
+
+    photos = shell_photos(shared)
     assert len(photos) >= 5
 
     store = tmp_path / "store"
@@ -73,12 +78,7 @@ def test_a_species_enrolled_with_three_photos_is_named_at_once(shared, tmp_path,
     specimens are named with a ``species`` decision straight away, no restart, no retraining."""
     from index.collection import Collection
 
-    shells = shared("shells-zhang8")
-    photos: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    for path in sorted(shells.glob("*/*.jpg")):
-        match = NAME.match(path.stem)
-        assert match, path
-        photos[match["species"]][match["specimen"]].append(path)
+    photos = shell_photos(shared)
     *known, newcomer = sorted(photos)
 
     store = tmp_path / "store"

@@ -12,13 +12,10 @@ from index.calibration import open_set_probabilities
 from index.config import IdentifierConfig
 from index.enrolled import EnrolledRows
 from index.scorers import Cl2n, OodScorer, species_scorer
+from tests.clusters import specimens_around, unit
 
 DIM = 16
 CONFIG = IdentifierConfig(use_gpu=False)
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
 def synthetic(specimens=(5, 5, 5, 5, 2, 1)) -> tuple[np.ndarray, list[str], list[str]]:
@@ -26,15 +23,7 @@ def synthetic(specimens=(5, 5, 5, 5, 2, 1)) -> tuple[np.ndarray, list[str], list
     rng = np.random.default_rng(3)
     domain = unit(rng.normal(size=DIM))
     centres = unit(domain + 0.9 * unit(rng.normal(size=(len(specimens), DIM))))
-    vectors, labels, groups = [], [], []
-    for s, count in enumerate(specimens):
-        for p in range(count):
-            specimen = centres[s] + 0.15 * rng.normal(size=DIM)
-            for _ in range(2):
-                vectors.append(specimen + 0.03 * rng.normal(size=DIM))
-                labels.append(f"Genus{s // 2}_s{s}")
-                groups.append(f"p{p}")
-    return np.array(vectors), labels, groups
+    return specimens_around(centres, specimens, rng, 0.15, 0.03, lambda s: f"Genus{s // 2}_s{s}")
 
 
 def enrolled(specimens=(5, 5, 5, 5, 2, 1)) -> EnrolledRows:

@@ -13,10 +13,6 @@ from index.errors import InvalidQueryError, SpecimenNotFoundError
 DIM = 8
 
 
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
-
-
 def filled() -> EnrolledRows:
     """Three species: Conus_a (2 specimens x 2 views), Murex_b (1 x 2), lower case (1 x 1)."""
     rng = np.random.default_rng(0)

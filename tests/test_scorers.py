@@ -19,29 +19,21 @@ from index.scorers import (
     topk_mean,
     unknown_scores,
 )
+from tests.clusters import specimens_around, unit
 
 DIM = 16
 CONFIG = IdentifierConfig(use_gpu=False)
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
 def world(config: IdentifierConfig = CONFIG, species: int = 4, specimens: int = 3):
     """``species`` clusters of ``specimens`` specimens with 2 views each, fitted CL2N."""
     rng = np.random.default_rng(1)
     centres = unit(rng.normal(size=(species, DIM)))
-    vectors, labels, groups = [], [], []
-    for s in range(species):
-        for p in range(specimens):
-            specimen = centres[s] + 0.3 * rng.normal(size=DIM)
-            for _ in range(2):
-                vectors.append(specimen + 0.05 * rng.normal(size=DIM))
-                labels.append(f"Genus_s{s}")
-                groups.append(f"p{p}")
+    vectors, labels, groups = specimens_around(
+        centres, [specimens] * species, rng, 0.3, 0.05, lambda s: f"Genus_s{s}"
+    )
     rows = EnrolledRows(DIM)
-    rows.add(np.array(vectors), labels, groups=groups)
+    rows.add(vectors, labels, groups=groups)
     cl2n = Cl2n(rows, config)
     cl2n.fit()
     queries = unit(centres + 0.3 * rng.normal(size=centres.shape)).astype(np.float32)

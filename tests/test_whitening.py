@@ -9,13 +9,10 @@ from index.config import IdentifierConfig
 from index.enrolled import EnrolledRows
 from index.scorers import Cl2n, PrototypeScorer, WhitenedScorer, species_scorer
 from index.whitening import Whitening
+from tests.clusters import unit
 
 DIM = 16
 CONFIG = IdentifierConfig(use_gpu=False)
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 
 
 def stretched(species: int, specimens: int, seed: int = 0, views: int = 1):

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ..wording import is_rejection, shown_probability, words_for
+from ..wording import words_for
 from ._collection import (
     add_filter_options,
     add_model_option,
@@ -45,7 +45,7 @@ def describe(result, files: list[str], subject: str = "shell") -> str:
     if result.candidates:
         rows = []
         for i, c in enumerate(result.candidates, 1):
-            p = shown_probability(result.decision, c.probability)
+            p = c.probability
             rows.append(
                 [
                     str(i),
@@ -56,9 +56,8 @@ def describe(result, files: list[str], subject: str = "shell") -> str:
                     f"{c.score:.3f}",
                 ]
             )
-        none_probability = getattr(result, "none_probability", None)
-        if none_probability is not None and not is_rejection(result.decision):
-            rows.append(["", "(none of these)", "", "", f"{none_probability:.3f}", ""])
+        if result.none_probability is not None:
+            rows.append(["", "(none of these)", "", "", f"{result.none_probability:.3f}", ""])
         body = table(rows, ["#", "species", "genus", "family", "probability", "similarity"], {4, 5})
         lines.append(f"  {words.candidates_heading}:")
         lines += ["  " + line for line in body.splitlines()]
@@ -85,8 +84,7 @@ def _subject() -> str:
 
 
 def as_json(result, subject: str = "shell") -> dict:
-    """The index's answer as JSON, with the wording of the API (summary, detail, headings) and
-    candidate probabilities null on rejections, as the API sends them."""
+    """The index's answer as JSON, with the wording of the API (summary, detail, headings)."""
     words = words_for(result, subject)
     answer = result.model_dump(mode="json")
     answer.update(
@@ -95,11 +93,6 @@ def as_json(result, subject: str = "shell") -> dict:
         candidates_heading=words.candidates_heading,
         similar_heading=words.similar_heading,
     )
-    answer.setdefault("none_probability", None)
-    if is_rejection(result.decision):
-        answer["none_probability"] = None
-        for candidate in answer.get("candidates", []):
-            candidate["probability"] = None
     return answer
 
 
