@@ -35,15 +35,15 @@ MAX_COVARIANCE_SPECIMENS = 20_000
 class Whitening:
     """The linear map to the whitened space (``identity`` when nothing can be estimated)."""
 
-    basis: np.ndarray  # (d, d) eigenvectors of the within-species covariance (columns)
-    scale: np.ndarray  # (d,) 1 / sqrt(shrunk eigenvalue), normalised to mean 1
+    basis: np.ndarray  # (d, k) eigenvectors of the within-species covariance (columns)
+    scale: np.ndarray  # (k,) their factors, relative to 1 for the rest of the space
     shrinkage: float  # a in [0, 1]; 1 = isotropic (plain cosine)
     dof: int  # specimens - species the covariance was estimated from
 
     @classmethod
     def identity(cls, dim: int) -> Whitening:
         """The map that changes nothing (one specimen per species, or nothing enrolled)."""
-        return cls(np.eye(dim, dtype=np.float32), np.ones(dim, np.float32), 1.0, 0)
+        return cls(np.zeros((dim, 0), np.float32), np.zeros(0, np.float32), 1.0, 0)
 
     @property
     def is_identity(self) -> bool:
@@ -94,16 +94,14 @@ class Whitening:
             shape=(chosen.size, n),
         )
         residuals = (to_specimen @ centred) - species_means[specimen_species[chosen]]
-        scatter = residuals.T @ residuals / max(1.0, dof * chosen.size / n_specimens)
-        eigenvalues, basis = np.linalg.eigh(scatter)
-        eigenvalues = np.clip(eigenvalues, 0.0, None)
-        isotropic = float(eigenvalues.mean())
+        eigenvalues, basis = _eigen(residuals, max(1.0, dof * chosen.size / n_specimens))
+        isotropic = float(eigenvalues.sum()) / dim
         if isotropic <= 0:
             return cls.identity(dim)
         shrinkage = dim / (dim + dof)
         shrunk = (1.0 - shrinkage) * eigenvalues + shrinkage * isotropic
-        scale = 1.0 / np.sqrt(shrunk)
-        scale /= scale.mean()
+        # outside the basis the covariance is the isotropic share alone: factor 1 there
+        scale = np.sqrt(shrinkage * isotropic / shrunk)
         return cls(basis.astype(np.float32), scale.astype(np.float32), float(shrinkage), dof)
 
     def apply(self, vectors: np.ndarray) -> np.ndarray:
@@ -111,4 +109,22 @@ class Whitening:
         vectors = np.asarray(vectors, np.float32)
         if self.is_identity:
             return l2_normalise(vectors)
-        return l2_normalise((vectors @ self.basis) * self.scale)
+        along = (vectors @ self.basis) * (self.scale - 1.0)
+        return l2_normalise(vectors + along @ self.basis.T)
+
+
+def _eigen(residuals: np.ndarray, dof: float) -> tuple[np.ndarray, np.ndarray]:
+    """Non-zero eigenvalues (k,) and eigenvectors (d, k) of ``residuals.T @ residuals / dof``;
+    through the (m, m) Gram matrix when there are fewer residuals m than dimensions d, so a
+    small collection's refit costs m^2 d instead of d^3."""
+    m, dim = residuals.shape
+    if m >= dim:
+        eigenvalues, basis = np.linalg.eigh(residuals.T @ residuals / dof)
+    else:
+        gram_values, vectors = np.linalg.eigh(residuals @ residuals.T)
+        keep = gram_values > gram_values.max(initial=0.0) * 1e-9
+        gram_values, vectors = gram_values[keep], vectors[:, keep]
+        basis = residuals.T @ vectors / np.sqrt(gram_values)
+        eigenvalues = gram_values / dof
+    keep = eigenvalues > 0
+    return eigenvalues[keep], basis[:, keep]
