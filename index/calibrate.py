@@ -20,7 +20,9 @@ import numpy as np
 from .calibration import (
     acceptance_threshold,
     auroc,
+    cap_confidence,
     expected_calibration_error,
+    fit_none_temperature,
     fit_temperature,
     open_set_probabilities,
 )
@@ -39,6 +41,7 @@ def default_thresholds(config: IdentifierConfig) -> Thresholds:
     """The thresholds of an uncalibrated identifier (the config's fallbacks)."""
     return Thresholds(
         temperature=config.fallback_temperature,
+        none_temperature=config.fallback_temperature,
         ood=1.0 - config.fallback_ood_similarity,
         unknown=float("inf"),
         species_probability=config.species_probability,
@@ -147,20 +150,30 @@ def calibrate(
             "specimens to learn how far a new specimen of a known species can be)"
         )
 
-    # temperature: fitted on the known-species samples over the species alone (so the 5 %
-    # of them that the threshold turns away do not flatten every answer); answers then
-    # share one softmax with "none of these", scored at the unknown threshold, so a best
-    # species below the threshold gives "none" the largest share
+    # temperatures: among the species, fitted on the known-species samples over the species
+    # alone; then the odds of "none of these" (scored at the unknown threshold) against the
+    # best species, fitted on the same samples, so enrolled species keep their confidence
+    # and a best species below the threshold gives "none" the largest share. The species
+    # temperature never claims more than the samples' Laplace-smoothed accuracy (no collapse)
     none_score = 1.0 - th.unknown
     if S > 1 and known.sum() >= 5:
-        th.temperature = fit_temperature(sims[known], y[known])
+        th.temperature = cap_confidence(
+            sims[known], y[known], fit_temperature(sims[known], y[known])
+        )
+        th.none_temperature = th.temperature
+        if np.isfinite(none_score):
+            th.none_temperature = fit_none_temperature(
+                sims[known], y[known], th.temperature, none_score
+            )
         correct = np.argmax(sims[known], axis=1) == y[known]
         stats.known_top1 = round(float(correct.mean()), 4)
-        for field, temperature in (
-            ("ece_before", cfg.fallback_temperature),
-            ("ece_after", th.temperature),
+        for field, temperatures in (
+            ("ece_before", (cfg.fallback_temperature, cfg.fallback_temperature)),
+            ("ece_after", (th.temperature, th.none_temperature)),
         ):
-            probs, _ = open_set_probabilities(sims[known], temperature, none_score)
+            probs, _ = open_set_probabilities(
+                sims[known], temperatures[0], none_score, temperatures[1]
+            )
             ece = expected_calibration_error(probs.max(axis=1), correct)
             setattr(stats, field, round(ece, 4))
     else:

@@ -9,7 +9,7 @@ also the evaluation reports' (``index.evaluation``) single implementations.
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize_scalar
+from scipy.optimize import brentq, minimize_scalar
 from scipy.stats import rankdata
 
 #: bounds of the fitted softmax temperature (cosine similarities lie in [-1, 1]).
@@ -29,23 +29,56 @@ def softmax(similarities: np.ndarray, temperature: float) -> np.ndarray:
     return (weights / np.where(total > 0, total, 1.0)).astype(np.float32)
 
 
-def with_none(similarities: np.ndarray, none_score: float) -> np.ndarray:
-    """The species scores with a last column for "none of these": ``none_score`` (the score
-    below which the best species is rejected; ``-inf`` = never)."""
-    sims = np.asarray(similarities, dtype=np.float32)
-    column = np.full((sims.shape[0], 1), none_score, np.float32)
-    return np.concatenate([sims, column], axis=1)
-
-
 def open_set_probabilities(
-    similarities: np.ndarray, temperature: float, none_score: float
+    similarities: np.ndarray,
+    temperature: float,
+    none_score: float,
+    none_temperature: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(species probabilities (m, S), none-of-these probability (m,))``: one softmax over
-    the species scores and ``none_score``, so the species' probabilities leave room for the
-    specimen being none of them. A best species below ``none_score`` is exactly the case
-    where "none" is the most probable outcome."""
-    probs = softmax(with_none(similarities, none_score), temperature)
-    return probs[:, :-1], probs[:, -1]
+    """``(species probabilities (m, S), none-of-these probability (m,))``, summing to 1.
+
+    Among themselves the species follow :func:`softmax` at ``temperature``; "none of these"
+    stands to the best species at odds ``exp((none_score - best score) / none_temperature)``
+    (default ``temperature``, which is one softmax over the species and ``none_score``). So
+    "none" leads exactly when the best species scores below ``none_score``, whatever the two
+    temperatures; ``none_score = -inf`` gives it nothing."""
+    species = softmax(similarities, temperature).astype(np.float64)
+    sims = np.asarray(similarities, dtype=np.float64)
+    best = np.where(np.isfinite(sims), sims, -np.inf).max(axis=1) if sims.shape[1] else None
+    m = sims.shape[0]
+    if best is None or not np.isfinite(none_score):
+        return species.astype(np.float32), np.zeros(m, np.float32)
+    tau = max(float(none_temperature if none_temperature is not None else temperature), 1e-12)
+    gap = np.clip((none_score - best) / tau, -700.0, 700.0)
+    gap = np.where(np.isfinite(best), gap, 700.0)  # nothing scorable: none takes all
+    odds = np.exp(gap) * species.max(axis=1)
+    none = odds / (1.0 + odds)
+    return (species / (1.0 + odds)[:, None]).astype(np.float32), none.astype(np.float32)
+
+
+def fit_none_temperature(
+    similarities: np.ndarray, targets: np.ndarray, temperature: float, none_score: float
+) -> float:
+    """The ``none_temperature`` maximising the likelihood of the true species of known-species
+    samples under :func:`open_set_probabilities`: as sharp as the samples allow, so answers
+    of enrolled species keep their confidence, yet soft enough for the ones the threshold
+    turns away."""
+    targets = np.asarray(targets, dtype=np.int64)
+    rows = np.arange(len(targets))
+
+    def loss(log_t: float) -> float:
+        probs, _ = open_set_probabilities(
+            similarities, temperature, none_score, float(np.exp(log_t))
+        )
+        return float(-np.mean(np.log(np.clip(probs[rows, targets], 1e-12, 1.0))))
+
+    result = minimize_scalar(
+        loss,
+        bounds=(np.log(MIN_TEMPERATURE / 10), np.log(MAX_TEMPERATURE)),
+        method="bounded",
+        options={"xatol": 1e-3},
+    )
+    return float(np.exp(result.x))
 
 
 def negative_log_likelihood(
@@ -69,6 +102,28 @@ def fit_temperature(similarities: np.ndarray, targets: np.ndarray) -> float:
         options={"xatol": 1e-3},
     )
     return float(np.exp(result.x))
+
+
+def cap_confidence(similarities: np.ndarray, targets: np.ndarray, temperature: float) -> float:
+    """``temperature``, raised where needed so that the mean top probability of these samples
+    under :func:`softmax` does not exceed their Laplace-smoothed accuracy
+    ``(right + 1) / (n + 2)``.
+
+    Without the cap a collection whose held-out samples are all answered right drives the
+    temperature to its lower bound and every answer to "> 99 %" (the first release: 0.010
+    on shells-zhang8, a wrong fish answer at 1.00); n right answers out of n justify a mean
+    confidence of (n + 1) / (n + 2), no more."""
+    targets = np.asarray(targets, dtype=np.int64)
+    right = float(np.sum(np.argmax(similarities, axis=1) == targets))
+    cap = (right + 1.0) / (len(targets) + 2.0)
+
+    def excess(log_t: float) -> float:
+        top = softmax(similarities, float(np.exp(log_t))).max(axis=1)
+        return float(np.mean(top)) - cap
+
+    if excess(np.log(temperature)) <= 0 or excess(np.log(MAX_TEMPERATURE)) > 0:
+        return temperature
+    return float(np.exp(brentq(excess, np.log(temperature), np.log(MAX_TEMPERATURE), xtol=1e-4)))
 
 
 def acceptance_threshold(scores: np.ndarray, share: float) -> float:

@@ -280,7 +280,7 @@ class VectorIdentifier:
 
     def _probabilities(self, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         th = self._thresholds
-        return open_set_probabilities(sims, th.temperature, 1.0 - th.unknown)
+        return open_set_probabilities(sims, th.temperature, 1.0 - th.unknown, th.none_temperature)
 
     # ================================================================== scoring
     def _check_queries(self, queries: np.ndarray) -> np.ndarray:

@@ -125,6 +125,7 @@ class Thresholds(BaseModel):
     model_config = ConfigDict(ser_json_inf_nan="strings")
 
     temperature: float = 0.05
+    none_temperature: float = 0.05
     ood: float = float("inf")
     unknown: float = float("inf")
     species_probability: float = 0.5

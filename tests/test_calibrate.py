@@ -8,7 +8,13 @@ import pytest
 
 from index import VectorIdentifier
 from index.calibrate import calibrate, calibration_rows, default_thresholds
-from index.calibration import open_set_probabilities
+from index.calibration import (
+    cap_confidence,
+    fit_none_temperature,
+    fit_temperature,
+    open_set_probabilities,
+    softmax,
+)
 from index.config import IdentifierConfig
 from index.enrolled import EnrolledRows
 from index.scorers import Cl2n, OodScorer, species_scorer
@@ -133,8 +139,48 @@ def test_any_scorer_following_the_protocol_plugs_into_calibration():
     assert th.stats.known_top1 == 1.0
     # the one-specimen species is never a known sample, even when a scorer scores it
     assert th.stats.known_queries == 2 * (5 + 5 + 5 + 5 + 2)
-    assert th.temperature < CONFIG.fallback_temperature  # perfectly separated: sharpened
+    # perfectly separated: as confident as 44 right answers out of 44 justify, no more (the
+    # first release collapsed to the 0.01 bound here and said "> 99 %" for everything)
+    n = th.stats.known_queries
+    assert th.temperature > 0.05
+    sims = np.eye(len(rows.species), dtype=np.float32)[rows.y[rows.group_counts[rows.y] > 1]]
+    top = softmax(sims, th.temperature).max(axis=1).mean()
+    assert top == pytest.approx((n + 1) / (n + 2), abs=1e-3)
     assert th.stats.unknown_auroc == 1.0
+
+
+def test_the_temperature_is_fitted_freely_while_the_samples_make_mistakes():
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 4, 400)
+    sims = rng.normal(0, 0.05, (400, 4)).astype(np.float32)
+    sims[np.arange(400), targets] += 0.06  # right about 75 % of the time
+    fitted = fit_temperature(sims, targets)
+    assert cap_confidence(sims, targets, fitted) == fitted  # calibrated already: no cap
+    top = softmax(sims, fitted).max(axis=1).mean()
+    right = np.mean(sims.argmax(axis=1) == targets)
+    assert abs(top - right) < 0.05
+
+
+def test_a_sharp_none_temperature_keeps_the_order_and_the_tie_at_the_threshold():
+    sims = np.array([[0.70, 0.30], [0.58, 0.31], [0.60, 0.10]], np.float32)
+    soft = open_set_probabilities(sims, 0.05, 0.6, 0.05)
+    sharp = open_set_probabilities(sims, 0.05, 0.6, 0.005)
+    for species, none in (soft, sharp):
+        np.testing.assert_allclose(species.sum(axis=1) + none, 1.0, atol=1e-6)
+        assert species[0].max() > none[0] and none[1] > species[1].max()
+        assert none[2] == pytest.approx(species[2].max(), abs=1e-5)
+    assert sharp[1][0] < soft[1][0]  # far above the threshold "none" all but vanishes
+    assert sharp[1][1] > soft[1][1]
+
+
+def test_the_none_temperature_is_sharp_when_known_samples_sit_far_above_the_threshold():
+    rng = np.random.default_rng(1)
+    targets = rng.integers(0, 3, 300)
+    sims = rng.normal(0.2, 0.03, (300, 3)).astype(np.float32)
+    sims[np.arange(300), targets] = rng.normal(0.8, 0.05, 300)
+    far = fit_none_temperature(sims, targets, 0.05, none_score=0.4)
+    near = fit_none_temperature(sims, targets, 0.05, none_score=0.78)
+    assert far < near
 
 
 def test_none_of_these_takes_the_lead_exactly_when_the_best_species_is_below_the_threshold():
