@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_STORE = "shellid-data"
+#: Share of known-species photos the open-set thresholds accept by default: a product choice
+#: (a curator would rather read "not sure" than a wrong name); docs/index.md has the figures.
+DEFAULT_TARGET_RECALL = 0.90
 
 Method = Literal["whitened", "prototype", "knn", "prototype+knn"]
 
@@ -57,7 +60,10 @@ class IdentifierConfig(BaseModel):
     )
     region_k: int = Field(default=10, ge=1, description="nearest specimens voting for the region")
     target_recall: float = Field(
-        default=0.95, gt=0.5, lt=1.0, description="share of known-species queries to accept"
+        default=DEFAULT_TARGET_RECALL,
+        gt=0.5,
+        lt=1.0,
+        description="share of known-species queries to accept",
     )
     ood_in_domain_share: float = Field(
         default=0.95,
@@ -116,7 +122,7 @@ class IndexSettings(BaseSettings):
     top_k: int = Field(default=5, ge=1, le=100)
     method: Method = "whitened"
     prototypes_per_species: int = Field(default=1, ge=1, le=16)
-    target_recall: float = Field(default=0.95, gt=0.5, lt=1.0)
+    target_recall: float = Field(default=DEFAULT_TARGET_RECALL, gt=0.5, lt=1.0)
     temperature: float | None = Field(
         default=None, gt=0.0, description="override the calibrated one"
     )

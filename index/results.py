@@ -12,6 +12,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from .config import DEFAULT_TARGET_RECALL
+
 #: Every decision :meth:`index.VectorIdentifier.identify` can return, from most to least
 #: specific. ``family`` and ``uncertain`` extend the original four (see docs/index.md).
 Decision = Literal["species", "genus", "family", "uncertain", "unknown_species", "out_of_domain"]
@@ -131,7 +133,7 @@ class Thresholds(BaseModel):
     species_probability: float = 0.5
     genus_probability: float = 0.5
     family_probability: float = 0.5
-    target_recall: float = 0.95
+    target_recall: float = DEFAULT_TARGET_RECALL
     source: Literal["calibrated", "fallback", "default"] = "default"
     overridden: list[str] = Field(default_factory=list)
     stats: CalibrationStats = Field(default_factory=CalibrationStats)

@@ -158,7 +158,8 @@ def test_a_rejection_never_shows_a_candidate_as_probable(seed):
             continue
         assert all(p is not None for p in probabilities)
         assert answer.none_probability is not None
-        assert sum(batch.probabilities[i]) + answer.none_probability == pytest.approx(1, abs=1e-5)
+        # float32 probabilities, none rounded to 6 decimals
+        assert sum(batch.probabilities[i]) + answer.none_probability == pytest.approx(1, abs=1e-4)
         assert batch.probabilities[i].max() >= answer.none_probability - 1e-6
         if answer.decision == "species":
             assert answer.confidence == pytest.approx(answer.candidates[0].probability, abs=1e-5)

@@ -60,7 +60,8 @@ def add_threshold_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--target-recall",
         type=float,
-        help="share of known-species photos to accept when calibrating (default 0.95)",
+        help="share of known-species photos to accept when calibrating (default: "
+        "SHELLID_TARGET_RECALL or 0.9, see docs/index.md)",
     )
     group.add_argument(
         "--unknown-threshold",

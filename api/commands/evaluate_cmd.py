@@ -113,8 +113,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--target-recall",
         type=_fraction,
-        default=0.95,
-        help="known-species recall the open-set thresholds are calibrated for (default: 0.95)",
+        default=None,
+        help="known-species recall the open-set thresholds are calibrated for (default: the "
+        "index's, SHELLID_TARGET_RECALL or 0.9)",
     )
     parser.add_argument(
         "--bootstrap", type=_positive, default=1000, help="bootstrap resamples (default: 1000)"
@@ -177,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
         n_way=args.n_way,
         test_fraction=args.test_fraction,
         unknown_fraction=args.unknown_fraction,
-        target_recall=args.target_recall,
+        **({} if args.target_recall is None else {"target_recall": args.target_recall}),
         group_pattern=args.group_regex,
         classes=args.classes,
         ood_dirs=tuple(str(Path(d).expanduser()) for d in args.ood),

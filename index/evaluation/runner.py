@@ -31,7 +31,7 @@ from embedder.datasets import group_split, images_in, select_species, shots_spli
 from embedder.embedding import Embedder
 from embedder.episodes import l2_normalize
 from index.classifier import VectorIdentifier
-from index.config import IdentifierConfig
+from index.config import DEFAULT_TARGET_RECALL, IdentifierConfig
 
 from .bootstrap import bootstrap_f1
 from .cache import EmbeddingCache
@@ -65,7 +65,7 @@ class EvaluationConfig:
     allway_repeats: int = 5
     test_fraction: float = 0.3
     unknown_fraction: float = 0.3
-    target_recall: float = 0.95
+    target_recall: float = DEFAULT_TARGET_RECALL
     group_pattern: str | None = None
     classes: str = "all"
     ood_dirs: tuple[str, ...] = ()
