@@ -4,9 +4,10 @@ open-set answers against a set of enrolled embeddings.
 Scoring (see docs/index.md): species score = cosine similarity to the species' CL2N
 prototype in the collection's within-species whitened space (``method="whitened"``, the
 default), to the plain prototype(s) (``"prototype"``), to its nearest enrolled specimen
-(``"knn"``) or the mean of the last two; probabilities = one softmax over the species scores
-and a "none of these" score (the unknown threshold) at temperature T, so they leave room for
-an unknown species; ``unknown_score`` = 1 - best species score;
+(``"knn"``) or the mean of the last two; probabilities = softmax over the species at
+temperature T, sharing the mass with "none of these" (scored at the unknown threshold, odds
+against the best species at temperature T_none), so they leave room for an unknown species;
+``unknown_score`` = 1 - best species score;
 ``ood_score`` = 1 - mean raw cosine similarity to the ``ood_k`` nearest specimens. Decisions:
 out_of_domain, unknown_species, then species / genus / family roll-up when the probability
 passes its threshold, else uncertain.
