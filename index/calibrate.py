@@ -22,7 +22,6 @@ from .calibration import (
     auroc,
     cap_confidence,
     expected_calibration_error,
-    fit_none_temperature,
     fit_temperature,
     open_set_probabilities,
 )
@@ -41,7 +40,6 @@ def default_thresholds(config: IdentifierConfig) -> Thresholds:
     """The thresholds of an uncalibrated identifier (the config's fallbacks)."""
     return Thresholds(
         temperature=config.fallback_temperature,
-        none_temperature=config.fallback_temperature,
         ood=1.0 - config.fallback_ood_similarity,
         unknown=float("inf"),
         species_probability=config.species_probability,
@@ -150,29 +148,22 @@ def calibrate(
             "specimens to learn how far a new specimen of a known species can be)"
         )
 
-    # temperatures: among the species, fitted on the known-species samples over the species
-    # alone; then the odds of "none of these" (scored at the unknown threshold) against the
-    # best species, fitted on the same samples, so enrolled species keep their confidence
-    # and a best species below the threshold gives "none" the largest share. The species
-    # temperature never claims more than the samples' Laplace-smoothed accuracy (no collapse)
+    # temperature among the species: fitted on the known-species samples, never claiming
+    # more than their Laplace-smoothed accuracy (no collapse); "none of these" then shares
+    # the mass at the unknown threshold (see open_set_probabilities, config.none_temperature)
     none_score = 1.0 - th.unknown
     if S > 1 and known.sum() >= 5:
         th.temperature = cap_confidence(
             sims[known], y[known], fit_temperature(sims[known], y[known])
         )
-        th.none_temperature = th.temperature
-        if np.isfinite(none_score):
-            th.none_temperature = fit_none_temperature(
-                sims[known], y[known], th.temperature, none_score
-            )
         correct = np.argmax(sims[known], axis=1) == y[known]
         stats.known_top1 = round(float(correct.mean()), 4)
-        for field, temperatures in (
-            ("ece_before", (cfg.fallback_temperature, cfg.fallback_temperature)),
-            ("ece_after", (th.temperature, th.none_temperature)),
+        for field, temperature in (
+            ("ece_before", cfg.fallback_temperature),
+            ("ece_after", th.temperature),
         ):
             probs, _ = open_set_probabilities(
-                sims[known], temperatures[0], none_score, temperatures[1]
+                sims[known], temperature, none_score, cfg.none_temperature
             )
             ece = expected_calibration_error(probs.max(axis=1), correct)
             setattr(stats, field, round(ece, 4))

@@ -56,31 +56,6 @@ def open_set_probabilities(
     return (species / (1.0 + odds)[:, None]).astype(np.float32), none.astype(np.float32)
 
 
-def fit_none_temperature(
-    similarities: np.ndarray, targets: np.ndarray, temperature: float, none_score: float
-) -> float:
-    """The ``none_temperature`` maximising the likelihood of the true species of known-species
-    samples under :func:`open_set_probabilities`: as sharp as the samples allow, so answers
-    of enrolled species keep their confidence, yet soft enough for the ones the threshold
-    turns away."""
-    targets = np.asarray(targets, dtype=np.int64)
-    rows = np.arange(len(targets))
-
-    def loss(log_t: float) -> float:
-        probs, _ = open_set_probabilities(
-            similarities, temperature, none_score, float(np.exp(log_t))
-        )
-        return float(-np.mean(np.log(np.clip(probs[rows, targets], 1e-12, 1.0))))
-
-    result = minimize_scalar(
-        loss,
-        bounds=(np.log(MIN_TEMPERATURE / 10), np.log(MAX_TEMPERATURE)),
-        method="bounded",
-        options={"xatol": 1e-3},
-    )
-    return float(np.exp(result.x))
-
-
 def negative_log_likelihood(
     similarities: np.ndarray, targets: np.ndarray, temperature: float
 ) -> float:

@@ -281,7 +281,9 @@ class VectorIdentifier:
 
     def _probabilities(self, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         th = self._thresholds
-        return open_set_probabilities(sims, th.temperature, 1.0 - th.unknown, th.none_temperature)
+        return open_set_probabilities(
+            sims, th.temperature, 1.0 - th.unknown, self.config.none_temperature
+        )
 
     # ================================================================== scoring
     def _check_queries(self, queries: np.ndarray) -> np.ndarray:

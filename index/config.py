@@ -85,6 +85,13 @@ class IdentifierConfig(BaseModel):
         default=3000, ge=10, description="most held-out images scored when calibrating"
     )
     fallback_temperature: float = Field(default=0.05, gt=0.0)
+    none_temperature: float = Field(
+        default=0.01,
+        gt=0.0,
+        description="width, in score units, of the change from a species to 'none of these' "
+        "around the unknown threshold (odds exp((threshold score - best) / this)); measured "
+        "in docs/index.md",
+    )
     fallback_ood_similarity: float = Field(
         default=0.40,
         ge=-1.0,

@@ -127,7 +127,6 @@ class Thresholds(BaseModel):
     model_config = ConfigDict(ser_json_inf_nan="strings")
 
     temperature: float = 0.05
-    none_temperature: float = 0.05
     ood: float = float("inf")
     unknown: float = float("inf")
     species_probability: float = 0.5
@@ -161,6 +160,7 @@ class BatchScores:
     none_probability: np.ndarray | None = None
 
     def top(self, k: int = 1) -> list[list[str]]:
-        """The ``k`` most probable species per query."""
-        order = np.argsort(-self.probabilities, axis=1)[:, :k]
+        """The ``k`` most probable species per query (ranked by similarity, which orders them
+        the same way without ties where a rejection leaves every probability near 0)."""
+        order = np.argsort(-self.similarities, axis=1, kind="stable")[:, :k]
         return [[self.species[j] for j in row] for row in order]

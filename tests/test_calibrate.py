@@ -10,7 +10,6 @@ from index import VectorIdentifier
 from index.calibrate import calibrate, calibration_rows, default_thresholds
 from index.calibration import (
     cap_confidence,
-    fit_none_temperature,
     fit_temperature,
     open_set_probabilities,
     softmax,
@@ -171,42 +170,3 @@ def test_a_sharp_none_temperature_keeps_the_order_and_the_tie_at_the_threshold()
         assert none[2] == pytest.approx(species[2].max(), abs=1e-5)
     assert sharp[1][0] < soft[1][0]  # far above the threshold "none" all but vanishes
     assert sharp[1][1] > soft[1][1]
-
-
-def test_the_none_temperature_is_sharp_when_known_samples_sit_far_above_the_threshold():
-    rng = np.random.default_rng(1)
-    targets = rng.integers(0, 3, 300)
-    sims = rng.normal(0.2, 0.03, (300, 3)).astype(np.float32)
-    sims[np.arange(300), targets] = rng.normal(0.8, 0.05, 300)
-    far = fit_none_temperature(sims, targets, 0.05, none_score=0.4)
-    near = fit_none_temperature(sims, targets, 0.05, none_score=0.78)
-    assert far < near
-
-
-def test_none_of_these_takes_the_lead_exactly_when_the_best_species_is_below_the_threshold():
-    sims = np.array([[0.62, 0.30], [0.58, 0.31], [0.60, 0.10]], np.float32)
-    threshold = 1.0 - 0.60  # unknown threshold 0.4: a best species below 0.6 is rejected
-    species, none = open_set_probabilities(sims, 0.05, 1.0 - threshold)
-    np.testing.assert_allclose(species.sum(axis=1) + none, 1.0, atol=1e-6)
-    assert species[0].max() > none[0]  # accepted: its species leads
-    assert none[1] > species[1].max()  # rejected: "none of these" leads
-    assert none[2] == pytest.approx(species[2].max(), abs=1e-6)  # on the threshold: a tie
-    never, none_never = open_set_probabilities(sims, 0.05, float("-inf"))
-    assert np.all(none_never == 0) and np.allclose(never.sum(axis=1), 1.0)
-
-
-def test_evaluation_reports_use_the_calibration_auroc_and_ece_with_the_right_order():
-    from index.calibration import expected_calibration_error, reliability
-    from index.evaluation.metrics import expected_calibration_error as report_ece
-    from index.evaluation.openset import detection_figures
-
-    assert report_ece is reliability
-    confidence, correct = np.array([0.95, 0.95, 0.55, 0.55]), np.array([1, 1, 0, 1])
-    assert (
-        expected_calibration_error(confidence, correct, 10)
-        == reliability(confidence, correct, 10)[0]
-    )
-    # higher = more novel: novel scores above every known one separate perfectly
-    assert detection_figures(np.array([0.1, 0.2]), np.array([0.8, 0.9]))["auroc"] == 1.0
-    assert detection_figures(np.array([0.8, 0.9]), np.array([0.1, 0.2]))["auroc"] == 0.0
-    assert np.isnan(detection_figures(np.array([0.1]), np.array([]))["auroc"])
