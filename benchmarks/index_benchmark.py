@@ -457,7 +457,8 @@ def compare_methods(fish: Data, seeds: list[int], unknown_fraction: float, figur
     variants = {
         "prototype": IdentifierConfig(method="prototype"),
         "nearest specimen (knn)": IdentifierConfig(method="knn"),
-        "prototype + knn (default)": IdentifierConfig(),
+        "prototype + knn (until #10)": IdentifierConfig(method="prototype+knn"),
+        "whitened (default)": IdentifierConfig(),
         "  without centring": IdentifierConfig(centre=False),
         "  2 prototypes/species": IdentifierConfig(
             prototypes_per_species=2, min_specimens_per_prototype=2
@@ -465,7 +466,7 @@ def compare_methods(fish: Data, seeds: list[int], unknown_fraction: float, figur
     }
     print("\n4. scoring methods on fish4k-23 (mean over seeds)")
     columns = ("1-shot top-1", "5-shot top-1", "5-shot top-5", "5-shot AUROC")
-    print(f"  {'method':<26} " + " ".join(f"{c:>13}" for c in columns))
+    print(f"  {'method':<28} " + " ".join(f"{c:>13}" for c in columns))
     figures["methods"] = {}
     for name, config in variants.items():
         one = [closed_set(fish, 1, s, config)["top1"] for s in seeds]
@@ -478,7 +479,7 @@ def compare_methods(fish: Data, seeds: list[int], unknown_fraction: float, figur
             "auroc_5shot": float(np.mean(au)),
         }
         figures["methods"][name] = row
-        print(f"  {name:<26} " + " ".join(f"{v:>13.3f}" for v in row.values()))
+        print(f"  {name:<28} " + " ".join(f"{v:>13.3f}" for v in row.values()))
 
 
 def plot_scores(run: dict, path: Path) -> None:
