@@ -49,8 +49,9 @@ def open_set_probabilities(
     if best is None or not np.isfinite(none_score):
         return species.astype(np.float32), np.zeros(m, np.float32)
     tau = max(float(none_temperature if none_temperature is not None else temperature), 1e-12)
-    gap = np.clip((none_score - best) / tau, -700.0, 700.0)
-    gap = np.where(np.isfinite(best), gap, 700.0)  # nothing scorable: none takes all
+    # odds capped at e^50: "none" takes all but ~1e-22, and the species keep their order
+    gap = np.clip((none_score - best) / tau, -50.0, 50.0)
+    gap = np.where(np.isfinite(best), gap, 50.0)  # nothing scorable: none takes (almost) all
     odds = np.exp(gap) * species.max(axis=1)
     none = odds / (1.0 + odds)
     return (species / (1.0 + odds)[:, None]).astype(np.float32), none.astype(np.float32)

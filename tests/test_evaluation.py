@@ -230,6 +230,7 @@ CLOSED_METHOD_KEYS = {
     "confusion_matrix",
     "most_confused",
     "ece",
+    "ece_all",
     "reliability",
     "bootstrap",
     "decision_rates",

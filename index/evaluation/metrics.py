@@ -54,6 +54,7 @@ class ClosedSetMetrics:
     most_confused: list[dict]
     ece: float
     reliability: dict[str, list[float]]
+    ece_all: float
 
     def to_dict(self) -> dict:
         return {
@@ -66,6 +67,7 @@ class ClosedSetMetrics:
             "most_confused": self.most_confused,
             "ece": self.ece,
             "reliability": self.reliability,
+            "ece_all": self.ece_all,
         }
 
 
@@ -75,11 +77,14 @@ def closed_set_metrics(
     true_species: Sequence[str],
     n_confused: int = 10,
     calibration_bins: int = 15,
+    shown: np.ndarray | None = None,
 ) -> ClosedSetMetrics:
     """Accuracy, top-5, macro/weighted P/R/F1, per-species P/R/F1, confusion and calibration.
 
     ``probabilities`` is ``(n, S)`` over ``species`` (columns); ``true_species`` must be among
-    them. The prediction is the column with the highest probability.
+    them. The prediction is the column with the highest probability. ``shown`` marks the
+    answers that show their probabilities (an identifier shows none on ``unknown_species`` /
+    ``out_of_domain``): ``ece`` and ``reliability`` are over those, ``ece_all`` over every row.
     """
     species = list(species)
     column = {name: i for i, name in enumerate(species)}
@@ -111,7 +116,10 @@ def closed_set_metrics(
     }
     matrix = confusion_matrix(y_true, y_pred, labels=labels)
     confidence = probabilities.max(axis=1)
-    ece, table = reliability(confidence, y_pred == y_true, calibration_bins)
+    right = y_pred == y_true
+    shown = np.ones(len(right), bool) if shown is None else np.asarray(shown, bool)
+    ece, table = reliability(confidence[shown], right[shown], calibration_bins)
+    ece_all = reliability(confidence, right, calibration_bins)[0]
     return ClosedSetMetrics(
         accuracy=float((y_pred == y_true).mean()) if len(y_true) else float("nan"),
         top5_accuracy=topk_accuracy(probabilities, y_true, 5),
@@ -127,6 +135,7 @@ def closed_set_metrics(
         most_confused=most_confused_pairs(matrix, species, n_confused),
         ece=ece,
         reliability=table,
+        ece_all=ece_all,
     )
 
 

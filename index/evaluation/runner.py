@@ -32,6 +32,7 @@ from embedder.embedding import Embedder
 from embedder.episodes import l2_normalize
 from index.classifier import VectorIdentifier
 from index.config import DEFAULT_TARGET_RECALL, IdentifierConfig
+from index.results import REJECTIONS
 
 from .bootstrap import bootstrap_f1
 from .cache import EmbeddingCache
@@ -358,7 +359,12 @@ def _closed_set(records, vectors, methods, cfg, plots) -> dict:
         fitted = _fit_and_score(method, vectors, train, train_recs, queries, cfg)
         test_scores = fitted.scores["test"]
         probs = test_scores.probabilities
-        metrics = closed_set_metrics(fitted.species, probs, truth).to_dict()
+        shown = (
+            None
+            if test_scores.decisions is None
+            else ~np.isin(test_scores.decisions, list(REJECTIONS))
+        )
+        metrics = closed_set_metrics(fitted.species, probs, truth, shown=shown).to_dict()
         predicted = [fitted.species[j] for j in probs.argmax(axis=1)]
         metrics["bootstrap"] = bootstrap_f1(
             truth,
