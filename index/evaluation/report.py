@@ -53,7 +53,7 @@ def summary_rows(f: dict) -> list[tuple[str, list[str]]]:
             ],
         ),
         ("weighted F1", [pct(closed[m]["weighted"]["f1"]) for m in methods]),
-        ("ECE (calibration error)", [pct(closed[m]["ece"]) for m in methods]),
+        ("ECE of the probabilities shown", [pct(closed[m]["ece"]) for m in methods]),
     ]
     for k, entry in f["few_shot"]["episodic"].items():
         label = f"{entry['n_way']}-way {k}-shot episodes"
@@ -163,8 +163,9 @@ def write_report(result: EvaluationResult, directory: str | Path) -> Path:
         {
             "title": "Reliability diagram",
             "file": "reliability.png",
-            "caption": "Accuracy of the test images grouped by their top-1 probability; on the "
-            "diagonal the probabilities can be read as chances.",
+            "caption": "Accuracy of the test images grouped by their top-1 probability (for the "
+            "identifier, the answers that show one: not unknown_species / out_of_domain); on "
+            "the diagonal the probabilities can be read as chances.",
         }
     )
     if p.get("scores"):

@@ -47,7 +47,7 @@ from .metrics import closed_set_metrics
 from .openset import decision_rates, holdout_species, open_set_figures
 
 SCHEMA_VERSION = 1
-IDENTIFIER = "prototypes (index.VectorIdentifier)"
+IDENTIFIER = "the default identifier (index.VectorIdentifier)"
 PROBE = "logistic regression (scikit-learn, C=1)"
 
 
