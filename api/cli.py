@@ -13,6 +13,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 #: command name -> module under api.commands (module names avoid clashing with builtins).
 COMMANDS: dict[str, str] = {
@@ -35,11 +36,11 @@ class UsageError(Exception):
     """A problem with what the user asked for; printed as one line, exit status 2."""
 
 
-def _load(name: str):
+def _load(name: str) -> ModuleType:
     return importlib.import_module(f"api.commands.{COMMANDS[name]}")
 
 
-def build_parser(available: dict[str, object]) -> argparse.ArgumentParser:
+def build_parser(available: dict[str, ModuleType]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shellid",
         description="Identify species from photos by few-shot metric learning.",
@@ -52,8 +53,8 @@ def build_parser(available: dict[str, object]) -> argparse.ArgumentParser:
     return parser
 
 
-def _available_commands() -> dict[str, object]:
-    found: dict[str, object] = {}
+def _available_commands() -> dict[str, ModuleType]:
+    found: dict[str, ModuleType] = {}
     for name in COMMANDS:
         try:
             found[name] = _load(name)

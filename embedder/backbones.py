@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import timm
 import torch
@@ -106,7 +107,7 @@ class Backbone(nn.Module):
 
     @property
     def num_features(self) -> int:
-        return int(self.model.num_features)
+        return int(cast(int, self.model.num_features))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
@@ -199,10 +200,12 @@ def preprocess_config_of(model: nn.Module) -> PreprocessConfig:
     """The :class:`PreprocessConfig` timm records for ``model``."""
     cfg = timm.data.resolve_data_config({}, model=model)
     size = cfg.get("input_size", (3, 224, 224))[-1]
+    mean = [float(v) for v in cfg.get("mean", (0.485, 0.456, 0.406))]
+    std = [float(v) for v in cfg.get("std", (0.229, 0.224, 0.225))]
     return PreprocessConfig(
         input_size=int(size),
-        mean=tuple(float(v) for v in cfg.get("mean", (0.485, 0.456, 0.406))),
-        std=tuple(float(v) for v in cfg.get("std", (0.229, 0.224, 0.225))),
+        mean=(mean[0], mean[1], mean[2]),
+        std=(std[0], std[1], std[2]),
         crop_pct=float(cfg.get("crop_pct", 0.875)),
         interpolation=str(cfg.get("interpolation", "bicubic")),
     )
@@ -254,6 +257,6 @@ def create_backbone(
         else preprocess_config_of(model)
     )
     if not keep_classifier:
-        model.reset_classifier(0)
+        cast(Any, model).reset_classifier(0)
     model.eval()
     return Backbone(name=name, model=model, preprocess=preprocess, weights_source=source)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -271,7 +271,7 @@ def save_embeddings(
     if path.suffix != ".npz":
         path = path.with_name(path.name + ".npz")
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {
+    arrays: dict[str, Any] = {
         "embeddings": np.asarray(embeddings, dtype=np.float32),
         "labels": np.asarray(list(labels), dtype=str),
         "paths": np.asarray([str(p) for p in paths], dtype=str),

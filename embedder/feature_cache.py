@@ -268,14 +268,14 @@ class FeatureCache:
 
         Images that cannot be read are left out and reported in ``errors``.
         """
-        paths = [Path(p) for p in paths]
+        files = [Path(p) for p in paths]
         views = tuple(int(v) for v in views)
         if any(v < 0 for v in views):
             raise ValueError("view numbers must be ≥ 0 (0 = clean view)")
         self._prepare()
         errors: dict[str, str] = {}
         keys: list[str] = []
-        for path in paths:
+        for path in files:
             try:
                 keys.append(image_key(path))
             except OSError as exc:
@@ -293,8 +293,8 @@ class FeatureCache:
             with tqdm(total=total, desc=desc, unit="view", disable=not progress) as bar:
                 self._carry_forward(missing, keys, bar)
                 if missing:
-                    self._compute(missing, paths, keys, errors, bar)
-        kept = [i for i, path in enumerate(paths) if str(path) not in errors]
+                    self._compute(missing, files, keys, errors, bar)
+        kept = [i for i, path in enumerate(files) if str(path) not in errors]
         features: np.ndarray | None = None
         for row, i in enumerate(
             tqdm(
@@ -309,7 +309,7 @@ class FeatureCache:
         if features is None:
             shape = self._feature_shape()
             features = np.empty((0, len(views), *shape), dtype=CACHE_DTYPE)
-        return CachedFeatures(features, [paths[i] for i in kept], views, errors)
+        return CachedFeatures(features, [files[i] for i in kept], views, errors)
 
     def _feature_shape(self) -> tuple[int, ...]:
         size = self.backbone.preprocess.input_size

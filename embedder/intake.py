@@ -138,7 +138,7 @@ def decode_image(
         )
         raise ImageIntakeError(code, why, label) from None
 
-    image = probe
+    image: Image.Image = probe
     with contextlib.suppress(Exception):  # broken EXIF must not reject a fine photo
         image = ImageOps.exif_transpose(image) or image
     image = to_rgb(image)

@@ -14,6 +14,8 @@ at split ``k``; a cache taken at an earlier split can be carried to a later one 
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from torch import nn
 
 from .backbones import Backbone, BackboneError
@@ -29,7 +31,8 @@ def supports_unfreeze(model: nn.Module) -> bool:
 
 def max_unfreeze(backbone: Backbone) -> int:
     """The largest valid ``unfreeze`` for ``backbone`` (its number of block stages)."""
-    return len(backbone.model.blocks) if supports_unfreeze(backbone.model) else 0
+    model = backbone.model
+    return len(cast(nn.Sequential, model.blocks)) if supports_unfreeze(model) else 0
 
 
 def check_unfreeze(backbone: Backbone, unfreeze: int) -> None:
@@ -55,10 +58,11 @@ def stages(backbone: Backbone) -> list[nn.Module]:
     model = backbone.model
     if not supports_unfreeze(model):
         return [model]
+    part = cast(Any, model)  # an EfficientNet-style timm model (checked above)
     return [
-        nn.Sequential(model.conv_stem, model.bn1),
-        *list(model.blocks),
-        nn.Sequential(model.conv_head, model.bn2, model.global_pool),
+        nn.Sequential(part.conv_stem, part.bn1),
+        *list(part.blocks),
+        nn.Sequential(part.conv_head, part.bn2, part.global_pool),
     ]
 
 

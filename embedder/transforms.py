@@ -145,7 +145,8 @@ def foreground_mask(image: Image.Image, work_size: int = 256) -> tuple[np.ndarra
     """
     scale = work_size / max(image.size)
     small = image.convert("RGB").resize(
-        (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale))), Image.BILINEAR
+        (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale))),
+        Image.Resampling.BILINEAR,
     )
     array = np.asarray(small, dtype=np.float32) / 255.0
     border = np.concatenate([array[0], array[-1], array[:, 0], array[:, -1]])
@@ -175,7 +176,7 @@ def normalize_shell_photo(
     mask, scale = foreground_mask(image)
     share = float(mask.mean()) if mask.size else 0.0
     if not 0.02 <= share <= 0.98:
-        return _pad_square(image).resize((output_size, output_size), Image.BICUBIC)
+        return _pad_square(image).resize((output_size, output_size), Image.Resampling.BICUBIC)
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     top, bottom = rows[0] / scale, (rows[-1] + 1) / scale
@@ -187,11 +188,15 @@ def normalize_shell_photo(
         min(image.size[0], int(np.ceil(right + pad))),
         min(image.size[1], int(np.ceil(bottom + pad))),
     )
-    full_mask = Image.fromarray((mask * 255).astype(np.uint8)).resize(image.size, Image.BILINEAR)
+    full_mask = Image.fromarray((mask * 255).astype(np.uint8)).resize(
+        image.size, Image.Resampling.BILINEAR
+    )
     full_mask = full_mask.point(lambda v: 255 if v >= 128 else 0)
     black = Image.new("RGB", image.size, (0, 0, 0))
     cut = Image.composite(image, black, full_mask).crop(box)
-    return _pad_square(cut, fill=(0, 0, 0)).resize((output_size, output_size), Image.BICUBIC)
+    return _pad_square(cut, fill=(0, 0, 0)).resize(
+        (output_size, output_size), Image.Resampling.BICUBIC
+    )
 
 
 def _pad_square(image: Image.Image, fill: tuple[int, int, int] | None = None) -> Image.Image:
@@ -200,7 +205,8 @@ def _pad_square(image: Image.Image, fill: tuple[int, int, int] | None = None) ->
     if fill is None:
         array = np.asarray(image)
         border = np.concatenate([array[0], array[-1], array[:, 0], array[:, -1]])
-        fill = tuple(int(v) for v in np.median(border, axis=0))
+        red, green, blue = (int(v) for v in np.median(border, axis=0)[:3])
+        fill = (red, green, blue)
     canvas = Image.new("RGB", (side, side), fill)
     canvas.paste(image, ((side - width) // 2, (side - height) // 2))
     return canvas

@@ -225,8 +225,10 @@ class VectorIndex:
         queries = self._vectors[rows]
         k = min(TUNE_K, n - 1)
         _, truth = self.search_exact(queries, k + 1)
+        index = self._index
+        assert index is not None  # tuning runs right after the index is built
         while True:
-            _, found = self._index.search(queries, k + 1)
+            _, found = index.search(queries, k + 1)
             recall = float(
                 np.mean(
                     [
