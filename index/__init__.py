@@ -1,31 +1,79 @@
 """shellid index: vectors -> answers (specimen store, FAISS search, prototypes, calibrated
-open-set decisions). See docs/index.md and docs/CONTRACTS.md."""
+open-set decisions). See docs/index.md and docs/CONTRACTS.md.
 
-from .classifier import VectorIdentifier
-from .config import IdentifierConfig, IndexSettings
-from .errors import (
-    CollectionError,
-    DuplicateImageError,
-    EmptyCollectionError,
-    InvalidQueryError,
-    ModelMismatchError,
-    ModelNotLoadedError,
-    SpeciesNotFoundError,
-    SpecimenNotFoundError,
-    StoreError,
-)
-from .results import (
-    DECISIONS,
-    BatchScores,
-    CalibrationStats,
-    Candidate,
-    EnrollReport,
-    Identification,
-    SimilarSpecimen,
-    SpeciesSummary,
-    Thresholds,
-)
-from .search import VectorIndex
+Names are imported on first use (PEP 562): ``import index.results`` does not load FAISS,
+SciPy or LanceDB, and ``index.Collection`` loads no model until it embeds.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the real names for type checkers and IDEs
+    from .classifier import VectorIdentifier
+    from .collection import Collection
+    from .config import IdentifierConfig, IndexSettings
+    from .errors import (
+        CollectionError,
+        DuplicateImageError,
+        EmptyCollectionError,
+        InvalidQueryError,
+        ModelMismatchError,
+        ModelNotLoadedError,
+        SpeciesNotFoundError,
+        SpecimenNotFoundError,
+        StoreError,
+    )
+    from .results import (
+        DECISIONS,
+        BatchScores,
+        CalibrationStats,
+        Candidate,
+        EnrollReport,
+        Identification,
+        SimilarSpecimen,
+        SpeciesSummary,
+        Thresholds,
+    )
+    from .search import VectorIndex
+
+#: public name -> submodule that defines it
+_EXPORTS: dict[str, str] = {
+    "VectorIdentifier": "classifier",
+    "Collection": "collection",
+    "IdentifierConfig": "config",
+    "IndexSettings": "config",
+    **{
+        name: "errors"
+        for name in (
+            "CollectionError",
+            "DuplicateImageError",
+            "EmptyCollectionError",
+            "InvalidQueryError",
+            "ModelMismatchError",
+            "ModelNotLoadedError",
+            "SpeciesNotFoundError",
+            "SpecimenNotFoundError",
+            "StoreError",
+        )
+    },
+    **{
+        name: "results"
+        for name in (
+            "DECISIONS",
+            "BatchScores",
+            "CalibrationStats",
+            "Candidate",
+            "EnrollReport",
+            "Identification",
+            "SimilarSpecimen",
+            "SpeciesSummary",
+            "Thresholds",
+        )
+    },
+    "VectorIndex": "search",
+}
 
 __all__ = [
     "DECISIONS",
@@ -54,10 +102,14 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    """``index.Collection`` on first use (it imports the embedder, hence torch)."""
-    if name == "Collection":
-        from .collection import Collection
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'index' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
 
-        return Collection
-    raise AttributeError(f"module 'index' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -84,21 +84,84 @@ def _model_name(embedder: Any) -> str:
     return type(embedder).__name__
 
 
+class LazyEmbedder:
+    """A model named by a path or backbone name, built on first use (torch, timm and the
+    weights load only when something is embedded, or the fingerprint is asked for)."""
+
+    def __init__(self, model: str | None) -> None:
+        self.spec = model
+        self._real: ImageEmbedder | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._real is not None
+
+    def load(self) -> ImageEmbedder:
+        with self._lock:
+            if self._real is None:
+                from embedder import load_model
+                from embedder.embedding import Embedder
+
+                self._real = Embedder(load_model(self.spec))
+            return self._real
+
+    @property
+    def dim(self) -> int:
+        return self.load().dim
+
+    @property
+    def fingerprint(self) -> str:
+        return self.load().fingerprint
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self.load().embed_images(images)
+
+
 def make_embedder(model: Any) -> tuple[ImageEmbedder, str]:
     """``(embedder, model path or '')`` from None (frozen default), a packaged backbone name
     (frozen), a MODEL.pt path, an ``EmbeddingModel`` or anything with ``embed_images`` /
-    ``dim`` / ``fingerprint``."""
+    ``dim`` / ``fingerprint``. A name or path gives a :class:`LazyEmbedder`: nothing heavy is
+    imported or loaded until the first embedding."""
     if model is not None and hasattr(model, "embed_images"):
         return model, ""
-    from embedder import BACKBONES, EmbeddingModel, load_model
+    if model is None:
+        return LazyEmbedder(None), ""
+    if isinstance(model, str | Path):
+        file = Path(model).expanduser()
+        if not file.is_file():  # a packaged backbone name (load_model says if it is not)
+            return LazyEmbedder(str(model)), str(model)
+        path = str(file.resolve())
+        return LazyEmbedder(path), path
+    from embedder import EmbeddingModel
     from embedder.embedding import Embedder
 
     if isinstance(model, EmbeddingModel):
         return Embedder(model), ""
-    if model is None or str(model) in BACKBONES:
-        return Embedder(load_model(model)), str(model or "")
-    path = str(Path(model).expanduser().resolve())
-    return Embedder(load_model(path)), path
+    raise TypeError(f"not a model: {model!r}")
+
+
+def _check_fingerprint(store: SpecimenStore, embedder: ImageEmbedder) -> None:
+    """Refuse a model other than the one whose vectors the store holds."""
+    info = store.info()
+    if (
+        store.count() > 0
+        and info.get("fingerprint")
+        and info["fingerprint"] != embedder.fingerprint
+    ):
+        made_by = info.get("model_path") or info.get("model_name", "")
+        raise ModelMismatchError(
+            info["fingerprint"],
+            embedder.fingerprint,
+            made_by,
+            store.uri,
+            legacy_default=info.get("model_name") == LEGACY_FROZEN_MODEL,
+        )
+
+
+def _loaded(embedder: ImageEmbedder) -> ImageEmbedder:
+    """The real embedder behind a :class:`LazyEmbedder` (loading it), else ``embedder``."""
+    return embedder.load() if isinstance(embedder, LazyEmbedder) else embedder
 
 
 class Collection:
@@ -111,9 +174,12 @@ class Collection:
         settings: IndexSettings,
         config: IdentifierConfig,
         model_path: str = "",
+        *,
+        check_model: bool = True,
     ) -> None:
         self.store = store
         self._embedder = embedder
+        self._check_model = check_model
         self.settings = settings
         self.config = config
         self.model_path = model_path
@@ -154,29 +220,23 @@ class Collection:
         embedder, path = (None, "")
         if need_model:
             embedder, path = make_embedder(model if model is not None else settings.model)
-        info = store.info()
-        if (
-            check_model
-            and embedder is not None
-            and store.count() > 0
-            and info.get("fingerprint")
-            and info["fingerprint"] != embedder.fingerprint
-        ):
-            made_by = info.get("model_path") or info.get("model_name", "")
-            raise ModelMismatchError(
-                info["fingerprint"],
-                embedder.fingerprint,
-                made_by,
-                store.uri,
-                legacy_default=info.get("model_name") == LEGACY_FROZEN_MODEL,
-            )
-        return cls(store, embedder, settings, config or settings.identifier_config(), path)
+        if check_model and embedder is not None and not isinstance(embedder, LazyEmbedder):
+            _check_fingerprint(store, embedder)  # a lazy model is checked when it loads
+        return cls(
+            store,
+            embedder,
+            settings,
+            config or settings.identifier_config(),
+            path,
+            check_model=check_model,
+        )
 
     def _load(self) -> None:
         """(Re)build the in-memory identifier from the store."""
         table = self.store.load_index()
         version = self.store.version
-        dim = self.store.dim or (self._embedder.dim if self._embedder is not None else None)
+        known = self._embedder is not None and not isinstance(self._embedder, LazyEmbedder)
+        dim = self.store.dim or (self.embedder.dim if known else None)
         identifier = None
         sha: dict[str, tuple[str, str]] = {}
         if dim is not None:
@@ -233,15 +293,24 @@ class Collection:
     # ================================================================== properties
     @property
     def embedder(self) -> ImageEmbedder:
-        if self._embedder is None:
+        """The model, loaded (and checked against the store) on first use."""
+        embedder = self._embedder
+        if embedder is None:
             raise ModelNotLoadedError("this collection was opened without a model")
-        return self._embedder
+        if isinstance(embedder, LazyEmbedder):
+            real = embedder.load()
+            if self._check_model:
+                _check_fingerprint(self.store, real)
+            if self._embedder is embedder:
+                self._embedder = real
+            return real
+        return embedder
 
     @property
     def fingerprint(self) -> str:
         """Fingerprint of the model whose vectors the store holds (or will hold)."""
         if self._embedder is not None:
-            return self._embedder.fingerprint
+            return self.embedder.fingerprint
         return str(self.store.info().get("fingerprint", ""))
 
     @property
@@ -678,6 +747,7 @@ class Collection:
         """Re-embed every stored image with ``model`` (one commit) and adopt that model;
         returns the number of images re-embedded."""
         new_embedder, path = make_embedder(model)
+        new_embedder = _loaded(new_embedder)
         with self._write_lock:
             total = self.store.count()
             ids: list[str] = []
