@@ -53,6 +53,14 @@ def build_parser(available: dict[str, ModuleType]) -> argparse.ArgumentParser:
     return parser
 
 
+def _subparser(parser: argparse.ArgumentParser, name: str | None) -> argparse.ArgumentParser:
+    """The parser of sub-command ``name`` (the top-level one when there is none)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and name in action.choices:
+            return action.choices[name]
+    return parser
+
+
 def _available_commands() -> dict[str, ModuleType]:
     found: dict[str, ModuleType] = {}
     for name in COMMANDS:
@@ -68,7 +76,9 @@ def _available_commands() -> dict[str, ModuleType]:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(_available_commands())
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # a mistyped option: show the usage of the command it was given to
+        _subparser(parser, args.command).error(f"unrecognized arguments: {' '.join(unknown)}")
     if not args.command:
         parser.print_help()
         return 2

@@ -677,6 +677,28 @@ class Collection:
             raise SpeciesNotFoundError(f"species {name!r} is not enrolled")
         return summaries[key]
 
+    def enrolled_taxonomy(self) -> dict[str, dict[str, str]]:
+        """Each enrolled species' taxonomy as enrolled: genus, family, region and any other
+        field (order, authority, ... from taxonomy.csv or the enroll form); no empty values."""
+        table = self.store.load_index(["species", *TAXONOMY_COLUMNS, "extra"])
+        out: dict[str, dict[str, str]] = defaultdict(dict)
+        rows = zip(*(table[c].to_pylist() for c in table.column_names), strict=True)
+        for species, *values, extra in rows:
+            fields = dict(zip(TAXONOMY_COLUMNS, values, strict=True))
+            try:
+                fields |= {str(k): str(v) for k, v in json.loads(extra or "{}").items()}
+            except (ValueError, AttributeError):  # pragma: no cover - store damage
+                pass
+            for key, value in fields.items():
+                if value:
+                    out[species].setdefault(key, value)
+        return dict(out)
+
+    def photo_names(self) -> dict[str, str]:
+        """Enrolled photo id -> the file name it was enrolled from ('' when unknown)."""
+        table = self.store.load_index(["id", "filename"])
+        return dict(zip(table["id"].to_pylist(), table["filename"].to_pylist(), strict=True))
+
     def thumbnail(self, specimen_id: str) -> bytes:
         """JPEG thumbnail (longer side <= 160 px) of an enrolled image."""
         return self.store.read_blob(specimen_id, "thumbnail")

@@ -175,12 +175,13 @@ class SpecimenStore:
             except Exception as exc:
                 raise StoreError(f"cannot create the specimens table in {self.uri}: {exc}") from exc
 
-    def load_index(self) -> pa.Table:
-        """Every row without the image bytes (columns :data:`INDEX_COLUMNS`)."""
+    def load_index(self, columns: list[str] | None = None) -> pa.Table:
+        """Every row without the image bytes (``columns``, default :data:`INDEX_COLUMNS`)."""
+        columns = columns or INDEX_COLUMNS
         if self._specimens is None:
-            return pa.table({c: pa.array([], pa.string()) for c in INDEX_COLUMNS if c != "vector"})
+            return pa.table({c: pa.array([], pa.string()) for c in columns if c != "vector"})
         try:
-            return self._specimens.search().select(INDEX_COLUMNS).limit(None).to_arrow()
+            return self._specimens.search().select(columns).limit(None).to_arrow()
         except Exception as exc:
             raise StoreError(f"cannot read store {self.uri}: {exc}") from exc
 

@@ -16,6 +16,8 @@ from tests.fake_embedder import fake_make_embedder
 @pytest.fixture(autouse=True)
 def fake_model(monkeypatch):
     monkeypatch.setattr("index.collection.make_embedder", fake_make_embedder)
+    # the fake takes model names such as other.pt that are not files: skip the file check
+    monkeypatch.setattr("api.commands._collection.check_model_option", lambda model: None)
     monkeypatch.delenv("SHELLID_STORE", raising=False)
     monkeypatch.delenv("SHELLID_MODEL", raising=False)
 
@@ -190,7 +192,9 @@ def test_species_table_counts(store, capsys):
 
 
 def test_remove_species_and_specimen(store, photos, capsys):
-    assert main(["remove", "--species", "Conus alpha", "--store", store]) == 0
+    assert main(["remove", "--species", "Conus alpha", "--store", store]) == 1  # not asked: kept
+    assert "would remove Conus alpha: 8 photos of 4 specimens" in capsys.readouterr().err
+    assert main(["remove", "--species", "Conus alpha", "--store", store, "--yes"]) == 0
     assert "removed Conus alpha: 8 photos (32 left)" in capsys.readouterr().out
     assert (
         main(["search", query(photos, "Murex_epsilon")[0], "--k", "1", "--store", store, "--json"])

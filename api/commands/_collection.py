@@ -30,10 +30,20 @@ BACKBONE_NAMES = (
 
 
 def check_model_option(model: str | None) -> None:
-    """Fail early, in one line, on a ``--model`` that is neither a file nor a backbone name."""
-    if model and model not in BACKBONE_NAMES and not Path(model).expanduser().is_file():
-        raise FileNotFoundError(
-            f"--model {model}: no such file (or a packaged backbone: {', '.join(BACKBONE_NAMES)})"
+    """Fail early, in one line and without importing torch, on a ``--model`` that is neither a
+    packaged backbone name nor a readable ``MODEL.pt`` (a torch zip archive)."""
+    if not model or model in BACKBONE_NAMES:
+        return
+    path = Path(model).expanduser()
+    names = ", ".join(BACKBONE_NAMES)
+    if not path.is_file():
+        raise FileNotFoundError(f"--model {model}: no such file (or a packaged backbone: {names})")
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise CollectionOptionError(
+            f"--model {model}: not a shellid model file (a MODEL.pt written by 'shellid train', "
+            f"or a packaged backbone: {names})"
         )
 
 
@@ -106,10 +116,20 @@ def open_collection(
     create: bool = False,
     check_model: bool = True,
 ):
-    """Open the collection the options name (a missing store is an error unless ``create``)."""
+    """Open the collection the options name (a missing store is an error unless ``create``).
+
+    The model is checked here (a wrong ``--model`` fails before the store opens) but loaded
+    only when the first photo is embedded."""
+    settings = settings_from(args)
+    if need_model:
+        check_model_option(settings.model)
+    store = str(settings.store)
+    if not create and "://" not in store and not Path(store).expanduser().exists():
+        raise CollectionOptionError(
+            f"store {store} does not exist (enroll some species first: shellid enroll)"
+        )
     from index.collection import Collection
 
-    settings = settings_from(args)
     return Collection.open(
         settings.store,
         model=settings.model,
@@ -118,6 +138,16 @@ def open_collection(
         need_model=need_model,
         check_model=check_model,
     )
+
+
+def store_uri(args: argparse.Namespace) -> str:
+    """The store the options name, without opening it."""
+    return str(settings_from(args).store)
+
+
+def taxonomy_value(value: Any) -> Any:
+    """Missing taxonomy is ``None`` in JSON, CSV and tables alike (never ``""``)."""
+    return None if value == "" else value
 
 
 def display(name: str | None) -> str:

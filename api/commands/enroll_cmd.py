@@ -1,4 +1,5 @@
-"""``shellid enroll``: add species to the specimen store from a folder tree or a few photos."""
+"""``shellid enroll``: add species to the specimen store from folder trees, or photos of one
+species (files, folders and patterns) with ``--species``."""
 
 from __future__ import annotations
 
@@ -8,16 +9,18 @@ import sys
 
 from ._collection import add_model_option, add_store_option, display, open_collection
 
-HELP = "enroll species from photos (a folder per species, or photos of one species)"
+HELP = "enroll species from photos (folders with a folder per species, or --species NAME PHOTOS)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "data",
+        nargs="+",
         metavar="DATA",
-        help="folder tree DATA/<Genus_species>/*.jpg, or (with --species) a folder or one photo",
+        help="folder trees DATA/<Genus_species>/*.jpg, or (with --species) photos, folders "
+        "and quoted patterns such as 'new/*.jpg'",
     )
-    parser.add_argument("--species", help="enroll every photo under DATA as this species")
+    parser.add_argument("--species", help="enroll every photo given as this species")
     add_store_option(parser)
     add_model_option(
         parser, "MODEL.pt to embed with (default: $SHELLID_MODEL or the frozen backbone)"
@@ -47,13 +50,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    data = Path(args.data)
-    if not data.exists():
-        raise FileNotFoundError(f"{data}: no such file or folder")
-    if data.is_file() and not args.species:
-        raise ValueError(
-            f"{data} is a single photo: say which species it shows with --species NAME"
-        )
+    from ._inputs import expand_photos
+
+    if args.species:
+        photos, _ = expand_photos(args.data)  # a missing path fails here, at once
+    else:
+        for item in args.data:
+            path = Path(item)
+            if not path.exists():
+                raise FileNotFoundError(f"{path}: no such file or folder")
+            if not path.is_dir():
+                raise ValueError(
+                    f"{path} is a single photo: say which species it shows with --species NAME"
+                )
     if args.taxonomy and not Path(args.taxonomy).is_file():
         raise FileNotFoundError(f"--taxonomy {args.taxonomy}: no such file")
     taxonomy = {k: getattr(args, k) for k in ("genus", "family", "region") if getattr(args, k)}
@@ -67,15 +76,33 @@ def run(args: argparse.Namespace) -> int:
         row = load_taxonomy(Path(args.taxonomy)).get(args.species.strip().replace(" ", "_"), {})
         taxonomy = row | taxonomy
     collection = open_collection(args, create=True)
-    reports = collection.enroll_folder(
-        data,
-        species=args.species,
-        progress=sys.stderr.isatty() or not args.json,
-        group_pattern=args.group_regex,
-        taxonomy_csv=args.taxonomy if not args.species else None,
-        taxonomy=taxonomy or None,
-        source=args.source,
-    )
+    progress = sys.stderr.isatty() or not args.json
+    if args.species:
+        from ._inputs import group_photos
+
+        groups = {p: name for name, files in group_photos(photos, args.group_regex) for p in files}
+        parents = {p.parent for p in photos}
+        source = args.source or (parents.pop().name if len(parents) == 1 else "cli")
+        reports = [
+            collection.enroll(
+                args.species,
+                photos,
+                taxonomy,
+                source,
+                groups=[groups[p] for p in photos],
+                progress=progress,
+            )
+        ]
+    else:
+        reports = []
+        for root in args.data:
+            reports += collection.enroll_folder(
+                root,
+                progress=progress,
+                group_pattern=args.group_regex,
+                taxonomy_csv=args.taxonomy,
+                source=args.source,
+            )
     for report in reports:
         if args.json:
             print(json.dumps(report.model_dump(mode="json", exclude={"specimen_ids"})))
@@ -102,5 +129,8 @@ def run(args: argparse.Namespace) -> int:
             f"({len(collection)} photos, {len(collection.species())} species in all; "
             f"thresholds {th.source})"
         )
+    from ._listing import write_listing
+
+    write_listing(collection)  # keeps 'shellid species' fast
     failed = all(r.added == 0 and not r.duplicates for r in reports)
     return 1 if failed else 0

@@ -1,12 +1,21 @@
-"""``shellid identify``: name the species in photos, with calibrated confidence."""
+"""``shellid identify``: name the species in photos, with calibrated confidence.
+
+Photos are files, folders or glob patterns. Answers are given per specimen: the photos given
+are views of one specimen; with ``--group-regex`` the photos whose file names name the same
+specimen are; with ``--each`` (the default for folders and patterns) every photo is.
+"""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
 
-from ..wording import words_for
 from ._collection import (
     add_filter_options,
     add_model_option,
@@ -15,19 +24,48 @@ from ._collection import (
     display,
     open_collection,
     table,
+    taxonomy_value,
 )
 
-HELP = "identify the species in photos (several photos = views of one specimen, unless --each)"
+HELP = "identify the species in photos, folders or patterns (one answer per specimen or photo)"
+FORMATS = ("text", "json", "jsonl", "csv")
+#: CSV columns before the taxonomy fields of the candidate; then probability, similarity
+CSV_HEAD = ["query", "specimen", "photos", "decision", "answer", "confidence", "rank", "species"]
+CSV_TAIL = ["probability", "similarity", "error"]
+TAXONOMY_FIRST = ("genus", "family", "region")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="photo files")
     parser.add_argument(
-        "--each", action="store_true", help="identify each photo on its own (default: one specimen)"
+        "images",
+        nargs="+",
+        metavar="PHOTO",
+        help="photo files, folders (searched recursively) or quoted patterns such as "
+        "'shells/*.jpg'",
+    )
+    grouping = parser.add_mutually_exclusive_group()
+    grouping.add_argument(
+        "--each",
+        action="store_true",
+        help="one answer per photo (the default when a folder or pattern is given; "
+        "otherwise the photos are views of one specimen)",
+    )
+    grouping.add_argument(
+        "--group-regex",
+        metavar="REGEX",
+        help="one answer per specimen: photos whose file names give the same specimen under "
+        "this regex, or a preset (specimen: Genus_species_<n>_<view>), are its views",
     )
     parser.add_argument("--top-k", type=int, default=5, help="candidates to show (default: 5)")
     parser.add_argument(
-        "--json", action="store_true", help="one JSON object per query, one per line"
+        "--format",
+        choices=FORMATS,
+        help="text (default), json (one list), jsonl (one object per specimen) or csv (one "
+        "row per candidate)",
+    )
+    parser.add_argument("--json", action="store_true", help="the same as --format jsonl")
+    parser.add_argument(
+        "--output", "-o", metavar="FILE", help="write the answers to FILE instead of stdout"
     )
     add_filter_options(parser)
     add_store_option(parser)
@@ -35,8 +73,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_threshold_options(parser)
 
 
-def describe(result, files: list[str], subject: str = "shell") -> str:
-    """Readable answer for one query, in the same words as the web page and the API."""
+def describe(result, files: list[str], subject: str = "shell", names=None) -> str:
+    """Readable answer for one query, in the same words as the web page and the API.
+
+    ``names``: enrolled photo id -> file name, to show the similar photos by name."""
+    from ..wording import words_for
+
     words = words_for(result, subject)
     lines = [" + ".join(files) + (f"  ({len(files)} views)" if len(files) > 1 else "")]
     lines.append(f"  answer: {words.summary}")
@@ -63,7 +105,8 @@ def describe(result, files: list[str], subject: str = "shell") -> str:
         lines += ["  " + line for line in body.splitlines()]
     if result.similar:
         near = ", ".join(
-            f"{display(s.species)} {s.specimen_id} ({s.score:.2f})" for s in result.similar[:3]
+            f"{display(s.species)} {photo_label(s, names)} ({s.score:.2f})"
+            for s in result.similar[:3]
         )
         lines.append(f"  {words.similar_heading.lower()}: {near}")
     if result.region:
@@ -71,6 +114,15 @@ def describe(result, files: list[str], subject: str = "shell") -> str:
         lines.append(f"  region (nearest specimens): {result.region}  [{votes}]")
     lines.append(f"  scores: unknown {result.unknown_score:.3f}, off-domain {result.ood_score:.3f}")
     return "\n".join(lines)
+
+
+def photo_label(similar, names: dict[str, str] | None) -> str:
+    """An enrolled photo as people know it: its file name (and source), else its id."""
+    name = (names or {}).get(similar.specimen_id, "")
+    if not name:
+        return similar.specimen_id
+    source = getattr(similar, "source", "")
+    return f"{source}/{name}" if source else name
 
 
 def _subject() -> str:
@@ -83,45 +135,177 @@ def _subject() -> str:
         return "shell"
 
 
-def as_json(result, subject: str = "shell") -> dict:
-    """The index's answer as JSON, with the wording of the API (summary, detail, headings)."""
+def as_json(
+    result,
+    subject: str = "shell",
+    taxonomy: dict[str, dict[str, str]] | None = None,
+    names: dict[str, str] | None = None,
+) -> dict:
+    """The index's answer as JSON, with the wording of the API (summary, detail, headings),
+    each candidate's full taxonomy as enrolled (``taxonomy``: species -> fields) and each
+    similar photo's file name (``names``: id -> file name). Missing taxonomy is null."""
+    from ..wording import words_for
+
     words = words_for(result, subject)
-    answer = result.model_dump(mode="json")
+    answer = result.model_dump(mode="json", exclude={"timings_ms"})
     answer.update(
         summary=words.summary,
         detail=words.detail,
         candidates_heading=words.candidates_heading,
         similar_heading=words.similar_heading,
     )
+    for candidate in answer["candidates"]:
+        for key, value in (taxonomy or {}).get(candidate["species"], {}).items():
+            if not candidate.get(key):
+                candidate[key] = value
+        for key in TAXONOMY_FIRST:
+            candidate[key] = taxonomy_value(candidate.get(key, ""))
+    for similar in answer["similar"]:
+        similar["filename"] = taxonomy_value((names or {}).get(similar["specimen_id"], ""))
+        for key in ("genus", "region", "source"):
+            similar[key] = taxonomy_value(similar.get(key, ""))
+    for key in ("species", "genus", "family", "region"):
+        answer[key] = taxonomy_value(answer.get(key))
     return answer
 
 
-def run(args: argparse.Namespace) -> int:
-    from embedder.intake import ImageIntakeError, load_image
+def csv_rows(record: dict[str, Any], extra: list[str]) -> Iterator[dict[str, Any]]:
+    """One CSV row per candidate of one answer (one row with ``error`` for a failed query)."""
+    base = {
+        "query": ";".join(record["query"]),
+        "specimen": record.get("specimen", ""),
+        "photos": len(record["query"]),
+    }
+    if "error" in record:
+        yield base | {"error": record.get("message") or record["error"]}
+        return
+    named = record.get(record["decision"]) if record["decision"] in TAXONOMY_FIRST else None
+    base |= {
+        "decision": record["decision"],
+        "answer": named or record["species"] or "",
+        "confidence": f"{record['confidence']:.4f}",
+    }
+    if not record["candidates"]:
+        yield base
+    for rank, c in enumerate(record["candidates"], 1):
+        p = c.get("probability")
+        yield base | {
+            "rank": rank,
+            "species": c["species"],
+            **{k: c.get(k) or "" for k in (*TAXONOMY_FIRST, *extra)},
+            "probability": "" if p is None else f"{p:.4f}",
+            "similarity": f"{c['score']:.4f}",
+        }
 
+
+def write_answers(records: list[dict[str, Any]], fmt: str, out: TextIO) -> None:
+    """Write answers (``as_json`` records plus ``query``/``specimen``) as json, jsonl or csv."""
+    if fmt == "json":
+        json.dump(records, out, indent=1)
+        out.write("\n")
+    elif fmt == "jsonl":
+        for record in records:
+            out.write(json.dumps(record) + "\n")
+    elif fmt == "csv":
+        extra = sorted(
+            {
+                k
+                for r in records
+                for c in r.get("candidates", [])
+                for k in c
+                if k not in {"species", "score", "probability", *TAXONOMY_FIRST}
+            }
+        )
+        columns = [*CSV_HEAD, *TAXONOMY_FIRST, *extra, *CSV_TAIL]
+        writer = csv.DictWriter(out, columns, lineterminator="\n")
+        writer.writeheader()
+        for record in records:
+            writer.writerows(csv_rows(record, extra))
+
+
+def plan_queries(args: argparse.Namespace) -> list[tuple[str, list[Path]]]:
+    """``[(specimen name, its photos)]`` from the arguments (missing paths fail here, before
+    anything heavy is imported)."""
+    from ._inputs import expand_photos, group_photos
+
+    photos, expanded = expand_photos(args.images)
+    if args.group_regex:
+        return group_photos(photos, args.group_regex)
+    if args.each or expanded:
+        return [(p.stem, [p]) for p in photos]
+    return [(photos[0].stem if len(photos) == 1 else "specimen", photos)]
+
+
+def run(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise ValueError("--top-k must be at least 1")
-    queries = [[f] for f in args.images] if args.each else [list(args.images)]
-    if not args.each:  # one specimen: every photo must load before the model is loaded
-        images_of = {f: load_image(f) for f in args.images}
+    fmt = args.format or ("jsonl" if args.json else "text")
+    output = None
+    if args.output:
+        from ._output import check_output
+
+        suffix = {"text": ".txt", "json": ".json", "jsonl": ".jsonl", "csv": ".csv"}[fmt]
+        output = check_output(args.output, suffix=suffix, option="--output")
+    queries = plan_queries(args)
+
+    from embedder.intake import ImageIntakeError, load_image
+
+    preloaded = None
+    if len(queries) == 1:  # one specimen: every photo must load before the model does
+        preloaded = [load_image(p) for p in queries[0][1]]
     collection = open_collection(args)
     subject = _subject()
-    status = 0
-    for files in queries:
-        try:
-            images = [images_of[f] for f in files] if not args.each else [load_image(files[0])]
-        except ImageIntakeError as exc:
-            status = 1
-            if args.json:
-                print(json.dumps({"query": files, "error": exc.code, "message": str(exc)}))
-            else:
-                print(f"shellid: error: {exc}", file=sys.stderr)
-            continue
-        result = collection.identify(
-            images, top_k=args.top_k, region=args.region, genus=args.genus, family=args.family
-        )
-        if args.json:
-            print(json.dumps({"query": files, **as_json(result, subject)}))
-        else:
-            print(describe(result, files, subject))
+    taxonomy = collection.enrolled_taxonomy()
+    names = collection.photo_names()
+    stream: TextIO = io.StringIO() if output else sys.stdout
+    records: list[dict[str, Any]] = []
+    status = answered = 0
+
+    from tqdm import tqdm
+
+    with tqdm(
+        total=len(queries),
+        desc="identifying",
+        unit="specimen",
+        file=sys.stderr,
+        disable=len(queries) < 2 or not sys.stderr.isatty(),
+        leave=False,
+    ) as bar:
+        for specimen, photos in queries:
+            files = [str(p) for p in photos]
+            bar.update(1)
+            try:
+                images = preloaded or [load_image(p) for p in photos]
+            except ImageIntakeError as exc:
+                status = 1
+                record = {"query": files, "specimen": specimen}
+                records.append(record | {"error": exc.code, "message": str(exc)})
+                if fmt == "text":
+                    print(f"shellid: error: {exc}", file=sys.stderr)
+                elif fmt == "jsonl":
+                    stream.write(json.dumps(records[-1]) + "\n")
+                continue
+            result = collection.identify(
+                images, top_k=args.top_k, region=args.region, genus=args.genus, family=args.family
+            )
+            answered += 1
+            if fmt == "text":
+                bar.clear()
+                print(describe(result, files, subject, names), file=stream)
+                continue
+            record = {
+                "query": files,
+                "specimen": specimen,
+                **as_json(result, subject, taxonomy, names),
+            }
+            records.append(record)
+            if fmt == "jsonl":  # streamed: a long batch shows answers as they come
+                stream.write(json.dumps(record) + "\n")
+                stream.flush()
+    if fmt in ("json", "csv"):
+        write_answers(records, fmt, stream)
+    if output is not None:
+        assert isinstance(stream, io.StringIO)
+        output.write_text(stream.getvalue(), encoding="utf-8")
+        print(f"shellid: wrote {answered} answers to {output}", file=sys.stderr)
     return status

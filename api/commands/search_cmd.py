@@ -12,6 +12,7 @@ from ._collection import (
     display,
     open_collection,
     table,
+    taxonomy_value,
 )
 
 HELP = "find the enrolled photos most similar to a photo (several photos = views of one specimen)"
@@ -29,27 +30,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from embedder.intake import load_image
 
+    from ._inputs import expand_photos
+
     if args.k < 1:
         raise ValueError("--k must be at least 1")
-    images = [load_image(f) for f in args.images]
+    photos, _ = expand_photos(args.images)
+    images = [load_image(f) for f in photos]
     collection = open_collection(args)
     found = collection.search(
         images, k=args.k, region=args.region, genus=args.genus, family=args.family
     )
+    names = collection.photo_names()
     if args.json:
-        print(json.dumps([s.model_dump(mode="json") for s in found]))
+        rows = []
+        for s in found:
+            row = s.model_dump(mode="json")
+            row["filename"] = names.get(s.specimen_id, "")
+            rows.append({k: taxonomy_value(v) for k, v in row.items()})
+        print(json.dumps(rows))
         return 0
     rows = [
         [
             str(i),
             f"{s.score:.3f}",
             display(s.species),
-            s.specimen_id,
+            names.get(s.specimen_id) or "-",
+            s.source or "-",
             s.specimen,
             s.region or "-",
-            s.source or "-",
+            s.specimen_id,
         ]
         for i, s in enumerate(found, 1)
     ]
-    print(table(rows, ["#", "similarity", "species", "id", "specimen", "region", "source"], {1}))
+    header = ["#", "similarity", "species", "photo", "source", "specimen", "region", "id"]
+    print(table(rows, header, {1}))
     return 0

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from ._collection import add_store_option, display, open_collection, table
+from ._collection import (
+    add_store_option,
+    display,
+    open_collection,
+    store_uri,
+    table,
+    taxonomy_value,
+)
 
 HELP = "list the enrolled species with photo and specimen counts"
 
@@ -16,29 +23,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    collection = open_collection(args, need_model=False)
-    species = collection.species()
+    from ._listing import read_listing, store_token, write_listing
+
+    uri = store_uri(args)
+    listing = read_listing(uri)  # current copy: no LanceDB import (see _listing)
+    if listing is None:
+        token = store_token(uri)  # before reading: a commit meanwhile makes the copy stale
+        listing = write_listing(open_collection(args, need_model=False), token)
+    species = [{k: taxonomy_value(v) for k, v in s.items()} for s in listing["species"]]
     if args.json:
-        print(json.dumps([s.model_dump(mode="json") for s in species]))
+        print(json.dumps(species))
         return 0
     if not species:
-        print(f"{collection.store.uri}: no species enrolled yet (shellid enroll DATA)")
+        print(f"{listing['uri']}: no species enrolled yet (shellid enroll PHOTOS --species NAME)")
         return 0
     rows = [
         [
-            display(s.species),
-            s.genus or "-",
-            s.family or "-",
-            s.region or "-",
-            str(s.count),
-            str(s.specimens),
+            display(s["species"]),
+            s["genus"] or "-",
+            s["family"] or "-",
+            s["region"] or "-",
+            str(s["count"]),
+            str(s["specimens"]),
         ]
         for s in species
     ]
     print(table(rows, ["species", "genus", "family", "region", "photos", "specimens"], {4, 5}))
-    info = collection.store.info()
     print(
-        f"{len(species)} species, {len(collection)} photos in {collection.store.uri} "
-        f"(model {info.get('model_name', '?')} {info.get('fingerprint', '?')})"
+        f"{len(species)} species, {listing['photos']} photos in {listing['uri']} "
+        f"(model {listing['model_name']} {listing['fingerprint']})"
     )
     return 0

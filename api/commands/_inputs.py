@@ -1,0 +1,78 @@
+"""Photo arguments of the collection commands: files, folders (searched recursively) and
+glob patterns, checked before anything heavy is imported, so a missing path fails at once."""
+
+from __future__ import annotations
+
+import glob
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from embedder.datasets import IMAGE_SUFFIXES, compile_group_pattern, group_of
+
+_GLOB = re.compile(r"[*?\[]")
+
+
+class InputsError(FileNotFoundError):
+    """A photo argument that names nothing usable."""
+
+
+def _images_under(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+def expand_photos(items: Sequence[str]) -> tuple[list[Path], bool]:
+    """``(photo files in argument order without repeats, whether a folder or glob was given)``.
+
+    A file is taken as given (its content is checked when it is read); a folder gives every
+    photo under it; a pattern such as ``'shells/*_A.jpg'`` (quoted, so the shell leaves it)
+    gives the photos it matches. Raises :class:`InputsError` for a path that does not exist,
+    a folder without photos or a pattern that matches none."""
+    found: list[Path] = []
+    expanded = False
+    for item in items:
+        path = Path(item).expanduser()
+        if path.is_file():
+            found.append(path)
+        elif path.is_dir():
+            expanded = True
+            photos = _images_under(path)
+            if not photos:
+                kinds = ", ".join(sorted(IMAGE_SUFFIXES))
+                raise InputsError(f"{item}: no photos in this folder ({kinds})")
+            found += photos
+        elif _GLOB.search(item):
+            expanded = True
+            matches = sorted(Path(m) for m in glob.glob(str(path), recursive=True))
+            photos = [m for m in matches if m.is_file() and m.suffix.lower() in IMAGE_SUFFIXES]
+            for folder in (m for m in matches if m.is_dir()):
+                photos += _images_under(folder)
+            if not photos:
+                raise InputsError(f"{item}: no photo matches this pattern")
+            found += photos
+        elif path.exists():
+            raise InputsError(f"{item}: not a file or folder")
+        else:
+            raise InputsError(f"{item}: file not found")
+    unique: dict[Path, None] = {}
+    for photo in found:
+        unique.setdefault(photo, None)
+    return list(unique), expanded
+
+
+def group_photos(photos: Sequence[Path], group_regex: str | None) -> list[tuple[str, list[Path]]]:
+    """``[(specimen, its photos)]`` in first-seen order: photos whose file names give the same
+    specimen under ``group_regex`` (a regex or a preset such as ``specimen``) are views of
+    one specimen; a name the pattern does not match is a specimen of its own."""
+    regex = compile_group_pattern(group_regex)
+    groups: dict[tuple[Path, str], tuple[str, list[Path]]] = {}
+    for photo in photos:
+        if regex is not None and regex.match(photo.stem):
+            name = group_of(photo.stem, regex)
+            key = (photo.parent, name)
+        else:
+            name, key = photo.stem, (photo, "")
+        groups.setdefault(key, (name, []))[1].append(photo)
+    return list(groups.values())
