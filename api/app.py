@@ -11,18 +11,18 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from .deps import Runtime
-from .errors import error_response, install_error_handlers
+from .errors import ServerErrorAnswer, install_error_handlers
 from .metrics import ServiceMetrics
 from .routes import health, identify, species
 from .service import ShellidService
 from .settings import ServiceSettings, load_settings
-from .uploads import request_byte_limit
+from .uploads import BodyLimitMiddleware
 
 if TYPE_CHECKING:
     from index.collection import Collection
@@ -108,26 +108,10 @@ def create_app(
     app.state.runtime = runtime
     install_error_handlers(app)
 
-    @app.middleware("http")
-    async def _refuse_oversized_bodies(request: Request, call_next):
-        """Answer 413 before reading a body that cannot fit the upload limits."""
-        length = request.headers.get("content-length")
-        if request.method in ("POST", "PUT") and length and length.isdigit():
-            files = (
-                settings.max_enroll_files
-                if request.url.path.endswith("/images")
-                else settings.max_query_files
-            )
-            limit = request_byte_limit(settings, files)
-            if int(length) > limit:
-                return error_response(
-                    413,
-                    "request_too_large",
-                    f"request is {int(length) / 1e6:.1f} MB; the limit is {limit / 1e6:.1f} MB "
-                    f"({files} photos of at most {settings.max_file_bytes / 1e6:.1f} MB)",
-                )
-        return await call_next(request)
-
+    # Innermost first: unexpected errors answered inside the body limit, the body limit
+    # inside the metrics (so refused bodies are counted too).
+    app.add_middleware(ServerErrorAnswer)
+    app.add_middleware(BodyLimitMiddleware, settings=settings)
     runtime.metrics.install(app)  # added last = outermost: refused bodies are counted too
     app.include_router(health.router)
     app.include_router(identify.router)

@@ -12,9 +12,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from embedder import ImageIntakeError
 from index.errors import CollectionError
@@ -64,6 +66,10 @@ INDEX_ERROR_CODES: dict[str, str] = {
     "StoreError": "store_error",
 }
 
+#: Intake refusals (``embedder.ImageIntakeError.code``) answered 413 instead of 422: the
+#: photo is readable but over a size or cost limit.
+INTAKE_413_CODES = frozenset({"too_many_pixels", "too_costly"})
+
 #: Error responses every route may give, for the OpenAPI schema.
 COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "Missing or wrong API key."},
@@ -83,6 +89,50 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method some route answers on this path (Starlette's 405 names only the first
+    route's: ``GET`` for ``/v1/species/{name}``, which DELETE shares), plus OPTIONS."""
+    methods: set[str] = {"OPTIONS"}
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
+class ServerErrorAnswer:
+    """Answer an unexpected exception with the JSON 500 here, inside the app, so the server
+    keeps the connection alive (Starlette's outermost handler answers and then re-raises, and
+    uvicorn then drops the keep-alive connection without saying so). An exception after the
+    answer started is re-raised: only closing the connection can tell the client then."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            if started:
+                raise
+            log.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
+            response = error_response(
+                500, "internal_error", "internal server error; the server log has the details"
+            )
+            await response(scope, receive, send)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that turn exceptions into :class:`ErrorBody` answers."""
 
@@ -93,7 +143,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ImageIntakeError)
     async def _bad_image(request: Request, exc: ImageIntakeError) -> JSONResponse:
-        status = 413 if exc.code == "too_many_pixels" else 422
+        status = 413 if exc.code in INTAKE_413_CODES else 422
         return error_response(status, exc.code, str(exc), exc.source)
 
     @app.exception_handler(RequestValidationError)
@@ -101,9 +151,15 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, "invalid_request", _validation_message(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = exc.headers
+        if exc.status_code == 405:
+            allow = allowed_methods(request)
+            if request.method == "OPTIONS":
+                return Response(status_code=204, headers={"Allow": allow})
+            headers = {**(headers or {}), "Allow": allow}
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+        return error_response(exc.status_code, code, str(exc.detail), headers=headers)
 
     @app.exception_handler(CollectionError)
     async def _collection_error(request: Request, exc: CollectionError) -> JSONResponse:

@@ -253,12 +253,14 @@ class ShellidService:
         self, species: str, uploads: list[Upload], taxonomy: dict[str, str], source: str
     ) -> EnrollResponse:
         """Add photos of ``species`` in one store commit, all or nothing (a photo enrolled
-        under another species refuses the whole request); reads go on meanwhile."""
+        under another species refuses the whole request); reads go on meanwhile. The photos
+        were accepted by the intake already (:func:`index.imaging.accept_image`, in
+        ``read_uploads``) and are not decoded again."""
         report = await run_in_threadpool(
             partial(
                 self._enroll_in_thread,
                 species,
-                [(u.name, u.data) for u in uploads],
+                [u.accepted for u in uploads],
                 taxonomy=taxonomy or None,
                 source=source,
                 strict=True,

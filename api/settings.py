@@ -9,8 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
+from embedder.intake import (
+    DEFAULT_MAX_ASPECT_RATIO,
+    DEFAULT_MAX_COST,
+    DEFAULT_MAX_SIDE,
+    MIN_SIDE_PX,
+    IntakeLimits,
+)
 from index.config import IndexSettings
 
 MEBIBYTE = 1024 * 1024
@@ -44,6 +51,24 @@ class ServiceSettings(IndexSettings):
         gt=0,
         description="Largest accepted image, width x height pixels.",
     )
+    max_side: int = Field(
+        default=DEFAULT_MAX_SIDE, gt=0, description="Longest accepted image side, pixels."
+    )
+    min_side: int = Field(
+        default=MIN_SIDE_PX, ge=1, description="Shortest accepted image side, pixels."
+    )
+    max_aspect_ratio: float = Field(
+        default=DEFAULT_MAX_ASPECT_RATIO,
+        ge=1.0,
+        description="Most accepted ratio of an image's longer side to its shorter side.",
+    )
+    max_image_cost: float = Field(
+        default=DEFAULT_MAX_COST,
+        gt=0,
+        description="Most estimated work (decoding, resizing, embedding) of one image, in "
+        "normal photos (a 12-megapixel phone JPEG); estimated from the header before any "
+        "pixel is decoded (embedder.intake.estimate_cost).",
+    )
     batch_wait_ms: float = Field(
         default=3.0,
         ge=0,
@@ -73,6 +98,27 @@ class ServiceSettings(IndexSettings):
         description="What the collection holds, in words for the web page "
         "('This does not look like a shell').",
     )
+
+    @field_validator("api_key", "read_key")
+    @classmethod
+    def _no_empty_key(cls, value: SecretStr | None) -> SecretStr | None:
+        """An empty key is a mistake (an unset variable in a deployment template), not a
+        way to turn authentication off: unset the variable for that."""
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError(
+                "is set but empty; give a key, or unset the variable to serve without one"
+            )
+        return value
+
+    def intake_limits(self) -> IntakeLimits:
+        """The limits every uploaded photo is checked against (embedder.intake)."""
+        return IntakeLimits(
+            max_pixels=self.max_pixels,
+            max_side=self.max_side,
+            min_side=self.min_side,
+            max_aspect_ratio=self.max_aspect_ratio,
+            max_cost=self.max_image_cost,
+        )
 
     def writes_need_key(self) -> bool:
         return bool(self.api_key and self.api_key.get_secret_value())

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-import warnings
+import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -24,6 +25,9 @@ except Exception:  # pragma: no cover - optional plugin
 
 MIN_SIDE_PX = 32
 DEFAULT_MAX_PIXELS = 50_000_000
+DEFAULT_MAX_SIDE = 16_384
+DEFAULT_MAX_ASPECT_RATIO = 10.0
+DEFAULT_MAX_COST = 2.0
 SUPPORTED_FORMATS = frozenset(
     {"JPEG", "PNG", "WEBP", "TIFF", "BMP", "MPO", "GIF"}
     | ({"HEIF", "HEIC"} if HEIF_SUPPORTED else set())
@@ -84,51 +88,208 @@ def load_image(
     return decode_image(data, label=label, max_pixels=max_pixels, min_side=min_side)
 
 
+@dataclass(frozen=True)
+class IntakeLimits:
+    """What an image may cost before any pixel is decoded (checked from its header).
+
+    ``max_pixels``: width x height (decompression bombs); ``max_side`` / ``min_side``: pixels
+    per side; ``max_aspect_ratio``: longer side / shorter side; ``max_cost``: the estimated
+    work of decoding and resizing it, in multiples of a normal photo (:data:`NORMAL_PHOTO`,
+    see :func:`estimate_cost`).
+    """
+
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_side: int = DEFAULT_MAX_SIDE
+    min_side: int = MIN_SIDE_PX
+    max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO
+    max_cost: float = DEFAULT_MAX_COST
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What the header of an encoded image says, read without decoding pixels."""
+
+    format: str
+    width: int
+    height: int
+    nbytes: int
+    progressive: bool = False
+
+
+# ----------------------------------------------------------------------------- cost model
+#: Estimated milliseconds of one CPU core (the 2-core development CPU, Pillow 13) per unit of
+#: work, measured with time.process_time over worst-case content (noise, black fields,
+#: Paeth-filtered PNG). ``mp`` = megapixels of the full image, ``decoded_mp`` = megapixels
+#: actually decoded (JPEG decodes at 1/2, 1/4 or 1/8 scale when that is still large enough),
+#: ``mb`` = megabytes of the file.
+FORWARD_MS = 12.0  # one forward pass of the default backbone at 224 px (ONNX, 1 thread)
+RESIZE_MS_PER_DECODED_MP = 8.0  # box reduce + Lanczos down to the stored size, RGB conversion
+JPEG_MS = {"mp": 0.3, "mb": 5.0, "decoded_mp": 12.0}
+PROGRESSIVE_JPEG_MS = {"mp": 4.0, "mb": 16.0, "decoded_mp": 12.0}
+#: formats decoded at full size: milliseconds per megapixel.
+FULL_DECODE_MS_PER_MP = {
+    "PNG": 22.0,
+    "TIFF": 22.0,  # may be deflate/LZW-compressed: as PNG
+    "GIF": 12.0,
+    "BMP": 3.0,
+    "WEBP": 20.0,
+    "HEIF": 30.0,
+    "HEIC": 30.0,
+}
+DEFAULT_FULL_DECODE_MS_PER_MP = 30.0
+
+#: The reference "normal photo": a 12-megapixel phone JPEG (4032 x 3024, about 3 MB).
+NORMAL_PHOTO = ImageHeader("JPEG", 4032, 3024, 3_000_000)
+
+
+def reduced_size(header: ImageHeader, target: tuple[int, int] | None) -> tuple[int, int]:
+    """Size a JPEG is decoded at when ``target`` (the size it will be resized to) is known:
+    the smallest of 1/1, 1/2, 1/4, 1/8 scale that still covers ``target`` (Pillow's draft);
+    other formats decode at full size."""
+    width, height = header.width, header.height
+    if header.format not in ("JPEG", "MPO") or target is None:
+        return width, height
+    fits = min(width // max(1, target[0]), height // max(1, target[1]))  # as Pillow's draft
+    scale = next(c for c in (8, 4, 2, 1) if fits >= c or c == 1)
+    return -(-width // scale), -(-height // scale)
+
+
+def estimate_ms(header: ImageHeader, target: tuple[int, int] | None = None) -> float:
+    """Estimated CPU milliseconds to decode the image, resize it to ``target`` and embed it."""
+    mp = header.width * header.height / 1e6
+    dw, dh = reduced_size(header, target)
+    decoded_mp = dw * dh / 1e6
+    if header.format in ("JPEG", "MPO"):
+        rates = PROGRESSIVE_JPEG_MS if header.progressive else JPEG_MS
+        decode = rates["mp"] * mp + rates["mb"] * header.nbytes / 1e6
+        decode += rates["decoded_mp"] * decoded_mp
+    else:
+        rate = FULL_DECODE_MS_PER_MP.get(header.format, DEFAULT_FULL_DECODE_MS_PER_MP)
+        decode = rate * mp
+    return FORWARD_MS + decode + RESIZE_MS_PER_DECODED_MP * decoded_mp
+
+
+def _normal_target(width: int, height: int) -> tuple[int, int]:
+    scale = 512 / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+#: Estimated cost of the normal photo, the unit of :attr:`IntakeLimits.max_cost`.
+NORMAL_PHOTO_MS = estimate_ms(NORMAL_PHOTO, _normal_target(NORMAL_PHOTO.width, NORMAL_PHOTO.height))
+
+
+def estimate_cost(header: ImageHeader, target: tuple[int, int] | None = None) -> float:
+    """Estimated cost of decoding, resizing and embedding an image, in normal photos."""
+    return estimate_ms(header, target) / NORMAL_PHOTO_MS
+
+
+def read_header(data: bytes, label: str | None = None) -> tuple[Image.Image, ImageHeader]:
+    """Open encoded bytes lazily (no pixel decoded); ImageIntakeError when not an image."""
+    try:  # Pillow's own bomb check (at 2x Image.MAX_IMAGE_PIXELS) may refuse it first
+        probe = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise ImageIntakeError(
+            "too_many_pixels", f"image is too large (possible decompression bomb: {exc})", label
+        ) from None
+    except UnidentifiedImageError:
+        raise ImageIntakeError(
+            "not_an_image", "not an image file (or a format that cannot be decoded)", label
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+        raise ImageIntakeError("corrupt", f"the image header is corrupt ({exc})", label) from None
+    width, height = probe.size
+    progressive = bool(probe.info.get("progressive") or probe.info.get("progression"))
+    header = ImageHeader((probe.format or "").upper(), width, height, len(data), progressive)
+    return probe, header
+
+
+def check_header(
+    header: ImageHeader,
+    limits: IntakeLimits,
+    label: str | None = None,
+    target: tuple[int, int] | None = None,
+) -> float:
+    """Refuse an image from its header alone; returns its estimated cost (normal photos).
+
+    Raises ImageIntakeError: ``unsupported_format``; ``too_small`` (a side under
+    ``min_side``); ``bad_aspect_ratio``; ``too_many_pixels`` (over ``max_pixels`` or a side
+    over ``max_side``); ``too_costly`` (estimated work over ``max_cost``).
+    """
+    width, height = header.width, header.height
+    if header.format and header.format not in SUPPORTED_FORMATS:
+        raise ImageIntakeError(
+            "unsupported_format",
+            f"{header.format} images are not supported; use JPEG, PNG, WebP, TIFF or BMP",
+            label,
+        )
+    if min(width, height) < limits.min_side:
+        raise ImageIntakeError(
+            "too_small",
+            f"image is {width}x{height} pixels; at least {limits.min_side} px per side is needed",
+            label,
+        )
+    ratio = max(width, height) / min(width, height)
+    if ratio > limits.max_aspect_ratio:
+        raise ImageIntakeError(
+            "bad_aspect_ratio",
+            f"image is {width}x{height} pixels, {ratio:.0f} times longer than wide; at most "
+            f"{limits.max_aspect_ratio:g}:1 is accepted (crop it to the specimen)",
+            label,
+        )
+    if width * height > limits.max_pixels or max(width, height) > limits.max_side:
+        raise ImageIntakeError(
+            "too_many_pixels",
+            f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
+            f"{limits.max_pixels:,} pixels and {limits.max_side:,} px per side (possible "
+            "decompression bomb); downscale it first",
+            label,
+        )
+    cost = estimate_cost(header, target)
+    if cost > limits.max_cost:
+        kind = f"progressive {header.format}" if header.progressive else header.format
+        raise ImageIntakeError(
+            "too_costly",
+            f"a {width}x{height} {kind or 'image'} costs about {cost:.1f} times a normal "
+            f"photo to decode, over the limit of {limits.max_cost:g}; send a JPEG or a "
+            "smaller image",
+            label,
+        )
+    return cost
+
+
 def decode_image(
     data: bytes,
     *,
     label: str | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     min_side: int = MIN_SIDE_PX,
+    limits: IntakeLimits | None = None,
+    target: tuple[int, int] | None = None,
 ) -> Image.Image:
-    """Decode encoded image bytes; see :func:`load_image` for the checks applied."""
+    """Decode encoded image bytes into RGB; see :func:`load_image` for the checks applied.
+
+    ``limits`` (default: only ``max_pixels`` and ``min_side``, as for reading datasets; the
+    service and enrolment pass :class:`IntakeLimits`) are checked from the header before any
+    pixel is decoded (:func:`check_header`). ``target``: the size the caller will resize the
+    image to (a JPEG is then decoded at the smallest 1/2^k scale that still covers it, and
+    costed so); the result is at least that large.
+    """
+    if limits is None:
+        limits = IntakeLimits(
+            max_pixels=max_pixels,
+            max_side=max_pixels,
+            min_side=min_side,
+            max_aspect_ratio=float("inf"),
+            max_cost=float("inf"),
+        )
     ImageFile.LOAD_TRUNCATED_IMAGES = False
+    probe, header = read_header(data, label)
+    check_header(header, limits, label, target)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            probe = Image.open(io.BytesIO(data))
-            fmt = (probe.format or "").upper()
-            width, height = probe.size
-            if width * height > max_pixels:
-                raise ImageIntakeError(
-                    "too_many_pixels",
-                    f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
-                    f"{max_pixels:,} (possible decompression bomb); downscale it first",
-                    label,
-                )
-            if fmt and fmt not in SUPPORTED_FORMATS:
-                raise ImageIntakeError(
-                    "unsupported_format",
-                    f"{fmt} images are not supported; use JPEG, PNG, WebP, TIFF or BMP",
-                    label,
-                )
-            old_limit = Image.MAX_IMAGE_PIXELS
-            Image.MAX_IMAGE_PIXELS = max_pixels
-            try:
-                probe.load()
-            finally:
-                Image.MAX_IMAGE_PIXELS = old_limit
-    except ImageIntakeError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageIntakeError(
-            "not_an_image", "not an image file (or a format that cannot be decoded)", label
-        ) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageIntakeError(
-            "too_many_pixels", f"image exceeds {max_pixels:,} pixels (decompression bomb)", label
-        ) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        if target is not None and header.format in ("JPEG", "MPO"):
+            probe.draft("RGB", target)
+        probe.load()
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, struct.error) as exc:
         text = str(exc).lower()
         code = "truncated" if ("truncated" in text or "broken data" in text) else "corrupt"
         why = (
@@ -141,40 +302,54 @@ def decode_image(
     image: Image.Image = probe
     with contextlib.suppress(Exception):  # broken EXIF must not reject a fine photo
         image = ImageOps.exif_transpose(image) or image
-    image = to_rgb(image)
-    if min(image.size) < min_side:
+    image = to_rgb(image, label)
+    if min(image.size) < limits.min_side:
         raise ImageIntakeError(
             "too_small",
             f"image is {image.size[0]}x{image.size[1]} pixels; "
-            f"at least {min_side} px per side is needed",
+            f"at least {limits.min_side} px per side is needed",
             label,
         )
     return image
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any PIL mode (L, P, RGBA, CMYK, I;16, ...) to RGB; alpha composited on white."""
+#: Modes with an alpha band (premultiplied ones too: ``La``, ``RGBa``).
+ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+
+
+def to_rgb(image: Image.Image, label: str | None = None) -> Image.Image:
+    """Convert any PIL mode (L, P, RGBA, La, CMYK, I;16, F, ...) to RGB; alpha composited on
+    white. A mode Pillow cannot convert raises ImageIntakeError ``unsupported_mode``."""
+    try:
+        return _to_rgb(image)
+    except (ValueError, OSError, TypeError) as exc:
+        raise ImageIntakeError(
+            "unsupported_mode",
+            f"images of pixel mode {image.mode} cannot be used ({exc}); save it as an 8-bit "
+            "RGB or grayscale JPEG or PNG",
+            label,
+        ) from None
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
-    if image.mode == "P":
+    if image.mode == "La":  # associated (premultiplied) alpha: Pillow converts it to LA only
+        image = image.convert("LA")
+    if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA") or "A" in image.getbands():
+    if image.mode in ALPHA_MODES:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit grayscale (TIFF scans): scale to 8 bit before conversion.
+    if image.mode.startswith("I") or image.mode == "F":
+        # 16/32-bit grayscale (TIFF scans) and float: stretch to 8 bit before conversion.
         import numpy as np
 
         array = np.asarray(image, dtype=np.float64)
-        peak = array.max() or 1.0
-        image = Image.fromarray((array / peak * 255.0).astype("uint8"), mode="L")
-    elif image.mode == "F":
-        import numpy as np
-
-        array = np.asarray(image, dtype=np.float64)
-        span = (array.max() - array.min()) or 1.0
-        image = Image.fromarray(((array - array.min()) / span * 255).astype("uint8"), mode="L")
+        low = float(array.min()) if image.mode == "F" else 0.0
+        span = (float(array.max()) - low) or 1.0
+        image = Image.fromarray(((array - low) / span * 255.0).clip(0, 255).astype("uint8"))
     return image.convert("RGB")
 
 

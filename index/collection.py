@@ -12,6 +12,7 @@ import json
 import re
 import threading
 import time
+import unicodedata
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -23,7 +24,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from embedder.intake import ImageIntakeError, decode_image
+from embedder.intake import ImageIntakeError, IntakeLimits, decode_image
 
 from .classifier import VectorIdentifier, genus_from_name
 from .config import IdentifierConfig, IndexSettings
@@ -37,14 +38,22 @@ from .errors import (
     SpecimenNotFoundError,
     StoreError,
 )
-from .imaging import ImageInput, PreparedImage, normalise_size, prepare_image, read_input
+from .imaging import (
+    AcceptedImage,
+    ImageInput,
+    PreparedImage,
+    normalise_size,
+    prepare_accepted,
+    prepare_image,
+    read_input,
+)
 from .results import EnrollReport, Identification, SimilarSpecimen, SpeciesSummary, Thresholds
 from .store import SpecimenStore
 
 #: taxonomy keys stored in their own columns; any other key goes to the JSON ``extra`` column.
 TAXONOMY_COLUMNS = ("genus", "family", "region")
 MAX_SPECIES_NAME = 200
-_BAD_NAME = re.compile(r"[\x00-\x1f\x7f/\\]")
+_BAD_NAME = re.compile(r"[/\\]")
 
 
 class ImageEmbedder(Protocol):
@@ -60,15 +69,27 @@ class ImageEmbedder(Protocol):
 
 
 def canonical_species(name: str) -> str:
-    """``"Conus  textile "`` -> ``"Conus_textile"``; ValueError for an unusable name."""
-    text = re.sub(r"\s+", "_", str(name).strip())
-    if not text:
+    """The one spelling of a species name: ``"Conus  textile "`` -> ``"Conus_textile"``.
+
+    Unicode NFC; invisible format characters (zero-width spaces and joiners, bidi marks and
+    embeddings, soft hyphens, BOM) removed, so names that look the same are the same; runs of
+    whitespace become one underscore. :class:`InvalidQueryError` for an empty name, one over
+    :data:`MAX_SPECIES_NAME` characters, control or unassigned characters, slashes, or a
+    path segment such as ``.`` or ``..``.
+    """
+    text = unicodedata.normalize("NFC", str(name))
+    text = "".join(c for c in text if unicodedata.category(c) != "Cf")
+    text = re.sub(r"\s+", "_", text.strip())
+    if not text or not text.strip("_"):
         raise InvalidQueryError("species name is empty")
-    if len(text) > MAX_SPECIES_NAME or _BAD_NAME.search(text):
+    bad = next((c for c in text if unicodedata.category(c) in ("Cc", "Cs", "Co", "Cn")), None)
+    if len(text) > MAX_SPECIES_NAME or bad is not None or _BAD_NAME.search(text):
         raise InvalidQueryError(
             f"species name {name!r} is not usable (at most {MAX_SPECIES_NAME} characters, "
-            "no slashes or control characters)"
+            "no slashes, control or unassigned characters)"
         )
+    if not text.strip("."):
+        raise InvalidQueryError(f"species name {name!r} is not usable (a path segment)")
     return text
 
 
@@ -337,14 +358,26 @@ class Collection:
 
     # ================================================================== enrollment
     def _prepare(
-        self, images: Sequence[ImageInput], errors: dict[str, str]
+        self,
+        images: Sequence[ImageInput | AcceptedImage],
+        errors: dict[str, str],
+        limits: IntakeLimits | None = None,
+        strict: bool = False,
     ) -> list[PreparedImage | None]:
+        """Every image through the one intake (:func:`index.imaging.accept_image`; images
+        already accepted by it are not decoded again). Refused images are reported in
+        ``errors``, or with ``strict`` the first one raises its ImageIntakeError."""
         prepared: list[PreparedImage | None] = []
         for item in images:
+            if isinstance(item, AcceptedImage):
+                prepared.append(prepare_accepted(item))
+                continue
             name = item[0] if isinstance(item, tuple) else Path(item).name
             try:
-                prepared.append(prepare_image(*read_input(item)))
+                prepared.append(prepare_image(*read_input(item), limits))
             except ImageIntakeError as exc:
+                if strict:
+                    raise
                 key = name if name not in errors else f"{name} ({len(errors) + 1})"
                 errors[key] = exc.reason
                 prepared.append(None)
@@ -355,6 +388,8 @@ class Collection:
     ) -> np.ndarray:
         embedder = self.embedder
         chunk = 64
+        if not images:
+            return np.zeros((0, int(embedder.dim)), np.float32)
         if len(images) <= chunk or not progress:
             return np.asarray(embedder.embed_images(images), np.float32).reshape(len(images), -1)
         parts = []
@@ -367,7 +402,7 @@ class Collection:
     def enroll(
         self,
         species: str,
-        images: Sequence[ImageInput],
+        images: Sequence[ImageInput | AcceptedImage],
         taxonomy: Mapping[str, Any] | None = None,
         source: str = "",
         *,
@@ -375,15 +410,19 @@ class Collection:
         strict: bool = False,
         calibrate: bool = True,
         progress: bool = False,
+        limits: IntakeLimits | None = None,
     ) -> EnrollReport:
         """Add images of one species in ONE store commit (all or nothing).
 
-        ``images``: paths or ``(file name, bytes)`` pairs; ``taxonomy``: genus, family, region
-        and any other fields (kept as JSON); ``groups``: per image, the physical specimen it
-        shows (views of one shell share one; default each image its own). Unreadable images
-        are reported in ``errors``; an image already enrolled under this species is skipped
-        (``duplicates``); one enrolled under another species is refused (``refused``), or with
-        ``strict=True`` raises :class:`DuplicateImageError` before anything is written.
+        ``images``: paths, ``(file name, bytes)`` pairs or images :func:`accept_image`
+        accepted already; ``taxonomy``: genus, family, region and any other fields (kept as
+        JSON); ``groups``: per image, the physical specimen it shows (views of one shell share
+        one; default each image its own); ``limits``: the intake limits (default
+        :class:`IntakeLimits`). Unusable images are reported in ``errors``; an image already
+        enrolled under this species is skipped (``duplicates``); one enrolled under another
+        species is refused (``refused``). With ``strict=True`` nothing is written when any
+        image is unusable (its :class:`ImageIntakeError` is raised) or enrolled under another
+        species (:class:`DuplicateImageError`).
         """
         name = canonical_species(species)
         if groups is not None and len(groups) != len(images):
@@ -395,7 +434,7 @@ class Collection:
         }
         embedder = self.embedder
         report = EnrollReport(species=name)
-        prepared = self._prepare(images, report.errors)
+        prepared = self._prepare(images, report.errors, limits, strict)
         candidates = [(i, p) for i, p in enumerate(prepared) if p is not None]
         vectors = self._embed([p.image for _, p in candidates], progress, desc=f"embedding {name}")
         with self._write_lock:

@@ -1,6 +1,11 @@
-"""Images as the store keeps them: a normalised JPEG copy (what enrollment and ``reindex``
-embed), a small JPEG thumbnail (what answers show) and the SHA-256 of the original bytes
-(what duplicate detection compares)."""
+"""The one intake of photos (enrolment and queries alike), and images as the store keeps
+them: a normalised JPEG copy (what enrollment and ``reindex`` embed), a small JPEG thumbnail
+(what answers show) and the SHA-256 of the original bytes (what duplicate detection compares).
+
+:func:`accept_image` decides once whether a photo is usable: its header is checked against
+:class:`embedder.intake.IntakeLimits` (sides, aspect ratio, pixels, estimated cost) before any
+pixel is decoded, then it is decoded (JPEG at a reduced scale) straight to the normalised size.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,13 @@ from pathlib import Path
 
 from PIL import Image
 
-from embedder.intake import ImageIntakeError, decode_image
+from embedder.intake import (
+    ImageIntakeError,
+    IntakeLimits,
+    check_header,
+    decode_image,
+    read_header,
+)
 
 #: normalised copy: longer side at most this many pixels ...
 STORED_MAX_SIDE = 512
@@ -24,6 +35,19 @@ THUMBNAIL_SIDE = 160
 THUMBNAIL_QUALITY = 80
 
 ImageInput = Path | str | tuple[str, bytes]
+
+
+@dataclass
+class AcceptedImage:
+    """A photo the intake accepted: its name, SHA-256 of the uploaded bytes, the original size
+    and the decoded image at :func:`storage_size` (what queries embed, what enrolment stores)."""
+
+    name: str
+    sha256: str
+    image: Image.Image
+    width: int
+    height: int
+    cost: float  # estimated, in normal photos (embedder.intake.estimate_cost)
 
 
 @dataclass
@@ -66,9 +90,42 @@ def storage_size(width: int, height: int) -> tuple[int, int]:
 
 
 def normalise_size(image: Image.Image) -> Image.Image:
-    """The image at :func:`storage_size` (queries get the same scale as enrolled images)."""
+    """The image at :func:`storage_size` (queries get the same scale as enrolled images);
+    never upscaled. Large images are box-reduced first (Pillow's ``reducing_gap``), so the
+    cost grows with the input no faster than its decoding."""
     size = storage_size(*image.size)
-    return image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)
+    if size == image.size:
+        return image
+    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def accept_image(name: str, data: bytes, limits: IntakeLimits | None = None) -> AcceptedImage:
+    """Accept or refuse one photo (ImageIntakeError naming the reason), the same way for
+    enrolment and queries: header checks and cost estimate first, then decoding straight to
+    the normalised size."""
+    limits = limits or IntakeLimits()
+    if not data:
+        raise ImageIntakeError("empty", "the file is empty", name)
+    _, header = read_header(data, name)
+    target = storage_size(header.width, header.height)
+    cost = check_header(header, limits, name, target)
+    decoded = decode_image(data, label=name, limits=limits, target=target)
+    image = normalise_size(decoded)
+    if min(image.size) < limits.min_side:  # only with a max_aspect_ratio over 2048 / min_side
+        raise ImageIntakeError(
+            "too_small",
+            f"image is {header.width}x{header.height} pixels: {image.size[0]}x{image.size[1]} "
+            f"once scaled to the stored size, under {limits.min_side} px per side",
+            name,
+        )
+    return AcceptedImage(
+        name=name,
+        sha256=hashlib.sha256(data).hexdigest(),
+        image=image,
+        width=header.width,
+        height=header.height,
+        cost=cost,
+    )
 
 
 def jpeg_bytes(image: Image.Image, quality: int) -> bytes:
@@ -84,19 +141,24 @@ def make_thumbnail(image: Image.Image, side: int = THUMBNAIL_SIDE) -> bytes:
     return jpeg_bytes(thumb, THUMBNAIL_QUALITY)
 
 
-def prepare_image(name: str, data: bytes) -> PreparedImage:
-    """Decode and check an uploaded or read image (ImageIntakeError when unusable) and make
-    its stored copy and thumbnail."""
-    original = decode_image(data, label=name)
-    resized = normalise_size(original)
+def prepare_image(name: str, data: bytes, limits: IntakeLimits | None = None) -> PreparedImage:
+    """Accept an uploaded or read image (:func:`accept_image`; ImageIntakeError when
+    unusable) and make its stored copy and thumbnail."""
+    return prepare_accepted(accept_image(name, data, limits))
+
+
+def prepare_accepted(accepted: AcceptedImage) -> PreparedImage:
+    """The stored copy and thumbnail of an accepted image; the image to embed is decoded
+    back from the stored copy (exactly what ``reindex`` will see)."""
+    resized = accepted.image
     stored = jpeg_bytes(resized, STORED_QUALITY)
-    image = decode_image(stored, label=name)
+    image = decode_image(stored, label=accepted.name)
     return PreparedImage(
-        name=name,
-        sha256=hashlib.sha256(data).hexdigest(),
+        name=accepted.name,
+        sha256=accepted.sha256,
         image=image,
         stored=stored,
         thumbnail=make_thumbnail(resized),
-        width=original.size[0],
-        height=original.size[1],
+        width=accepted.width,
+        height=accepted.height,
     )

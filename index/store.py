@@ -64,7 +64,6 @@ class SpecimenStore:
         self.uri = str(uri)
         self.keep_versions = keep_versions
         self.compact_every = max(1, int(compact_every))
-        self._writes = 0
         self._lock = threading.RLock()
         if _is_local(self.uri):
             path = Path(self.uri)
@@ -325,21 +324,37 @@ class SpecimenStore:
             return self.version
 
     # ------------------------------------------------------------------ maintenance
+    def writes_since_compaction(self) -> int:
+        """Commits to the specimens table since the last compaction, read from the store (the
+        table version against the one recorded by :meth:`compact`), so the count survives
+        restarts and is shared by every process writing to the store."""
+        if self._specimens is None:
+            return 0
+        last = int(self.info().get("compacted_version") or 1)  # version 1: the empty table
+        return max(0, self.version - last)
+
     def _after_write(self) -> None:
-        self._writes += 1
-        if self._writes % self.compact_every == 0:
+        if self.writes_since_compaction() >= self.compact_every:
             self.compact()
 
     def compact(self) -> None:
-        """Merge small data files and drop versions older than ``keep_versions``."""
+        """Merge small data files and drop versions older than ``keep_versions``; records
+        the specimens table's version afterwards (``compacted_version`` in store_info)."""
         with self._lock:
+            done = True
             for table in (self._specimens, self._info):
                 if table is None:
                     continue
                 try:
                     table.optimize(cleanup_older_than=self.keep_versions)
                 except Exception as exc:  # housekeeping: the write it follows has landed
+                    done = False
                     log.warning("compacting store %s failed (will retry later): %s", self.uri, exc)
+            if done and self._specimens is not None:
+                try:
+                    self.write_info(compacted_version=self.latest_version())
+                except StoreError as exc:  # pragma: no cover - the next write retries
+                    log.warning("recording the compaction of %s failed: %s", self.uri, exc)
 
     def stats(self) -> dict[str, Any]:
         """Rows, versions and data files of the specimens table."""

@@ -18,6 +18,7 @@ router = APIRouter(prefix="/v1", tags=["identify"], dependencies=[Depends(requir
 PHOTOS = File(
     ...,
     description="Photos of ONE specimen (e.g. dorsal and ventral views), JPEG/PNG/WebP/HEIC.",
+    min_length=1,
 )
 
 

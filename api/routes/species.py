@@ -7,6 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, File, Form, Path, UploadFile
 from fastapi.responses import Response
 
+from index.collection import canonical_species
+
 from ..deps import get_service, get_settings, require_read_key, require_write_key
 from ..errors import COMMON_ERRORS, UPLOAD_ERRORS, ErrorBody
 from ..schemas import EnrollResponse, SpeciesList, SpeciesOut, SpeciesRemoved, SpecimenRemoved
@@ -19,7 +21,16 @@ router = APIRouter(prefix="/v1", tags=["collection"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "No such species or photo."}
 }
-SPECIES_NAME = Path(..., description="Species name, e.g. 'Conus_textile'.", max_length=200)
+#: What the index accepts as a name (index.collection.canonical_species): no control
+#: characters or slashes, and something besides dots, underscores and spaces (not "." or "..").
+NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f/\\]*[^\x00-\x1f\x7f-\x9f/\\._\s][^\x00-\x1f\x7f-\x9f/\\]*$"
+SPECIES_NAME = Path(
+    ...,
+    description="Species name, e.g. 'Conus_textile' (Unicode NFC; spaces become underscores; "
+    "invisible and bidi characters are dropped).",
+    max_length=200,
+    pattern=NAME_PATTERN,
+)
 
 
 @router.post(
@@ -35,7 +46,7 @@ SPECIES_NAME = Path(..., description="Species name, e.g. 'Conus_textile'.", max_
 )
 async def enroll(
     name: str = SPECIES_NAME,
-    images: list[UploadFile] = File(..., description="Photos of the species."),
+    images: list[UploadFile] = File(..., description="Photos of the species.", min_length=1),
     genus: str | None = Form(None, description="Genus (default: first word of the name)."),
     family: str | None = Form(None),
     order: str | None = Form(None),
@@ -44,6 +55,7 @@ async def enroll(
     settings: ServiceSettings = Depends(get_settings),
     service: ShellidService = Depends(get_service),
 ) -> EnrollResponse:
+    canonical_species(name)  # a bad name is refused before any photo is decoded
     uploads = await read_uploads(images, settings, settings.max_enroll_files)
     taxonomy = {
         key: value.strip()
