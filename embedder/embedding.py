@@ -138,6 +138,11 @@ class Embedder:
         return self.model.fingerprint
 
     @property
+    def within_species_prior(self) -> dict[str, np.ndarray] | None:
+        """The model's within-species covariance arrays (None when it carries none)."""
+        return self.model.within_species_prior
+
+    @property
     def runtime(self) -> str:
         """The runtime that embeds: ``"onnx"`` or ``"torch"`` (sets the runtime up if needed)."""
         self._onnx_runner()

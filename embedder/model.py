@@ -1,6 +1,7 @@
 """The embedding model: backbone + optional projection head -> L2-normalised vectors, and the
 ``MODEL.pt`` file that carries it (weights, backbone name, preprocessing, embedding size,
-training config, class list and a fingerprint the index records).
+training config, class list, a fingerprint the index records and, optionally, the
+within-species covariance of the training data that the index uses as its prior).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -82,6 +84,7 @@ class EmbeddingModel(nn.Module):
         training_config: dict[str, Any] | None = None,
         classes: list[str] | None = None,
         metrics: dict[str, Any] | None = None,
+        within_species_prior: dict[str, np.ndarray] | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -94,6 +97,9 @@ class EmbeddingModel(nn.Module):
         self.training_config = training_config or {}
         self.classes = list(classes or [])
         self.metrics = dict(metrics or {})
+        #: arrays of ``index.whitening.WithinSpeciesPrior`` (from ``shellid prior``); they
+        #: change how the index weighs directions, not the vectors, so not the fingerprint.
+        self.within_species_prior = within_species_prior
         self._fingerprint: str | None = None
 
     @property
@@ -152,6 +158,7 @@ class EmbeddingModel(nn.Module):
             "preprocess": self.preprocess.to_dict(),
             "head": self.head_config,
             "classes": len(self.classes),
+            "within_species_prior": self.within_species_prior is not None,
         }
 
     # ---------------------------------------------------------------- files
@@ -171,6 +178,13 @@ class EmbeddingModel(nn.Module):
             "training_config": self.training_config,
             "classes": self.classes,
             "metrics": self.metrics,
+            "within_species_prior": (
+                None
+                if self.within_species_prior is None
+                else {
+                    k: torch.from_numpy(np.asarray(v)) for k, v in self.within_species_prior.items()
+                }
+            ),
             "fingerprint": self.fingerprint,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
@@ -217,6 +231,7 @@ class EmbeddingModel(nn.Module):
             training_config=payload.get("training_config", {}),
             classes=payload.get("classes", []),
             metrics=payload.get("metrics", {}),
+            within_species_prior=_prior_arrays(payload.get("within_species_prior"), path),
         )
         model.eval().to(device)
         stored = payload.get("fingerprint")
@@ -225,6 +240,17 @@ class EmbeddingModel(nn.Module):
                 f"{path}: weights do not match the recorded fingerprint (file damaged?)"
             )
         return model
+
+
+def _prior_arrays(stored: Any, path: Path) -> dict[str, np.ndarray] | None:
+    """The ``within_species_prior`` entry of a model file as numpy arrays (None if absent)."""
+    if stored is None:
+        return None
+    if not isinstance(stored, dict) or not all(
+        isinstance(v, torch.Tensor) for v in stored.values()
+    ):
+        raise ModelFileError(f"{path}: its within-species prior is not a set of arrays")
+    return {str(k): v.numpy() for k, v in stored.items()}
 
 
 def default_model(

@@ -50,7 +50,7 @@ from .scorers import (
     unknown_scores,
 )
 from .search import VectorIndex
-from .whitening import Whitening
+from .whitening import Whitening, WithinSpeciesPrior
 
 __all__ = ["Refit", "VectorIdentifier", "genus_from_name"]
 
@@ -71,7 +71,14 @@ class VectorIdentifier:
     can be overridden with :meth:`set_overrides` (kept through recalibration).
     """
 
-    def __init__(self, dim: int, config: IdentifierConfig | None = None) -> None:
+    def __init__(
+        self,
+        dim: int,
+        config: IdentifierConfig | None = None,
+        prior: WithinSpeciesPrior | None = None,
+    ) -> None:
+        """``prior``: the model's within-species covariance (:class:`WithinSpeciesPrior`),
+        the target the collection's own covariance is shrunk toward (whitened method)."""
         self.config = config or IdentifierConfig()
         self.dim = int(dim)
         cfg = self.config
@@ -86,7 +93,10 @@ class VectorIdentifier:
             ),
         )
         self.cl2n = Cl2n(self.rows, cfg)
-        self.scorer = species_scorer(self.rows, self.cl2n, cfg)
+        if prior is not None and prior.basis.shape[0] != self.dim:
+            raise ValueError(f"the prior is {prior.basis.shape[0]}-d, the vectors {self.dim}-d")
+        self.prior = prior
+        self.scorer = species_scorer(self.rows, self.cl2n, cfg, prior)
         self.ood_scorer = OodScorer(self.rows, cfg)
         self._overrides: dict[str, float] = {}
         self._calibrated = calibration_procedure.default_thresholds(cfg)
@@ -112,6 +122,7 @@ class VectorIdentifier:
         sources: Sequence[str] | None = None,
         regions: Sequence[str] | None = None,
         calibrate: bool = True,
+        prior: WithinSpeciesPrior | None = None,
     ) -> VectorIdentifier:
         """An identifier over ``vectors`` (n, d) labelled ``species``.
 
@@ -119,12 +130,13 @@ class VectorIdentifier:
         of a ``Genus_species`` name); ``specimen_ids``: one unique id per vector (default
         ``"0"``, ``"1"``, ...); ``groups``: the physical specimen each vector shows (views of
         one shell share a group; default each vector its own); ``regions``: per-vector region
-        overriding the species' one. Thresholds are calibrated unless ``calibrate=False``.
+        overriding the species' one; ``prior``: see :meth:`__init__`. Thresholds are
+        calibrated unless ``calibrate=False``.
         """
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2:
             raise InvalidQueryError(f"vectors must be a 2-d array, got shape {vectors.shape}")
-        identifier = cls(vectors.shape[1], config)
+        identifier = cls(vectors.shape[1], config, prior)
         identifier.add(
             vectors,
             species,

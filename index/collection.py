@@ -8,6 +8,7 @@ writers are serialised; the in-memory state switches only after the store commit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -49,6 +50,7 @@ from .imaging import (
 )
 from .results import EnrollReport, Identification, SimilarSpecimen, SpeciesSummary, Thresholds
 from .store import SpecimenStore
+from .whitening import WithinSpeciesPrior
 
 #: taxonomy keys stored in their own columns; any other key goes to the JSON ``extra`` column.
 TAXONOMY_COLUMNS = ("genus", "family", "region")
@@ -261,7 +263,7 @@ class Collection:
         identifier = None
         sha: dict[str, tuple[str, str]] = {}
         if dim is not None:
-            identifier = VectorIdentifier(dim, self.config)
+            identifier = VectorIdentifier(dim, self.config, self._prior())
             if table.num_rows:
                 vectors = table["vector"].combine_chunks().flatten().to_numpy().reshape(-1, dim)
                 columns = {c: table[c].to_pylist() for c in table.column_names if c != "vector"}
@@ -492,12 +494,7 @@ class Collection:
         now = datetime.now(UTC)
         self.store.ensure_table(embedder.dim)
         if not self.store.info().get("fingerprint") or self.store.count() == 0:
-            self.store.write_info(
-                fingerprint=embedder.fingerprint,
-                model_name=_model_name(embedder),
-                model_path=self.model_path,
-                dim=int(embedder.dim),
-            )
+            self._record_model(embedder, self.model_path)
         table = self.store.make_rows(
             {
                 "id": ids,
@@ -525,7 +522,7 @@ class Collection:
             with self._lock:
                 identifier = self._identifier
                 if identifier is None or (len(identifier) == 0 and identifier.dim != embedder.dim):
-                    identifier = VectorIdentifier(embedder.dim, self.config)
+                    identifier = VectorIdentifier(embedder.dim, self.config, self._prior())
                 identifier.add(
                     vectors,
                     [name] * n,
@@ -724,10 +721,8 @@ class Collection:
         rows = zip(*(table[c].to_pylist() for c in table.column_names), strict=True)
         for species, *values, extra in rows:
             fields = dict(zip(TAXONOMY_COLUMNS, values, strict=True))
-            try:
+            with contextlib.suppress(ValueError, AttributeError):  # store damage
                 fields |= {str(k): str(v) for k, v in json.loads(extra or "{}").items()}
-            except (ValueError, AttributeError):  # pragma: no cover - store damage
-                pass
             for key, value in fields.items():
                 if value:
                     out[species].setdefault(key, value)
@@ -804,6 +799,27 @@ class Collection:
             )
             return thresholds
 
+    def _record_model(self, embedder: ImageEmbedder, path: str, **info: Any) -> None:
+        """Record in the store which model makes its vectors, with the model's prior."""
+        self.store.write_prior(getattr(embedder, "within_species_prior", None))
+        self.store.write_info(
+            fingerprint=embedder.fingerprint,
+            model_name=_model_name(embedder),
+            model_path=path,
+            dim=int(embedder.dim),
+            **info,
+        )
+
+    def _prior(self) -> WithinSpeciesPrior | None:
+        """The model's within-species prior as the store recorded it (None: it has none)."""
+        arrays = self.store.read_prior()
+        if arrays is None:
+            return None
+        try:
+            return WithinSpeciesPrior.from_arrays(arrays)
+        except ValueError as exc:
+            raise StoreError(f"store {self.store.uri}: {exc}; run shellid reindex") from None
+
     def reindex(self, model: str | Path | Any | None = None, progress: bool = True) -> int:
         """Re-embed every stored image with ``model`` (one commit) and adopt that model;
         returns the number of images re-embedded."""
@@ -827,33 +843,22 @@ class Collection:
                     ids += batch_ids
                     bar.update(len(batch_ids))
             if not ids:
-                self.store.write_info(
-                    fingerprint=new_embedder.fingerprint,
-                    model_name=_model_name(new_embedder),
-                    model_path=path,
-                    dim=int(new_embedder.dim),
-                )
+                self._record_model(new_embedder, path)
                 self._embedder, self.model_path = new_embedder, path
                 self._load()
                 return 0
             vectors = np.concatenate(parts)
             before = self.store.latest_version()
-            old_info = self.store.info()
+            old_info, old_prior = self.store.info(), self.store.read_prior()
             self.store.rewrite_vectors(ids, vectors, new_embedder.fingerprint)
             try:
-                self.store.write_info(
-                    fingerprint=new_embedder.fingerprint,
-                    model_name=_model_name(new_embedder),
-                    model_path=path,
-                    dim=int(new_embedder.dim),
-                    thresholds=None,
-                    calibrated_version=None,
-                )
+                self._record_model(new_embedder, path, thresholds=None, calibrated_version=None)
                 self._embedder, self.model_path = new_embedder, path
                 self._load()
             except Exception:
                 self.store.rollback(before)
                 self.store.write_info(**old_info)
+                self.store.write_prior(old_prior)
                 raise
             self.calibrate()
             return len(ids)

@@ -14,6 +14,7 @@ from lancedb.pydantic import LanceModel, Vector
 
 SPECIMENS_TABLE = "specimens"
 INFO_TABLE = "store_info"
+PRIOR_TABLE = "within_species_prior"
 #: bumped when the layout changes incompatibly.
 STORE_FORMAT = "shellid-store/1"
 
@@ -64,3 +65,12 @@ class InfoRow(LanceModel):
 
     key: str
     value: str  # JSON
+
+
+class PriorArrayRow(LanceModel):
+    """One array of the model's within-species prior (``index.whitening.WithinSpeciesPrior``),
+    recorded with the model so every process scores with it, torch or not."""
+
+    name: str
+    shape: list[int]
+    values: list[float]

@@ -29,7 +29,7 @@ from .config import IdentifierConfig
 from .enrolled import EnrolledRows
 from .prototypes import centre, max_by_owner, species_prototypes
 from .search import VectorIndex
-from .whitening import Whitening
+from .whitening import Whitening, WithinSpeciesPrior
 
 #: collections up to this size get exact nearest-specimen scores (dense product).
 EXACT_KNN_LIMIT = 20_000
@@ -255,10 +255,17 @@ class WhitenedScorer:
 
     held_out_cost = 3
 
-    def __init__(self, rows: EnrolledRows, cl2n: Cl2n, config: IdentifierConfig) -> None:
+    def __init__(
+        self,
+        rows: EnrolledRows,
+        cl2n: Cl2n,
+        config: IdentifierConfig,
+        prior: WithinSpeciesPrior | None = None,
+    ) -> None:
         self.rows = rows
         self.cl2n = cl2n
         self.config = config
+        self.prior = prior  # the model's within-species covariance, the shrinkage target
         self.prototypes = PrototypeScorer(rows, cl2n, config)
         self.whitening = Whitening.identity(rows.dim)
         self.whitened = np.zeros((0, rows.dim), np.float32)
@@ -272,7 +279,9 @@ class WhitenedScorer:
         rows = self.rows
         if len(rows) == 0:
             return Whitening.identity(rows.dim)
-        return Whitening.fit(self.cl2n.centred, rows.y, rows.g, seed=self.config.seed)
+        return Whitening.fit(
+            self.cl2n.centred, rows.y, rows.g, seed=self.config.seed, prior=self.prior
+        )
 
     def use(self, whitening: Whitening) -> None:
         """Score with ``whitening`` from now on."""
@@ -309,7 +318,11 @@ class WhitenedScorer:
             if not train.any():
                 continue
             whitening = Whitening.fit(
-                centred[train], enrolled.y[train], enrolled.g[train], seed=self.config.seed
+                centred[train],
+                enrolled.y[train],
+                enrolled.g[train],
+                seed=self.config.seed,
+                prior=self.prior,
             )
             sums = np.zeros((S, enrolled.dim), np.float64)
             np.add.at(sums, enrolled.y[train], centred[train])
@@ -323,10 +336,16 @@ class WhitenedScorer:
         return sims
 
 
-def species_scorer(rows: EnrolledRows, cl2n: Cl2n, config: IdentifierConfig) -> SpeciesScorer:
-    """The scorer named by ``config.method`` (not yet fitted)."""
+def species_scorer(
+    rows: EnrolledRows,
+    cl2n: Cl2n,
+    config: IdentifierConfig,
+    prior: WithinSpeciesPrior | None = None,
+) -> SpeciesScorer:
+    """The scorer named by ``config.method`` (not yet fitted); ``prior`` serves the whitened
+    one (the others have no covariance)."""
     if config.method == "whitened":
-        return WhitenedScorer(rows, cl2n, config)
+        return WhitenedScorer(rows, cl2n, config, prior)
     if config.method == "prototype":
         return PrototypeScorer(rows, cl2n, config)
     if config.method == "knn":

@@ -1,8 +1,9 @@
 """The specimen store: a LanceDB database (a local directory by default, or any LanceDB URI)
 that is the source of truth of a collection.
 
-Tables (see :mod:`index.schema`): ``specimens`` (one row per enrolled image) and
-``store_info`` (embedder fingerprint, model name and path, vector size, calibrated thresholds).
+Tables (see :mod:`index.schema`): ``specimens`` (one row per enrolled image),
+``store_info`` (embedder fingerprint, model name and path, vector size, calibrated thresholds)
+and ``within_species_prior`` (the arrays of the model's prior, when it carries one).
 Every write is one LanceDB commit; a failed write is rolled back to the version before it, so
 an enrollment lands whole or not at all. Old versions are compacted away after a while.
 """
@@ -26,9 +27,11 @@ from .errors import SpecimenNotFoundError, StoreError
 from .schema import (
     INDEX_COLUMNS,
     INFO_TABLE,
+    PRIOR_TABLE,
     SPECIMENS_TABLE,
     STORE_FORMAT,
     InfoRow,
+    PriorArrayRow,
     specimen_model,
 )
 
@@ -123,6 +126,42 @@ class SpecimenStore:
             except Exception as exc:
                 raise StoreError(f"cannot write store info to {self.uri}: {exc}") from exc
             return info
+
+    # ------------------------------------------------------------------ model prior
+    def read_prior(self) -> dict[str, np.ndarray] | None:
+        """The arrays recorded by :meth:`write_prior` (None when the model carries none)."""
+        if PRIOR_TABLE not in self._table_names():
+            return None
+        try:
+            table = self._db.open_table(PRIOR_TABLE).to_arrow()
+        except Exception as exc:
+            raise StoreError(f"cannot read the model prior of {self.uri}: {exc}") from exc
+        arrays = {
+            name: np.asarray(values, np.float32).reshape(shape)
+            for name, shape, values in zip(
+                table["name"].to_pylist(),
+                table["shape"].to_pylist(),
+                table["values"].to_pylist(),
+                strict=True,
+            )
+        }
+        return arrays or None
+
+    def write_prior(self, arrays: dict[str, np.ndarray] | None) -> None:
+        """Record the model's prior arrays (``None``: it has none), replacing the last."""
+        rows = [
+            {"name": name, "shape": list(np.shape(a)), "values": np.ravel(a).tolist()}
+            for name, a in sorted((arrays or {}).items())
+        ]
+        with self._lock:
+            try:
+                data = pa.Table.from_pylist(rows, schema=PriorArrayRow.to_arrow_schema())
+                if PRIOR_TABLE in self._table_names():
+                    self._db.open_table(PRIOR_TABLE).add(data, mode="overwrite")
+                else:
+                    self._db.create_table(PRIOR_TABLE, data=data, schema=PriorArrayRow)
+            except Exception as exc:
+                raise StoreError(f"cannot write the model prior to {self.uri}: {exc}") from exc
 
     # ------------------------------------------------------------------ specimens table
     @property
