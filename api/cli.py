@@ -19,6 +19,7 @@ from types import ModuleType
 COMMANDS: dict[str, str] = {
     "embed": "embed_cmd",
     "train": "train_cmd",
+    "prior": "prior_cmd",
     "enroll": "enroll_cmd",
     "identify": "identify_cmd",
     "search": "search_cmd",

@@ -521,7 +521,7 @@ class Collection:
         try:
             with self._lock:
                 identifier = self._identifier
-                if identifier is None or (len(identifier) == 0 and identifier.dim != embedder.dim):
+                if identifier is None or len(identifier) == 0:  # the model's size and prior
                     identifier = VectorIdentifier(embedder.dim, self.config, self._prior())
                 identifier.add(
                     vectors,

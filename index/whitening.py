@@ -28,12 +28,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
-from .prototypes import l2_normalise
+from .prototypes import centre, l2_normalise
 
 #: specimens sampled for the covariance at most (bounded refit cost on huge collections).
 MAX_COVARIANCE_SPECIMENS = 20_000
 #: principal directions a :class:`WithinSpeciesPrior` keeps (the rest share one variance).
-PRIOR_COMPONENTS = 256
+PRIOR_COMPONENTS = 64
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,21 @@ class WithinSpeciesPrior:
             rest / per_dim,
             dof,
         )
+
+    @classmethod
+    def of_collection(
+        cls,
+        vectors: np.ndarray,
+        species: np.ndarray,
+        specimens: np.ndarray,
+        components: int = PRIOR_COMPONENTS,
+    ) -> WithinSpeciesPrior | None:
+        """The prior of a labelled collection's unit vectors, centred as the index centres an
+        enrolled collection (CL2N on its own mean)."""
+        vectors = np.asarray(vectors, np.float32)
+        if len(vectors) == 0:
+            return None
+        return cls.fit(centre(vectors, vectors.mean(axis=0)), species, specimens, components)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Plain arrays, for a model file."""

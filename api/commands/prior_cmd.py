@@ -1,0 +1,88 @@
+"""``shellid prior``: a model file that carries the within-species covariance of a labelled
+collection (its training data, or any reference collection of the same kind of photos), the
+prior the index shrinks a new collection's own covariance toward (see index/whitening.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "make a model file carry a within-species prior learned from a labelled collection"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "data",
+        metavar="DATA",
+        help="a folder with one sub-folder per species (DATA/<Genus_species>/*.jpg), "
+        "at least some species with two or more specimens",
+    )
+    parser.add_argument(
+        "--model",
+        metavar="MODEL.pt",
+        help="the model to extend: a MODEL.pt or a packaged backbone (default: the frozen one)",
+    )
+    parser.add_argument(
+        "--out", required=True, metavar="MODEL.pt", help="where to write the model with its prior"
+    )
+    parser.add_argument(
+        "--group-regex",
+        metavar="REGEX",
+        help="regex on file names whose (?P<group>...) names one specimen or track, or a preset: "
+        "specimen, track, image (default: each photo its own specimen)",
+    )
+    parser.add_argument(
+        "--components",
+        type=int,
+        default=None,
+        help="principal directions kept (default: index.whitening.PRIOR_COMPONENTS)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=32, help="photos per batch (default: %(default)s)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from embedder import Embedder, load_model
+    from embedder.datasets import scan_collection
+    from index.whitening import PRIOR_COMPONENTS, WithinSpeciesPrior
+
+    from ._output import check_output
+    from .embed_cmd import describe_errors
+
+    components = PRIOR_COMPONENTS if args.components is None else args.components
+    if components < 1 or args.batch_size < 1:
+        raise ValueError("--components and --batch-size must be ≥ 1")
+    out = check_output(args.out, suffix=".pt")
+    records = scan_collection(args.data, group_pattern=args.group_regex)
+    model = load_model(args.model)
+    embedder = Embedder(model, batch_size=args.batch_size)
+    result = embedder.embed_paths([r.path for r in records], progress=not args.quiet)
+    if result.errors:
+        print(
+            f"shellid: skipped {len(result.errors)} unreadable image(s): "
+            f"{describe_errors(result.errors)}",
+            file=sys.stderr,
+        )
+    by_path = {str(r.path): r for r in records}
+    kept = [by_path[str(p)] for p in result.paths]
+    species = np.array([r.species for r in kept])
+    specimens = np.array([f"{r.species}\x00{r.group}" for r in kept])
+    prior = WithinSpeciesPrior.of_collection(result.embeddings, species, specimens, components)
+    if prior is None:
+        raise ValueError(
+            f"{args.data}: no species has photos of two specimens, so nothing says how "
+            "specimens of one species vary (check --group-regex)"
+        )
+    model.within_species_prior = prior.to_arrays()
+    model.save(out)
+    print(
+        f"wrote {out}: {model.name} (fingerprint {model.fingerprint}, unchanged) with a "
+        f"within-species prior from {len(kept)} photos of {len(set(species))} species "
+        f"({prior.dof} degrees of freedom, {prior.basis.shape[1]} directions). Use it with "
+        f"--model {out} for a new store, or `shellid reindex --model {out}` for an existing one."
+    )
+    return 0
