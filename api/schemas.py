@@ -158,3 +158,23 @@ class ServiceInfo(BaseModel):
     subject: str
     limits: Limits
     inference: Inference
+
+
+class TryPhoto(BaseModel):
+    name: str = Field(description="File name of the photo.")
+    url: str = Field(description="Where the photo is served (GET).")
+
+
+class TrySpecimen(BaseModel):
+    """A specimen kept back from the collection by ``shellid demo``, for trying."""
+
+    species: str = Field(description="What it is (its species is enrolled; this shell is not).")
+    specimen: str
+    genus: str | None = None
+    family: str | None = None
+    enrolled: bool = Field(description="Whether its species is in the collection now.")
+    photos: list[TryPhoto]
+
+
+class TryTheseList(BaseModel):
+    items: list[TrySpecimen] = Field(description="Empty unless the store was filled by the demo.")

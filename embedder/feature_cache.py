@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,14 +32,32 @@ from tqdm.auto import tqdm
 
 from . import stages
 from .backbones import Backbone
+from .cache_dir import CACHE_ENV, default_cache_dir
 from .intake import ImageIntakeError, load_image
 from .transforms import eval_transform, train_transform
 
 #: Bump when the view recipe (transforms, seeding) changes: old caches then stop matching.
 VIEW_RECIPE = "views/1"
-DEFAULT_CACHE_DIR = Path(
-    os.environ.get("SHELLID_CACHE", Path.home() / ".cache" / "shellid" / "features")
-)
+#: the variable the first releases read for this folder (replaced by ``SHELLID_CACHE_DIR``)
+DEPRECATED_ENV = "SHELLID_CACHE"
+
+
+def default_features_dir() -> Path:
+    """``<cache dir>/features`` (see :func:`embedder.cache_dir.default_cache_dir`); a set
+    ``$SHELLID_CACHE`` still names the folder itself, with a warning, unless
+    ``$SHELLID_CACHE_DIR`` is set too."""
+    old = os.environ.get(DEPRECATED_ENV)
+    if old and not os.environ.get(CACHE_ENV):
+        warnings.warn(
+            f"{DEPRECATED_ENV} is deprecated and will be ignored in a later release: set "
+            f"{CACHE_ENV} instead (the feature cache is its features/ folder)",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return Path(old)
+    return default_cache_dir() / "features"
+
+
 CACHE_DTYPE = np.float16
 
 
@@ -124,7 +143,7 @@ class FeatureCache:
         batch_size: int = 32,
         num_workers: int = 0,
     ) -> None:
-        self.root = Path(root) if root is not None else DEFAULT_CACHE_DIR
+        self.root = Path(root) if root is not None else default_features_dir()
         self.backbone = backbone
         self.unfreeze = unfreeze
         self.batch_size = batch_size

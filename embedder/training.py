@@ -140,6 +140,11 @@ class TrainingResult:
     files: dict[str, Path] = field(default_factory=dict)
 
 
+def _percent(share: float) -> str:
+    """``"87.5 %"``, or ``"  n/a"`` when there is nothing to measure (no validation species)."""
+    return "  n/a" if math.isnan(share) else f"{100 * share:5.1f} %"
+
+
 # ---------------------------------------------------------------------- building blocks
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -465,8 +470,8 @@ def train_embedder(
     one, ci, five = validate()
     history.append(EpochLog(0, math.nan, one, ci, five, 0.0, 0.0))
     log(
-        f"epoch  0/{config.epochs}  before training          val 1-shot {100 * one:5.1f} %  "
-        f"5-shot {100 * five:5.1f} %"
+        f"epoch  0/{config.epochs}  before training          val 1-shot {_percent(one)}  "
+        f"5-shot {_percent(five)}"
     )
     best_epoch, best_score = 0, one
     best_state = copy.deepcopy(net.state_dict())
@@ -507,8 +512,8 @@ def train_embedder(
             stale += 1
         log(
             f"epoch {epoch:2d}/{config.epochs}  loss {mean_loss:.4f}  "
-            f"val 1-shot {100 * one:5.1f} %  "
-            f"5-shot {100 * five:5.1f} %  ({history[-1].seconds:.0f} s){'  *' if improved else ''}"
+            f"val 1-shot {_percent(one)}  "
+            f"5-shot {_percent(five)}  ({history[-1].seconds:.0f} s){'  *' if improved else ''}"
         )
         if val_records and stale >= config.patience:
             log(

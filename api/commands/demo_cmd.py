@@ -2,13 +2,18 @@
 
 The sample is the real shell photos in ``../shared/datasets/shells-zhang8`` (looked up beside
 the repository and beside the current directory, or under ``$SHELLID_SHARED/datasets``), or
-any class-folder tree given with ``--data``.
+any class-folder tree given with ``--data``. Photos are enrolled by specimen (the views of one
+shell count as one specimen, ``--group-regex specimen``) with the taxonomy of
+``api/demo/taxonomy.csv`` (the sample's genera and families, sources in
+``api/demo/SOURCES.md``), and one specimen of each species is kept back: not enrolled, but
+recorded in the store and shown on the web page as "try these" (:mod:`api.try_these`).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -18,6 +23,8 @@ HELP = "fill a store with the sample shell collection (for trying the service)"
 
 SAMPLE_NAME = "shells-zhang8"
 REPO_ROOT = Path(__file__).resolve().parents[2]
+#: genus, family and region of the sample's species (see api/demo/SOURCES.md)
+SAMPLE_TAXONOMY = Path(__file__).resolve().parents[1] / "demo" / "taxonomy.csv"
 
 
 class SampleNotFoundError(RuntimeError):
@@ -33,6 +40,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data",
         type=Path,
         help=f"a folder per species to enroll instead of the sample ({SAMPLE_NAME})",
+    )
+    parser.add_argument(
+        "--taxonomy",
+        metavar="CSV",
+        type=Path,
+        help="species,genus,family,region,... (default: DATA/taxonomy.csv, or for the sample "
+        "the packaged api/demo/taxonomy.csv)",
+    )
+    parser.add_argument(
+        "--group-regex",
+        default="specimen",
+        metavar="REGEX",
+        help="regex or preset naming the specimen in file names (default: specimen, "
+        "Genus_species_<n>_<view>: views of one shell are one specimen)",
+    )
+    parser.add_argument(
+        "--hold-out",
+        type=int,
+        default=1,
+        metavar="N",
+        help="specimens of each species to keep back for trying (default: 1; 0 enrols all; a "
+        "species keeps at least one enrolled specimen)",
     )
     parser.add_argument(
         "--if-empty",
@@ -73,10 +102,51 @@ def find_data(data: Path | None) -> Path:
     )
 
 
+def taxonomy_for(data: Path, given: Path | None) -> Path | None:
+    """The taxonomy CSV to enrol ``data`` with (see ``--taxonomy``)."""
+    if given is not None:
+        if not given.is_file():
+            raise SampleNotFoundError(f"--taxonomy {given}: no such file")
+        return given
+    if (data / "taxonomy.csv").is_file():
+        return data / "taxonomy.csv"
+    return SAMPLE_TAXONOMY if data.name == SAMPLE_NAME and SAMPLE_TAXONOMY.is_file() else None
+
+
+def _natural(text: str) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def plan(records: list, hold_out: int) -> tuple[dict[str, list], list[dict]]:
+    """``({species: records to enrol}, [kept-back specimen])``: per species, the last
+    ``hold_out`` specimens in natural order (specimen 10 after 9) are kept back, never all."""
+    by_species: dict[str, dict[str, list]] = {}
+    for record in records:
+        by_species.setdefault(record.species, {}).setdefault(record.group, []).append(record)
+    enrol: dict[str, list] = {}
+    kept: list[dict] = []
+    for species, groups in by_species.items():
+        order = sorted(groups, key=_natural)
+        n = min(max(hold_out, 0), len(order) - 1)
+        back = order[len(order) - n :] if n else []
+        enrol[species] = [r for g in order if g not in back for r in groups[g]]
+        kept += [
+            {
+                "species": species,
+                "specimen": group.split("/", 1)[-1],
+                "files": [r.path for r in groups[group]],
+            }
+            for group in back
+        ]
+    return enrol, kept
+
+
 def run(args: argparse.Namespace) -> int:
     from api.app import open_collection
     from api.settings import load_settings
 
+    if args.hold_out < 0:
+        raise ValueError("--hold-out must be 0 or more")
     settings = load_settings(store=args.store, model=args.model)
     collection = None
     if args.if_empty:
@@ -89,14 +159,41 @@ def run(args: argparse.Namespace) -> int:
             return 0
     try:
         data = find_data(args.data)
+        taxonomy_csv = taxonomy_for(data, args.taxonomy)
     except SampleNotFoundError as exc:
         if args.if_empty and args.data is None:
             print(f"shellid demo: {exc}; the store stays empty", file=sys.stderr)
             return 0
         raise
+    from tqdm import tqdm
+
+    from api import try_these
+    from embedder.datasets import scan_collection
+
+    records = scan_collection(data, group_pattern=args.group_regex, taxonomy_csv=taxonomy_csv)
+    enrol, kept = plan(records, args.hold_out)
     collection = collection or open_collection(settings)
-    print(f"shellid demo: enrolling {data} into {settings.store}")
-    reports = collection.enroll_folder(data, progress=True)
+    taxonomy_note = f" with {taxonomy_csv}" if taxonomy_csv else ""
+    print(f"shellid demo: enrolling {data}{taxonomy_note} into {settings.store}")
+    reports = []
+    total = sum(len(r) for r in enrol.values())
+    with tqdm(total=total, desc="enrolling", unit="img", file=sys.stderr) as bar:
+        for species, chosen in enrol.items():
+            bar.set_postfix_str(species[:40])
+            reports.append(
+                collection.enroll(
+                    species,
+                    [r.path for r in chosen],
+                    dict(chosen[0].taxonomy),
+                    data.name,
+                    groups=[r.group.split("/", 1)[-1] for r in chosen],
+                    calibrate=False,
+                )
+            )
+            bar.update(len(chosen))
+    if any(r.added for r in reports):
+        collection.calibrate()
+    try_these.record(collection, kept)
     added = sum(r.added for r in reports)
     duplicates = sum(len(r.duplicates) for r in reports)
     refused = sum(len(r.refused) for r in reports)
@@ -106,6 +203,15 @@ def run(args: argparse.Namespace) -> int:
         f"({duplicates} already there, {refused} refused as enrolled under another species, "
         f"{len(errors)} unreadable); the store holds {len(collection)} photos"
     )
+    if kept:
+        print(
+            f"shellid demo: kept back {len(kept)} specimens "
+            f"({sum(len(k['files']) for k in kept)} photos) to try: "
+            + ", ".join(f"{k['specimen']}" for k in kept)
+        )
     for name, why in list(errors.items())[:10]:
         print(f"  unreadable: {name}: {why}", file=sys.stderr)
+    from ._listing import write_listing
+
+    write_listing(collection)
     return 0

@@ -42,12 +42,12 @@ def run(args: argparse.Namespace) -> int:
     )
     names = collection.photo_names()
     if args.json:
-        rows = []
+        listed = []
         for s in found:
             row = s.model_dump(mode="json")
             row["filename"] = names.get(s.specimen_id, "")
-            rows.append({k: taxonomy_value(v) for k, v in row.items()})
-        print(json.dumps(rows))
+            listed.append({k: taxonomy_value(v) for k, v in row.items()})
+        print(json.dumps(listed))
         return 0
     rows = [
         [

@@ -115,7 +115,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cache-dir",
         type=Path,
         default=None,
-        help="feature cache folder (default: $SHELLID_CACHE or ~/.cache/shellid/features)",
+        help="feature cache folder (default: $SHELLID_CACHE_DIR/features, else "
+        "~/.cache/shellid/features)",
     )
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help="default: %(default)s")
     parser.add_argument(
@@ -184,5 +185,7 @@ def run(args: argparse.Namespace) -> int:
             f"{100 * metrics['val_1shot']:.1f} ± {100 * metrics['val_1shot_ci95']:.1f} % "
             f"(before training {100 * metrics['val_1shot_before']:.1f} %){five_text}"
         )
+    else:
+        print("no validation species (--val-fraction 0): the last epoch was kept")
     print(f"log {result.files['log']}, curves {result.files['curves']}")
     return 0

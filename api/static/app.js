@@ -253,6 +253,59 @@ async function identify(event) {
   }
 }
 
+// -------------------------------------------------------------- try these
+// Specimens the demo kept out of the collection (GET /v1/try-these): a strip of photos under
+// the form; choosing one loads its photos as if picked by hand and identifies them.
+async function loadTryThese() {
+  let body = null;
+  try {
+    body = await api("/v1/try-these");
+  } catch (err) {
+    return; // the strip is optional: say nothing
+  }
+  const list = $("try-list");
+  list.replaceChildren();
+  for (const item of (body && body.items) || []) {
+    if (!item.photos.length) continue;
+    const entry = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "try-item";
+    button.title = `Identify this ${displayName(item.species)} (${item.photos.length} photos)`;
+    const img = document.createElement("img");
+    img.alt = "";
+    img.addEventListener("error", () => entry.remove());
+    setImage(img, item.photos[0].url);
+    const caption = document.createElement("span");
+    caption.textContent = displayName(item.species);
+    button.append(img, caption);
+    button.addEventListener("click", () => tryItem(item));
+    entry.append(button);
+    list.append(entry);
+  }
+  $("try-these").hidden = list.children.length === 0;
+}
+
+async function tryItem(item) {
+  showError("");
+  setStatus("Loading the photos…");
+  try {
+    const files = [];
+    for (const photo of item.photos.slice(0, maxQueryPhotos())) {
+      const response = await fetch(photo.url, { headers: authHeaders(false) });
+      if (!response.ok) throw new Error(`${photo.name} could not be loaded (${response.status}).`);
+      const blob = await response.blob();
+      files.push(new File([blob], photo.name, { type: blob.type || "image/jpeg" }));
+    }
+    setStatus("");
+    choosePhotos(files);
+    $("identify-form").requestSubmit();
+  } catch (err) {
+    setStatus("");
+    showError(err.message);
+  }
+}
+
 // ----------------------------------------------------------------- enroll
 async function enroll(event) {
   event.preventDefault();
@@ -353,6 +406,7 @@ async function loadInfo() {
     $("api-key-field").hidden = !state.info.writes_need_key;
     $("read-key-bar").hidden = !state.info.reads_need_key;
     setStatus("");
+    loadTryThese();
   } catch (err) {
     setStatus("The server cannot be reached.");
   }
