@@ -93,10 +93,12 @@ def allowed_methods(request: Request) -> str:
     """Every method some route answers on this path (Starlette's 405 names only the first
     route's: ``GET`` for ``/v1/species/{name}``, which DELETE shares), plus OPTIONS."""
     methods: set[str] = {"OPTIONS"}
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match != Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            methods.add(method)
+    if "GET" in methods:
+        methods.add("HEAD")
     return ", ".join(sorted(methods))
 
 

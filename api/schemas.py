@@ -130,10 +130,18 @@ class Readiness(BaseModel):
 
 
 class Limits(BaseModel):
+    """What an upload may be (docs/api.md, Limits)."""
+
     max_file_bytes: int
     max_query_files: int
     max_enroll_files: int
     max_pixels: int
+    max_side: int = Field(description="Longest image side, pixels.")
+    min_side: int = Field(description="Shortest image side, pixels.")
+    max_aspect_ratio: float = Field(description="Longer side / shorter side.")
+    max_image_cost: float = Field(
+        description="Most estimated work of one image, in normal photos (12-MP phone JPEG)."
+    )
 
 
 class Inference(BaseModel):

@@ -109,15 +109,14 @@ def accept_image(name: str, data: bytes, limits: IntakeLimits | None = None) -> 
     _, header = read_header(data, name)
     target = storage_size(header.width, header.height)
     cost = check_header(header, limits, name, target)
-    decoded = decode_image(data, label=name, limits=limits, target=target)
-    image = normalise_size(decoded)
-    if min(image.size) < limits.min_side:  # only with a max_aspect_ratio over 2048 / min_side
+    if min(target) < limits.min_side:  # only with a max_aspect_ratio over 2048 / min_side
         raise ImageIntakeError(
             "too_small",
-            f"image is {header.width}x{header.height} pixels: {image.size[0]}x{image.size[1]} "
-            f"once scaled to the stored size, under {limits.min_side} px per side",
+            f"image is {header.width}x{header.height} pixels: {target[0]}x{target[1]} once "
+            f"scaled to the stored size, under {limits.min_side} px per side",
             name,
         )
+    image = normalise_size(decode_image(data, label=name, limits=limits, target=target))
     return AcceptedImage(
         name=name,
         sha256=hashlib.sha256(data).hexdigest(),

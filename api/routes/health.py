@@ -78,6 +78,10 @@ def info(
             max_query_files=settings.max_query_files,
             max_enroll_files=settings.max_enroll_files,
             max_pixels=settings.max_pixels,
+            max_side=settings.max_side,
+            min_side=settings.min_side,
+            max_aspect_ratio=settings.max_aspect_ratio,
+            max_image_cost=settings.max_image_cost,
         ),
         inference=Inference(**asdict(service.plan)),
     )
