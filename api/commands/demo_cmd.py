@@ -17,7 +17,7 @@ import re
 import sys
 from pathlib import Path
 
-from api.commands._collection import add_model_option, add_store_option
+from api.commands._collection import add_model_option, add_store_option, check_model_option
 
 HELP = "fill a store with the sample shell collection (for trying the service)"
 
@@ -148,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
     if args.hold_out < 0:
         raise ValueError("--hold-out must be 0 or more")
     settings = load_settings(store=args.store, model=args.model)
+    check_model_option(settings.model)
     collection = None
     if args.if_empty:
         collection = open_collection(settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import _collection
 from ._collection import add_model_option, add_store_option, open_collection
 
 HELP = "re-embed the whole store with another model (after training a new one)"
@@ -18,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    _collection.check_model_option(args.model)  # before the store opens
     collection = open_collection(args, need_model=False)
     old = collection.store.info()
     if not len(collection):

@@ -6,7 +6,7 @@ import argparse
 import socket
 import time
 
-from api.commands._collection import add_model_option, add_store_option
+from api.commands._collection import add_model_option, add_store_option, check_model_option
 
 HELP = "serve the HTTP API and the web page (http://127.0.0.1:8000 by default)"
 
@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from api.settings import load_settings
 
     settings = load_settings(store=args.store, model=args.model)
+    check_model_option(settings.model)
     check_port(args.host, args.port)
     started = time.perf_counter()
     print(f"shellid: opening store {settings.store} (model: {settings.model or 'frozen default'})")
