@@ -68,8 +68,6 @@ def test_identify_a_pattern_gives_one_answer_per_photo_in_csv(store, photos, tmp
         [
             "identify",
             pattern,
-            "--format",
-            "csv",
             "--output",
             str(out),
             "--top-k",

@@ -65,7 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="the same as --format jsonl")
     parser.add_argument(
-        "--output", "-o", metavar="FILE", help="write the answers to FILE instead of stdout"
+        "--output",
+        "-o",
+        metavar="FILE",
+        help="write the answers to FILE instead of stdout; its suffix (.csv, .json, .jsonl, "
+        ".txt) gives the format when --format is not given",
     )
     add_filter_options(parser)
     add_store_option(parser)
@@ -239,13 +243,14 @@ def plan_queries(args: argparse.Namespace) -> list[tuple[str, list[Path]]]:
 def run(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise ValueError("--top-k must be at least 1")
-    fmt = args.format or ("jsonl" if args.json else "text")
+    suffixes = {"text": ".txt", "json": ".json", "jsonl": ".jsonl", "csv": ".csv"}
+    implied = {v: k for k, v in suffixes.items()}.get(Path(args.output or "").suffix.lower())
+    fmt = args.format or ("jsonl" if args.json else implied or "text")
     output = None
     if args.output:
         from ._output import check_output
 
-        suffix = {"text": ".txt", "json": ".json", "jsonl": ".jsonl", "csv": ".csv"}[fmt]
-        output = check_output(args.output, suffix=suffix, option="--output")
+        output = check_output(args.output, suffix=suffixes[fmt], option="--output")
     queries = plan_queries(args)
 
     from embedder.intake import ImageIntakeError, load_image
