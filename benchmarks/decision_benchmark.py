@@ -21,8 +21,9 @@ rejected (``unknown_species`` or ``out_of_domain``) and of known photos kept at 
 thresholds; the share of known photos named correctly with a ``species`` decision; ECE of the
 top species probability over all known photos, and over the answers that show probabilities
 (today's index shows none on ``unknown_species`` / ``out_of_domain``; the previous one did).
-Part 2: the two species with the most specimens of each set, many photos each. Part 3 times
-the covariance refit at 10^4 and 10^6 vectors.
+Part 2: the two species with the most specimens of each set, many photos each. Part 3 (printed
+last) times the covariance refit at 10^4 and 10^6 vectors. Part 4: the default with a
+within-species prior from training data (``shellid prior``), see :func:`prior_part`.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from index.config import IdentifierConfig  # noqa: E402
 from index.evaluation.cache import EmbeddingCache  # noqa: E402
 from index.prototypes import l2_normalise  # noqa: E402
 from index.results import REJECTIONS  # noqa: E402
-from index.whitening import Whitening  # noqa: E402
+from index.whitening import Whitening, WithinSpeciesPrior  # noqa: E402
 
 #: the last commit before the decision layer was rebuilt (issue 10).
 BASELINE_COMMIT = "8abbf92"
@@ -121,8 +122,9 @@ def probe_scores(train_x, train_y, names, queries):
     return probs
 
 
-def evaluate(method, previous_cls, enrolled, vx, queries, qx, strangers, sx) -> dict:
-    """Figures of one method on one split (open-set ones only when there are ``strangers``)."""
+def evaluate(method, previous_cls, enrolled, vx, queries, qx, strangers, sx, prior=None) -> dict:
+    """Figures of one method on one split (open-set ones only when there are ``strangers``);
+    ``prior``: the default's :class:`WithinSpeciesPrior` (part 4)."""
     names = sorted({r.species for r in enrolled})
     truth = np.array([names.index(r.species) for r in queries])
     out: dict[str, float] = {}
@@ -146,7 +148,7 @@ def evaluate(method, previous_cls, enrolled, vx, queries, qx, strangers, sx) -> 
         identifier = previous_cls.fit(**args)
     else:
         config = IdentifierConfig(method="prototype") if method == "prototypes" else None
-        identifier = VectorIdentifier.fit(**args, config=config)
+        identifier = VectorIdentifier.fit(**args, config=config, prior=prior)
     known = identifier.score_batch(qx)
     assert known.species == names
     correct = known.similarities.argmax(1) == truth  # the same ranking as the probabilities
@@ -220,6 +222,77 @@ def pairs_part(name: str, records, take, previous_cls, seeds: int = 5) -> None:
     print("  " + "".join(f"{100 * np.mean(top1[m]):12.1f}" for m in METHODS))
 
 
+PRIOR_COLUMNS = ("default", "same kind", "other kind", "probe")
+
+
+def prior_part(args) -> None:
+    """A prior from training data (``shellid prior``): half of each set's species stand for
+    the model's training data, the other half for the collection enrolled later (30 % of it
+    never enrolled, as in part 1). Columns: the default without a prior, with the prior of
+    the training half ("same kind"), with the prior of another whole set ("other kind"), and
+    the probe; all on the same splits of the collection half."""
+    embedder = Embedder(load_model(None))
+    cache = EmbeddingCache(embedder)
+    loaded = {}
+    for name in DATASETS:
+        records = scan_collection(args.data / name, group_pattern=DATASETS[name])
+        loaded[name] = embed(records, cache, name)
+
+    def prior_of(records, vectors):
+        species = np.array([r.species for r in records])
+        specimens = np.array([f"{r.species}\x00{r.group}" for r in records])
+        return WithinSpeciesPrior.of_collection(vectors, species, specimens)
+
+    for name in args.datasets:
+        records, vectors = loaded[name]
+        other = "fish4k-23" if name != "fish4k-23" else "birds-cub-base100"
+        other_prior = prior_of(*loaded[other])
+        row = {str(r.path): i for i, r in enumerate(records)}
+
+        def take(part, vectors=vectors, row=row):
+            return vectors[[row[str(r.path)] for r in part]]
+
+        figures: dict = defaultdict(lambda: defaultdict(list))
+        for seed in range(args.seeds):
+            rng = np.random.default_rng(100 + seed)
+            species = sorted({r.species for r in records})
+            training = set(rng.choice(species, len(species) // 2, replace=False))
+            train = [r for r in records if r.species in training]
+            rest = [r for r in records if r.species not in training]
+            same_prior = prior_of(train, take(train))
+            for shots in SHOTS:
+                enrolled, queries, strangers = split(rest, shots, seed)
+                if not queries:
+                    continue
+                parts = (take(enrolled), queries, take(queries), strangers, take(strangers))
+                for column, method, prior in (
+                    ("default", "default", None),
+                    ("same kind", "default", same_prior),
+                    ("other kind", "default", other_prior),
+                    ("probe", "probe", None),
+                ):
+                    result = evaluate(method, None, enrolled, *parts, prior=prior)
+                    for key, value in result.items():
+                        figures[str(shots)][(column, key)].append(value)
+        print(
+            f"\n{name}: a prior from training data — half the species train it, the other "
+            f"half are the collection; other kind = the prior of {other}; mean of seeds"
+        )
+        print(f"  {'figure':<46}" + "".join(f"{c:>12}" for c in PRIOR_COLUMNS))
+        for shots in SHOTS:
+            block = figures[str(shots)]
+            for label, key, percent in (
+                ("top-1", "top1", True),
+                ("unknown-species AUROC", "auroc", False),
+                ("unknown rejected at 95 % known kept", "rejected95", True),
+                ("ECE of probabilities shown", "ece_shown", True),
+            ):
+                cells = "".join(
+                    f"{fmt(block.get((c, key), []), percent):>12}" for c in PRIOR_COLUMNS
+                )
+                print(f"  {f'{shots} photo(s): {label}':<46}{cells}")
+
+
 def fmt(values: list[float], percent: bool = True) -> str:
     if not values:
         return "—"
@@ -290,9 +363,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-pairs", dest="pairs", action="store_false", help="skip the two-species case"
     )
+    parser.add_argument(
+        "--no-prior", dest="prior", action="store_false", help="skip the prior from training data"
+    )
     args = parser.parse_args(argv)
     previous_cls = baseline_identifier(BASELINE_COMMIT)
     decisions_part(args, previous_cls)
+    if args.prior:
+        prior_part(args)
     if not args.skip_refit:
         refit_part()
     return 0
