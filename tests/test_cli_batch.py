@@ -250,17 +250,27 @@ def test_the_sample_taxonomy_names_a_genus_and_family_for_every_sample_species()
 
 
 # ------------------------------------------------------------------ start time
+MODEL_MODULES = ("torch", "timm", "torchvision", "onnxruntime")
+STORE_MODULES = ("lancedb", "faiss", "scipy")
+#: (label, argv, whether the species listing's copy is removed first, modules it must not import)
 LIGHT = [
-    ["--help"],
-    ["species", "--store", "{store}"],
-    ["remove"],
-    ["identify", "missing.jpg"],
+    ("help", ["--help"], False, MODEL_MODULES + STORE_MODULES),
+    ("species", ["species", "--store", "{store}"], False, MODEL_MODULES + STORE_MODULES),
+    ("species-stale", ["species", "--store", "{store}"], True, MODEL_MODULES),
+    ("remove", ["remove"], False, MODEL_MODULES + STORE_MODULES),
+    ("identify-missing", ["identify", "missing.jpg"], False, MODEL_MODULES + STORE_MODULES),
 ]
 
 
-@pytest.mark.parametrize("argv", LIGHT, ids=lambda a: " ".join(a[:2]))
-def test_light_commands_never_import_torch_or_timm(argv, store, tmp_path):
-    """Run the command in a fresh interpreter and list the heavy modules it imported."""
+@pytest.mark.parametrize(("label", "argv", "stale", "forbidden"), LIGHT, ids=[x[0] for x in LIGHT])
+def test_light_commands_never_import_torch_or_timm(label, argv, stale, forbidden, store, tmp_path):
+    """Run the command in a fresh interpreter and list the heavy modules it imported: never
+    the model's (torch, timm, ...); the store's (LanceDB, FAISS, SciPy) only to open the store
+    when the listing's copy is stale."""
+    from api.commands._listing import CACHE_FILE
+
+    if stale:
+        (Path(store) / CACHE_FILE).unlink()
     probe = (
         "import sys\n"
         "from api.cli import main\n"
@@ -268,8 +278,7 @@ def test_light_commands_never_import_torch_or_timm(argv, store, tmp_path):
         f"    main({[a.format(store=store) for a in argv]!r})\n"
         "except SystemExit:\n"
         "    pass\n"
-        "names = ('torch', 'timm', 'torchvision', 'onnxruntime')\n"
-        "heavy = sorted(m for m in names if m in sys.modules)\n"
+        f"heavy = sorted(m for m in {forbidden!r} if m in sys.modules)\n"
         "print('HEAVY=' + ','.join(heavy), file=sys.stderr)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -278,6 +287,8 @@ def test_light_commands_never_import_torch_or_timm(argv, store, tmp_path):
     )
     line = next(x for x in done.stderr.splitlines() if x.startswith("HEAVY="))
     assert line == "HEAVY=", f"{argv} imported {line[6:]}"
+    if label.startswith("species"):
+        assert "5 species, 40 photos" in done.stdout
 
 
 # ------------------------------------------------------------------ settings and wording
