@@ -330,6 +330,9 @@ def test_shellid_train_writes_model_log_and_curves(tmp_path, capsys):
         model.training_config["group_pattern"] == "specimen"
         and model.training_config["unfreeze"] == TrainingConfig().unfreeze
     )
+    # the training data's within-species prior travels with the model (5 species x 3 specimens)
+    assert "carries a within-species prior from 30 photos of 5 species (10 degrees" in stdout
+    assert model.within_species_prior is not None
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ._collection import BACKBONE_NAMES
@@ -129,6 +130,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", default=d.device, help="auto, cpu or cuda (default: %(default)s)"
     )
+    parser.add_argument(
+        "--no-prior",
+        dest="prior",
+        action="store_false",
+        help="do not store the training data's within-species prior in the model "
+        "(see shellid prior)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -165,6 +173,29 @@ def run(args: argparse.Namespace) -> int:
     )
     metrics = result.metrics
     model = result.model
+    if args.prior:  # the model carries how specimens of one species vary in its training data
+        from embedder.datasets import scan_collection
+        from embedder.training import embed_cached
+
+        from .prior_cmd import attach_prior
+
+        records = scan_collection(data, group_pattern=args.group_regex)
+        vectors, kept, _ = embed_cached(
+            model,
+            [r.path for r in records],
+            args.unfreeze,
+            cache_dir=args.cache_dir,
+            device=next(model.parameters()).device,
+            progress=not args.quiet,
+        )
+        by_path = {str(r.path): r for r in records}
+        try:
+            described = attach_prior(model, [by_path[str(p)] for p in kept], vectors)
+        except ValueError as exc:
+            print(f"shellid: the model carries no within-species prior: {exc}", file=sys.stderr)
+        else:
+            model.save(out)
+            print(f"{out} carries a {described}")
     print(
         f"saved {out} ({model.name}, {model.dim}-d, fingerprint {model.fingerprint}, "
         f"best epoch {result.best_epoch} of {metrics['epochs_run']})"
