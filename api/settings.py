@@ -7,6 +7,7 @@ set as ``SHELLID_<FIELD NAME IN CAPITALS>``, e.g. ``SHELLID_API_KEY``; docs/api.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import Field, SecretStr, field_validator
@@ -140,9 +141,17 @@ def load_settings(**overrides: Any) -> ServiceSettings:
     try:
         return ServiceSettings(**given)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            field = ".".join(str(part) for part in error.get("loc", ()))
-            where = field if field in given else f"SHELLID_{field.upper()}"
-            problems.append(f"{where}: {error.get('msg', 'invalid value')}")
-        raise SettingsError("invalid setting " + "; ".join(problems)) from None
+        raise SettingsError(settings_problems(exc, given)) from None
+
+
+def settings_problems(
+    error: Any, given: Mapping[str, Any], option: Callable[[str], str] = str
+) -> str:
+    """One line naming each bad setting of a pydantic ``ValidationError``: ``option(field)``
+    for the values in ``given`` (options), ``SHELLID_<FIELD>`` for the environment's."""
+    problems = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item.get("loc", ()))
+        where = option(field) if field in given else f"SHELLID_{field.upper()}"
+        problems.append(f"{where}: {item.get('msg', 'invalid value')}")
+    return "invalid setting " + "; ".join(problems)

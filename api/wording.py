@@ -14,12 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from embedder.datasets import species_display
 from index.results import REJECTIONS
-
-
-def display_name(name: str | None) -> str:
-    """``Conus_textile`` -> ``Conus textile``."""
-    return (name or "").replace("_", " ").strip()
 
 
 def percent(probability: float) -> str:
@@ -62,11 +58,11 @@ def summarize(
     """The headline for a decision: 'Conus textile, 94 %', 'Probably genus Conus — species
     uncertain', 'Not a species in this collection', 'This does not look like a shell'."""
     if decision == "species" and species:
-        return f"{display_name(species)}, {percent(confidence)}"
+        return f"{species_display(species)}, {percent(confidence)}"
     if decision == "genus" and genus:
-        return f"Probably genus {display_name(genus)} — species uncertain"
+        return f"Probably genus {species_display(genus)} — species uncertain"
     if decision == "family" and family:
-        return f"Probably family {display_name(family)} — genus and species uncertain"
+        return f"Probably family {species_display(family)} — genus and species uncertain"
     if decision == "out_of_domain":
         return f"This does not look like {_article(subject)} {subject}"
     if decision == "unknown_species":
@@ -76,7 +72,7 @@ def summarize(
 
 def _named(candidate: Any) -> str:
     """``Conus textile (48 %)``; the name alone when the probability is missing."""
-    name = display_name(_field(candidate, "species"))
+    name = species_display(_field(candidate, "species"))
     probability = _field(candidate, "probability")
     return f"{name} ({percent(probability)})" if probability is not None else name
 
@@ -108,12 +104,12 @@ def explain(
         if best is None:
             return "No enrolled species is close enough to name it."
         return (
-            f"It looks most like {display_name(_field(best, 'species'))} "
+            f"It looks most like {species_display(_field(best, 'species'))} "
             f"({similarity(float(_field(best, 'score', 0.0)))}), but not closely enough to name "
             "it; the closest enrolled photos are shown for comparison."
         )
     if decision in ("genus", "family") and (genus if decision == "genus" else family):
-        taxon = display_name(genus if decision == "genus" else family)
+        taxon = species_display(genus if decision == "genus" else family)
         sentence = f"{decision.capitalize()} {taxon} is {percent(confidence)} likely"
         if best is not None:
             sentence += f"; the most likely species is {_named(best)}"

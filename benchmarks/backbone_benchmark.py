@@ -41,7 +41,8 @@ sys.path.insert(0, str(REPO))
 from benchmarks.embedder_benchmark import few_shot_scores  # noqa: E402
 from embedder import Embedder, EmbeddingModel, default_model, scan_collection  # noqa: E402
 from embedder.backbones import TF_MEAN, TF_STD  # noqa: E402
-from embedder.episodes import cl2n, l2_normalize  # noqa: E402
+from embedder.episodes import cl2n  # noqa: E402
+from embedder.vectors import l2_normalise  # noqa: E402
 from index.calibration import auroc  # noqa: E402
 
 DATASETS = {  # name -> group preset (None: every photo is its own specimen)
@@ -123,7 +124,7 @@ def unknown_species_auroc(
         queries = np.concatenate([query_known, query_unknown]).astype(int)
         support, query = cl2n(vectors[flat], vectors[queries])
         sizes = np.cumsum([0] + [len(r) for r in support_rows])
-        prototypes = l2_normalize(
+        prototypes = l2_normalise(
             np.stack([support[a:b].mean(axis=0) for a, b in itertools.pairwise(sizes)])
         )
         best = (query @ prototypes.T).max(axis=1)

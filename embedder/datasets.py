@@ -57,9 +57,9 @@ def genus_of(species: str) -> str:
     return parts[0] if len(parts) >= 2 and parts[0][:1].isupper() else ""
 
 
-def species_display(species: str) -> str:
-    """``Conus_textile`` -> ``Conus textile``."""
-    return species.replace("_", " ")
+def species_display(name: str | None) -> str:
+    """How a taxon name is shown: ``Conus_textile`` -> ``Conus textile`` ('' for None)."""
+    return (name or "").replace("_", " ").strip()
 
 
 def load_taxonomy(path: Path) -> dict[str, dict[str, str]]:
@@ -152,10 +152,6 @@ def images_in(paths: Iterable[str | Path]) -> list[Path]:
         else:
             found.append(path)
     return found
-
-
-def species_of(records: Sequence[ImageRecord]) -> list[str]:
-    return sorted({r.species for r in records})
 
 
 def group_split(

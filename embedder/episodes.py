@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .vectors import l2_normalise
+
 
 @dataclass(frozen=True)
 class EpisodeResult:
@@ -34,9 +36,11 @@ class EpisodeResult:
         }
 
 
-def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    norm = np.linalg.norm(x, axis=axis, keepdims=True)
-    return x / np.maximum(norm, 1e-12)
+def summarize(values: Sequence[float] | np.ndarray, n_way: int, k_shot: int) -> EpisodeResult:
+    """Mean and 95 % half-width (1.96 · sd / √n) of per-episode (or per-repeat) accuracies."""
+    a = np.asarray(values, dtype=np.float64)
+    ci = 1.96 * a.std(ddof=1) / np.sqrt(len(a)) if len(a) > 1 else 0.0
+    return EpisodeResult(float(a.mean()), float(ci), len(a), n_way, k_shot)
 
 
 def cl2n(
@@ -44,7 +48,7 @@ def cl2n(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Centre on ``center`` (default: the support mean) then L2-normalise (SimpleShot CL2N)."""
     mean = support.mean(axis=0) if center is None else center
-    return l2_normalize(support - mean), l2_normalize(query - mean)
+    return l2_normalise(support - mean), l2_normalise(query - mean)
 
 
 def _groups_of(labels: np.ndarray, groups: Sequence[str] | None) -> np.ndarray:
@@ -127,11 +131,10 @@ def episodic_accuracy(
         support = x[episode.support.reshape(-1)]
         query = x[episode.query]
         support, query = cl2n(support, query, center)
-        prototypes = l2_normalize(support.reshape(n_way, k_shot, -1).mean(axis=1))
+        prototypes = l2_normalise(support.reshape(n_way, k_shot, -1).mean(axis=1))
         predicted = (query @ prototypes.T).argmax(axis=1)
         accuracies[e] = float((predicted == episode.query_way).mean())
-    ci = 1.96 * accuracies.std(ddof=1) / np.sqrt(episodes) if episodes > 1 else 0.0
-    return EpisodeResult(float(accuracies.mean()), float(ci), episodes, n_way, k_shot)
+    return summarize(accuracies, n_way, k_shot)
 
 
 def recall_at_k(
@@ -145,7 +148,7 @@ def recall_at_k(
     x = np.asarray(vectors, dtype=np.float32)
     if center:
         x = x - x.mean(axis=0)
-    x = l2_normalize(x)
+    x = l2_normalise(x)
     y = np.asarray(labels)
     g = _groups_of(y, groups)
     kmax = max(ks)

@@ -95,8 +95,3 @@ def bridge(backbone: Backbone, from_unfreeze: int, to_unfreeze: int) -> nn.Seque
     return nn.Sequential(
         *all_stages[split_index(backbone, from_unfreeze) : split_index(backbone, to_unfreeze)]
     )
-
-
-def trainable_parameters(backbone: Backbone, unfreeze: int) -> list[nn.Parameter]:
-    """Parameters of the tail (empty for unfreeze 0)."""
-    return [p for p in tail(backbone, unfreeze).parameters()]

@@ -30,7 +30,7 @@ from .calibration import open_set_probabilities
 from .config import IdentifierConfig
 from .decision import DecisionPolicy
 from .decision import candidate_mask as species_mask
-from .enrolled import EnrolledRows, genus_from_name
+from .enrolled import EnrolledRows
 from .errors import EmptyCollectionError, InvalidQueryError
 from .prototypes import fuse_views, l2_normalise
 from .results import (
@@ -52,7 +52,7 @@ from .scorers import (
 from .search import VectorIndex
 from .whitening import Whitening, WithinSpeciesPrior
 
-__all__ = ["Refit", "VectorIdentifier", "genus_from_name"]
+__all__ = ["Refit", "VectorIdentifier"]
 
 
 @dataclass(frozen=True)
@@ -216,11 +216,6 @@ class VectorIdentifier:
     @property
     def vectors(self) -> np.ndarray:
         return self.rows.vectors.copy()
-
-    @property
-    def search_kind(self) -> str:
-        """``"flat"`` (exact) or the FAISS factory string of the specimen index."""
-        return self.rows.index.kind
 
     def counts(self) -> dict[str, int]:
         """Images per species."""

@@ -25,9 +25,10 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from embedder.datasets import genus_of
 from embedder.intake import ImageIntakeError, IntakeLimits, decode_image
 
-from .classifier import VectorIdentifier, genus_from_name
+from .classifier import VectorIdentifier
 from .config import IdentifierConfig, IndexSettings
 from .errors import (
     DuplicateImageError,
@@ -487,7 +488,7 @@ class Collection:
         specimens = [
             str(groups[i]) if groups is not None else ids[k] for k, (i, _) in enumerate(items)
         ]
-        genus = taxonomy.get("genus") or genus_from_name(name)
+        genus = taxonomy.get("genus") or genus_of(name)
         extra = json.dumps(
             {k: v for k, v in taxonomy.items() if k not in TAXONOMY_COLUMNS}, sort_keys=True
         )

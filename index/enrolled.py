@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from embedder.datasets import genus_of
+
 from .errors import InvalidQueryError, SpecimenNotFoundError
 from .prototypes import l2_normalise
 from .search import VectorIndex
@@ -20,12 +22,6 @@ from .search import VectorIndex
 #: joins species and group name, so equal group names of two species stay distinct groups.
 GROUP_SEP = "\x1f"
 _REGION_SPLIT = re.compile(r"\s*[;,|]\s*")
-
-
-def genus_from_name(species: str) -> str:
-    """Genus from a ``Genus_species`` name ('' when the first word is not capitalised)."""
-    parts = re.split(r"[_\s]+", species.strip())
-    return parts[0] if len(parts) >= 2 and parts[0][:1].isupper() else ""
 
 
 def regions_of(text: str) -> set[str]:
@@ -217,7 +213,7 @@ class EnrolledRows:
         self.g: np.ndarray = np.asarray(groups, np.int64)
         S = len(self.species)
         self.genus: list[str] = [
-            self.taxonomy.get(s, {}).get("genus") or genus_from_name(s) for s in self.species
+            self.taxonomy.get(s, {}).get("genus") or genus_of(s) for s in self.species
         ]
         self.family: list[str] = [self.taxonomy.get(s, {}).get("family", "") for s in self.species]
         self.counts: np.ndarray = np.bincount(self.y, minlength=S)

@@ -9,18 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-EPS = 1e-8
-
-
-def l2_normalise(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length as float32 (zero rows stay zero).
-
-    Kept apart from ``embedder.episodes.l2_normalize`` (dtype-preserving, eps 1e-12) on
-    purpose: importing ``embedder`` loads torch, which the numpy-level index must not need.
-    """
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return vectors / np.maximum(norms, EPS)
+from embedder.vectors import EPS, l2_normalise
 
 
 def fuse_views(views: np.ndarray) -> np.ndarray:

@@ -121,22 +121,6 @@ class VectorIndex:
     def ids(self) -> np.ndarray:
         return self._ids.copy()
 
-    def vectors_of(self, ids: np.ndarray) -> np.ndarray:
-        """The stored vectors of ``ids`` (KeyError for an unknown id)."""
-        ids = np.asarray(ids, dtype=np.int64)
-        rows = self._rows_of(ids)
-        return self._vectors[rows]
-
-    def _rows_of(self, ids: np.ndarray) -> np.ndarray:
-        order = np.argsort(self._ids, kind="stable")
-        pos = np.searchsorted(self._ids, ids, sorter=order)
-        pos = np.clip(pos, 0, max(self._ids.size - 1, 0))
-        rows = order[pos] if self._ids.size else np.zeros(0, np.int64)
-        if ids.size and (self._ids.size == 0 or np.any(self._ids[rows] != ids)):
-            missing = ids if self._ids.size == 0 else ids[self._ids[rows] != ids]
-            raise KeyError(f"ids not in the index: {missing[:5].tolist()}")
-        return rows
-
     # ------------------------------------------------------------------ building
     def _wanted_kind(self, n: int) -> str:
         if n < self.ann_threshold:

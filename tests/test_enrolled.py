@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from index.classifier import genus_from_name as classifier_genus_from_name
-from index.enrolled import EnrolledRows, genus_from_name, regions_of
+from embedder.datasets import genus_of
+from index.enrolled import EnrolledRows, regions_of
 from index.errors import InvalidQueryError, SpecimenNotFoundError
 
 DIM = 8
@@ -111,9 +111,8 @@ def test_genus_defaults_to_the_first_word_and_taxonomy_overrides_it():
     assert rows.family == ["Conidae", "", ""]
     rows.add(np.ones((1, DIM)), ["Murex_b"], taxonomy={"Murex_b": {"genus": "Haustellum"}})
     assert rows.genus[1] == "Haustellum"
-    assert genus_from_name("Conus textile") == "Conus"
-    assert genus_from_name("conus_textile") == ""
-    assert classifier_genus_from_name is genus_from_name
+    assert genus_of("Conus textile") == "Conus"
+    assert genus_of("conus_textile") == ""
 
 
 def test_species_regions_merge_the_species_and_row_regions():

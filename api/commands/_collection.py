@@ -101,12 +101,10 @@ def settings_from(args: argparse.Namespace, **extra: Any):
     try:
         return IndexSettings(**given)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            field = ".".join(str(part) for part in error.get("loc", ()))
-            where = f"--{field.replace('_', '-')}" if field in given else f"SHELLID_{field.upper()}"
-            problems.append(f"{where}: {error.get('msg', 'invalid value')}")
-        raise CollectionOptionError("invalid setting " + "; ".join(problems)) from None
+        from ..settings import settings_problems
+
+        message = settings_problems(exc, given, lambda field: f"--{field.replace('_', '-')}")
+        raise CollectionOptionError(message) from None
 
 
 def open_collection(
@@ -148,11 +146,6 @@ def store_uri(args: argparse.Namespace) -> str:
 def taxonomy_value(value: Any) -> Any:
     """Missing taxonomy is ``None`` in JSON, CSV and tables alike (never ``""``)."""
     return None if value == "" else value
-
-
-def display(name: str | None) -> str:
-    """``Conus_textile`` -> ``Conus textile``."""
-    return (name or "").replace("_", " ")
 
 
 def table(rows: list[list[str]], header: list[str], right: set[int] | None = None) -> str:

@@ -7,7 +7,9 @@ import argparse
 import json
 import sys
 
-from ._collection import add_model_option, add_store_option, display, open_collection
+from embedder.datasets import species_display
+
+from ._collection import add_model_option, add_store_option, open_collection
 
 HELP = "enroll species from photos (folders with a folder per species, or --species NAME PHOTOS)"
 
@@ -116,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
             notes.append(f"{len(report.errors)} unreadable")
         extra = f" ({', '.join(notes)})" if notes else ""
         print(
-            f"{display(report.species)}: +{report.added} photos{extra}, {report.total} in the store"
+            f"{species_display(report.species)}: +{report.added} photos{extra}, "
+            f"{report.total} in the store"
         )
         for name, why in {**report.refused, **report.errors}.items():
             print(f"  {name}: {why}", file=sys.stderr)

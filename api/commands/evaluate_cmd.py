@@ -4,7 +4,6 @@ backbone and a logistic probe, on the same splits; ``--json`` and an HTML ``--re
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -127,12 +126,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="embedding cache (default: $SHELLID_CACHE_DIR or ~/.cache/shellid)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def _pct(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{100 * value:.1f}"
 
 
 def print_summary(figures: dict, out: TextIO | None = None) -> None:

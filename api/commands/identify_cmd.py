@@ -16,12 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from embedder.datasets import species_display
+
 from ._collection import (
     add_filter_options,
     add_model_option,
     add_store_option,
     add_threshold_options,
-    display,
     open_collection,
     table,
     taxonomy_value,
@@ -95,7 +96,7 @@ def describe(result, files: list[str], subject: str = "shell", names=None) -> st
             rows.append(
                 [
                     str(i),
-                    display(c.species),
+                    species_display(c.species),
                     c.genus or "-",
                     c.family or "-",
                     "-" if p is None else f"{p:.3f}",
@@ -109,7 +110,7 @@ def describe(result, files: list[str], subject: str = "shell", names=None) -> st
         lines += ["  " + line for line in body.splitlines()]
     if result.similar:
         near = ", ".join(
-            f"{display(s.species)} {photo_label(s, names)} ({s.score:.2f})"
+            f"{species_display(s.species)} {photo_label(s, names)} ({s.score:.2f})"
             for s in result.similar[:3]
         )
         lines.append(f"  {words.similar_heading.lower()}: {near}")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._collection import add_store_option, display, open_collection
+from embedder.datasets import species_display
+
+from ._collection import add_store_option, open_collection
 
 HELP = "remove a species (--species NAME) or one enrolled photo (--specimen ID)"
 
@@ -37,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     if args.species:
         info = collection.species_info(args.species)  # SpeciesNotFoundError when not enrolled
         what = (
-            f"{display(info.species)}: {info.count} photos of {info.specimens} specimens "
+            f"{species_display(info.species)}: {info.count} photos of {info.specimens} specimens "
             f"from {collection.store.uri}"
         )
         if not args.yes and not confirm(f"remove {what}?"):
@@ -47,10 +49,11 @@ def run(args: argparse.Namespace) -> int:
             )
             return 1
         removed = collection.remove_species(args.species)
-        print(f"removed {display(info.species)}: {removed} photos ({len(collection)} left)")
+        print(f"removed {species_display(info.species)}: {removed} photos ({len(collection)} left)")
     else:
         record = collection.remove_specimen(args.specimen)
         left = len(collection)
-        print(f"removed photo {record.specimen_id} of {display(record.species)} ({left} left)")
+        name = species_display(record.species)
+        print(f"removed photo {record.specimen_id} of {name} ({left} left)")
     write_listing(collection)
     return 0

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
+from embedder.datasets import species_display
+
 from ._collection import (
     add_filter_options,
     add_model_option,
     add_store_option,
-    display,
     open_collection,
     table,
     taxonomy_value,
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         [
             str(i),
             f"{s.score:.3f}",
-            display(s.species),
+            species_display(s.species),
             names.get(s.specimen_id) or "-",
             s.source or "-",
             s.specimen,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from embedder.datasets import species_display
+
 from ._collection import (
     add_store_option,
-    display,
     open_collection,
     store_uri,
     table,
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     rows = [
         [
-            display(s["species"]),
+            species_display(s["species"]),
             s["genus"] or "-",
             s["family"] or "-",
             s["region"] or "-",

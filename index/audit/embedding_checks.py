@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from embedder.episodes import l2_normalize
+from embedder.vectors import l2_normalise
 
 
 @dataclass
@@ -29,7 +29,7 @@ def nearest_neighbours(
 ) -> NeighbourTable:
     """Exact k-NN by cosine, skipping each image itself and its byte-identical copies
     (same ``copy_id``), plus every pair whose cosine is at least ``pair_threshold``."""
-    x = l2_normalize(np.asarray(vectors, dtype=np.float32))
+    x = l2_normalise(np.asarray(vectors, dtype=np.float32))
     n = len(x)
     k = max(0, min(k, n - 1))
     ids = np.asarray(copy_id) if copy_id is not None else np.arange(n)
@@ -70,7 +70,7 @@ class CentroidSimilarity:
 
 def centroid_similarity(vectors: np.ndarray, species: Sequence[str]) -> CentroidSimilarity:
     """Leave-one-out centroid similarity (the image itself does not pull its centre)."""
-    x = l2_normalize(np.asarray(vectors, dtype=np.float64))
+    x = l2_normalise(np.asarray(vectors, dtype=np.float64))
     labels = np.asarray(species)
     names = sorted(set(species))
     col = {s: i for i, s in enumerate(names)}
@@ -81,8 +81,8 @@ def centroid_similarity(vectors: np.ndarray, species: Sequence[str]) -> Centroid
     own_sum = sums[y] - x
     own_n = counts[y] - 1
     with np.errstate(invalid="ignore", divide="ignore"):
-        own = np.where(own_n > 0, np.einsum("ij,ij->i", x, l2_normalize(own_sum)), np.nan)
-    to_centres = x @ l2_normalize(sums).T
+        own = np.where(own_n > 0, np.einsum("ij,ij->i", x, l2_normalise(own_sum)), np.nan)
+    to_centres = x @ l2_normalise(sums).T
     to_centres[np.arange(len(x)), y] = -np.inf
     if len(names) > 1:
         best = to_centres.argmax(axis=1)

@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from embedder.episodes import EpisodeResult, cl2n, l2_normalize, sample_episodes
+from embedder.episodes import EpisodeResult, cl2n, sample_episodes, summarize
+from embedder.vectors import l2_normalise
 
 
 def prototype_predict(
@@ -22,13 +23,13 @@ def prototype_predict(
     """Nearest CL2N prototype (SimpleShot): class position of each query."""
     support, query = cl2n(support, query, center)
     ways = np.unique(support_way)
-    prototypes = l2_normalize(np.stack([support[support_way == w].mean(axis=0) for w in ways]))
+    prototypes = l2_normalise(np.stack([support[support_way == w].mean(axis=0) for w in ways]))
     return ways[(query @ prototypes.T).argmax(axis=1)]
 
 
 def probe_predict(support: np.ndarray, support_way: np.ndarray, query: np.ndarray) -> np.ndarray:
     """Logistic regression (L2, C=1) fitted on the L2-normalised supports."""
-    support, query = l2_normalize(support), l2_normalize(query)
+    support, query = l2_normalise(support), l2_normalise(query)
     if len(np.unique(support_way)) < 2:
         return np.full(len(query), support_way[0])
     with warnings.catch_warnings():
@@ -67,10 +68,3 @@ def episodic_accuracies(
             predicted = predict(x[support_idx], support_way, x[episode.query])
             accuracies[name].append(float((predicted == episode.query_way).mean()))
     return {name: summarize(values, n_way, k_shot) for name, values in accuracies.items()}
-
-
-def summarize(values: Sequence[float], n_way: int, k_shot: int) -> EpisodeResult:
-    """Mean and 95 % half-width (1.96 · sd / √n) of per-episode (or per-repeat) accuracies."""
-    a = np.asarray(values, dtype=np.float64)
-    ci = 1.96 * a.std(ddof=1) / np.sqrt(len(a)) if len(a) > 1 else 0.0
-    return EpisodeResult(float(a.mean()), float(ci), len(a), n_way, k_shot)

@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 from embedder import EmbeddingModel, ImageRecord, load_model, scan_collection
 from embedder.datasets import group_split, images_in, select_species, shots_split
 from embedder.embedding import Embedder
-from embedder.episodes import l2_normalize
+from embedder.episodes import summarize
+from embedder.vectors import l2_normalise
 from index.classifier import VectorIdentifier
 from index.config import DEFAULT_TARGET_RECALL, IdentifierConfig
 from index.results import REJECTIONS
@@ -41,7 +42,6 @@ from .fewshot import (
     episodic_accuracies,
     probe_predict,
     prototype_predict,
-    summarize,
 )
 from .metrics import closed_set_metrics
 from .openset import decision_rates, holdout_species, open_set_figures
@@ -166,7 +166,7 @@ def _fit_probe(x: np.ndarray, y: Sequence[str], seed: int) -> LogisticRegression
     probe = LogisticRegression(C=1.0, max_iter=2000, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        probe.fit(l2_normalize(x), list(y))
+        probe.fit(l2_normalise(x), list(y))
     return probe
 
 
@@ -331,7 +331,7 @@ def _fit_and_score(
     probe = _fit_probe(x[train], labels, cfg.seed)
     for name, q in queries.items():
         if len(q):
-            probs = probe.predict_proba(l2_normalize(q))
+            probs = probe.predict_proba(l2_normalise(q))
         else:
             probs = np.zeros((0, len(probe.classes_)))
         msp = 1.0 - probs.max(axis=1) if len(q) else np.zeros(0)
@@ -540,7 +540,7 @@ def _prototypes(records, vectors) -> dict:
     labels = np.asarray([r.species for r in records])
     prototypes: dict[str, np.ndarray] = {}
     for name, x in vectors.items():
-        prototypes[name] = l2_normalize(np.stack([x[labels == s].mean(axis=0) for s in species]))
+        prototypes[name] = l2_normalise(np.stack([x[labels == s].mean(axis=0) for s in species]))
     return {
         "species": species,
         "genus": [taxon[s][0] for s in species],
