@@ -309,3 +309,27 @@ def test_one_cache_variable_and_the_old_name_still_works_with_a_warning(monkeypa
     monkeypatch.delenv("SHELLID_CACHE_DIR")
     with pytest.warns(FutureWarning, match="SHELLID_CACHE is deprecated"):
         assert default_features_dir() == tmp_path / "old"
+
+
+def test_demo_over_a_store_that_holds_everything_withdraws_the_kept_back(
+    tmp_path, monkeypatch, capsys
+):
+    """A store filled by an earlier demo (every photo enrolled): the kept-back specimens are
+    removed, so trying them is never a self-match."""
+    import api.app
+    from index.collection import Collection
+
+    monkeypatch.setattr(
+        api.app,
+        "open_collection",
+        lambda settings: Collection.open(settings.store, model=FakeEmbedder(), create=True),
+    )
+    data = make_collection(tmp_path / "sample", specimens=3, views=2)
+    store = str(tmp_path / "store")
+    assert main(["demo", "--store", store, "--data", str(data), "--hold-out", "0"]) == 0
+    assert "added 30 photos" in capsys.readouterr().out
+    assert main(["demo", "--store", store, "--data", str(data)]) == 0
+    assert "removed 10 photos of kept-back specimens enrolled before" in capsys.readouterr().out
+    collection = Collection.open(store, model=FakeEmbedder(), create=False)
+    assert len(collection) == 20
+    assert not {p.name for p in data.glob("*/*_3_*.png")} & set(collection.photo_names().values())

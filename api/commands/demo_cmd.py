@@ -141,6 +141,24 @@ def plan(records: list, hold_out: int) -> tuple[dict[str, list], list[dict]]:
     return enrol, kept
 
 
+def withdraw(collection, kept: list[dict]) -> int:
+    """Remove from the store the photos of kept-back specimens that an earlier demo enrolled
+    (same species and file name); returns how many went."""
+    identifier = collection.identifier
+    if identifier is None or not kept:
+        return 0
+    wanted = {(k["species"], Path(f).name) for k in kept for f in k["files"]}
+    names = collection.photo_names()
+    ids = [
+        i
+        for i, species in zip(identifier.specimen_ids, identifier.labels, strict=True)
+        if (species, names.get(i, "")) in wanted
+    ]
+    for specimen_id in ids:
+        collection.remove_specimen(specimen_id)
+    return len(ids)
+
+
 def run(args: argparse.Namespace) -> int:
     from api.app import open_collection
     from api.settings import load_settings
@@ -194,7 +212,10 @@ def run(args: argparse.Namespace) -> int:
             bar.update(len(chosen))
     if any(r.added for r in reports):
         collection.calibrate()
+    unseen = withdraw(collection, kept)  # a store filled before: the kept-back must be unseen
     try_these.record(collection, kept)
+    if unseen:
+        print(f"shellid demo: removed {unseen} photos of kept-back specimens enrolled before")
     added = sum(r.added for r in reports)
     duplicates = sum(len(r.duplicates) for r in reports)
     refused = sum(len(r.refused) for r in reports)
