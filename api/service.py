@@ -13,7 +13,6 @@ from urllib.parse import quote
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from embedder import Embedder
 from index.imaging import normalise_size
 
 from .batcher import EmbeddingBatcher
@@ -116,6 +115,8 @@ class ShellidService:
         self.settings = settings
         embedder = collection.embedder
         self.plan = plan_inference(settings, embedder_device(embedder))
+        from embedder.embedding import Embedder  # torch: imported when a service starts
+
         if isinstance(embedder, Embedder) and embedder.threads is None:
             embedder.threads = self.plan.torch_threads  # ONNX Runtime's threads too
         self.batcher = EmbeddingBatcher(
