@@ -19,7 +19,17 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from embedder import ImageIntakeError
-from index.errors import CollectionError
+from index.errors import (
+    CollectionError,
+    DuplicateImageError,
+    EmptyCollectionError,
+    InvalidQueryError,
+    ModelMismatchError,
+    ModelNotLoadedError,
+    SpeciesNotFoundError,
+    SpecimenNotFoundError,
+    StoreError,
+)
 
 log = logging.getLogger("shellid.api")
 
@@ -54,17 +64,28 @@ def error_response(
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
 
-#: ``index.errors`` class name -> error code (the HTTP status is the class's ``http_status``).
-INDEX_ERROR_CODES: dict[str, str] = {
-    "SpeciesNotFoundError": "species_not_found",
-    "SpecimenNotFoundError": "specimen_not_found",
-    "DuplicateImageError": "image_under_other_species",
-    "EmptyCollectionError": "empty_collection",
-    "ModelMismatchError": "model_mismatch",
-    "InvalidQueryError": "invalid_query",
-    "ModelNotLoadedError": "model_not_loaded",
-    "StoreError": "store_error",
+#: ``index.errors`` class -> (HTTP status, error code); a subclass answers as its nearest
+#: listed ancestor, an unlisted one as :class:`CollectionError`.
+INDEX_ERRORS: dict[type[CollectionError], tuple[int, str]] = {
+    SpeciesNotFoundError: (404, "species_not_found"),
+    SpecimenNotFoundError: (404, "specimen_not_found"),
+    DuplicateImageError: (409, "image_under_other_species"),
+    EmptyCollectionError: (409, "empty_collection"),
+    ModelMismatchError: (409, "model_mismatch"),
+    ModelNotLoadedError: (409, "model_not_loaded"),
+    InvalidQueryError: (422, "invalid_query"),
+    StoreError: (500, "store_error"),
+    CollectionError: (400, "collection_error"),
 }
+
+
+def index_error_answer(exc: CollectionError) -> tuple[int, str]:
+    """The (status, code) of an index error, by its class."""
+    for cls in type(exc).__mro__:
+        if cls in INDEX_ERRORS:
+            return INDEX_ERRORS[cls]
+    return INDEX_ERRORS[CollectionError]
+
 
 #: Intake refusals (``embedder.ImageIntakeError.code``) answered 413 instead of 422: the
 #: photo is readable but over a size or cost limit.
@@ -165,8 +186,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(CollectionError)
     async def _collection_error(request: Request, exc: CollectionError) -> JSONResponse:
-        code = INDEX_ERROR_CODES.get(type(exc).__name__, "collection_error")
-        status = int(getattr(exc, "http_status", 400))
+        status, code = index_error_answer(exc)
         if status >= 500:
             log.error("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc)
         return error_response(status, code, str(exc))

@@ -1,29 +1,23 @@
 """Errors the index raises for problems a user can fix; each carries a one-line message.
 
 All derive from :class:`CollectionError` (so callers can catch the family) and from
-``ValueError`` (bad input) or ``RuntimeError`` (state of the store), as the CLI and the HTTP
-API expect. The HTTP mapping is suggested by :attr:`CollectionError.http_status`.
+``ValueError`` (bad input) or ``RuntimeError`` (state of the store). The index knows nothing
+of HTTP: ``api/errors.py`` maps each class to its status and code.
 """
 
 from __future__ import annotations
 
 
 class CollectionError(Exception):
-    """Base class of every index error; ``http_status`` is the natural HTTP answer."""
-
-    http_status: int = 400
+    """Base class of every index error."""
 
 
 class StoreError(CollectionError, RuntimeError):
     """The LanceDB store cannot be opened, read or written (path, permissions, damage)."""
 
-    http_status = 500
-
 
 class ModelMismatchError(CollectionError, RuntimeError):
     """The store's vectors were made by another embedding model than the one loaded."""
-
-    http_status = 409
 
     def __init__(
         self,
@@ -59,34 +53,22 @@ class ModelMismatchError(CollectionError, RuntimeError):
 class SpeciesNotFoundError(CollectionError, ValueError):
     """A species name that is not enrolled."""
 
-    http_status = 404
-
 
 class SpecimenNotFoundError(CollectionError, ValueError):
     """A specimen (enrolled image) id that is not in the store."""
-
-    http_status = 404
 
 
 class DuplicateImageError(CollectionError, ValueError):
     """An image that is already enrolled under another species."""
 
-    http_status = 409
-
 
 class EmptyCollectionError(CollectionError, RuntimeError):
     """An operation that needs enrolled specimens (identify, search) on an empty collection."""
-
-    http_status = 409
 
 
 class InvalidQueryError(CollectionError, ValueError):
     """A query the index cannot answer as asked (wrong vector size, a filter matching nothing)."""
 
-    http_status = 422
-
 
 class ModelNotLoadedError(CollectionError, RuntimeError):
     """An operation that needs the embedding model on a collection opened without one."""
-
-    http_status = 409
