@@ -40,7 +40,7 @@ from . import stages
 from .backbones import DEFAULT_BACKBONE, Backbone, create_backbone
 from .datasets import DatasetError, ImageRecord, class_split, scan_collection
 from .episodes import episodic_accuracy
-from .feature_cache import FeatureCache
+from .feature_cache import CachedFeatures, FeatureCache
 from .model import HEAD_KINDS, EmbeddingModel, create_head
 
 LOSS_KINDS = ("multisimilarity", "supcon", "proxyanchor", "triplet")
@@ -351,6 +351,33 @@ def plot_curves(history: Sequence[EpochLog], best_epoch: int, path: Path, title:
 
 
 # ---------------------------------------------------------------------- training
+@dataclass
+class _TrainingData:
+    """Cached backbone features of the training and validation images, with their labels."""
+
+    train: CachedFeatures
+    val: CachedFeatures
+    classes: list[str]  # training classes with readable images
+    label_ids: torch.Tensor  # (n,) index into classes per training image
+    val_labels: list[str]
+    val_groups: list[str]
+    skipped: int
+
+
+@dataclass
+class _Network:
+    """The trainable part (backbone tail + head) with its loss, miner and optimiser."""
+
+    net: _Trainable
+    head: nn.Module
+    in_dim: int
+    out_dim: int
+    loss_fn: nn.Module
+    miner: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+
+
 def train_embedder(
     train_records: Sequence[ImageRecord],
     val_records: Sequence[ImageRecord],
@@ -375,7 +402,38 @@ def train_embedder(
     started = time.perf_counter()
     seed_everything(config.seed)
     device = resolve_device(config.device)
+    _check_classes(train_records, val_records)
+    backbone = _frozen_backbone(backbone, config, device)
+    data = _cache_features(
+        FeatureCache(cache_dir, backbone, config.unfreeze),
+        train_records,
+        val_records,
+        config,
+        progress,
+        log,
+    )
+    network = _build_network(backbone, len(data.classes), config, device)
+    history, best_epoch = _run_epochs(network, data, config, device, progress, log)
+    for parameter in backbone.parameters():
+        parameter.requires_grad_(False)
+    metrics = _training_metrics(history, best_epoch, data, time.perf_counter() - started)
+    model = EmbeddingModel(
+        backbone,
+        network.head,
+        head_config={"kind": config.head, "in_dim": network.in_dim, "out_dim": network.out_dim},
+        training_config=config.to_dict(),
+        classes=data.classes,
+        metrics=metrics,
+    ).eval()
+    model.invalidate_fingerprint()
+    files = _write_outputs(model, history, best_epoch, config, out)
+    return TrainingResult(model, history, best_epoch, metrics, files)
 
+
+def _check_classes(
+    train_records: Sequence[ImageRecord], val_records: Sequence[ImageRecord]
+) -> None:
+    """At least two training classes, and validation classes that are never trained on."""
     classes = sorted({r.species for r in train_records})
     if len(classes) < 2:
         raise TrainingError(f"training needs at least 2 classes; found {len(classes)}")
@@ -387,18 +445,32 @@ def train_embedder(
             f"validation classes must not be trained on; shared: {sorted(overlap)[:3]}"
         )
 
+
+def _frozen_backbone(
+    backbone: Backbone | None, config: TrainingConfig, device: torch.device
+) -> Backbone:
+    """The starting backbone on ``device``, every weight frozen (the tail is thawed later)."""
     if backbone is None:
         backbone = create_backbone(config.backbone)
     backbone.preprocess = backbone.preprocess.with_shell_normalisation(config.normalize_shells)
     backbone.to(device).eval()
     for parameter in backbone.parameters():
         parameter.requires_grad_(False)
-    cache = FeatureCache(cache_dir, backbone, config.unfreeze)
+    return backbone
 
-    train_views = tuple(range(config.views + 1))
+
+def _cache_features(
+    cache: FeatureCache,
+    train_records: Sequence[ImageRecord],
+    val_records: Sequence[ImageRecord],
+    config: TrainingConfig,
+    progress: bool,
+    log: Callable[[str], None],
+) -> _TrainingData:
+    """Trunk features of the augmented training views and the clean validation images."""
     train_set = cache.get(
         [r.path for r in train_records],
-        train_views,
+        tuple(range(config.views + 1)),
         desc="caching training views",
         progress=progress,
     )
@@ -411,15 +483,26 @@ def train_embedder(
         log(f"skipped {len(errors)} unreadable image(s), e.g. {first[0]}: {first[1]}")
     by_path = {r.path: r for r in [*train_records, *val_records]}
     train_labels = [by_path[p].species for p in train_set.paths]
-    kept_classes = sorted(set(train_labels))
-    if len(kept_classes) < 2:
+    classes = sorted(set(train_labels))
+    if len(classes) < 2:
         raise TrainingError("fewer than 2 training classes have readable images")
-    label_ids = torch.tensor([kept_classes.index(s) for s in train_labels])
-    val_labels = [by_path[p].species for p in val_set.paths]
-    val_groups = [by_path[p].group for p in val_set.paths]
     if val_records:
         _check_validation_classes([by_path[p] for p in val_set.paths])
+    return _TrainingData(
+        train=train_set,
+        val=val_set,
+        classes=classes,
+        label_ids=torch.tensor([classes.index(s) for s in train_labels]),
+        val_labels=[by_path[p].species for p in val_set.paths],
+        val_groups=[by_path[p].group for p in val_set.paths],
+        skipped=len(errors),
+    )
 
+
+def _build_network(
+    backbone: Backbone, n_classes: int, config: TrainingConfig, device: torch.device
+) -> _Network:
+    """Tail + head to train, the loss (with its miner) and the optimiser over what learns."""
     tail = stages.tail(backbone, config.unfreeze)
     in_dim = backbone.num_features
     default_dim = in_dim if config.head in ("identity", "residual") else 512
@@ -433,8 +516,7 @@ def train_embedder(
     net = _Trainable(tail, head, config.train_batchnorm).to(device)
     for parameter in tail.parameters():
         parameter.requires_grad_(True)
-
-    loss_fn, miner = create_loss(config.loss, len(kept_classes), out_dim)
+    loss_fn, miner = create_loss(config.loss, n_classes, out_dim)
     loss_fn = loss_fn.to(device)
     groups = [{"params": list(head.parameters()), "lr": config.lr}]
     if config.unfreeze > 0 and config.tail_lr_scale > 0:
@@ -446,25 +528,40 @@ def train_embedder(
         raise TrainingError("nothing to train: the identity head with unfreeze 0 has no weights")
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    return _Network(net, head, in_dim, out_dim, loss_fn, miner, optimizer, scheduler)
 
+
+def _run_epochs(
+    network: _Network,
+    data: _TrainingData,
+    config: TrainingConfig,
+    device: torch.device,
+    progress: bool,
+    log: Callable[[str], None],
+) -> tuple[list[EpochLog], int]:
+    """Train epoch by epoch, validating after each; loads the best epoch's weights into the
+    network and returns the history and that epoch (early stop after ``patience``)."""
     from pytorch_metric_learning.samplers import MPerClassSampler
 
+    net, validating = network.net, len(data.val.paths) > 0
     m = config.m_per_class
-    batch_size = max(2 * m, min(config.batch_size, m * len(kept_classes)) // m * m)
+    batch_size = max(2 * m, min(config.batch_size, m * len(data.classes)) // m * m)
     sampler = MPerClassSampler(
-        label_ids.numpy(),
+        data.label_ids.numpy(),
         m=m,
         batch_size=batch_size,
-        length_before_new_iter=max(len(label_ids), batch_size),
+        length_before_new_iter=max(len(data.label_ids), batch_size),
     )
-    features = torch.from_numpy(train_set.features)  # (n, views, ...) float16, stays on CPU
+    features = torch.from_numpy(data.train.features)  # (n, views, ...) float16, stays on CPU
     view_rng = torch.Generator().manual_seed(config.seed)
 
     def validate() -> tuple[float, float, float]:
-        if not val_records:
+        if not validating:
             return math.nan, math.nan, math.nan
-        vectors = embed_features(net, val_set.features[:, 0], device)
-        return _validation_scores(vectors, val_labels, val_groups, config.val_episodes, config.seed)
+        vectors = embed_features(net, data.val.features[:, 0], device)
+        return _validation_scores(
+            vectors, data.val_labels, data.val_groups, config.val_episodes, config.seed
+        )
 
     history: list[EpochLog] = []
     one, ci, five = validate()
@@ -478,34 +575,20 @@ def train_embedder(
     stale = 0
     for epoch in range(1, config.epochs + 1):
         tick = time.perf_counter()
-        net.train()
-        order = torch.tensor(list(iter(sampler)))
-        batches = order.split(batch_size)
-        losses: list[float] = []
-        lr = optimizer.param_groups[0]["lr"]
-        for batch in tqdm(
-            batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress
-        ):
-            views = torch.randint(0, features.shape[1], (len(batch),), generator=view_rng)
-            inputs = features[batch, views].to(device, torch.float32)
-            labels = label_ids[batch].to(device)
-            embeddings = net(inputs)
-            pairs = miner(embeddings, labels) if miner is not None else None
-            loss = (
-                loss_fn(embeddings, labels, pairs)
-                if pairs is not None
-                else loss_fn(embeddings, labels)
+        lr = network.optimizer.param_groups[0]["lr"]
+        batches = torch.tensor(list(iter(sampler))).split(batch_size)
+        losses = [
+            _train_step(network, features, data.label_ids, batch, view_rng, device)
+            for batch in tqdm(
+                batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress
             )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-        scheduler.step()
+        ]
+        network.scheduler.step()
         one, ci, five = validate()
         mean_loss = float(np.mean(losses)) if losses else math.nan
         history.append(EpochLog(epoch, mean_loss, one, ci, five, lr, time.perf_counter() - tick))
-        improved = bool(val_records) and one > best_score
-        if improved or not val_records:
+        improved = validating and one > best_score
+        if improved or not validating:
             best_epoch, best_score, stale = epoch, one, 0
             best_state = copy.deepcopy(net.state_dict())
         else:
@@ -515,16 +598,47 @@ def train_embedder(
             f"val 1-shot {_percent(one)}  "
             f"5-shot {_percent(five)}  ({history[-1].seconds:.0f} s){'  *' if improved else ''}"
         )
-        if val_records and stale >= config.patience:
+        if validating and stale >= config.patience:
             log(
                 f"no improvement for {config.patience} epochs: stopping, keeping epoch {best_epoch}"
             )
             break
-
     net.load_state_dict(best_state)
-    for parameter in backbone.parameters():
-        parameter.requires_grad_(False)
+    return history, best_epoch
+
+
+def _train_step(
+    network: _Network,
+    features: torch.Tensor,
+    label_ids: torch.Tensor,
+    batch: torch.Tensor,
+    view_rng: torch.Generator,
+    device: torch.device,
+) -> float:
+    """One optimiser step on ``batch`` (a random cached view of each image); its loss."""
+    network.net.train()
+    views = torch.randint(0, features.shape[1], (len(batch),), generator=view_rng)
+    inputs = features[batch, views].to(device, torch.float32)
+    labels = label_ids[batch].to(device)
+    embeddings = network.net(inputs)
+    pairs = network.miner(embeddings, labels) if network.miner is not None else None
+    loss = (
+        network.loss_fn(embeddings, labels, pairs)
+        if pairs is not None
+        else network.loss_fn(embeddings, labels)
+    )
+    network.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    network.optimizer.step()
+    return float(loss.detach())
+
+
+def _training_metrics(
+    history: list[EpochLog], best_epoch: int, data: _TrainingData, seconds: float
+) -> dict[str, Any]:
+    """What MODEL.pt records of its training (NaN, i.e. not measured, becomes None)."""
     best = history[best_epoch]
+    validating = len(data.val.paths) > 0
     metrics: dict[str, Any] = {
         "best_epoch": best_epoch,
         "epochs_run": history[-1].epoch,
@@ -533,40 +647,39 @@ def train_embedder(
         "val_5shot": best.val_5shot,
         "val_1shot_before": history[0].val_1shot,
         "val_5shot_before": history[0].val_5shot,
-        "val_n_way": min(5, len(set(val_labels))) if val_records else 0,
-        "val_classes": sorted(set(val_labels)),
-        "train_images": len(train_set.paths),
-        "skipped_images": len(errors),
-        "seconds": round(time.perf_counter() - started, 1),
+        "val_n_way": min(5, len(set(data.val_labels))) if validating else 0,
+        "val_classes": sorted(set(data.val_labels)),
+        "train_images": len(data.train.paths),
+        "skipped_images": data.skipped,
+        "seconds": round(seconds, 1),
     }
-    metrics = {
-        k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()
-    }
-    model = EmbeddingModel(
-        backbone,
-        head,
-        head_config={"kind": config.head, "in_dim": in_dim, "out_dim": out_dim},
-        training_config=config.to_dict(),
-        classes=kept_classes,
-        metrics=metrics,
-    ).eval()
-    model.invalidate_fingerprint()
-    files: dict[str, Path] = {}
-    if out is not None:
-        files = log_paths(Path(out))
-        try:
-            model.save(files["model"])
-            write_log(history, files["log"])
-            plot_curves(
-                history,
-                best_epoch,
-                files["curves"],
-                title=f"{config.backbone}, unfreeze {config.unfreeze}, "
-                f"{config.head} head, {config.loss}",
-            )
-        except OSError as exc:
-            raise OSError(f"cannot write {files['model']}: {exc.strerror or exc}") from None
-    return TrainingResult(model, history, best_epoch, metrics, files)
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
+
+
+def _write_outputs(
+    model: EmbeddingModel,
+    history: list[EpochLog],
+    best_epoch: int,
+    config: TrainingConfig,
+    out: str | Path | None,
+) -> dict[str, Path]:
+    """MODEL.pt with its CSV log and curves, when ``out`` is given."""
+    if out is None:
+        return {}
+    files = log_paths(Path(out))
+    try:
+        model.save(files["model"])
+        write_log(history, files["log"])
+        plot_curves(
+            history,
+            best_epoch,
+            files["curves"],
+            title=f"{config.backbone}, unfreeze {config.unfreeze}, "
+            f"{config.head} head, {config.loss}",
+        )
+    except OSError as exc:
+        raise OSError(f"cannot write {files['model']}: {exc.strerror or exc}") from None
+    return files
 
 
 def train_collection(
