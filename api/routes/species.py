@@ -7,8 +7,6 @@ from typing import Any
 from fastapi import APIRouter, Depends, File, Form, Path, UploadFile
 from fastapi.responses import Response
 
-from index.collection import canonical_species
-
 from ..deps import get_service, get_settings, require_read_key, require_write_key
 from ..errors import COMMON_ERRORS, UPLOAD_ERRORS, ErrorBody
 from ..schemas import EnrollResponse, SpeciesList, SpeciesOut, SpeciesRemoved, SpecimenRemoved
@@ -55,6 +53,8 @@ async def enroll(
     settings: ServiceSettings = Depends(get_settings),
     service: ShellidService = Depends(get_service),
 ) -> EnrollResponse:
+    from index.collection import canonical_species
+
     canonical_species(name)  # a bad name is refused before any photo is decoded
     uploads = await read_uploads(images, settings, settings.max_enroll_files)
     taxonomy = {
