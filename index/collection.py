@@ -17,6 +17,7 @@ import unicodedata
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,12 +50,40 @@ from .imaging import (
     prepare_image,
     read_input,
 )
-from .results import EnrollReport, Identification, SimilarSpecimen, SpeciesSummary, Thresholds
-from .store import SpecimenStore
+from .results import (
+    EnrollReport,
+    Identification,
+    PhotoRecord,
+    SimilarSpecimen,
+    SpeciesPhotos,
+    SpeciesSummary,
+    Thresholds,
+)
+from .store import SpecimenStore, sql_string
 from .whitening import WithinSpeciesPrior
 
 #: taxonomy keys stored in their own columns; any other key goes to the JSON ``extra`` column.
 TAXONOMY_COLUMNS = ("genus", "family", "region")
+#: what a species' photo list reads from the store (no vectors, no image bytes).
+PHOTO_COLUMNS = [
+    "id",
+    "species",
+    "specimen",
+    "filename",
+    "source",
+    "region",
+    "width",
+    "height",
+    "created",
+]
+
+
+def _natural(text: str | None) -> tuple[tuple[int, int | str], ...]:
+    """Sort key that puts ``shell_2`` before ``shell_10``."""
+    parts = re.split(r"(\d+)", text or "")
+    return tuple((0, int(p)) if p.isdigit() else (1, p.lower()) for p in parts)
+
+
 MAX_SPECIES_NAME = 200
 _BAD_NAME = re.compile(r"[/\\]")
 
@@ -186,6 +215,58 @@ def _check_fingerprint(store: SpecimenStore, embedder: ImageEmbedder) -> None:
 def _loaded(embedder: ImageEmbedder) -> ImageEmbedder:
     """The real embedder behind a :class:`LazyEmbedder` (loading it), else ``embedder``."""
     return embedder.load() if isinstance(embedder, LazyEmbedder) else embedder
+
+
+@dataclass
+class _Enrolment:
+    """The photos of one species accepted for one store commit."""
+
+    name: str
+    images: list[PreparedImage]
+    vectors: np.ndarray
+    ids: list[str]
+    groups: list[str | None]  # the specimen each photo shows (None: its own)
+    taxonomy: dict[str, str]  # genus, family, region and any other field
+    source: str
+
+    @property
+    def specimens(self) -> list[str]:
+        return [g if g is not None else i for g, i in zip(self.groups, self.ids, strict=True)]
+
+    @property
+    def genus(self) -> str:
+        return self.taxonomy.get("genus") or genus_of(self.name)
+
+    @property
+    def species_taxonomy(self) -> dict[str, str]:
+        """The species' taxonomy columns (genus filled in from the name when not given)."""
+        fields = {k: v for k, v in self.taxonomy.items() if k in TAXONOMY_COLUMNS}
+        return fields | {"genus": self.genus}
+
+    def columns(self, fingerprint: str) -> dict[str, list[Any]]:
+        """The ``specimens`` table columns of these photos (all but the vectors)."""
+        n = len(self.ids)
+        extra = json.dumps(
+            {k: v for k, v in self.taxonomy.items() if k not in TAXONOMY_COLUMNS}, sort_keys=True
+        )
+        return {
+            "id": self.ids,
+            "species": [self.name] * n,
+            "genus": [self.genus] * n,
+            "family": [self.taxonomy.get("family", "")] * n,
+            "region": [self.taxonomy.get("region", "")] * n,
+            "extra": [extra] * n,
+            "specimen": self.specimens,
+            "source": [self.source] * n,
+            "filename": [p.name for p in self.images],
+            "sha256": [p.sha256 for p in self.images],
+            "fingerprint": [fingerprint] * n,
+            "thumbnail": [p.thumbnail for p in self.images],
+            "image": [p.stored for p in self.images],
+            "width": [p.width for p in self.images],
+            "height": [p.height for p in self.images],
+            "created": [datetime.now(UTC)] * n,
+        }
 
 
 class Collection:
@@ -441,116 +522,82 @@ class Collection:
         candidates = [(i, p) for i, p in enumerate(prepared) if p is not None]
         vectors = self._embed([p.image for _, p in candidates], progress, desc=f"embedding {name}")
         with self._write_lock:
-            keep: list[int] = []
-            seen: set[str] = set()
-            for k, (_, p) in enumerate(candidates):
-                owner = self._sha.get(p.sha256)
-                if p.sha256 in seen or (owner and owner[0] == name):
-                    report.duplicates.append(p.name)
-                elif owner:
-                    report.refused[p.name] = f"already enrolled as {owner[0]} (specimen {owner[1]})"
-                else:
-                    keep.append(k)
-                seen.add(p.sha256)
-            if strict and report.refused:
-                first, why = next(iter(report.refused.items()))
-                raise DuplicateImageError(f"{first}: {why}; nothing was enrolled")
+            keep = self._new_images(name, [p for _, p in candidates], report, strict)
             if keep:
-                self._commit(
-                    name,
-                    [candidates[k] for k in keep],
-                    vectors[keep],
-                    taxonomy,
-                    source,
-                    groups,
-                    embedder,
-                    report,
-                    calibrate,
+                batch = _Enrolment(
+                    name=name,
+                    images=[candidates[k][1] for k in keep],
+                    vectors=vectors[keep],
+                    ids=[uuid.uuid4().hex[:16] for _ in keep],
+                    groups=[
+                        None if groups is None else str(groups[candidates[k][0]]) for k in keep
+                    ],
+                    taxonomy=taxonomy,
+                    source=source,
                 )
+                self._commit(batch, embedder)
+                report.added, report.specimen_ids = len(batch.ids), batch.ids
+                if calibrate:
+                    self.calibrate()
             identifier = self._identifier
             report.total = identifier.counts().get(name, 0) if identifier is not None else 0
         return report
 
-    def _commit(
-        self,
-        name: str,
-        items: list[tuple[int, PreparedImage]],
-        vectors: np.ndarray,
-        taxonomy: dict[str, str],
-        source: str,
-        groups: Sequence[str] | None,
-        embedder: ImageEmbedder,
-        report: EnrollReport,
-        calibrate: bool,
-    ) -> None:
-        n = len(items)
-        ids = [uuid.uuid4().hex[:16] for _ in range(n)]
-        specimens = [
-            str(groups[i]) if groups is not None else ids[k] for k, (i, _) in enumerate(items)
-        ]
-        genus = taxonomy.get("genus") or genus_of(name)
-        extra = json.dumps(
-            {k: v for k, v in taxonomy.items() if k not in TAXONOMY_COLUMNS}, sort_keys=True
-        )
-        now = datetime.now(UTC)
+    def _new_images(
+        self, name: str, images: list[PreparedImage], report: EnrollReport, strict: bool
+    ) -> list[int]:
+        """Positions of the ``images`` not enrolled yet. An image enrolled under ``name`` (or
+        twice in this batch) is a duplicate, skipped; one under another species is refused
+        (with ``strict``: :class:`DuplicateImageError`, nothing enrolled)."""
+        keep: list[int] = []
+        seen: set[str] = set()
+        for k, image in enumerate(images):
+            owner = self._sha.get(image.sha256)
+            if image.sha256 in seen or (owner and owner[0] == name):
+                report.duplicates.append(image.name)
+            elif owner:
+                report.refused[image.name] = f"already enrolled as {owner[0]} (specimen {owner[1]})"
+            else:
+                keep.append(k)
+            seen.add(image.sha256)
+        if strict and report.refused:
+            first, why = next(iter(report.refused.items()))
+            raise DuplicateImageError(f"{first}: {why}; nothing was enrolled")
+        return keep
+
+    def _commit(self, batch: _Enrolment, embedder: ImageEmbedder) -> None:
+        """Write ``batch`` to the store (one commit), then to the in-memory identifier and
+        duplicate table; a failure there rolls the store back."""
         self.store.ensure_table(embedder.dim)
         if not self.store.info().get("fingerprint") or self.store.count() == 0:
             self._record_model(embedder, self.model_path)
-        table = self.store.make_rows(
-            {
-                "id": ids,
-                "species": [name] * n,
-                "genus": [genus] * n,
-                "family": [taxonomy.get("family", "")] * n,
-                "region": [taxonomy.get("region", "")] * n,
-                "extra": [extra] * n,
-                "specimen": specimens,
-                "source": [source] * n,
-                "filename": [p.name for _, p in items],
-                "sha256": [p.sha256 for _, p in items],
-                "fingerprint": [embedder.fingerprint] * n,
-                "thumbnail": [p.thumbnail for _, p in items],
-                "image": [p.stored for _, p in items],
-                "width": [p.width for _, p in items],
-                "height": [p.height for _, p in items],
-                "created": [now] * n,
-            },
-            vectors,
-        )
         before = self.store.latest_version()
-        self.store.add(table)
+        self.store.add(self.store.make_rows(batch.columns(embedder.fingerprint), batch.vectors))
         try:
             with self._lock:
                 identifier = self._identifier
                 if identifier is None or len(identifier) == 0:  # the model's size and prior
                     identifier = VectorIdentifier(embedder.dim, self.config, self._prior())
                 identifier.add(
-                    vectors,
-                    [name] * n,
-                    {
-                        name: {k: v for k, v in taxonomy.items() if k in TAXONOMY_COLUMNS}
-                        | {"genus": genus}
-                    },
-                    ids,
-                    specimens,
-                    sources=[source] * n,
-                    regions=[taxonomy.get("region", "")] * n,
+                    batch.vectors,
+                    [batch.name] * len(batch.ids),
+                    {batch.name: batch.species_taxonomy},
+                    batch.ids,
+                    batch.specimens,
+                    sources=[batch.source] * len(batch.ids),
+                    regions=[batch.taxonomy.get("region", "")] * len(batch.ids),
                     calibrate=False,
                 )
                 if identifier is not self._identifier:
                     identifier.set_overrides(**self.settings.threshold_overrides())
                     self._identifier = identifier
-                for k, (_, p) in enumerate(items):
-                    self._sha[p.sha256] = (name, ids[k])
+                for image, specimen_id in zip(batch.images, batch.ids, strict=True):
+                    self._sha[image.sha256] = (batch.name, specimen_id)
                 self._loaded_version = self.store.version
         except Exception:
             self.store.rollback(before)
             self._load()
             raise
-        report.added = n
-        report.specimen_ids = ids
-        if calibrate:
-            self.calibrate()
 
     def enroll_folder(
         self,
@@ -713,6 +760,40 @@ class Collection:
         if key not in summaries:
             raise SpeciesNotFoundError(f"species {name!r} is not enrolled")
         return summaries[key]
+
+    def species_photos(self, name: str, offset: int = 0, limit: int | None = None) -> SpeciesPhotos:
+        """A page of the photos of species ``name`` with their provenance, read from the
+        store: ``limit`` photos (all when None) from ``offset``, ordered by specimen, file
+        name and id (numbers in names in numeric order), and the counts over all of them.
+        SpeciesNotFoundError when nothing of ``name`` is enrolled."""
+        key = canonical_species(name)
+        table = self.store.select(PHOTO_COLUMNS, f"species = {sql_string(key)}")
+        if table.num_rows == 0:
+            raise SpeciesNotFoundError(f"species {name!r} is not enrolled")
+        rows = table.to_pylist()
+        rows.sort(key=lambda r: (_natural(r["specimen"]), _natural(r["filename"]), r["id"]))
+        by_specimen: dict[str, int] = {}
+        for row in rows:
+            by_specimen[row["specimen"]] = by_specimen.get(row["specimen"], 0) + 1
+        offset = max(0, int(offset))
+        end = None if limit is None else offset + max(0, int(limit))
+        photos = [
+            PhotoRecord(
+                specimen_id=row["id"],
+                species=row["species"],
+                specimen=row["specimen"],
+                filename=row["filename"] or "",
+                source=row["source"] or "",
+                region=row["region"] or "",
+                width=int(row["width"] or 0),
+                height=int(row["height"] or 0),
+                created=row["created"],
+            )
+            for row in rows[offset:end]
+        ]
+        return SpeciesPhotos(
+            species=key, total=len(rows), by_specimen=by_specimen, offset=offset, photos=photos
+        )
 
     def enrolled_taxonomy(self) -> dict[str, dict[str, str]]:
         """Each enrolled species' taxonomy as enrolled: genus, family, region and any other
