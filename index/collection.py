@@ -50,38 +50,12 @@ from .imaging import (
     prepare_image,
     read_input,
 )
-from .results import (
-    EnrollReport,
-    Identification,
-    PhotoRecord,
-    SimilarSpecimen,
-    SpeciesPhotos,
-    SpeciesSummary,
-    Thresholds,
-)
-from .store import SpecimenStore, sql_string
+from .results import EnrollReport, Identification, SimilarSpecimen, SpeciesSummary, Thresholds
+from .store import SpecimenStore
 from .whitening import WithinSpeciesPrior
 
 #: taxonomy keys stored in their own columns; any other key goes to the JSON ``extra`` column.
 TAXONOMY_COLUMNS = ("genus", "family", "region")
-#: what a species' photo list reads from the store (no vectors, no image bytes).
-PHOTO_COLUMNS = [
-    "id",
-    "species",
-    "specimen",
-    "filename",
-    "source",
-    "region",
-    "width",
-    "height",
-    "created",
-]
-
-
-def _natural(text: str | None) -> tuple[tuple[int, int | str], ...]:
-    """Sort key that puts ``shell_2`` before ``shell_10``."""
-    parts = re.split(r"(\d+)", text or "")
-    return tuple((0, int(p)) if p.isdigit() else (1, p.lower()) for p in parts)
 
 
 MAX_SPECIES_NAME = 200
@@ -760,40 +734,6 @@ class Collection:
         if key not in summaries:
             raise SpeciesNotFoundError(f"species {name!r} is not enrolled")
         return summaries[key]
-
-    def species_photos(self, name: str, offset: int = 0, limit: int | None = None) -> SpeciesPhotos:
-        """A page of the photos of species ``name`` with their provenance, read from the
-        store: ``limit`` photos (all when None) from ``offset``, ordered by specimen, file
-        name and id (numbers in names in numeric order), and the counts over all of them.
-        SpeciesNotFoundError when nothing of ``name`` is enrolled."""
-        key = canonical_species(name)
-        table = self.store.select(PHOTO_COLUMNS, f"species = {sql_string(key)}")
-        if table.num_rows == 0:
-            raise SpeciesNotFoundError(f"species {name!r} is not enrolled")
-        rows = table.to_pylist()
-        rows.sort(key=lambda r: (_natural(r["specimen"]), _natural(r["filename"]), r["id"]))
-        by_specimen: dict[str, int] = {}
-        for row in rows:
-            by_specimen[row["specimen"]] = by_specimen.get(row["specimen"], 0) + 1
-        offset = max(0, int(offset))
-        end = None if limit is None else offset + max(0, int(limit))
-        photos = [
-            PhotoRecord(
-                specimen_id=row["id"],
-                species=row["species"],
-                specimen=row["specimen"],
-                filename=row["filename"] or "",
-                source=row["source"] or "",
-                region=row["region"] or "",
-                width=int(row["width"] or 0),
-                height=int(row["height"] or 0),
-                created=row["created"],
-            )
-            for row in rows[offset:end]
-        ]
-        return SpeciesPhotos(
-            species=key, total=len(rows), by_specimen=by_specimen, offset=offset, photos=photos
-        )
 
     def enrolled_taxonomy(self) -> dict[str, dict[str, str]]:
         """Each enrolled species' taxonomy as enrolled: genus, family, region and any other

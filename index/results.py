@@ -7,6 +7,7 @@ They serialise to JSON as-is (``model.model_dump(mode="json")``), which is what 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
 import numpy as np
@@ -100,6 +101,31 @@ class SpeciesSummary(BaseModel):
     specimens: int = 0
     specimen_ids: list[str] = Field(default_factory=list)
     thumbnail_id: str | None = None
+
+
+class PhotoRecord(BaseModel):
+    """One enrolled photo with its provenance (no image bytes)."""
+
+    specimen_id: str
+    species: str
+    specimen: str = Field(description="The physical specimen the photo shows (views share it).")
+    filename: str = ""
+    source: str = ""
+    region: str = ""
+    width: int = 0
+    height: int = 0
+    created: datetime | None = None
+
+
+class SpeciesPhotos(BaseModel):
+    """A page of one species' photos (ordered by specimen, file name, id) and the counts over
+    all of them: ``total`` photos, ``by_specimen`` photos per specimen (summing to ``total``)."""
+
+    species: str
+    total: int
+    by_specimen: dict[str, int]
+    offset: int
+    photos: list[PhotoRecord]
 
 
 class CalibrationStats(BaseModel):

@@ -223,6 +223,17 @@ class SpecimenStore:
         except Exception as exc:
             raise StoreError(f"cannot read store {self.uri}: {exc}") from exc
 
+    def select(self, columns: list[str], where: str) -> pa.Table:
+        """The rows matching the filter ``where``, ``columns`` only (never the image bytes
+        unless asked for)."""
+        if self._specimens is None:
+            return pa.table({c: pa.array([], pa.string()) for c in columns})
+        try:
+            query = self._specimens.search().where(where).select(columns).limit(None)
+            return query.to_arrow()
+        except Exception as exc:
+            raise StoreError(f"cannot read store {self.uri}: {exc}") from exc
+
     def make_rows(self, rows: dict[str, list[Any]], vectors: np.ndarray) -> pa.Table:
         """An arrow table for :meth:`add` from column lists plus the vector matrix."""
         dim = vectors.shape[1]
