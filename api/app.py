@@ -19,7 +19,7 @@ from fastapi_offline import FastAPIOffline
 from .deps import Runtime
 from .errors import ServerErrorAnswer, install_error_handlers
 from .metrics import ServiceMetrics
-from .routes import health, identify, species, try_these
+from .routes import health, identify, species, species_pages, try_these
 from .service import ShellidService
 from .settings import ServiceSettings, load_settings
 from .uploads import BodyLimitMiddleware
@@ -116,11 +116,16 @@ def create_app(
     app.include_router(health.router)
     app.include_router(identify.router)
     app.include_router(species.router)
+    app.include_router(species_pages.router)
     app.include_router(try_these.router)
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:
+        return FileResponse(STATIC_DIR / "favicon.ico", media_type="image/x-icon")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -98,9 +99,57 @@ class SpeciesOut(BaseModel):
     genus: str | None = None
     family: str | None = None
     region: str | None = None
-    count: int = Field(description="Enrolled photos.")
-    specimen_ids: list[str] = Field(description="Some of its enrolled photos (first few).")
+    count: int = Field(description="Enrolled photos (all of them: see `photos_url`).")
+    specimens: int = Field(
+        0, description="Physical specimens those photos show (views of one shell share one)."
+    )
+    specimen_ids: list[str] = Field(
+        description="Ids of its first photos, at most 5: a preview, not the whole list "
+        "(`count` says how many there are; `photos_url` lists them all)."
+    )
     thumbnail_url: str | None = None
+    photos_url: str = Field("", description="Every photo of the species, a page at a time.")
+
+
+class PhotoOut(BaseModel):
+    """One enrolled photo and where it came from."""
+
+    id: str = Field(description="Photo id (for DELETE /v1/specimens/{id}).")
+    filename: str = Field(description="File name it was enrolled from ('' when unknown).")
+    source: str = Field(description="Collection, author or folder it was enrolled from.")
+    specimen: str = Field(description="The physical specimen it shows (views share it).")
+    region: str | None = None
+    width: int = Field(description="Of the original photo, pixels (0 when unknown).")
+    height: int
+    created: datetime | None = Field(None, description="When it was enrolled (UTC).")
+    thumbnail_url: str = Field(description="JPEG thumbnail, longer side at most 160 px.")
+    image_url: str = Field(description="The stored JPEG copy, longer side at most 512 px.")
+
+
+class SpecimenCount(BaseModel):
+    specimen: str
+    photos: int
+
+
+class SpeciesPhotoPage(BaseModel):
+    """A page of one species' photos, ordered by specimen then file name, with its taxonomy
+    and the counts over all its photos (``total`` = the species' ``count`` = the sum of
+    ``by_specimen``)."""
+
+    species: str
+    genus: str | None = None
+    family: str | None = None
+    taxonomy: dict[str, str] = Field(
+        description="Every taxonomy field it was enrolled with (genus, family, order, region, "
+        "authority, ...)."
+    )
+    total: int = Field(description="Photos of the species, all pages.")
+    specimens: int = Field(description="Physical specimens, all pages.")
+    by_specimen: list[SpecimenCount] = Field(description="Photos per specimen, all pages.")
+    offset: int
+    limit: int
+    next_offset: int | None = Field(description="Offset of the next page; null on the last.")
+    photos: list[PhotoOut]
 
 
 class SpeciesList(BaseModel):

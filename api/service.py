@@ -25,6 +25,7 @@ from .schemas import (
     SimilarOut,
     SpeciesList,
     SpeciesOut,
+    SpeciesPhotoPage,
     SpeciesRemoved,
     SpecimenRemoved,
 )
@@ -39,6 +40,16 @@ if TYPE_CHECKING:
 def image_url(specimen_id: str) -> str:
     """Where the JPEG thumbnail of an enrolled photo is served."""
     return f"/v1/specimens/{quote(str(specimen_id), safe='')}/image"
+
+
+def photo_url(specimen_id: str) -> str:
+    """Where the stored JPEG copy (longer side at most 512 px) of an enrolled photo is served."""
+    return f"/v1/specimens/{quote(str(specimen_id), safe='')}/photo"
+
+
+def photos_url(species: str) -> str:
+    """Where every photo of a species is listed, a page at a time."""
+    return f"/v1/species/{quote(str(species), safe='')}/photos"
 
 
 def _ms(seconds: float) -> float:
@@ -70,8 +81,50 @@ def _species_out(summary) -> SpeciesOut:
         family=summary.family or None,
         region=summary.region or None,
         count=summary.count,
+        specimens=summary.specimens,
         specimen_ids=[str(i) for i in summary.specimen_ids],
         thumbnail_url=image_url(summary.thumbnail_id) if summary.thumbnail_id else None,
+        photos_url=photos_url(summary.species),
+    )
+
+
+def _photo_page(collection: Collection, name: str, offset: int, limit: int) -> SpeciesPhotoPage:
+    """One page of a species' photos with its taxonomy (runs in the thread pool)."""
+    page = collection.species_photos(name, offset, limit)
+    taxonomy = collection.enrolled_taxonomy().get(page.species, {})
+    summary = collection.species_info(page.species)
+    end = page.offset + len(page.photos)
+    return SpeciesPhotoPage.model_validate(
+        {
+            "species": page.species,
+            "genus": summary.genus or taxonomy.get("genus") or None,
+            "family": summary.family or taxonomy.get("family") or None,
+            "taxonomy": taxonomy,
+            "total": page.total,
+            "specimens": len(page.by_specimen),
+            "by_specimen": [
+                {"specimen": specimen, "photos": count}
+                for specimen, count in page.by_specimen.items()
+            ],
+            "offset": page.offset,
+            "limit": limit,
+            "next_offset": end if end < page.total else None,
+            "photos": [
+                {
+                    "id": photo.specimen_id,
+                    "filename": photo.filename,
+                    "source": photo.source,
+                    "specimen": photo.specimen,
+                    "region": photo.region or None,
+                    "width": photo.width,
+                    "height": photo.height,
+                    "created": photo.created,
+                    "thumbnail_url": image_url(photo.specimen_id),
+                    "image_url": photo_url(photo.specimen_id),
+                }
+                for photo in page.photos
+            ],
+        }
     )
 
 
@@ -248,6 +301,12 @@ class ShellidService:
 
     async def thumbnail(self, specimen_id: str) -> bytes:
         return await run_in_threadpool(self.collection.thumbnail, specimen_id)
+
+    async def photo(self, specimen_id: str) -> bytes:
+        return await run_in_threadpool(self.collection.image, specimen_id)
+
+    async def species_photos(self, name: str, offset: int, limit: int) -> SpeciesPhotoPage:
+        return await run_in_threadpool(_photo_page, self.collection, name, offset, limit)
 
     # ----------------------------------------------------------------- writes
     async def enroll(
