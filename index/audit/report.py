@@ -1,5 +1,7 @@
 """The HTML page of ``shellid audit --report DIR``: findings grouped by kind with small JPEG
-thumbnails written beside the page (``DIR/thumbs/``); self-contained, no scripts."""
+thumbnails written beside the page (``DIR/thumbs/``); self-contained, no scripts. The summary
+links only the kinds that have a list on the page, and the page fits a 390 px phone screen
+(tables scroll inside their own box)."""
 
 from __future__ import annotations
 
@@ -65,6 +67,7 @@ def write_audit_report(result: AuditResult, directory: str | Path) -> Path:
         severities=SEVERITIES,
         counts=summary_counts(result.findings),
         sections=sections,
+        listed={kind for kind, _ in sections},
         shown=shown,
         thumbs=thumbs,
     )

@@ -1,5 +1,6 @@
 """The HTML report of ``shellid evaluate --report DIR``: one self-contained page (no CDN,
-no scripts) with the PNG figures written beside it."""
+no scripts) with the PNG figures and ``evaluation.json`` written beside it; readable on a
+390 px phone screen (wide tables scroll inside their own box)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from index.results import DECISIONS
 
 from . import plots
 from .runner import EvaluationResult
+
+#: The figures as JSON, written beside the page (the same content as ``--json FILE``).
+JSON_NAME = "evaluation.json"
 
 
 def pct(value: float | None, digits: int = 1) -> str:
@@ -112,14 +116,22 @@ def _per_species_rows(f: dict) -> list[dict]:
     return out
 
 
-def write_report(result: EvaluationResult, directory: str | Path) -> Path:
-    """Write ``index.html`` and its PNG figures into ``directory``; returns the page's path."""
+def write_report(
+    result: EvaluationResult, directory: str | Path, json_path: str | Path | None = None
+) -> Path:
+    """Write ``index.html``, its PNG figures and ``evaluation.json`` (every figure, the same
+    JSON as ``--json``) into ``directory``; returns the page's path. ``json_path``: where
+    ``--json`` wrote the figures too, named on the page.
+
+    Every figure is drawn only when it can say something for this data; a figure that cannot
+    is listed with the reason instead of an image.
+    """
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     f, p = result.figures, result.plots
     closed = f["closed_set"]["methods"]
     identifiers = [m for m, d in f["methods"].items() if "VectorIdentifier" in d["classifier"]]
-    figures = []
+    figures: list[dict] = []
     for m in identifiers:
         cm = closed[m]["confusion_matrix"]
         plots.confusion_matrix_plot(
@@ -127,6 +139,7 @@ def write_report(result: EvaluationResult, directory: str | Path) -> Path:
         )
         figures.append(
             {
+                "id": f"confusion-{m}",
                 "title": f"Confusion matrix — {m}",
                 "file": f"confusion_{m}.png",
                 "caption": "Rows: true species; colour: share of its test images; numbers: counts.",
@@ -137,23 +150,29 @@ def write_report(result: EvaluationResult, directory: str | Path) -> Path:
     )
     figures.append(
         {
+            "id": "per-species-f1",
             "title": "Per-species F1",
             "file": "per_species_f1.png",
             "caption": "Test-split F1 of each species with its 95 % bootstrap interval.",
         }
     )
-    plots.f1_vs_images_plot(
-        {m: closed[m]["per_species"] for m in f["methods"]},
-        p["train_counts"],
-        out / "f1_vs_images.png",
-    )
-    figures.append(
-        {
-            "title": "F1 versus images per species",
-            "file": "f1_vs_images.png",
-            "caption": "Does a species need more enrolled photos? Each dot is one species.",
-        }
-    )
+    f1_vs_images: dict[str, str | None] = {
+        "id": "f1-vs-images",
+        "title": "F1 versus images per species",
+        "file": "f1_vs_images.png",
+        "caption": "Does a species need more enrolled photos? Each dot is one species, "
+        "placed by its enrolled (training-split) images.",
+    }
+    skipped = plots.f1_vs_images_skip_reason(p["train_counts"])
+    if skipped:
+        f1_vs_images.update(file=None, caption=f"Not drawn: {skipped}.")
+    else:
+        plots.f1_vs_images_plot(
+            {m: closed[m]["per_species"] for m in f["methods"]},
+            p["train_counts"],
+            out / "f1_vs_images.png",
+        )
+    figures.append(f1_vs_images)
     plots.reliability_plot(
         {m: closed[m]["reliability"] for m in f["methods"]},
         {m: closed[m]["ece"] for m in f["methods"]},
@@ -161,17 +180,21 @@ def write_report(result: EvaluationResult, directory: str | Path) -> Path:
     )
     figures.append(
         {
+            "id": "reliability",
             "title": "Reliability diagram",
             "file": "reliability.png",
-            "caption": "Accuracy of the test images grouped by their top-1 probability (for the "
-            "identifier, the answers that show one: not unknown_species / out_of_domain); on "
-            "the diagonal the probabilities can be read as chances.",
+            "caption": "The test images grouped by their top-1 probability (for the identifier, "
+            "the answers that show one: not unknown_species / out_of_domain): each bar is one "
+            "bin, its height the bin's accuracy, the number on it the bin's images; hatched "
+            f"bins hold fewer than {plots.SPARSE_BIN} images and say little. Where the bars "
+            "reach the diagonal the probabilities can be read as chances.",
         }
     )
     if p.get("scores"):
         plots.score_histograms_plot(p["scores"], out / "scores.png")
         figures.append(
             {
+                "id": "scores",
                 "title": "Open-set scores",
                 "file": "scores.png",
                 "caption": "Scores of known-species test queries, never-enrolled species and "
@@ -180,14 +203,26 @@ def write_report(result: EvaluationResult, directory: str | Path) -> Path:
         )
     if p.get("prototypes"):
         plots.prototype_map_plot(p["prototypes"], out / "prototypes.png", seed=f["config"]["seed"])
+        grouping = plots.prototype_groups(p["prototypes"])
+        colour = (
+            f"coloured by {grouping[1]}: related species should sit together"
+            if grouping
+            else "one colour: no family or genus here holds more than one species, so related "
+            "species cannot be told apart by colour (a taxonomy with families would add them)"
+        )
         figures.append(
             {
+                "id": "prototypes",
                 "title": "Map of species prototypes",
                 "file": "prototypes.png",
-                "caption": "t-SNE of each species' mean embedding, coloured by family (genus "
-                "when no family is known): related species should sit together.",
+                "caption": f"t-SNE (PCA under 5 species) of each species' mean embedding, "
+                f"{colour}. Distances on such a map are only roughly meaningful.",
             }
         )
+    (out / JSON_NAME).write_text(result.to_json(), encoding="utf-8")
+    json_elsewhere = None
+    if json_path is not None and Path(json_path).resolve() != (out / JSON_NAME).resolve():
+        json_elsewhere = str(json_path)
     env = Environment(
         loader=PackageLoader("index.evaluation", "templates"),
         autoescape=select_autoescape(["html", "j2"]),
@@ -200,6 +235,8 @@ def write_report(result: EvaluationResult, directory: str | Path) -> Path:
         decisions=DECISIONS,
         figures=figures,
         per_species=_per_species_rows(f),
+        json_name=JSON_NAME,
+        json_elsewhere=json_elsewhere,
     )
     page = out / "index.html"
     page.write_text(html, encoding="utf-8")
