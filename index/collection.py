@@ -45,17 +45,51 @@ from .imaging import (
     AcceptedImage,
     ImageInput,
     PreparedImage,
+    check_decoded,
     normalise_size,
     prepare_accepted,
     prepare_image,
     read_input,
 )
-from .results import EnrollReport, Identification, SimilarSpecimen, SpeciesSummary, Thresholds
-from .store import SpecimenStore
+from .results import (
+    EnrollReport,
+    Identification,
+    PhotoRecord,
+    SimilarSpecimen,
+    SpeciesPhotos,
+    SpeciesSummary,
+    Thresholds,
+)
+from .store import SpecimenStore, sql_string
 from .whitening import WithinSpeciesPrior
 
 #: taxonomy keys stored in their own columns; any other key goes to the JSON ``extra`` column.
 TAXONOMY_COLUMNS = ("genus", "family", "region")
+#: what a species' photo list reads from the store (no vectors, no image bytes).
+PHOTO_COLUMNS = [
+    "id",
+    "species",
+    "specimen",
+    "filename",
+    "source",
+    "region",
+    "width",
+    "height",
+    "created",
+]
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """A stored timestamp (LanceDB keeps UTC without the zone) as an aware UTC datetime."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+def _natural(text: str | None) -> tuple[tuple[int, int | str], ...]:
+    """Sort key that puts ``shell_2`` before ``shell_10``."""
+    parts = re.split(r"(\d+)", text or "")
+    return tuple((0, int(p)) if p.isdigit() else (1, p.lower()) for p in parts)
 
 
 MAX_SPECIES_NAME = 200
@@ -633,9 +667,16 @@ class Collection:
         return reports
 
     # ================================================================== queries
-    def _embed_queries(self, images: Sequence[Image.Image]) -> np.ndarray:
+    def _embed_queries(
+        self, images: Sequence[Image.Image], limits: IntakeLimits | None = None
+    ) -> np.ndarray:
+        """Vectors of query photos decoded by the caller (paths and bytes go through
+        :func:`index.imaging.query_image`): the intake's size and shape checks first, so no
+        photo costs more to resize and embed than an accepted one."""
         if not images:
             raise InvalidQueryError("no image given")
+        for image in images:
+            check_decoded(image, limits)
         return self._embed([normalise_size(im.convert("RGB")) for im in images])
 
     def identify(
@@ -645,11 +686,13 @@ class Collection:
         region: str | None = None,
         genus: str | None = None,
         family: str | None = None,
+        limits: IntakeLimits | None = None,
     ) -> Identification:
-        """Identify one specimen from one or several photos of it (views are fused)."""
+        """Identify one specimen from one or several photos of it (views are fused);
+        ``limits``: the intake's (default :class:`IntakeLimits`)."""
         self._need_identifier()
         started = time.perf_counter()
-        vectors = self._embed_queries(images)
+        vectors = self._embed_queries(images, limits)
         embedded = time.perf_counter()
         result = self.identify_embeddings(vectors, top_k, region, genus, family)
         result.timings_ms["embed"] = round((embedded - started) * 1e3, 3)
@@ -678,10 +721,12 @@ class Collection:
         region: str | None = None,
         genus: str | None = None,
         family: str | None = None,
+        limits: IntakeLimits | None = None,
     ) -> list[SimilarSpecimen]:
         """The ``k`` enrolled images most similar to the photo(s) of one specimen."""
         self._need_identifier()
-        return self.search_embeddings(self._embed_queries(images), k, region, genus, family)
+        vectors = self._embed_queries(images, limits)
+        return self.search_embeddings(vectors, k, region, genus, family)
 
     def search_embeddings(
         self,
@@ -734,6 +779,40 @@ class Collection:
         if key not in summaries:
             raise SpeciesNotFoundError(f"species {name!r} is not enrolled")
         return summaries[key]
+
+    def species_photos(self, name: str, offset: int = 0, limit: int | None = None) -> SpeciesPhotos:
+        """A page of the photos of species ``name`` with their provenance, read from the
+        store: ``limit`` photos (all when None) from ``offset``, ordered by specimen, file
+        name and id (numbers in names in numeric order), and the counts over all of them.
+        SpeciesNotFoundError when nothing of ``name`` is enrolled."""
+        key = canonical_species(name)
+        table = self.store.select(PHOTO_COLUMNS, f"species = {sql_string(key)}")
+        if table.num_rows == 0:
+            raise SpeciesNotFoundError(f"species {name!r} is not enrolled")
+        rows = table.to_pylist()
+        rows.sort(key=lambda r: (_natural(r["specimen"]), _natural(r["filename"]), r["id"]))
+        by_specimen: dict[str, int] = {}
+        for row in rows:
+            by_specimen[row["specimen"]] = by_specimen.get(row["specimen"], 0) + 1
+        offset = max(0, int(offset))
+        end = None if limit is None else offset + max(0, int(limit))
+        photos = [
+            PhotoRecord(
+                specimen_id=row["id"],
+                species=row["species"],
+                specimen=row["specimen"],
+                filename=row["filename"] or "",
+                source=row["source"] or "",
+                region=row["region"] or "",
+                width=int(row["width"] or 0),
+                height=int(row["height"] or 0),
+                created=_utc(row["created"]),
+            )
+            for row in rows[offset:end]
+        ]
+        return SpeciesPhotos(
+            species=key, total=len(rows), by_specimen=by_specimen, offset=offset, photos=photos
+        )
 
     def enrolled_taxonomy(self) -> dict[str, dict[str, str]]:
         """Each enrolled species' taxonomy as enrolled: genus, family, region and any other

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PIL import Image
 
 from embedder.intake import (
+    ImageHeader,
     ImageIntakeError,
     IntakeLimits,
     check_header,
@@ -138,6 +139,20 @@ def make_thumbnail(image: Image.Image, side: int = THUMBNAIL_SIDE) -> bytes:
     thumb = image.copy()
     thumb.thumbnail((side, side), Image.Resampling.LANCZOS)
     return jpeg_bytes(thumb, THUMBNAIL_QUALITY)
+
+
+def query_image(item: ImageInput, limits: IntakeLimits | None = None) -> Image.Image:
+    """A photo to identify or search with (a path or a ``(name, bytes)`` pair), through the
+    same intake as enrolment (:func:`accept_image`)."""
+    return accept_image(*read_input(item), limits).image
+
+
+def check_decoded(image: Image.Image, limits: IntakeLimits | None = None, label: str = "") -> None:
+    """The header checks of :func:`accept_image` (sides, aspect ratio, pixels) on an image
+    decoded elsewhere: its decoding cost is spent, the resize and embedding are still to
+    come. Raises ImageIntakeError."""
+    limits = replace(limits or IntakeLimits(), max_cost=float("inf"))
+    check_header(ImageHeader("", image.width, image.height, 0), limits, label or None)
 
 
 def prepare_image(name: str, data: bytes, limits: IntakeLimits | None = None) -> PreparedImage:

@@ -254,11 +254,12 @@ def run(args: argparse.Namespace) -> int:
         output = check_output(args.output, suffix=suffixes[fmt], option="--output")
     queries = plan_queries(args)
 
-    from embedder.intake import ImageIntakeError, load_image
+    from embedder.intake import ImageIntakeError
+    from index.imaging import query_image
 
     preloaded = None
     if len(queries) == 1:  # one specimen: every photo must load before the model does
-        preloaded = [load_image(p) for p in queries[0][1]]
+        preloaded = [query_image(p) for p in queries[0][1]]
     collection = open_collection(args)
     subject = _subject()
     taxonomy = collection.enrolled_taxonomy()
@@ -281,7 +282,7 @@ def run(args: argparse.Namespace) -> int:
             files = [str(p) for p in photos]
             bar.update(1)
             try:
-                images = preloaded or [load_image(p) for p in photos]
+                images = preloaded or [query_image(p) for p in photos]
             except ImageIntakeError as exc:
                 status = 1
                 record = {"query": files, "specimen": specimen}

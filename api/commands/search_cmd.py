@@ -29,14 +29,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from embedder.intake import load_image
+    from index.imaging import query_image
 
     from ._inputs import expand_photos
 
     if args.k < 1:
         raise ValueError("--k must be at least 1")
     photos, _ = expand_photos(args.images)
-    images = [load_image(f) for f in photos]
+    images = [query_image(f) for f in photos]
     collection = open_collection(args)
     found = collection.search(
         images, k=args.k, region=args.region, genus=args.genus, family=args.family

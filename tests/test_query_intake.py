@@ -1,0 +1,72 @@
+"""Queries from the command line and from Python go through the same intake as uploads and
+enrolment (issue 12: a 45000x32 PNG once cost ~11 s and 0.5 GB per query)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from api.cli import main
+from embedder.intake import ImageIntakeError
+from index.collection import Collection
+from index.imaging import query_image
+from tests.conftest import make_collection
+from tests.fake_embedder import FakeEmbedder, fake_make_embedder
+
+
+@pytest.fixture(autouse=True)
+def fake_model(monkeypatch):
+    monkeypatch.setattr("index.collection.make_embedder", fake_make_embedder)
+    monkeypatch.setattr("api.commands._collection.check_model_option", lambda model: None)
+    monkeypatch.delenv("SHELLID_STORE", raising=False)
+    monkeypatch.delenv("SHELLID_MODEL", raising=False)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("query-intake")
+    photos = make_collection(root / "photos", specimens=2, views=1, size=64)
+    collection = Collection.open(root / "store", model=FakeEmbedder())
+    collection.enroll_folder(photos, progress=False)
+    return root / "store"
+
+
+@pytest.fixture
+def thin_png(tmp_path) -> Path:
+    path = tmp_path / "thin.png"
+    Image.new("RGB", (45000, 32)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("command", ["identify", "search"])
+def test_cli_refuses_a_thin_png_from_its_header_in_one_line(command, store, thin_png, capsys):
+    started = time.perf_counter()
+    code = main([command, str(thin_png), "--store", str(store)])
+    seconds = time.perf_counter() - started
+    stderr = capsys.readouterr().err
+    assert code != 0
+    assert "times longer than wide" in stderr and "Traceback" not in stderr
+    assert seconds < 5  # the 11 s resize never happens
+
+
+def test_query_image_accepts_like_enrolment_and_never_upsamples(tmp_path):
+    path = tmp_path / "photo.jpg"
+    Image.new("RGB", (3000, 2000), (90, 60, 30)).save(path, quality=90)
+    image = query_image(path)
+    assert max(image.size) <= 2048 and image.size[0] / image.size[1] == pytest.approx(1.5, 0.01)
+    with pytest.raises(ImageIntakeError, match="file not found"):
+        query_image(tmp_path / "missing.jpg")
+
+
+def test_python_callers_with_decoded_images_get_the_same_shape_checks(store):
+    collection = Collection.open(store, model=FakeEmbedder())
+    with pytest.raises(ImageIntakeError) as refused:
+        collection.identify([Image.new("RGB", (20000, 40))])
+    assert refused.value.code == "bad_aspect_ratio"
+    with pytest.raises(ImageIntakeError):
+        collection.search([Image.new("RGB", (10, 10))])
+    answer = collection.identify([Image.new("RGB", (300, 200), (200, 60, 40))])
+    assert answer.decision  # an ordinary photo is still answered
