@@ -193,3 +193,21 @@ def test_shellid_prior_needs_two_specimens_of_some_species(tmp_path, capsys):
     assert code != 0
     assert "no species has photos of two specimens" in stderr
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_evaluate_scores_a_model_with_the_prior_it_carries(tmp_path, capsys):
+    from index.evaluation import EvaluationConfig, evaluate_collection
+
+    photos = make_collection(tmp_path / "tree", specimens=3, size=64)
+    model = tmp_path / "with-prior.pt"
+    assert main(["prior", str(photos), "--group-regex", "specimen", "--out", str(model)]) == 0
+    capsys.readouterr()
+    config = EvaluationConfig(
+        group_pattern="specimen", shots=(1,), episodes=5, allway_repeats=2, bootstrap_resamples=20
+    )
+    result = evaluate_collection(
+        photos, model, config, cache_dir=tmp_path / "cache", progress=False
+    )
+    methods = result.figures["methods"]
+    assert "degrees of freedom" in methods["model"]["prior"]
+    assert "prior" not in methods["frozen"]  # the frozen backbone has none

@@ -34,6 +34,7 @@ from embedder.vectors import l2_normalise
 from index.classifier import VectorIdentifier
 from index.config import DEFAULT_TARGET_RECALL, IdentifierConfig
 from index.results import REJECTIONS
+from index.whitening import WithinSpeciesPrior
 
 from .bootstrap import bootstrap_f1
 from .cache import EmbeddingCache
@@ -150,16 +151,24 @@ def choose_species(
 class _Method:
     """One way of answering: an identifier over one embedding, or the logistic probe."""
 
-    def __init__(self, name: str, embedding: str, kind: str) -> None:
+    def __init__(
+        self, name: str, embedding: str, kind: str, prior: WithinSpeciesPrior | None = None
+    ) -> None:
         self.name: str = name
         self.embedding: str = embedding
         self.kind: str = kind  # "identifier" or "probe"
+        self.prior = prior  # the model's within-species prior (identifiers only)
 
     def describe(self) -> dict[str, str]:
-        return {
+        described = {
             "embedding": self.embedding,
             "classifier": IDENTIFIER if self.kind == "identifier" else PROBE,
         }
+        if self.prior is not None:
+            described["prior"] = (
+                f"the model's within-species prior ({self.prior.dof} degrees of freedom)"
+            )
+        return described
 
 
 def _fit_probe(x: np.ndarray, y: Sequence[str], seed: int) -> LogisticRegression:
@@ -196,7 +205,7 @@ def evaluate_collection(
     embedders: dict[str, EmbeddingModel] = {"frozen": load_model(None)}
     if model is not None:
         embedders = {"model": model, **embedders}
-    methods = [_Method(n, n, "identifier") for n in embedders] + [
+    methods = [_Method(n, n, "identifier", _prior_of(m)) for n, m in embedders.items()] + [
         _Method("probe", "frozen", "probe")
     ]
     caches = {n: EmbeddingCache(Embedder(m), cache_dir) for n, m in embedders.items()}
@@ -295,6 +304,12 @@ class FittedMethod:
     identifier: VectorIdentifier | None
 
 
+def _prior_of(model: EmbeddingModel) -> WithinSpeciesPrior | None:
+    """The within-species prior a model file carries (see ``shellid prior``), if any."""
+    arrays = model.within_species_prior
+    return None if arrays is None else WithinSpeciesPrior.from_arrays(arrays)
+
+
 def _fit_and_score(
     method: _Method,
     vectors: dict[str, np.ndarray],
@@ -316,6 +331,7 @@ def _fit_and_score(
             groups=[r.group for r in train_records],
             config=IdentifierConfig(target_recall=cfg.target_recall, seed=cfg.seed),
             calibrate=calibrate,
+            prior=method.prior,
         )
         for name, q in queries.items():
             if len(q):
