@@ -6,7 +6,7 @@ STORE ?= shellid-data
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve demo test test-fast lint typecheck benchmarks browser clean
+.PHONY: install serve demo test test-fast lint typecheck benchmarks browser notebooks clean
 
 $(BIN)/shellid: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,13 @@ demo: install
 # Headless Chromium for the browser test (Debian package; the test skips without it unless CI).
 browser:
 	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+# The notebooks in JupyterLab (from the dev extras), run by this venv's Python, so they import
+# shellid; NOTEBOOK_ARGS passes options, e.g. NOTEBOOK_ARGS="--no-browser --port 8890". As root
+# (containers) JupyterLab needs --allow-root.
+NOTEBOOK_ARGS ?=
+notebooks: install
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(NOTEBOOK_ARGS)
 
 test: install browser
 	$(BIN)/python -m pytest -ra

@@ -74,3 +74,90 @@ def test_notebook_runs_top_to_bottom(path, shared, tmp_path, monkeypatch):
         if output.get("output_type") == "error"
     ]
     assert not errors
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_make_notebooks_serves_them_in_jupyterlab(tmp_path):
+    """``make notebooks`` (JupyterLab from the dev extras) starts and lists both notebooks;
+    skipped without JupyterLab unless CI or SHELLID_REQUIRE_SHARED=1 is set (then fails)."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import time
+
+    import httpx
+
+    jupyter = Path(sys.executable).parent / "jupyter"
+    try:
+        import jupyterlab  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI") or os.environ.get("SHELLID_REQUIRE_SHARED") == "1":
+            pytest.fail("jupyterlab is not installed: pip install -e '.[dev]'")
+        pytest.skip("jupyterlab is not installed (pip install -e '.[dev]')")
+    if not shutil.which("make") or not jupyter.exists():
+        pytest.skip("make or the venv's jupyter is missing")
+    port, token = _free_port(), "notebooks-test"
+    args = (
+        f"--no-browser --port={port} --ServerApp.ip=127.0.0.1 --IdentityProvider.token={token} "
+        "--ServerApp.open_browser=False"
+    )
+    env = {
+        **os.environ,
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+    }
+    # -o install: the venv is there already (the target's prerequisite would pip install).
+    process = subprocess.Popen(
+        [
+            "make",
+            "--no-print-directory",
+            "-o",
+            "install",
+            "notebooks",
+            f"VENV={Path(sys.executable).parent.parent}",
+            f"NOTEBOOK_ARGS={args}",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        headers = {"Authorization": f"token {token}"}
+        deadline = time.monotonic() + 90
+        contents = None
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/api/contents", headers=headers)
+                if answer.status_code == 200:
+                    contents = answer.json()
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        if contents is None:
+            process.terminate()
+            log = process.communicate(timeout=20)[0].decode(errors="replace")
+            pytest.fail(f"make notebooks did not serve JupyterLab:\n{log[-3000:]}")
+        names = sorted(item["name"] for item in contents["content"])
+        assert [p.name for p in NOTEBOOKS] == [n for n in names if n.endswith(".ipynb")]
+        lab = httpx.get(f"http://127.0.0.1:{port}/lab", headers=headers)
+        assert lab.status_code == 200 and "JupyterLab" in lab.text
+        specs = httpx.get(f"http://127.0.0.1:{port}/api/kernelspecs", headers=headers).json()
+        assert specs["default"] in specs["kernelspecs"]
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
