@@ -161,3 +161,34 @@ def test_make_notebooks_serves_them_in_jupyterlab(tmp_path):
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_text_is_true_to_the_code(path):
+    """The prose cites files that exist, and every ``TrainingConfig`` setting it names
+    (``name=value``) is the current default or what the notebook's own code passes."""
+    import ast
+    import dataclasses
+    import re
+
+    from embedder.training import TrainingConfig
+
+    notebook = nbformat.read(path, as_version=4)
+    prose = "\n".join(c.source for c in notebook.cells if c.cell_type == "markdown")
+    code = "\n".join(c.source for c in notebook.cells if c.cell_type == "code")
+    for cited in re.findall(r"\b((?:docs|embedder|index|api|benchmarks)/[\w/]+\.\w+)", prose):
+        assert (REPO / cited).is_file(), f"{path.name} cites {cited}, which does not exist"
+    assert "README's figures" not in prose, "the README has no figures; cite docs/*.md"
+    passed: dict[str, set[str]] = {}
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "TrainingConfig":
+            for keyword in node.keywords:
+                passed.setdefault(keyword.arg, set()).add(ast.unparse(keyword.value))
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainingConfig)}
+    for name, value in re.findall(r"`(\w+)=([\w.]+)`", prose):
+        if name in defaults:
+            allowed = {str(defaults[name]), *passed.get(name, set())}
+            assert value in allowed, (
+                f"{path.name} says {name}={value}; the default is {defaults[name]!r}"
+                f"{' and the notebook passes ' + ', '.join(passed[name]) if name in passed else ''}"
+            )
