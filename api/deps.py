@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import threading
 from dataclasses import dataclass, field
+from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -33,17 +34,26 @@ def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def get_settings(runtime: Runtime = Depends(get_runtime)) -> ServiceSettings:
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_settings(runtime: RuntimeDep) -> ServiceSettings:
     return runtime.settings
 
 
-def get_service(runtime: Runtime = Depends(get_runtime)) -> ShellidService:
+def get_service(runtime: RuntimeDep) -> ShellidService:
     """The loaded service, or 503 while the model and store are still loading (or failed)."""
     if runtime.service is None:
         if runtime.load_error:
             raise ApiError(503, "not_ready", f"the service failed to start: {runtime.load_error}")
         raise ApiError(503, "not_ready", "the model and store are still loading; retry shortly")
     return runtime.service
+
+
+#: what routes declare: ``settings: SettingsDep``, ``service: ServiceDep``.
+SettingsDep = Annotated[ServiceSettings, Depends(get_settings)]
+ServiceDep = Annotated[ShellidService, Depends(get_service)]
+CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
 def _matches(credentials: HTTPAuthorizationCredentials | None, *keys) -> bool:
@@ -64,19 +74,13 @@ def _refuse(credentials: HTTPAuthorizationCredentials | None, what: str) -> ApiE
     return ApiError(401, "unauthorized", "wrong API key")
 
 
-def require_write_key(
-    settings: ServiceSettings = Depends(get_settings),
-    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
-) -> None:
+def require_write_key(settings: SettingsDep, credentials: CredentialsDep) -> None:
     """Enrolling and deleting need ``SHELLID_API_KEY`` when it is set."""
     if settings.writes_need_key() and not _matches(credentials, settings.api_key):
         raise _refuse(credentials, "changing the collection")
 
 
-def require_read_key(
-    settings: ServiceSettings = Depends(get_settings),
-    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
-) -> None:
+def require_read_key(settings: SettingsDep, credentials: CredentialsDep) -> None:
     """Reads need ``SHELLID_READ_KEY`` (or the write key) when it is set."""
     if settings.reads_need_key() and not _matches(credentials, settings.read_key, settings.api_key):
         raise _refuse(credentials, "reading the collection")

@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
-from ..deps import Runtime, get_runtime, get_service
+from ..deps import RuntimeDep, ServiceDep
 from ..schemas import Health, Inference, Limits, Readiness, ServiceInfo
-from ..service import ShellidService
 
 router = APIRouter(tags=["service"])
 
@@ -33,7 +32,7 @@ def healthz() -> Health:
     summary="Model and store are loaded",
     responses={503: {"model": Readiness, "description": "Still loading, or failed to load."}},
 )
-def readyz(runtime: Runtime = Depends(get_runtime)):
+def readyz(runtime: RuntimeDep):
     if runtime.service is not None:
         return Readiness(status="ready", specimens=len(runtime.service.collection))
     body = Readiness(
@@ -48,7 +47,7 @@ def readyz(runtime: Runtime = Depends(get_runtime)):
     response_class=Response,
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."}},
 )
-def metrics(runtime: Runtime = Depends(get_runtime)) -> Response:
+def metrics(runtime: RuntimeDep) -> Response:
     assert runtime.metrics is not None
     return runtime.metrics.render()
 
@@ -58,9 +57,7 @@ def metrics(runtime: Runtime = Depends(get_runtime)) -> Response:
     response_model=ServiceInfo,
     summary="Model, store size, limits and whether keys are needed (always open)",
 )
-def info(
-    runtime: Runtime = Depends(get_runtime), service: ShellidService = Depends(get_service)
-) -> ServiceInfo:
+def info(runtime: RuntimeDep, service: ServiceDep) -> ServiceInfo:
     settings = runtime.settings
     collection = service.collection
     embedder = collection.embedder

@@ -6,11 +6,9 @@ import time
 
 from fastapi import APIRouter, Depends, File, Query, UploadFile
 
-from ..deps import get_service, get_settings, require_read_key
+from ..deps import ServiceDep, SettingsDep, require_read_key
 from ..errors import UPLOAD_ERRORS, ErrorBody
 from ..schemas import IdentifyResponse, SearchResponse
-from ..service import ShellidService
-from ..settings import ServiceSettings
 from ..uploads import read_uploads
 
 router = APIRouter(prefix="/v1", tags=["identify"], dependencies=[Depends(require_read_key)])
@@ -32,13 +30,13 @@ PHOTOS = File(
     },
 )
 async def identify(
+    settings: SettingsDep,
+    service: ServiceDep,
     images: list[UploadFile] = PHOTOS,
     top_k: int | None = Query(None, ge=1, le=50, description="Candidates to return (default 5)."),
     region: str | None = Query(None, description="Only consider species of this region."),
     genus: str | None = Query(None, description="Only consider species of this genus."),
     family: str | None = Query(None, description="Only consider species of this family."),
-    settings: ServiceSettings = Depends(get_settings),
-    service: ShellidService = Depends(get_service),
 ) -> IdentifyResponse:
     started = time.perf_counter()
     uploads = await read_uploads(images, settings, settings.max_query_files)
@@ -59,10 +57,10 @@ async def identify(
     responses=UPLOAD_ERRORS,
 )
 async def search(
+    settings: SettingsDep,
+    service: ServiceDep,
     images: list[UploadFile] = PHOTOS,
     k: int = Query(10, ge=1, le=100, description="How many similar photos to return."),
-    settings: ServiceSettings = Depends(get_settings),
-    service: ShellidService = Depends(get_service),
 ) -> SearchResponse:
     started = time.perf_counter()
     uploads = await read_uploads(images, settings, settings.max_query_files)

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Path, UploadFile
 from fastapi.responses import Response
 
-from ..deps import get_service, get_settings, require_read_key, require_write_key
+from ..deps import ServiceDep, SettingsDep, require_read_key, require_write_key
 from ..errors import COMMON_ERRORS, UPLOAD_ERRORS, ErrorBody
 from ..schemas import EnrollResponse, SpeciesList, SpeciesOut, SpeciesRemoved, SpecimenRemoved
-from ..service import ShellidService
-from ..settings import ServiceSettings
 from ..uploads import read_uploads
 
 router = APIRouter(prefix="/v1", tags=["collection"])
@@ -43,15 +41,15 @@ SPECIES_NAME = Path(
     },
 )
 async def enroll(
+    settings: SettingsDep,
+    service: ServiceDep,
+    images: Annotated[list[UploadFile], File(description="Photos of the species.", min_length=1)],
     name: str = SPECIES_NAME,
-    images: list[UploadFile] = File(..., description="Photos of the species.", min_length=1),
     genus: str | None = Form(None, description="Genus (default: first word of the name)."),
     family: str | None = Form(None),
     order: str | None = Form(None),
     region: str | None = Form(None, description="Where the species lives, e.g. 'Indo-Pacific'."),
     source: str = Form("", description="Where the photos come from (collection, author)."),
-    settings: ServiceSettings = Depends(get_settings),
-    service: ShellidService = Depends(get_service),
 ) -> EnrollResponse:
     from index.collection import canonical_species
 
@@ -77,7 +75,7 @@ async def enroll(
     dependencies=[Depends(require_read_key)],
     responses=COMMON_ERRORS,
 )
-async def list_species(service: ShellidService = Depends(get_service)) -> SpeciesList:
+async def list_species(service: ServiceDep) -> SpeciesList:
     return await service.species()
 
 
@@ -88,9 +86,7 @@ async def list_species(service: ShellidService = Depends(get_service)) -> Specie
     dependencies=[Depends(require_read_key)],
     responses={**COMMON_ERRORS, **NOT_FOUND},
 )
-async def species_info(
-    name: str = SPECIES_NAME, service: ShellidService = Depends(get_service)
-) -> SpeciesOut:
+async def species_info(service: ServiceDep, name: str = SPECIES_NAME) -> SpeciesOut:
     return await service.species_info(name)
 
 
@@ -101,9 +97,7 @@ async def species_info(
     dependencies=[Depends(require_write_key)],
     responses={**COMMON_ERRORS, **NOT_FOUND},
 )
-async def remove_species(
-    name: str = SPECIES_NAME, service: ShellidService = Depends(get_service)
-) -> SpeciesRemoved:
+async def remove_species(service: ServiceDep, name: str = SPECIES_NAME) -> SpeciesRemoved:
     return await service.remove_species(name)
 
 
@@ -114,9 +108,7 @@ async def remove_species(
     dependencies=[Depends(require_write_key)],
     responses={**COMMON_ERRORS, **NOT_FOUND},
 )
-async def remove_specimen(
-    specimen_id: str, service: ShellidService = Depends(get_service)
-) -> SpecimenRemoved:
+async def remove_specimen(specimen_id: str, service: ServiceDep) -> SpecimenRemoved:
     return await service.remove_specimen(specimen_id)
 
 
@@ -127,8 +119,6 @@ async def remove_specimen(
     dependencies=[Depends(require_read_key)],
     responses={200: {"content": {"image/jpeg": {}}}, **COMMON_ERRORS, **NOT_FOUND},
 )
-async def specimen_image(
-    specimen_id: str, service: ShellidService = Depends(get_service)
-) -> Response:
+async def specimen_image(specimen_id: str, service: ServiceDep) -> Response:
     data = await service.thumbnail(specimen_id)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})

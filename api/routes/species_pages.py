@@ -6,10 +6,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
-from ..deps import get_service, require_read_key
+from ..deps import ServiceDep, require_read_key
 from ..errors import COMMON_ERRORS
 from ..schemas import SpeciesPhotoPage
-from ..service import ShellidService
 from .species import NOT_FOUND, SPECIES_NAME
 
 router = APIRouter(prefix="/v1", tags=["collection"])
@@ -27,10 +26,10 @@ MAX_PAGE = 200
     responses={**COMMON_ERRORS, **NOT_FOUND},
 )
 async def species_photos(
+    service: ServiceDep,
     name: str = SPECIES_NAME,
     offset: int = Query(0, ge=0, description="Photos to skip (ordered by specimen, file name)."),
     limit: int = Query(DEFAULT_PAGE, ge=1, le=MAX_PAGE, description="Most photos to return."),
-    service: ShellidService = Depends(get_service),
 ) -> SpeciesPhotoPage:
     return await service.species_photos(name, offset, limit)
 
@@ -42,8 +41,6 @@ async def species_photos(
     dependencies=[Depends(require_read_key)],
     responses={200: {"content": {"image/jpeg": {}}}, **COMMON_ERRORS, **NOT_FOUND},
 )
-async def specimen_photo(
-    specimen_id: str, service: ShellidService = Depends(get_service)
-) -> Response:
+async def specimen_photo(specimen_id: str, service: ServiceDep) -> Response:
     data = await service.photo(specimen_id)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})

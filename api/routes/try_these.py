@@ -7,10 +7,9 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from .. import try_these
-from ..deps import get_service, require_read_key
+from ..deps import ServiceDep, require_read_key
 from ..errors import COMMON_ERRORS, ApiError, ErrorBody
 from ..schemas import TryTheseList
-from ..service import ShellidService
 
 router = APIRouter(prefix="/v1", tags=["collection"])
 
@@ -22,7 +21,7 @@ router = APIRouter(prefix="/v1", tags=["collection"])
     dependencies=[Depends(require_read_key)],
     responses=COMMON_ERRORS,
 )
-async def list_try_these(service: ShellidService = Depends(get_service)) -> TryTheseList:
+async def list_try_these(service: ServiceDep) -> TryTheseList:
     items = await run_in_threadpool(try_these.listing, service.collection)
     return TryTheseList.model_validate({"items": items})
 
@@ -38,9 +37,7 @@ async def list_try_these(service: ShellidService = Depends(get_service)) -> TryT
         404: {"model": ErrorBody, "description": "No such photo."},
     },
 )
-async def try_these_photo(
-    item: int, view: int, service: ShellidService = Depends(get_service)
-) -> FileResponse:
+async def try_these_photo(item: int, view: int, service: ServiceDep) -> FileResponse:
     try:
         path, media_type = await run_in_threadpool(try_these.photo, service.collection, item, view)
     except LookupError as exc:
