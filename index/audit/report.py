@@ -37,6 +37,15 @@ def write_thumbnail(path: str | Path, directory: Path, side: int = THUMB_SIDE) -
     return name
 
 
+def shown_path(path: str | Path, root: str | Path) -> str:
+    """``path`` relative to the audited folder when it lies inside it (``species/photo.jpg``,
+    short enough for a phone), else as given; the page keeps the full path in a tooltip."""
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return str(path)
+
+
 def write_audit_report(result: AuditResult, directory: str | Path) -> Path:
     """Write ``index.html`` and ``thumbs/*.jpg`` into ``directory``; returns the page's path."""
     out = Path(directory)
@@ -61,6 +70,7 @@ def write_audit_report(result: AuditResult, directory: str | Path) -> Path:
         loader=PackageLoader("index.audit", "templates"),
         autoescape=select_autoescape(["html", "j2"]),
     )
+    env.filters["shown_path"] = shown_path
     html = env.get_template("audit.html.j2").render(
         r=result,
         kinds=KINDS,
