@@ -176,3 +176,12 @@ def test_the_favicon_is_served(api):
     assert svg.status_code == 200 and svg.text.startswith("<svg")
     page = api.get("/").text
     assert 'rel="icon"' in page
+
+
+def test_the_photo_list_answers_options_and_refuses_other_methods(api):
+    options = api.options(f"/v1/species/{SPECIES}/photos")
+    assert options.status_code == 204
+    assert {m.strip() for m in options.headers["allow"].split(",")} >= {"GET", "OPTIONS"}
+    wrong = api.delete(f"/v1/species/{SPECIES}/photos", headers=AUTH)
+    assert wrong.status_code == 405 and "GET" in wrong.headers["allow"]
+    assert api.get(f"/v1/species/{SPECIES}/photos").json()["total"] == 12
