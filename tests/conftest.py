@@ -113,3 +113,34 @@ def frozen_model():
     from embedder import default_model
 
     return default_model()
+
+
+def store_row(i: int) -> dict[str, list]:
+    """Columns of one minimal ``specimens`` row (vector apart) for store-level tests."""
+    return {
+        "id": [f"{i:016x}"],
+        "species": ["A_b"],
+        "genus": ["A"],
+        "family": [""],
+        "region": [""],
+        "extra": ["{}"],
+        "specimen": [str(i)],
+        "source": [""],
+        "filename": [""],
+        "sha256": [str(i)],
+        "fingerprint": ["f"],
+        "thumbnail": [b""],
+        "image": [b""],
+        "width": [1],
+        "height": [1],
+    }
+
+
+@pytest.fixture
+def fake_cli_model(monkeypatch):
+    """CLI commands over the fake embedder, with no store or model from the environment."""
+    from tests.fake_embedder import fake_make_embedder
+
+    monkeypatch.setattr("index.collection.make_embedder", fake_make_embedder)
+    monkeypatch.delenv("SHELLID_STORE", raising=False)
+    monkeypatch.delenv("SHELLID_MODEL", raising=False)

@@ -19,16 +19,12 @@ from fastapi.testclient import TestClient
 from api.cli import main
 from api.commands import demo_cmd
 from tests.conftest import GENERATED_SPECIES, make_collection
-from tests.fake_embedder import FakeEmbedder, fake_make_embedder
+from tests.fake_embedder import FakeEmbedder
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def fake_model(monkeypatch):
-    monkeypatch.setattr("index.collection.make_embedder", fake_make_embedder)
-    monkeypatch.delenv("SHELLID_STORE", raising=False)
-    monkeypatch.delenv("SHELLID_MODEL", raising=False)
+pytestmark = pytest.mark.usefixtures("fake_cli_model")
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,7 @@ from index.collection import Collection, canonical_species
 from index.errors import InvalidQueryError
 from index.imaging import accept_image, storage_size
 from index.store import SpecimenStore
-from tests.conftest import GENERATED_SPECIES, draw_specimen, make_collection
+from tests.conftest import GENERATED_SPECIES, draw_specimen, make_collection, store_row
 from tests.fake_embedder import FakeEmbedder
 
 
@@ -487,26 +487,6 @@ def test_case4_dot_dot_is_refused_by_the_api(client):
     assert client.post("/v1/species/a%01b/images", files=files(("g.jpg", GOOD))).status_code == 422
 
 
-def _row(i: int) -> dict:
-    return {
-        "id": [f"{i:016x}"],
-        "species": ["A_b"],
-        "genus": ["A"],
-        "family": [""],
-        "region": [""],
-        "extra": ["{}"],
-        "specimen": [str(i)],
-        "source": [""],
-        "filename": [""],
-        "sha256": [str(i)],
-        "fingerprint": ["f"],
-        "thumbnail": [b""],
-        "image": [b""],
-        "width": [1],
-        "height": [1],
-    }
-
-
 @pytest.mark.filterwarnings("ignore:optimize")
 def test_case4_the_compaction_counter_survives_a_restart(tmp_path, monkeypatch):
     compactions: list[int] = []
@@ -516,7 +496,7 @@ def test_case4_the_compaction_counter_survives_a_restart(tmp_path, monkeypatch):
     for i in range(6):  # a new process (a new store object) for every write
         store = SpecimenStore(tmp_path / "s", compact_every=3)
         store.ensure_table(4)
-        store.add(store.make_rows(_row(i), np.ones((1, 4), np.float32)))
+        store.add(store.make_rows(store_row(i), np.ones((1, 4), np.float32)))
     assert len(compactions) >= 1  # with a per-process counter: never
     store = SpecimenStore(tmp_path / "s", compact_every=3)
     assert store.writes_since_compaction() < 3

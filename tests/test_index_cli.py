@@ -10,16 +10,12 @@ import pytest
 
 from api.cli import main
 from tests.conftest import make_collection
-from tests.fake_embedder import fake_make_embedder
 
 
 @pytest.fixture(autouse=True)
-def fake_model(monkeypatch):
-    monkeypatch.setattr("index.collection.make_embedder", fake_make_embedder)
+def fake_model(fake_cli_model, monkeypatch):
     # the fake takes model names such as other.pt that are not files: skip the file check
     monkeypatch.setattr("api.commands._collection.check_model_option", lambda model: None)
-    monkeypatch.delenv("SHELLID_STORE", raising=False)
-    monkeypatch.delenv("SHELLID_MODEL", raising=False)
 
 
 @pytest.fixture(scope="module")

@@ -14,15 +14,9 @@ from embedder.intake import ImageIntakeError
 from index.collection import Collection
 from index.imaging import query_image
 from tests.conftest import make_collection
-from tests.fake_embedder import FakeEmbedder, fake_make_embedder
+from tests.fake_embedder import FakeEmbedder
 
-
-@pytest.fixture(autouse=True)
-def fake_model(monkeypatch):
-    monkeypatch.setattr("index.collection.make_embedder", fake_make_embedder)
-    monkeypatch.setattr("api.commands._collection.check_model_option", lambda model: None)
-    monkeypatch.delenv("SHELLID_STORE", raising=False)
-    monkeypatch.delenv("SHELLID_MODEL", raising=False)
+pytestmark = pytest.mark.usefixtures("fake_cli_model")
 
 
 @pytest.fixture(scope="module")

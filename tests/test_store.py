@@ -25,7 +25,7 @@ from index import (
 )
 from index.collection import Collection
 from index.store import SpecimenStore
-from tests.conftest import make_collection
+from tests.conftest import make_collection, store_row
 from tests.fake_embedder import FakeEmbedder
 
 
@@ -296,24 +296,7 @@ def test_old_versions_are_compacted_away(tmp_path):
     store = SpecimenStore(tmp_path / "s", compact_every=5, keep_versions=timedelta(0))
     store.ensure_table(4)
     for i in range(10):
-        rows = {
-            "id": [f"{i:016x}"],
-            "species": ["A_b"],
-            "genus": ["A"],
-            "family": [""],
-            "region": [""],
-            "extra": ["{}"],
-            "specimen": [str(i)],
-            "source": [""],
-            "filename": [""],
-            "sha256": [str(i)],
-            "fingerprint": ["f"],
-            "thumbnail": [b""],
-            "image": [b""],
-            "width": [1],
-            "height": [1],
-        }
-        store.add(store.make_rows(rows, np.ones((1, 4), np.float32)))
+        store.add(store.make_rows(store_row(i), np.ones((1, 4), np.float32)))
     stats = store.stats()
     assert stats["rows"] == 10
     assert stats["fragments"] == 1 and stats["versions"] <= 2
