@@ -91,7 +91,7 @@ def _species_out(summary) -> SpeciesOut:
 def _photo_page(collection: Collection, name: str, offset: int, limit: int) -> SpeciesPhotoPage:
     """One page of a species' photos with its taxonomy (runs in the thread pool)."""
     page = collection.species_photos(name, offset, limit)
-    taxonomy = collection.enrolled_taxonomy().get(page.species, {})
+    taxonomy = collection.enrolled_taxonomy(page.species).get(page.species, {})
     summary = collection.species_info(page.species)
     end = page.offset + len(page.photos)
     return SpeciesPhotoPage.model_validate(

@@ -814,10 +814,15 @@ class Collection:
             species=key, total=len(rows), by_specimen=by_specimen, offset=offset, photos=photos
         )
 
-    def enrolled_taxonomy(self) -> dict[str, dict[str, str]]:
+    def enrolled_taxonomy(self, species: str | None = None) -> dict[str, dict[str, str]]:
         """Each enrolled species' taxonomy as enrolled: genus, family, region and any other
-        field (order, authority, ... from taxonomy.csv or the enroll form); no empty values."""
-        table = self.store.load_index(["species", *TAXONOMY_COLUMNS, "extra"])
+        field (order, authority, ... from taxonomy.csv or the enroll form); no empty values.
+        With ``species`` (canonical), only that species' rows are read."""
+        columns = ["species", *TAXONOMY_COLUMNS, "extra"]
+        if species is None:
+            table = self.store.load_index(columns)
+        else:
+            table = self.store.select(columns, f"species = {sql_string(species)}")
         out: dict[str, dict[str, str]] = defaultdict(dict)
         rows = zip(*(table[c].to_pylist() for c in table.column_names), strict=True)
         for species, *values, extra in rows:
