@@ -22,11 +22,9 @@ DEFAULT_TARGET_RECALL = 0.90
 Method = Literal["whitened", "prototype", "knn", "prototype+knn"]
 
 
-class IdentifierConfig(BaseModel):
-    """How :class:`index.VectorIdentifier` scores and decides (defaults chosen by measurement,
-    see benchmarks/index_benchmark.py and docs/index.md)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class DecisionOptions(BaseModel):
+    """The identification options a user sets (``SHELLID_*`` through :class:`IndexSettings`,
+    or in code through :class:`IdentifierConfig`): defined once, here."""
 
     method: Method = Field(
         default="whitened",
@@ -34,6 +32,37 @@ class IdentifierConfig(BaseModel):
         "within-species whitened space (whitened), plain prototype similarity, "
         "nearest-specimen similarity, or the mean of the last two",
     )
+    prototypes_per_species: int = Field(
+        default=1, ge=1, le=16, description="k-means prototypes per species (1 = the class mean)"
+    )
+    target_recall: float = Field(
+        default=DEFAULT_TARGET_RECALL,
+        gt=0.5,
+        lt=1.0,
+        description="share of known-species queries to accept",
+    )
+    species_probability: float = Field(default=0.5, gt=0.0, le=1.0)
+    genus_probability: float = Field(default=0.5, gt=0.0, le=1.0)
+    family_probability: float = Field(default=0.5, gt=0.0, le=1.0)
+    ann_threshold: int = Field(
+        default=100_000, ge=1, description="specimens above which search uses an approximate index"
+    )
+    ann_factory: str | None = Field(
+        default=None,
+        description="FAISS index_factory string for the ANN index (None = IVF, auto nlist)",
+    )
+    ann_nprobe: int | None = Field(default=None, ge=1, description="IVF lists probed (None = auto)")
+    use_gpu: bool | None = Field(
+        default=None, description="FAISS on GPU (None = when one is present)"
+    )
+
+
+class IdentifierConfig(DecisionOptions):
+    """How :class:`index.VectorIdentifier` scores and decides (defaults chosen by measurement,
+    see benchmarks/index_benchmark.py and docs/index.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
     centre: bool = Field(
         default=True, description="centre on the collection mean before prototypes (CL2N)"
     )
@@ -41,9 +70,6 @@ class IdentifierConfig(BaseModel):
         default=3,
         ge=1,
         description="fewer species than this: no centring (the mean is not a domain mean)",
-    )
-    prototypes_per_species: int = Field(
-        default=1, ge=1, le=16, description="k-means prototypes per species (1 = the class mean)"
     )
     min_specimens_per_prototype: int = Field(
         default=3,
@@ -59,12 +85,6 @@ class IdentifierConfig(BaseModel):
         default=5, ge=1, description="k nearest specimens averaged for the OOD score"
     )
     region_k: int = Field(default=10, ge=1, description="nearest specimens voting for the region")
-    target_recall: float = Field(
-        default=DEFAULT_TARGET_RECALL,
-        gt=0.5,
-        lt=1.0,
-        description="share of known-species queries to accept",
-    )
     ood_in_domain_share: float = Field(
         default=0.95,
         gt=0.5,
@@ -78,9 +98,6 @@ class IdentifierConfig(BaseModel):
         lt=1.0,
         description="share of the allowed known-species rejections spent on the OOD filter",
     )
-    species_probability: float = Field(default=0.5, gt=0.0, le=1.0)
-    genus_probability: float = Field(default=0.5, gt=0.0, le=1.0)
-    family_probability: float = Field(default=0.5, gt=0.0, le=1.0)
     calibration_queries: int = Field(
         default=3000, ge=10, description="most held-out images scored when calibrating"
     )
@@ -101,21 +118,10 @@ class IdentifierConfig(BaseModel):
         "birds-cub images of species left out of a 30-species store stay above it (1 % "
         "quantile 0.48), 78 % of drawings and rocks fall below",
     )
-    ann_threshold: int = Field(
-        default=100_000, ge=1, description="specimens above which search uses an approximate index"
-    )
-    ann_factory: str | None = Field(
-        default=None,
-        description="FAISS index_factory string for the ANN index (None = IVF, auto nlist)",
-    )
-    ann_nprobe: int | None = Field(default=None, ge=1, description="IVF lists probed (None = auto)")
-    use_gpu: bool | None = Field(
-        default=None, description="FAISS on GPU (None = when one is present)"
-    )
     seed: int = 0
 
 
-class IndexSettings(BaseSettings):
+class IndexSettings(BaseSettings, DecisionOptions):
     """``SHELLID_*`` settings of the store, the model and the decisions."""
 
     model_config = SettingsConfigDict(
@@ -127,21 +133,11 @@ class IndexSettings(BaseSettings):
     )
     model: str | None = Field(default=None, description="MODEL.pt (None = frozen default backbone)")
     top_k: int = Field(default=5, ge=1, le=100)
-    method: Method = "whitened"
-    prototypes_per_species: int = Field(default=1, ge=1, le=16)
-    target_recall: float = Field(default=DEFAULT_TARGET_RECALL, gt=0.5, lt=1.0)
     temperature: float | None = Field(
         default=None, gt=0.0, description="override the calibrated one"
     )
     unknown_threshold: float | None = Field(default=None, description="override: unknown_score cut")
     ood_threshold: float | None = Field(default=None, description="override: ood_score cut")
-    species_probability: float = Field(default=0.5, gt=0.0, le=1.0)
-    genus_probability: float = Field(default=0.5, gt=0.0, le=1.0)
-    family_probability: float = Field(default=0.5, gt=0.0, le=1.0)
-    ann_threshold: int = Field(default=100_000, ge=1)
-    ann_factory: str | None = None
-    ann_nprobe: int | None = Field(default=None, ge=1)
-    use_gpu: bool | None = None
     keep_versions_minutes: float = Field(
         default=10.0,
         ge=0.0,
@@ -153,18 +149,7 @@ class IndexSettings(BaseSettings):
 
     def identifier_config(self) -> IdentifierConfig:
         """The :class:`IdentifierConfig` these settings describe."""
-        return IdentifierConfig(
-            method=self.method,
-            prototypes_per_species=self.prototypes_per_species,
-            target_recall=self.target_recall,
-            species_probability=self.species_probability,
-            genus_probability=self.genus_probability,
-            family_probability=self.family_probability,
-            ann_threshold=self.ann_threshold,
-            ann_factory=self.ann_factory,
-            ann_nprobe=self.ann_nprobe,
-            use_gpu=self.use_gpu,
-        )
+        return IdentifierConfig(**self.model_dump(include=set(DecisionOptions.model_fields)))
 
     def threshold_overrides(self) -> dict[str, float | None]:
         """Thresholds set by the user, replacing the calibrated values (None = calibrated)."""
