@@ -230,6 +230,10 @@ def test_prototype_map_colours_only_groups_with_several_species():
     assert plots.prototype_groups(one_each) is None
     shared = {"species": ["A_x", "A_y", "B_z"], "genus": ["A", "A", "B"], "family": ["", "", ""]}
     assert plots.prototype_groups(shared) == (["A", "A", "B"], "genus")
+    one_genus = {"species": ["A_x", "A_y"], "genus": ["A", "A"], "family": ["", ""]}
+    assert plots.prototype_groups(one_genus) is None
+    families = {**shared, "family": ["F", "G", "G"]}
+    assert plots.prototype_groups(families) == (["F", "G", "G"], "family")
 
 
 # --- the pages --------------------------------------------------------------------------

@@ -313,12 +313,13 @@ def score_histograms_plot(
 
 def prototype_groups(prototypes: Mapping) -> tuple[list[str], str] | None:
     """The groups colouring the prototype map and their kind (family, else genus), or None
-    when colour would say nothing: no taxonomy, or every group holds a single species."""
+    when colour would say nothing: no taxonomy, every group holds a single species, or every
+    species is in one group."""
     family = [f or "" for f in prototypes["family"]]
     genus = [g or "" for g in prototypes["genus"]]
     for groups, kind in ((family, "family"), (genus, "genus")):
         named = [g for g in groups if g]
-        if named and len(set(named)) < len(named):
+        if 2 <= len(set(groups)) < len(groups) and len(set(named)) < len(named):
             return groups, kind
     return None
 

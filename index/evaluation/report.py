@@ -207,8 +207,9 @@ def write_report(
         colour = (
             f"coloured by {grouping[1]}: related species should sit together"
             if grouping
-            else "one colour: no family or genus here holds more than one species, so related "
-            "species cannot be told apart by colour (a taxonomy with families would add them)"
+            else "in one colour: no family or genus here holds several species (or all of "
+            "them are in one), so colour could not show related species (a taxonomy.csv with "
+            "families would add them)"
         )
         figures.append(
             {
