@@ -90,6 +90,7 @@ class VectorIdentifier:
                 factory=cfg.ann_factory,
                 nprobe=cfg.ann_nprobe,
                 use_gpu=cfg.use_gpu,
+                threads=cfg.faiss_threads,
             ),
         )
         self.cl2n = Cl2n(self.rows, cfg)

@@ -55,6 +55,11 @@ class DecisionOptions(BaseModel):
     use_gpu: bool | None = Field(
         default=None, description="FAISS on GPU (None = when one is present)"
     )
+    faiss_threads: int = Field(
+        default=1,
+        ge=1,
+        description="FAISS OpenMP threads (1: one query at a time is fastest on a small CPU)",
+    )
 
 
 class IdentifierConfig(DecisionOptions):

@@ -112,7 +112,9 @@ class PrototypeScorer:
         self.rows = rows
         self.cl2n = cl2n
         self.config = config
-        self.index = VectorIndex(rows.dim, ann_threshold=10**9, use_gpu=config.use_gpu)
+        self.index = VectorIndex(
+            rows.dim, ann_threshold=10**9, use_gpu=config.use_gpu, threads=config.faiss_threads
+        )
         self.protos = np.zeros((0, rows.dim), np.float32)
         self.owner = np.zeros(0, np.int64)
 

@@ -13,7 +13,6 @@ type that cannot delete, such as HNSW or a GPU index). GPU indexes are used when
 from __future__ import annotations
 
 import math
-import os
 import threading
 from typing import Any
 
@@ -25,22 +24,23 @@ TRAIN_PER_LIST = 64
 #: stored vectors used as queries when tuning the search breadth, and the k of its recall.
 TUNE_QUERIES = 200
 TUNE_K = 10
-_threads_configured = False
+_threads: int | None = None  # the OpenMP thread count set last
 
 
-def configure_threads() -> int:
-    """Set FAISS's OpenMP thread count once per process: ``SHELLID_FAISS_THREADS``, default 1.
+def configure_threads(threads: int | None = None) -> int:
+    """Set FAISS's OpenMP thread count for the process (``faiss_threads``, setting
+    ``SHELLID_FAISS_THREADS``, default 1); None keeps the current count (1 at first).
 
     Queries arrive one specimen at a time; on a small shared CPU, OpenMP's synchronisation
     makes a single 10^4-vector exact search take ~50 ms with 2 threads against ~0.7 ms with one
     (measured on the 2-core development machine under load). Batches still use BLAS threads.
     """
-    global _threads_configured
-    threads = int(os.environ.get("SHELLID_FAISS_THREADS", "1") or 1)
-    if not _threads_configured:
-        faiss.omp_set_num_threads(max(1, threads))
-        _threads_configured = True
-    return threads
+    global _threads
+    wanted = max(1, int(threads if threads is not None else (_threads or 1)))
+    if wanted != _threads:
+        faiss.omp_set_num_threads(wanted)
+        _threads = wanted
+    return wanted
 
 
 def _as_matrix(vectors: np.ndarray, dim: int) -> np.ndarray:
@@ -72,7 +72,8 @@ class VectorIndex:
 
     ``ann_threshold``: vector count from which an approximate index is used; ``factory``:
     FAISS ``index_factory`` string for it (``None`` = ``IVF{nlist},Flat`` with
-    :func:`default_nlist`); ``nprobe`` / ``ef_search``: search breadth of IVF / HNSW indexes.
+    :func:`default_nlist`); ``nprobe`` / ``ef_search``: search breadth of IVF / HNSW indexes;
+    ``threads``: FAISS's OpenMP threads (:func:`configure_threads`).
     """
 
     def __init__(
@@ -85,10 +86,11 @@ class VectorIndex:
         ef_search: int = 64,
         recall_target: float = 0.95,
         use_gpu: bool | None = None,
+        threads: int | None = None,
     ) -> None:
         if dim <= 0:
             raise ValueError("dim must be positive")
-        configure_threads()
+        configure_threads(threads)
         self.dim = int(dim)
         self.ann_threshold = int(ann_threshold)
         self.factory = factory
