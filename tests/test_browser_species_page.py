@@ -301,3 +301,78 @@ def test_percentages_never_break_across_lines(browser, server):
         assert page.evaluate(OVERFLOW) <= 0
     finally:
         context.close()
+
+
+@pytest.fixture(scope="module")
+def big_server(tmp_path_factory):
+    """One species with 63 photos (more than a page of the species page, 60)."""
+    from api.app import create_app
+    from api.settings import ServiceSettings
+    from index.collection import Collection
+
+    folder = tmp_path_factory.mktemp("many")
+    kind, colour = GENERATED_SPECIES["Conus_alpha"]
+    paths = []
+    for i in range(63):
+        path = folder / f"shell_{i + 1}.png"
+        draw_specimen(kind, colour, 9000 + i, size=48).save(path)
+        paths.append(str(path))
+    store = tmp_path_factory.mktemp("store") / "store"
+    collection = Collection.open(str(store), model=FakeEmbedder(), create=True)
+    collection.enroll("Conus_alpha", paths, groups=[Path(p).stem for p in paths])
+    yield from _serve(create_app(ServiceSettings(store=str(store)), collection))
+
+
+def test_show_more_loads_the_next_page_of_photos(browser, big_server):
+    context, page = open_page(browser, f"{big_server}/#species/Conus_alpha")
+    try:
+        page.wait_for_selector("#sp-body:not([hidden])")
+        assert page.locator("#sp-photos li").count() == 60
+        more = page.locator("#sp-more")
+        assert more.inner_text() == "Show more photos (60 of 63 shown)"
+        assert page.is_hidden("#sp-key-field")  # this server needs no key to write
+        names = page.locator("#sp-photos .fname").all_inner_texts()
+        assert names[:3] == ["shell_1.png", "shell_2.png", "shell_3.png"]  # 2 before 10
+        more.click()
+        page.wait_for_function("document.querySelectorAll('#sp-photos li').length === 63")
+        assert page.is_hidden("#sp-more")
+        names = page.locator("#sp-photos .fname").all_inner_texts()
+        assert len(set(names)) == 63 and names[-1] == "shell_63.png"
+        assert page.inner_text("#sp-counts") == "63 photos of 63 specimens."
+        assert not page.locator("#sp-specimens-box").evaluate("box => box.open")  # 63 > 12
+    finally:
+        context.close()
+
+
+def test_a_server_that_needs_a_read_key_shows_the_species_page_once_it_is_given(
+    browser, tmp_path_factory
+):
+    from api.app import create_app
+    from api.settings import ServiceSettings
+    from index.collection import Collection
+
+    root = make_collection(
+        tmp_path_factory.mktemp("photos"), {"Conus_alpha": GENERATED_SPECIES["Conus_alpha"]}, 2, 2
+    )
+    store = tmp_path_factory.mktemp("store") / "store"
+    collection = Collection.open(str(store), model=FakeEmbedder(), create=True)
+    collection.enroll_folder(root, progress=False)
+    settings = ServiceSettings(store=str(store), read_key="reader")
+    for url in _serve(create_app(settings, collection)):
+        context, page = open_page(browser, f"{url}/#species/Conus_alpha")
+        try:
+            page.wait_for_selector("#error:not([hidden])")
+            assert "needs an API key" in page.inner_text("#error")
+            assert page.is_visible("#read-key")
+            page.fill("#read-key", "reader")
+            page.press("#read-key", "Enter")
+            page.wait_for_selector("#sp-body:not([hidden])")
+            assert page.locator("#sp-photos li").count() == 4
+            assert page.locator("#sp-photos a.frame").count() == 0  # a link could not send the key
+            page.wait_for_function(
+                "Array.from(document.querySelectorAll('#sp-photos img'))"
+                ".every(i => i.complete && i.naturalWidth > 0)"
+            )
+            assert page.evaluate(BROKEN) == []
+        finally:
+            context.close()

@@ -867,6 +867,7 @@ function wire() {
       $(to).value = $(from).value;
     });
   }
+  $("read-key").addEventListener("change", route); // a key typed after a refusal: show it now
   $("sp-add-form").addEventListener("submit", addPhotos);
   $("sp-delete").addEventListener("click", deleteSpecies);
   $("sp-more").addEventListener("click", morePhotos);
