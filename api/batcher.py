@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -98,6 +99,10 @@ class EmbeddingBatcher:
         """Awaitable :meth:`submit` for request handlers."""
         return await asyncio.wrap_future(self.submit(images))
 
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Blocking :meth:`submit`, for code running in a thread (the collection's calls)."""
+        return self.submit(images).result()
+
     # ------------------------------------------------------------------ worker
     def _collect(self, first: _Job) -> tuple[list[_Job], bool]:
         """``first`` plus the jobs that arrive in time; the flag says a stop was requested."""
@@ -152,3 +157,33 @@ class EmbeddingBatcher:
             self._embed_jobs(jobs)
             if stopping:
                 return
+
+
+class BatchedModel:
+    """The collection's model with every embedding going through an :class:`EmbeddingBatcher`:
+    an ``ImageEmbedder`` (``embed_images``, ``dim``, ``fingerprint``, ``name``) that the
+    service hands to :meth:`index.collection.Collection.use_embedder`, so the API's photos take
+    the same path as the command line's (``Collection.identify`` / ``search`` / ``enroll``)."""
+
+    def __init__(self, model: Any, batcher: EmbeddingBatcher) -> None:
+        self.model = model
+        self.batcher = batcher
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.dim)
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.model.fingerprint)
+
+    @property
+    def name(self) -> str:
+        return str(getattr(self.model, "name", type(self.model).__name__))
+
+    @property
+    def within_species_prior(self) -> Any:
+        return getattr(self.model, "within_species_prior", None)
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self.batcher.embed_images(images)

@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from index.results import Decision
+
+
+def _blank_is_none(value: Any) -> Any:
+    """Missing taxonomy is null in every answer (the index keeps it as '')."""
+    return None if value == "" else value
+
+
+BlankIsNone = BeforeValidator(_blank_is_none)
 
 
 class CandidateOut(BaseModel):
     """One ranked species hypothesis."""
 
     species: str
-    genus: str | None = None
-    family: str | None = None
+    genus: Annotated[str | None, BlankIsNone] = None
+    family: Annotated[str | None, BlankIsNone] = None
     score: float = Field(description="Cosine similarity of the query to the species prototype.")
     probability: float | None = Field(
         None,
@@ -30,7 +38,7 @@ class SimilarOut(BaseModel):
 
     specimen_id: str
     species: str
-    genus: str | None = None
+    genus: Annotated[str | None, BlankIsNone] = None
     score: float = Field(description="Cosine similarity to the query.")
     image_url: str = Field(description="JPEG thumbnail of the reference photo.")
 

@@ -10,15 +10,11 @@ from functools import partial
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from index.imaging import normalise_size
-
-from .batcher import EmbeddingBatcher
+from .batcher import BatchedModel, EmbeddingBatcher
 from .errors import ApiError
 from .schemas import (
-    CandidateOut,
     EnrollResponse,
     IdentifyResponse,
     SearchResponse,
@@ -56,20 +52,9 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000.0, 2)
 
 
-def _query_images(uploads: list[Upload]) -> list[Image.Image]:
-    """The photos at the scale enrolled photos were embedded at (as ``Collection.identify``)."""
-    return [normalise_size(upload.image) for upload in uploads]
-
-
 def _similar(items) -> list[SimilarOut]:
     return [
-        SimilarOut(
-            specimen_id=str(item.specimen_id),
-            species=item.species,
-            genus=getattr(item, "genus", None) or None,
-            score=float(item.score),
-            image_url=image_url(item.specimen_id),
-        )
+        SimilarOut.model_validate({**item.model_dump(), "image_url": image_url(item.specimen_id)})
         for item in items
     ]
 
@@ -167,6 +152,9 @@ class ShellidService:
         self.collection = collection
         self.settings = settings
         embedder = collection.embedder
+        if isinstance(embedder, BatchedModel):  # left by a service over this collection before
+            embedder = embedder.model
+        self.model = embedder
         self.plan = plan_inference(settings, embedder_device(embedder))
         from embedder.embedding import Embedder  # torch: imported when a service starts
 
@@ -180,6 +168,8 @@ class ShellidService:
             workers=self.plan.workers,
             thread_setup=self.use_planned_threads,
         )
+        # one path for every photo: the collection embeds through the batcher
+        collection.use_embedder(BatchedModel(embedder, self.batcher))
 
     def use_planned_threads(self) -> None:
         """Apply the planned torch thread count to the calling thread (OpenMP keeps it per
@@ -201,6 +191,7 @@ class ShellidService:
 
     def stop(self) -> None:
         self.batcher.stop()
+        self.collection.use_embedder(self.model)  # the collection outlives the service
 
     # ------------------------------------------------------------------ reads
     async def identify(
@@ -217,54 +208,28 @@ class ShellidService:
             raise ApiError(
                 409, "empty_collection", "the collection is empty; enroll some species first"
             )
-        started = time.perf_counter()
-        images = await run_in_threadpool(_query_images, uploads)
-        vectors = await self.batcher.embed(images)
-        embedded = time.perf_counter()
         result = await run_in_threadpool(
-            self.collection.identify_embeddings,
-            vectors,
+            self.collection.identify,
+            [upload.image for upload in uploads],
             top_k=top_k,
             region=region,
             genus=genus,
             family=family,
+            limits=self.settings.intake_limits(),
         )
-        done = time.perf_counter()
-        timings = {k: round(float(v), 2) for k, v in (result.timings_ms or {}).items()}
-        timings.update(
-            decode=_ms(decode_seconds),
-            embed=_ms(embedded - started),
-            identify=_ms(done - embedded),
-            total=_ms(decode_seconds + done - started),
-        )
+        timings = {k: round(float(v), 2) for k, v in result.timings_ms.items()}
+        timings.update(decode=_ms(decode_seconds), total=timings["total"] + _ms(decode_seconds))
         words = words_for(result, self.settings.subject)
-        return IdentifyResponse(
-            decision=result.decision,
-            summary=words.summary,
-            detail=words.detail,
-            candidates_heading=words.candidates_heading,
-            similar_heading=words.similar_heading,
-            species=result.species,
-            genus=result.genus,
-            family=result.family,
-            confidence=float(result.confidence),
-            none_probability=result.none_probability,
-            candidates=[
-                CandidateOut(
-                    species=c.species,
-                    genus=c.genus or None,
-                    family=c.family or None,
-                    score=float(c.score),
-                    probability=c.probability,
-                )
-                for c in result.candidates
-            ],
-            similar=_similar(result.similar),
-            region=result.region,
-            region_votes={k: float(v) for k, v in (result.region_votes or {}).items()},
-            ood_score=float(result.ood_score),
-            unknown_score=float(result.unknown_score),
-            timings_ms=timings,
+        return IdentifyResponse.model_validate(
+            {
+                **result.model_dump(exclude={"similar", "timings_ms"}),
+                "summary": words.summary,
+                "detail": words.detail,
+                "candidates_heading": words.candidates_heading,
+                "similar_heading": words.similar_heading,
+                "similar": _similar(result.similar),
+                "timings_ms": timings,
+            }
         )
 
     async def search(self, uploads: list[Upload], decode_seconds: float, k: int) -> SearchResponse:
@@ -272,18 +237,18 @@ class ShellidService:
         if len(self.collection) == 0:
             return SearchResponse(results=[], timings_ms={"decode": _ms(decode_seconds)})
         started = time.perf_counter()
-        images = await run_in_threadpool(_query_images, uploads)
-        vectors = await self.batcher.embed(images)
-        embedded = time.perf_counter()
-        found = await run_in_threadpool(self.collection.search_embeddings, vectors, k)
-        done = time.perf_counter()
+        found = await run_in_threadpool(
+            self.collection.search,
+            [upload.image for upload in uploads],
+            k,
+            limits=self.settings.intake_limits(),
+        )
         return SearchResponse(
             results=_similar(found),
             timings_ms={
                 "decode": _ms(decode_seconds),
-                "embed": _ms(embedded - started),
-                "search": _ms(done - embedded),
-                "total": _ms(decode_seconds + done - started),
+                "search": _ms(time.perf_counter() - started),
+                "total": _ms(decode_seconds + time.perf_counter() - started),
             },
         )
 

@@ -419,6 +419,15 @@ class Collection:
             return real
         return embedder
 
+    def use_embedder(self, embedder: ImageEmbedder) -> None:
+        """Embed with ``embedder`` from now on: the same model behind another front (a
+        service's micro-batcher), so every photo still takes this class's path. Refuses a
+        model with another fingerprint (:class:`ModelMismatchError`)."""
+        current = self.embedder
+        if embedder.fingerprint != current.fingerprint:
+            raise ModelMismatchError(current.fingerprint, embedder.fingerprint, uri=self.store.uri)
+        self._embedder = embedder
+
     @property
     def fingerprint(self) -> str:
         """Fingerprint of the model whose vectors the store holds (or will hold)."""
@@ -695,8 +704,10 @@ class Collection:
         vectors = self._embed_queries(images, limits)
         embedded = time.perf_counter()
         result = self.identify_embeddings(vectors, top_k, region, genus, family)
+        done = time.perf_counter()
         result.timings_ms["embed"] = round((embedded - started) * 1e3, 3)
-        result.timings_ms["total"] = round((time.perf_counter() - started) * 1e3, 3)
+        result.timings_ms["identify"] = round((done - embedded) * 1e3, 3)
+        result.timings_ms["total"] = round((done - started) * 1e3, 3)
         return result
 
     def identify_embeddings(

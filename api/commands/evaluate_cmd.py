@@ -197,6 +197,6 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         from index.evaluation.report import write_report
 
-        page = write_report(result, Path(args.report).expanduser())
+        page = write_report(result, Path(args.report).expanduser(), json_path=json_path)
         print(f"report written to {page}")
     return 0
