@@ -13,7 +13,7 @@ lives in :mod:`index.calibration`.
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -68,6 +68,46 @@ def calibration_rows(rows: EnrolledRows, max_queries: int, rng: np.random.Genera
     return np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
 
 
+@dataclass
+class HeldOutScores:
+    """Scores of held-out enrolled images: as a new specimen of its species (``sims``,
+    ``ood_known``; ``known`` marks the images whose species keeps another specimen) and as an
+    image of a species the collection lacks (``sims_unknown``, ``ood_unknown``)."""
+
+    sims: np.ndarray  # (m, S) species scores, own group held out
+    sims_unknown: np.ndarray  # the same with the own species removed
+    ood_known: np.ndarray  # (m,) OOD score without the own group
+    ood_unknown: np.ndarray  # (m,) OOD score without the own species
+    y: np.ndarray  # (m,) species of each image
+    known: np.ndarray  # (m,) bool
+    n_species: int
+
+    @classmethod
+    def of(
+        cls,
+        rows: EnrolledRows,
+        scorer: SpeciesScorer,
+        ood_scorer: OodScorer,
+        config: IdentifierConfig,
+    ) -> HeldOutScores:
+        """Scores of up to ``calibration_queries`` images (fewer when the flops budget says)."""
+        budget = int(CALIBRATION_FLOPS / max(1, len(rows) * rows.dim * scorer.held_out_cost))
+        rng = np.random.default_rng(config.seed)
+        queries = calibration_rows(rows, max(50, min(config.calibration_queries, budget)), rng)
+        sims = scorer.held_out_scores(queries)
+        ood_known, ood_unknown = ood_scorer.held_out_scores(queries)
+        y = rows.y[queries]
+        m = np.arange(len(queries))
+        known = (rows.group_counts[y] > 1) & np.isfinite(sims[m, y])
+        sims_unknown = sims.copy()
+        sims_unknown[m, y] = -np.inf
+        return cls(sims, sims_unknown, ood_known, ood_unknown, y, known, len(rows.species))
+
+    def passes_ood(self, threshold: float) -> np.ndarray:
+        """Which known images the OOD filter at ``threshold`` lets through."""
+        return np.nan_to_num(self.ood_known[self.known], nan=np.inf) <= threshold
+
+
 def calibrate(
     rows: EnrolledRows,
     scorer: SpeciesScorer,
@@ -76,119 +116,127 @@ def calibrate(
     target_recall: float | None = None,
 ) -> Thresholds:
     """Thresholds fitted on held-out scores of the enrolled ``rows`` (see the module doc)."""
-    cfg = config
-    target = float(target_recall if target_recall is not None else cfg.target_recall)
+    target = float(target_recall if target_recall is not None else config.target_recall)
     if not 0.5 < target < 1.0:
         raise ValueError("target_recall must be between 0.5 and 1")
-    th = default_thresholds(cfg).model_copy(update={"target_recall": target})
+    th = default_thresholds(config).model_copy(update={"target_recall": target})
     notes: list[str] = []
-    stats = CalibrationStats()
-    S = len(rows.species)
     if len(rows) == 0:
         notes.append("empty collection: default thresholds")
         return th.model_copy(update={"stats": CalibrationStats(notes=notes)})
-    budget = int(CALIBRATION_FLOPS / max(1, len(rows) * rows.dim * scorer.held_out_cost))
-    rng = np.random.default_rng(cfg.seed)
-    queries = calibration_rows(rows, max(50, min(cfg.calibration_queries, budget)), rng)
-    sims = scorer.held_out_scores(queries)
-    ood_known, ood_unknown = ood_scorer.held_out_scores(queries)
-    y = rows.y[queries]
-    m = np.arange(len(queries))
-    known = (rows.group_counts[y] > 1) & np.isfinite(sims[m, y])
-    sims_unknown = sims.copy()
-    sims_unknown[m, y] = -np.inf
-    stats.known_queries = int(known.sum())
-    stats.unknown_queries = len(queries) if S > 1 else 0
-    source: Literal["calibrated", "fallback"] = "calibrated"
+    scores = HeldOutScores.of(rows, scorer, ood_scorer, config)
+    stats = CalibrationStats(
+        known_queries=int(scores.known.sum()),
+        unknown_queries=len(scores.y) if scores.n_species > 1 else 0,
+    )
+    fitted = [
+        _fit_ood(th, scores, config, notes),
+        _fit_unknown(th, scores, notes),
+        _fit_temperature(th, scores, config, stats, notes),
+    ]
+    _measure(th, scores, stats)
+    stats.notes = notes
+    th.source = "calibrated" if all(fitted) else "fallback"
+    th.stats = stats
+    return th
 
-    # OOD threshold: stranger than `ood_in_domain_share` of the in-domain images of species
-    # the collection would not know (leave-one-species-out), and rejecting at most
-    # `ood_miss_share` of the allowed misses among known-species samples
-    miss = 1.0 - target
-    in_domain = ood_unknown[np.isfinite(ood_unknown)] if S > 1 else np.zeros(0)
-    known_ood = ood_known[known & np.isfinite(ood_known)]
+
+def _fit_ood(
+    th: Thresholds, scores: HeldOutScores, cfg: IdentifierConfig, notes: list[str]
+) -> bool:
+    """The OOD threshold: stranger than ``ood_in_domain_share`` of the in-domain images of
+    species the collection would not know (leave-one-species-out), and rejecting at most
+    ``ood_miss_share`` of the allowed misses among known-species images. False: fallback."""
+    miss = 1.0 - th.target_recall
+    in_domain = (
+        scores.ood_unknown[np.isfinite(scores.ood_unknown)] if scores.n_species > 1 else np.zeros(0)
+    )
+    known_ood = scores.ood_known[scores.known & np.isfinite(scores.ood_known)]
     candidates = []
     if in_domain.size >= 5:
         candidates.append(acceptance_threshold(in_domain, cfg.ood_in_domain_share))
     if known_ood.size >= 5:
         candidates.append(acceptance_threshold(known_ood, 1.0 - cfg.ood_miss_share * miss))
-    if candidates:
-        th.ood = max(candidates)
-        if in_domain.size < 5:
-            notes.append("ood: from known-species samples only (one species enrolled)")
-        if in_domain.size + known_ood.size < MIN_OOD_SAMPLES:
-            th.ood = max(th.ood, 1.0 - cfg.fallback_ood_similarity)
-            notes.append(
-                f"ood: fewer than {MIN_OOD_SAMPLES} held-out images, so at least the "
-                f"fallback (mean similarity {cfg.fallback_ood_similarity})"
-            )
-    else:
-        source = "fallback"
-        seen = np.concatenate([in_domain, ood_known[np.isfinite(ood_known)]])
+    if not candidates:
+        seen = np.concatenate([in_domain, scores.ood_known[np.isfinite(scores.ood_known)]])
         th.ood = max([th.ood, *seen.tolist()])
         notes.append(
             f"ood: fallback mean similarity {cfg.fallback_ood_similarity} (fewer than 5 "
             "held-out images)"
         )
+        return False
+    th.ood = max(candidates)
+    if in_domain.size < 5:
+        notes.append("ood: from known-species samples only (one species enrolled)")
+    if in_domain.size + known_ood.size < MIN_OOD_SAMPLES:
+        th.ood = max(th.ood, 1.0 - cfg.fallback_ood_similarity)
+        notes.append(
+            f"ood: fewer than {MIN_OOD_SAMPLES} held-out images, so at least the "
+            f"fallback (mean similarity {cfg.fallback_ood_similarity})"
+        )
+    return True
 
-    # unknown threshold: the known samples passing OOD, so both filters keep `target`
-    unknown_known = unknown_scores(sims[known])
-    passed = np.nan_to_num(ood_known[known], nan=np.inf) <= th.ood
-    if passed.sum() >= 3:
-        needed = target / max(passed.mean(), 1e-9)
-        if needed >= 1.0:
-            th.unknown = float("inf")
-            notes.append("unknown: the OOD filter alone already rejects the allowed share")
-        else:
-            th.unknown = acceptance_threshold(unknown_known[passed], needed)
-    else:
-        source = "fallback"
+
+def _fit_unknown(th: Thresholds, scores: HeldOutScores, notes: list[str]) -> bool:
+    """The unknown threshold: on the known images passing OOD, so that both filters together
+    keep ``target_recall``. False: no unknown_species decisions (fallback)."""
+    passed = scores.passes_ood(th.ood)
+    if passed.sum() < 3:
         notes.append(
             "unknown: no unknown_species decisions (needs 3+ images of species with 2+ "
             "specimens to learn how far a new specimen of a known species can be)"
         )
-
-    # temperature among the species: fitted on the known-species samples, never claiming
-    # more than their Laplace-smoothed accuracy (no collapse); "none of these" then shares
-    # the mass at the unknown threshold (see open_set_probabilities, config.none_temperature)
-    none_score = 1.0 - th.unknown
-    if S > 1 and known.sum() >= 5:
-        th.temperature = cap_confidence(
-            sims[known], y[known], fit_temperature(sims[known], y[known])
-        )
-        correct = np.argmax(sims[known], axis=1) == y[known]
-        stats.known_top1 = round(float(correct.mean()), 4)
-        for field, temperature in (
-            ("ece_before", cfg.fallback_temperature),
-            ("ece_after", th.temperature),
-        ):
-            probs, _ = open_set_probabilities(
-                sims[known], temperature, none_score, cfg.none_temperature
-            )
-            ece = expected_calibration_error(probs.max(axis=1), correct)
-            setattr(stats, field, round(ece, 4))
+        return False
+    needed = th.target_recall / max(passed.mean(), 1e-9)
+    if needed >= 1.0:
+        th.unknown = float("inf")
+        notes.append("unknown: the OOD filter alone already rejects the allowed share")
     else:
-        source = "fallback"
+        th.unknown = acceptance_threshold(unknown_scores(scores.sims[scores.known])[passed], needed)
+    return True
+
+
+def _fit_temperature(
+    th: Thresholds,
+    scores: HeldOutScores,
+    cfg: IdentifierConfig,
+    stats: CalibrationStats,
+    notes: list[str],
+) -> bool:
+    """The temperature among the species, fitted on the known images and never claiming more
+    than their Laplace-smoothed accuracy (no collapse); "none of these" then shares the mass
+    at the unknown threshold (see open_set_probabilities, config.none_temperature)."""
+    known = scores.known
+    if not (scores.n_species > 1 and known.sum() >= 5):
         notes.append(
             f"temperature: fallback {cfg.fallback_temperature} (needs 2+ species and 5+ "
             "images of species with 2+ specimens)"
         )
+        return False
+    sims, y = scores.sims[known], scores.y[known]
+    th.temperature = cap_confidence(sims, y, fit_temperature(sims, y))
+    correct = np.argmax(sims, axis=1) == y
+    stats.known_top1 = round(float(correct.mean()), 4)
+    for field, temperature in (
+        ("ece_before", cfg.fallback_temperature),
+        ("ece_after", th.temperature),
+    ):
+        probs, _ = open_set_probabilities(sims, temperature, 1.0 - th.unknown, cfg.none_temperature)
+        setattr(stats, field, round(expected_calibration_error(probs.max(axis=1), correct), 4))
+    return True
 
-    # what the thresholds achieve on the held-out samples
-    if known.any():
-        accepted = (np.nan_to_num(ood_known[known], nan=np.inf) <= th.ood) & (
-            unknown_known <= th.unknown
-        )
+
+def _measure(th: Thresholds, scores: HeldOutScores, stats: CalibrationStats) -> None:
+    """What the thresholds achieve on the held-out images (recall, rejection, AUROC)."""
+    unknown_known = unknown_scores(scores.sims[scores.known])
+    if scores.known.any():
+        accepted = scores.passes_ood(th.ood) & (unknown_known <= th.unknown)
         stats.known_recall = round(float(accepted.mean()), 4)
-    if S > 1:
-        unknown_unknown = unknown_scores(sims_unknown)
-        rejected = (np.nan_to_num(ood_unknown, nan=np.inf) > th.ood) | (
+    if scores.n_species > 1:
+        unknown_unknown = unknown_scores(scores.sims_unknown)
+        rejected = (np.nan_to_num(scores.ood_unknown, nan=np.inf) > th.ood) | (
             unknown_unknown > th.unknown
         )
         stats.unknown_rejection = round(float(rejected.mean()), 4)
         value = auroc(unknown_known, unknown_unknown)
         stats.unknown_auroc = None if value is None else round(value, 4)
-    stats.notes = notes
-    th.source = source
-    th.stats = stats
-    return th
