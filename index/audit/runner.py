@@ -16,6 +16,8 @@ from embedder.intake import MIN_SIDE_PX
 
 from ..evaluation.cache import EmbeddingCache
 from .embedding_checks import (
+    CentroidSimilarity,
+    NeighbourTable,
     centroid_similarity,
     mislabel_candidates,
     nearest_neighbours,
@@ -202,44 +204,67 @@ def _embedding_findings(
     vectors: np.ndarray,
     cfg: AuditConfig,
 ) -> list[Finding]:
+    """Near duplicates, off-domain photos, likely mislabels and outliers, from the
+    embeddings (each photo flagged as off-domain or mislabelled once)."""
     recs = [records[i] for i in rows]
     species = [r.species for r in recs]
-    hashes = [infos[i].sha256 for i in rows]
-    copy_id = np.unique(hashes, return_inverse=True)[1].tolist()
+    copy_id = np.unique([infos[i].sha256 for i in rows], return_inverse=True)[1].tolist()
     table = nearest_neighbours(vectors, cfg.neighbours, cfg.near_duplicate_cosine, copy_id)
-    findings: list[Finding] = []
+    dhashes = [infos[i].dhash for i in rows]
+    findings = _near_duplicates(recs, dhashes, vectors, table, copy_id, cfg)
+    centres = centroid_similarity(vectors, species)
+    flagged: set[int] = set()
+    findings += _off_domain(recs, table, cfg, flagged)
+    findings += _mislabels(recs, table, centres, flagged)
+    findings += _outliers(recs, centres, cfg, flagged)
+    return findings
 
-    # Near duplicates: embedding pairs plus perceptual-hash pairs, each pair reported once,
-    # never within one specimen/track (views and frames of one object are expected to match).
+
+def _near_duplicates(
+    recs: list[ImageRecord],
+    dhashes: list[np.ndarray | None],
+    vectors: np.ndarray,
+    table: NeighbourTable,
+    copy_id: list[int],
+    cfg: AuditConfig,
+) -> list[Finding]:
+    """Embedding pairs plus perceptual-hash pairs, each pair reported once, never within one
+    specimen/track (views and frames of one object are expected to match)."""
     pairs: dict[tuple[int, int], list[str]] = defaultdict(list)
     for i, j, cosine in table.close_pairs:
         pairs[(i, j)].append(f"embedding cosine {cosine:.3f}")
     # Perceptual-hash pairs count only when the embeddings agree: photos of different objects
     # on one plain background can share a coarse hash.
-    dhash = np.stack([h for h in (infos[i].dhash for i in rows) if h is not None])
+    dhash = np.stack([h for h in dhashes if h is not None])
     for i, j, bits in hamming_pairs(dhash, cfg.near_duplicate_hash_bits):
         cosine = float(vectors[i] @ vectors[j])
         if copy_id[i] != copy_id[j] and cosine >= cfg.near_duplicate_hash_cosine:
             pairs[(i, j)].append(f"perceptual hash differs in {bits}/{HASH_BITS} bits")
+    findings = []
     for (i, j), reasons in sorted(pairs.items()):
         if recs[i].group == recs[j].group:
             continue
-        across = species[i] != species[j]
-        where = f"also filed under {species[i]}" if across else "same species"
+        across = recs[i].species != recs[j].species
+        where = f"also filed under {recs[i].species}" if across else "same species"
         findings.append(
             Finding(
                 "near_duplicate",
                 "error" if across else "warning",
                 str(recs[j].path),
-                species[j],
+                recs[j].species,
                 f"{where}; " + ", ".join(reasons),
                 str(recs[i].path),
             )
         )
+    return findings
 
-    centres = centroid_similarity(vectors, species)
+
+def _off_domain(
+    recs: list[ImageRecord], table: NeighbourTable, cfg: AuditConfig, flagged: set[int]
+) -> list[Finding]:
+    """Photos far less similar to their nearest neighbours than the collection's photos are."""
     z = off_domain_scores(table)
-    flagged: set[int] = set()
+    findings = []
     for i in np.flatnonzero(z <= -cfg.off_domain_z).tolist():
         flagged.add(i)
         mean_sim = float(np.nanmean(table.similarity[i]))
@@ -248,12 +273,23 @@ def _embedding_findings(
                 "off_domain",
                 "warning",
                 str(recs[i].path),
-                species[i],
+                recs[i].species,
                 f"mean similarity to its {table.index.shape[1]} nearest images {mean_sim:.2f} "
                 f"(robust z {z[i]:.1f}; threshold -{cfg.off_domain_z:g})",
             )
         )
-    for i, other, nearest in mislabel_candidates(table, species, centres):
+    return findings
+
+
+def _mislabels(
+    recs: list[ImageRecord],
+    table: NeighbourTable,
+    centres: CentroidSimilarity,
+    flagged: set[int],
+) -> list[Finding]:
+    """Photos whose nearest images all belong to one other species."""
+    findings = []
+    for i, other, nearest in mislabel_candidates(table, [r.species for r in recs], centres):
         if i in flagged:
             continue
         flagged.add(i)
@@ -264,25 +300,30 @@ def _embedding_findings(
                 "mislabel",
                 "warning",
                 str(recs[i].path),
-                species[i],
+                recs[i].species,
                 f"its {table.index.shape[1]} nearest images are all {other}; similarity to "
                 f"{other} centre {centres.best_other[i]:.2f} vs own species {own_text}",
                 str(recs[nearest].path),
             )
         )
-    outliers = outlier_mask(centres, cfg.outlier_percentile, cfg.outlier_min_z)
-    for i in np.flatnonzero(outliers).tolist():
-        if i in flagged:
-            continue
-        findings.append(
-            Finding(
-                "outlier",
-                "info",
-                str(recs[i].path),
-                species[i],
-                f"similarity to its species centre {centres.own[i]:.2f} "
-                f"(closest other species: {centres.best_other_species[i]} "
-                f"{centres.best_other[i]:.2f})",
-            )
-        )
     return findings
+
+
+def _outliers(
+    recs: list[ImageRecord], centres: CentroidSimilarity, cfg: AuditConfig, flagged: set[int]
+) -> list[Finding]:
+    """Photos far from their species centre that no other check explained."""
+    outliers = outlier_mask(centres, cfg.outlier_percentile, cfg.outlier_min_z)
+    return [
+        Finding(
+            "outlier",
+            "info",
+            str(recs[i].path),
+            recs[i].species,
+            f"similarity to its species centre {centres.own[i]:.2f} "
+            f"(closest other species: {centres.best_other_species[i]} "
+            f"{centres.best_other[i]:.2f})",
+        )
+        for i in np.flatnonzero(outliers).tolist()
+        if i not in flagged
+    ]
