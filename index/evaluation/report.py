@@ -128,98 +128,11 @@ def write_report(
     """
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    f, p = result.figures, result.plots
-    closed = f["closed_set"]["methods"]
-    identifiers = [m for m, d in f["methods"].items() if "VectorIdentifier" in d["classifier"]]
-    figures: list[dict] = []
-    for m in identifiers:
-        cm = closed[m]["confusion_matrix"]
-        plots.confusion_matrix_plot(
-            cm["species"], cm["counts"], out / f"confusion_{m}.png", f"Confusion matrix — {m}"
-        )
-        figures.append(
-            {
-                "id": f"confusion-{m}",
-                "title": f"Confusion matrix — {m}",
-                "file": f"confusion_{m}.png",
-                "caption": "Rows: true species; colour: share of its test images; numbers: counts.",
-            }
-        )
-    plots.per_species_f1_plot(
-        {m: closed[m]["bootstrap"] for m in f["methods"]}, out / "per_species_f1.png"
+    figures = (
+        _confusion_figures(result, out)
+        + _closed_set_figures(result, out)
+        + _open_set_figures(result, out)
     )
-    figures.append(
-        {
-            "id": "per-species-f1",
-            "title": "Per-species F1",
-            "file": "per_species_f1.png",
-            "caption": "Test-split F1 of each species with its 95 % bootstrap interval.",
-        }
-    )
-    f1_vs_images: dict[str, str | None] = {
-        "id": "f1-vs-images",
-        "title": "F1 versus images per species",
-        "file": "f1_vs_images.png",
-        "caption": "Does a species need more enrolled photos? Each dot is one species, "
-        "placed by its enrolled (training-split) images.",
-    }
-    skipped = plots.f1_vs_images_skip_reason(p["train_counts"])
-    if skipped:
-        f1_vs_images.update(file=None, caption=f"Not drawn: {skipped}.")
-    else:
-        plots.f1_vs_images_plot(
-            {m: closed[m]["per_species"] for m in f["methods"]},
-            p["train_counts"],
-            out / "f1_vs_images.png",
-        )
-    figures.append(f1_vs_images)
-    plots.reliability_plot(
-        {m: closed[m]["reliability"] for m in f["methods"]},
-        {m: closed[m]["ece"] for m in f["methods"]},
-        out / "reliability.png",
-    )
-    figures.append(
-        {
-            "id": "reliability",
-            "title": "Reliability diagram",
-            "file": "reliability.png",
-            "caption": "The test images grouped by their top-1 probability (for the identifier, "
-            "the answers that show one: not unknown_species / out_of_domain): each bar is one "
-            "bin, its height the bin's accuracy, the number on it the bin's images; hatched "
-            f"bins hold fewer than {plots.SPARSE_BIN} images and say little. Where the bars "
-            "reach the diagonal the probabilities can be read as chances.",
-        }
-    )
-    if p.get("scores"):
-        plots.score_histograms_plot(p["scores"], out / "scores.png")
-        figures.append(
-            {
-                "id": "scores",
-                "title": "Open-set scores",
-                "file": "scores.png",
-                "caption": "Scores of known-species test queries, never-enrolled species and "
-                "off-domain folders; well-separated histograms mean easy rejection.",
-            }
-        )
-    if p.get("prototypes"):
-        plots.prototype_map_plot(p["prototypes"], out / "prototypes.png", seed=f["config"]["seed"])
-        grouping = plots.prototype_groups(p["prototypes"])
-        colour = (
-            f"coloured by {grouping[1]}: related species should sit together"
-            if grouping
-            else "in one colour: no family or genus here holds several species (or all of "
-            "them are in one), so colour could not show related species (a taxonomy.csv with "
-            "families would add them)"
-        )
-        figures.append(
-            {
-                "id": "prototypes",
-                "title": "Map of species prototypes",
-                "file": "prototypes.png",
-                "caption": f"t-SNE (PCA under 5 species) of each species' mean embedding, "
-                f"{colour}. Distances on such a map are only roughly meaningful.",
-            }
-        )
     (out / JSON_NAME).write_text(result.to_json(), encoding="utf-8")
     json_elsewhere = None
     if json_path is not None and Path(json_path).resolve() != (out / JSON_NAME).resolve():
@@ -229,6 +142,7 @@ def write_report(
         autoescape=select_autoescape(["html", "j2"]),
     )
     env.globals["pct"] = pct
+    f = result.figures
     html = env.get_template("evaluation.html.j2").render(
         f=f,
         methods=list(f["methods"]),
@@ -242,3 +156,123 @@ def write_report(
     page = out / "index.html"
     page.write_text(html, encoding="utf-8")
     return page
+
+
+def _figure(id_: str, title: str, file: str | None, caption: str) -> dict:
+    """One entry of the page's figure list (``file`` None: not drawn, the caption says why)."""
+    return {"id": id_, "title": title, "file": file, "caption": caption}
+
+
+def _confusion_figures(result: EvaluationResult, out: Path) -> list[dict]:
+    """A confusion matrix per identifier (the probe has its own numbers in the tables)."""
+    f = result.figures
+    closed = f["closed_set"]["methods"]
+    figures = []
+    for m, described in f["methods"].items():
+        if "VectorIdentifier" not in described["classifier"]:
+            continue
+        cm = closed[m]["confusion_matrix"]
+        title = f"Confusion matrix — {m}"
+        plots.confusion_matrix_plot(cm["species"], cm["counts"], out / f"confusion_{m}.png", title)
+        figures.append(
+            _figure(
+                f"confusion-{m}",
+                title,
+                f"confusion_{m}.png",
+                "Rows: true species; colour: share of its test images; numbers: counts.",
+            )
+        )
+    return figures
+
+
+def _closed_set_figures(result: EvaluationResult, out: Path) -> list[dict]:
+    """Per-species F1, F1 versus enrolled images (when counts differ) and reliability."""
+    f, p = result.figures, result.plots
+    closed = f["closed_set"]["methods"]
+    methods = list(f["methods"])
+    plots.per_species_f1_plot(
+        {m: closed[m]["bootstrap"] for m in methods}, out / "per_species_f1.png"
+    )
+    figures = [
+        _figure(
+            "per-species-f1",
+            "Per-species F1",
+            "per_species_f1.png",
+            "Test-split F1 of each species with its 95 % bootstrap interval.",
+        )
+    ]
+    skipped = plots.f1_vs_images_skip_reason(p["train_counts"])
+    if skipped:
+        figures.append(
+            _figure("f1-vs-images", "F1 versus images per species", None, f"Not drawn: {skipped}.")
+        )
+    else:
+        plots.f1_vs_images_plot(
+            {m: closed[m]["per_species"] for m in methods},
+            p["train_counts"],
+            out / "f1_vs_images.png",
+        )
+        figures.append(
+            _figure(
+                "f1-vs-images",
+                "F1 versus images per species",
+                "f1_vs_images.png",
+                "Does a species need more enrolled photos? Each dot is one species, "
+                "placed by its enrolled (training-split) images.",
+            )
+        )
+    plots.reliability_plot(
+        {m: closed[m]["reliability"] for m in methods},
+        {m: closed[m]["ece"] for m in methods},
+        out / "reliability.png",
+    )
+    figures.append(
+        _figure(
+            "reliability",
+            "Reliability diagram",
+            "reliability.png",
+            "The test images grouped by their top-1 probability (for the identifier, "
+            "the answers that show one: not unknown_species / out_of_domain): each bar is one "
+            "bin, its height the bin's accuracy, the number on it the bin's images; hatched "
+            f"bins hold fewer than {plots.SPARSE_BIN} images and say little. Where the bars "
+            "reach the diagonal the probabilities can be read as chances.",
+        )
+    )
+    return figures
+
+
+def _open_set_figures(result: EvaluationResult, out: Path) -> list[dict]:
+    """Open-set score histograms and the map of species prototypes, when measured."""
+    f, p = result.figures, result.plots
+    figures = []
+    if p.get("scores"):
+        plots.score_histograms_plot(p["scores"], out / "scores.png")
+        figures.append(
+            _figure(
+                "scores",
+                "Open-set scores",
+                "scores.png",
+                "Scores of known-species test queries, never-enrolled species and "
+                "off-domain folders; well-separated histograms mean easy rejection.",
+            )
+        )
+    if p.get("prototypes"):
+        plots.prototype_map_plot(p["prototypes"], out / "prototypes.png", seed=f["config"]["seed"])
+        grouping = plots.prototype_groups(p["prototypes"])
+        colour = (
+            f"coloured by {grouping[1]}: related species should sit together"
+            if grouping
+            else "in one colour: no family or genus here holds several species (or all of "
+            "them are in one), so colour could not show related species (a taxonomy.csv with "
+            "families would add them)"
+        )
+        figures.append(
+            _figure(
+                "prototypes",
+                "Map of species prototypes",
+                "prototypes.png",
+                f"t-SNE (PCA under 5 species) of each species' mean embedding, "
+                f"{colour}. Distances on such a map are only roughly meaningful.",
+            )
+        )
+    return figures
