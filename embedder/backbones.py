@@ -28,6 +28,7 @@ import timm
 import torch
 from torch import nn
 
+from .settings import DEFAULT_BACKBONE
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig
 
 #: TensorFlow's EfficientNet input scaling: pixels mapped to [-1, 1].
@@ -83,11 +84,6 @@ BACKBONES: dict[str, OfflineWeights] = {
         0, PreprocessConfig(input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     ),
 }
-
-DEFAULT_BACKBONE = "tf_efficientnet_lite0"
-
-#: The backbone the first release used by default (stores built with it need ``reindex``).
-LEGACY_BACKBONE = "efficientnet_lite0"
 
 
 class Backbone(nn.Module):

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import BACKBONES, DEFAULT_BACKBONE, Backbone, BackboneError, create_backbone
+from .settings import HEAD_KINDS
 from .transforms import PreprocessConfig
 
 MODEL_FORMAT = "shellid-model/1"
@@ -40,10 +41,6 @@ class ResidualProjection(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return features + self.proj(features)
-
-
-#: Head kinds known to :func:`create_head` (``residual`` keeps the input size).
-HEAD_KINDS = ("identity", "linear", "mlp", "residual")
 
 
 def create_head(

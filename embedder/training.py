@@ -26,7 +26,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -37,83 +37,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import stages
-from .backbones import DEFAULT_BACKBONE, Backbone, create_backbone
+from .backbones import Backbone, create_backbone
 from .datasets import DatasetError, ImageRecord, class_split, scan_collection
 from .episodes import episodic_accuracy
 from .feature_cache import CachedFeatures, FeatureCache
-from .model import HEAD_KINDS, EmbeddingModel, create_head
-
-LOSS_KINDS = ("multisimilarity", "supcon", "proxyanchor", "triplet")
-
-
-class TrainingError(ValueError):
-    """Training data or settings that cannot work (too few classes, bad values)."""
-
-
-@dataclass
-class TrainingConfig:
-    """Everything that defines a training run; saved into ``MODEL.pt``.
-
-    ``embedding_dim=None`` keeps the backbone's feature size (required by the ``residual`` and
-    ``identity`` heads; ``linear``/``mlp`` then default to 512). ``group_pattern`` (regex or
-    preset, see :data:`embedder.datasets.GROUP_PRESETS`) keeps views of one specimen or frames
-    of one track on one side of each validation episode.
-    """
-
-    backbone: str = DEFAULT_BACKBONE
-    unfreeze: int = 2
-    head: str = "residual"
-    embedding_dim: int | None = None
-    loss: str = "multisimilarity"
-    epochs: int = 15
-    lr: float = 1e-4
-    tail_lr_scale: float = 0.3
-    weight_decay: float = 1e-4
-    views: int = 4
-    m_per_class: int = 4
-    batch_size: int = 64
-    train_batchnorm: bool = False
-    val_fraction: float = 0.15
-    val_episodes: int = 300
-    patience: int = 4
-    seed: int = 0
-    normalize_shells: bool = False
-    group_pattern: str | None = None
-    device: str = "auto"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainingConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-    def validate(self) -> None:
-        """Raise :class:`TrainingError` naming the first setting that cannot work."""
-        checks = [
-            (
-                self.head in HEAD_KINDS,
-                f"unknown head {self.head!r}; choose one of {', '.join(HEAD_KINDS)}",
-            ),
-            (
-                self.loss in LOSS_KINDS,
-                f"unknown loss {self.loss!r}; choose one of {', '.join(LOSS_KINDS)}",
-            ),
-            (self.epochs >= 1, "epochs must be ≥ 1"),
-            (self.lr > 0, "lr must be > 0"),
-            (self.tail_lr_scale >= 0, "tail_lr_scale must be ≥ 0"),
-            (self.views >= 0, "views must be ≥ 0"),
-            (self.unfreeze >= 0, "unfreeze must be ≥ 0"),
-            (self.m_per_class >= 2, "m_per_class must be ≥ 2 (pairs of one class are needed)"),
-            (self.batch_size >= 2 * self.m_per_class, "batch_size must hold at least two classes"),
-            (0.0 <= self.val_fraction < 1.0, "val_fraction must be in [0, 1)"),
-            (self.patience >= 1, "patience must be ≥ 1"),
-            (self.embedding_dim is None or self.embedding_dim >= 2, "embedding_dim must be ≥ 2"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise TrainingError(message)
+from .model import EmbeddingModel, create_head
+from .settings import LOSS_KINDS, TrainingConfig, TrainingError
 
 
 @dataclass

@@ -11,13 +11,13 @@ import torch.nn.functional as F
 from embedder.backbones import (
     BACKBONES,
     DEFAULT_BACKBONE,
-    LEGACY_BACKBONE,
     TF_MEAN,
     TF_STD,
     BackboneError,
     create_backbone,
     map_state_dict_by_order,
 )
+from embedder.settings import LEGACY_BACKBONE
 from embedder.transforms import IMAGENET_MEAN
 
 # EfficientNet-Lite0 stages: (repeats, kernel, first stride, expansion, out channels).

@@ -7,6 +7,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from embedder.settings import BACKBONE_NAMES
+
 
 class CollectionOptionError(ValueError):
     """A setting or option value the collection cannot use."""
@@ -17,16 +19,6 @@ def add_store_option(parser: argparse.ArgumentParser) -> None:
         "--store",
         help="specimen store directory or LanceDB URI (default: $SHELLID_STORE or ./shellid-data)",
     )
-
-
-#: Packaged backbones (embedder.backbones.BACKBONES), the default first: names that ``--model``
-#: takes besides MODEL.pt files (mirrored here so that option parsing needs no torch import).
-BACKBONE_NAMES = (
-    "tf_efficientnet_lite0",
-    "tf_efficientnet_lite1",
-    "tf_efficientnet_lite2",
-    "efficientnet_lite0",
-)
 
 
 def check_model_option(model: str | None) -> None:

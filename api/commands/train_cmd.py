@@ -6,36 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._collection import BACKBONE_NAMES
+from embedder.settings import BACKBONE_NAMES, HEAD_KINDS, LOSS_KINDS, TrainingConfig
 
 HELP = "train the embedder on DATA/<species>/*.jpg (CPU-friendly default; writes MODEL.pt)"
 
-# Mirrors of embedder.training's defaults, so `shellid --help` needs no torch import
-# (tests/test_training.py checks they agree).
-LOSS_KINDS = ("multisimilarity", "supcon", "proxyanchor", "triplet")
-HEAD_KINDS = ("identity", "linear", "mlp", "residual")
-DEFAULTS = argparse.Namespace(
-    backbone=BACKBONE_NAMES[0],
-    epochs=15,
-    views=4,
-    unfreeze=2,
-    embedding_dim=None,
-    loss="multisimilarity",
-    head="residual",
-    lr=1e-4,
-    tail_lr_scale=0.3,
-    val_fraction=0.15,
-    patience=4,
-    group_pattern=None,
-    batch_size=64,
-    m_per_class=4,
-    seed=0,
-    device="auto",
-)
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    d = DEFAULTS
+    d = TrainingConfig()
     parser.add_argument(
         "data", metavar="DATA", help="folder with one sub-folder of photos per species"
     )
