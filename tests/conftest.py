@@ -144,3 +144,19 @@ def fake_cli_model(monkeypatch):
     monkeypatch.setattr("index.collection.make_embedder", fake_make_embedder)
     monkeypatch.delenv("SHELLID_STORE", raising=False)
     monkeypatch.delenv("SHELLID_MODEL", raising=False)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium for a module's browser tests (see tests/browser.py)."""
+    from tests.browser import launch_chromium
+
+    yield from launch_chromium()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    """Where browser tests save their screenshots (``$SHELLID_SCREENSHOTS`` when set)."""
+    from tests.browser import screenshot_folder
+
+    return screenshot_folder(tmp_path_factory)

@@ -8,54 +8,17 @@ Screenshots go to a temporary folder, or to ``$SHELLID_SCREENSHOTS`` when set.
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.browser import serve
 from tests.conftest import GENERATED_SPECIES, draw_specimen, make_collection
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 PHONE = {"width": 390, "height": 844}
 API_KEY = "browser-test-key"
-
-
-def _require_browser():
-    must = os.environ.get("CI") or os.environ.get("SHELLID_REQUIRE_SHARED") == "1"
-    missing = None
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        missing = f"{CHROMIUM} not installed (apt-get install chromium, or make browser)"
-    else:
-        try:
-            import playwright.sync_api  # noqa: F401
-        except ImportError:
-            missing = "the playwright package is not installed"
-    if missing:
-        if must:
-            pytest.fail(missing + " (required under CI / SHELLID_REQUIRE_SHARED=1)")
-        pytest.skip(missing)
-    return Path(CHROMIUM) if Path(CHROMIUM).exists() else Path(shutil.which("chromium"))
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -72,37 +35,7 @@ def server(tmp_path_factory, frozen_model):
     collection = Collection.open(str(store), model=frozen_model, create=True)
     collection.enroll_folder(root, progress=False)
     settings = ServiceSettings(store=str(store), api_key=API_KEY)
-    yield from _serve(create_app(settings, collection))
-
-
-def _serve(app):
-    """Serve ``app`` under uvicorn on a free loopback port; yields its base URL."""
-    import uvicorn
-
-    port = _free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    uvicorn_server = uvicorn.Server(config)
-    thread = threading.Thread(target=uvicorn_server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not uvicorn_server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("the test server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    uvicorn_server.should_exit = True
-    thread.join(10)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    executable = _require_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(executable), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    yield from serve(create_app(settings, collection))
 
 
 @pytest.fixture
@@ -113,14 +46,6 @@ def page(browser, server):
     tab.goto(server)
     yield tab
     context.close()
-
-
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory) -> Path:
-    folder = os.environ.get("SHELLID_SCREENSHOTS")
-    path = Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def write_photo(folder: Path, name: str, species: str, seed: int) -> Path:
@@ -286,7 +211,7 @@ def taxonomy_server(tmp_path_factory, frozen_model):
         paths = sorted(str(p) for p in (root / name).glob("*.png"))
         collection.enroll(name, paths, taxonomy={"genus": genus, "family": family})
     settings = ServiceSettings(store=str(store))
-    for url in _serve(create_app(settings, collection)):
+    for url in serve(create_app(settings, collection)):
         yield url, collection
 
 

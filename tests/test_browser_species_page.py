@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import serve
 from tests.conftest import GENERATED_SPECIES, draw_specimen, make_collection
 from tests.fake_embedder import FakeEmbedder
-from tests.test_browser import CHROMIUM_ARGS, _require_browser, _serve
 
 pytestmark = pytest.mark.browser
 
@@ -53,28 +53,7 @@ def server(tmp_path_factory):
         paths = sorted(str(p) for p in (root / name).glob("*.png"))
         groups = [Path(p).stem.rsplit("_", 1)[0] for p in paths]
         collection.enroll(name, paths, taxonomy=taxonomy, source="museum drawer 4", groups=groups)
-    yield from _serve(create_app(ServiceSettings(store=str(store), api_key=KEY), collection))
-
-
-@pytest.fixture(scope="module")
-def browser():
-    executable = _require_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(executable), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory) -> Path:
-    import os
-
-    folder = os.environ.get("SHELLID_SCREENSHOTS")
-    path = Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    yield from serve(create_app(ServiceSettings(store=str(store), api_key=KEY), collection))
 
 
 def open_page(browser, url: str, viewport: str = "390"):
@@ -320,7 +299,7 @@ def big_server(tmp_path_factory):
     store = tmp_path_factory.mktemp("store") / "store"
     collection = Collection.open(str(store), model=FakeEmbedder(), create=True)
     collection.enroll("Conus_alpha", paths, groups=[Path(p).stem for p in paths])
-    yield from _serve(create_app(ServiceSettings(store=str(store)), collection))
+    yield from serve(create_app(ServiceSettings(store=str(store)), collection))
 
 
 def test_show_more_loads_the_next_page_of_photos(browser, big_server):
@@ -358,7 +337,7 @@ def test_a_server_that_needs_a_read_key_shows_the_species_page_once_it_is_given(
     collection = Collection.open(str(store), model=FakeEmbedder(), create=True)
     collection.enroll_folder(root, progress=False)
     settings = ServiceSettings(store=str(store), read_key="reader")
-    for url in _serve(create_app(settings, collection)):
+    for url in serve(create_app(settings, collection)):
         context, page = open_page(browser, f"{url}/#species/Conus_alpha")
         try:
             page.wait_for_selector("#error:not([hidden])")

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from api.cli import main
+from tests.browser import serve
 from tests.conftest import make_collection
 from tests.fake_embedder import FakeEmbedder
-from tests.test_browser import CHROMIUM_ARGS, _require_browser, _serve
 
 pytestmark = pytest.mark.browser
 
@@ -33,36 +33,32 @@ def demo_server(tmp_path, monkeypatch, capsys):
     assert main(["demo", "--store", store, "--data", str(data)]) == 0
     capsys.readouterr()
     collection = Collection.open(store, model=FakeEmbedder(), create=False)
-    yield from _serve(create_app(ServiceSettings(store=store), collection))
+    yield from serve(create_app(ServiceSettings(store=store), collection))
 
 
 @pytest.mark.parametrize("viewport", sorted(VIEWPORTS))
 def test_try_these_strip_shows_the_kept_back_specimens_and_identifies_one(
-    demo_server, viewport, tmp_path
+    browser, demo_server, viewport, tmp_path
 ):
-    executable = _require_browser()
-    from playwright.sync_api import sync_playwright
+    page = browser.new_page(viewport=VIEWPORTS[viewport])
+    page.set_default_timeout(30_000)
+    page.goto(demo_server)
+    page.wait_for_selector("#try-these:not([hidden])")
+    page.wait_for_function(
+        "Array.from(document.querySelectorAll('#try-list img'))"
+        ".every(i => i.complete && i.naturalWidth > 0)"
+    )
+    assert page.locator("#try-list li").count() == 5
+    overflow = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    assert page.evaluate(overflow) <= 0
+    page.screenshot(path=str(tmp_path / f"try-these-{viewport}.png"), full_page=True)
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(executable), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport=VIEWPORTS[viewport])
-        page.set_default_timeout(30_000)
-        page.goto(demo_server)
-        page.wait_for_selector("#try-these:not([hidden])")
-        page.wait_for_function(
-            "Array.from(document.querySelectorAll('#try-list img'))"
-            ".every(i => i.complete && i.naturalWidth > 0)"
-        )
-        assert page.locator("#try-list li").count() == 5
-        overflow = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
-        assert page.evaluate(overflow) <= 0
-        page.screenshot(path=str(tmp_path / f"try-these-{viewport}.png"), full_page=True)
+    page.locator("#try-list button", has_text="Murex epsilon").click()
+    page.wait_for_selector("#result:not([hidden])")
+    assert page.locator("#identify-previews img").count() == 2  # both views were sent
+    assert "Murex epsilon" in page.inner_text("#result-candidates")
+    broken = "Array.from(document.images).filter(i => i.complete && i.naturalWidth === 0)"
+    assert page.evaluate(f"{broken}.length") == 0
+    assert page.evaluate(overflow) <= 0
 
-        page.locator("#try-list button", has_text="Murex epsilon").click()
-        page.wait_for_selector("#result:not([hidden])")
-        assert page.locator("#identify-previews img").count() == 2  # both views were sent
-        assert "Murex epsilon" in page.inner_text("#result-candidates")
-        broken = "Array.from(document.images).filter(i => i.complete && i.naturalWidth === 0)"
-        assert page.evaluate(f"{broken}.length") == 0
-        assert page.evaluate(overflow) <= 0
-        browser.close()
+    page.close()

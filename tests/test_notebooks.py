@@ -10,6 +10,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from tests.browser import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 #: shared datasets each notebook reads (the test skips or fails like other real-data tests).
@@ -76,14 +78,6 @@ def test_notebook_runs_top_to_bottom(path, shared, tmp_path, monkeypatch):
     assert not errors
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_make_notebooks_serves_them_in_jupyterlab(tmp_path):
     """``make notebooks`` (JupyterLab from the dev extras) starts and lists both notebooks;
     skipped without JupyterLab unless CI or SHELLID_REQUIRE_SHARED=1 is set (then fails)."""
@@ -104,7 +98,7 @@ def test_make_notebooks_serves_them_in_jupyterlab(tmp_path):
         pytest.skip("jupyterlab is not installed (pip install -e '.[dev]')")
     if not shutil.which("make") or not jupyter.exists():
         pytest.skip("make or the venv's jupyter is missing")
-    port, token = _free_port(), "notebooks-test"
+    port, token = free_port(), "notebooks-test"
     args = (
         f"--no-browser --port={port} --ServerApp.ip=127.0.0.1 --IdentityProvider.token={token} "
         "--ServerApp.open_browser=False"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import shutil
 from html.parser import HTMLParser
@@ -270,27 +269,6 @@ def test_audit_report_links_only_anchors_that_exist(audit_report):
 
 
 # --- in a real browser ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from tests.test_browser import CHROMIUM_ARGS, _require_browser
-
-    executable = _require_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(executable), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory) -> Path:
-    folder = os.environ.get("SHELLID_SCREENSHOTS")
-    path = Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 PAGE_CHECK = """() => {
