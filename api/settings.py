@@ -1,8 +1,9 @@
 """Service configuration, read from ``SHELLID_*`` environment variables (pydantic-settings).
 
-The store, model and decision settings are the index's (:class:`index.config.IndexSettings`,
-shared with the command line); this adds keys, upload limits and batching. Every field can be
-set as ``SHELLID_<FIELD NAME IN CAPITALS>``, e.g. ``SHELLID_API_KEY``; docs/api.md lists them.
+The store, model, decision and image-limit settings are the index's
+(:class:`index.config.IndexSettings`, shared with the command line); this adds keys, upload
+sizes and batching. Every field can be set as ``SHELLID_<FIELD NAME IN CAPITALS>``, e.g.
+``SHELLID_API_KEY``; docs/api.md lists them.
 """
 
 from __future__ import annotations
@@ -12,13 +13,6 @@ from typing import Any
 
 from pydantic import Field, SecretStr, field_validator
 
-from embedder.intake import (
-    DEFAULT_MAX_ASPECT_RATIO,
-    DEFAULT_MAX_COST,
-    DEFAULT_MAX_SIDE,
-    MIN_SIDE_PX,
-    IntakeLimits,
-)
 from index.config import IndexSettings
 
 MEBIBYTE = 1024 * 1024
@@ -46,29 +40,6 @@ class ServiceSettings(IndexSettings):
     )
     max_enroll_files: int = Field(
         default=50, ge=1, description="Most photos in one enrollment request."
-    )
-    max_pixels: int = Field(
-        default=50_000_000,
-        gt=0,
-        description="Largest accepted image, width x height pixels.",
-    )
-    max_side: int = Field(
-        default=DEFAULT_MAX_SIDE, gt=0, description="Longest accepted image side, pixels."
-    )
-    min_side: int = Field(
-        default=MIN_SIDE_PX, ge=1, description="Shortest accepted image side, pixels."
-    )
-    max_aspect_ratio: float = Field(
-        default=DEFAULT_MAX_ASPECT_RATIO,
-        ge=1.0,
-        description="Most accepted ratio of an image's longer side to its shorter side.",
-    )
-    max_image_cost: float = Field(
-        default=DEFAULT_MAX_COST,
-        gt=0,
-        description="Most estimated work (decoding, resizing, embedding) of one image, in "
-        "normal photos (a 12-megapixel phone JPEG); estimated from the header before any "
-        "pixel is decoded (embedder.intake.estimate_cost).",
     )
     batch_wait_ms: float = Field(
         default=3.0,
@@ -110,16 +81,6 @@ class ServiceSettings(IndexSettings):
                 "is set but empty; give a key, or unset the variable to serve without one"
             )
         return value
-
-    def intake_limits(self) -> IntakeLimits:
-        """The limits every uploaded photo is checked against (embedder.intake)."""
-        return IntakeLimits(
-            max_pixels=self.max_pixels,
-            max_side=self.max_side,
-            min_side=self.min_side,
-            max_aspect_ratio=self.max_aspect_ratio,
-            max_cost=self.max_image_cost,
-        )
 
     def writes_need_key(self) -> bool:
         return bool(self.api_key and self.api_key.get_secret_value())

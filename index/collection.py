@@ -294,6 +294,7 @@ class Collection:
         self._embedder = embedder
         self._check_model = check_model
         self.settings = settings
+        self._limits = settings.intake_limits()  # what a photo may cost (SHELLID_MAX_* settings)
         self.config = config
         self.model_path = model_path
         self._lock = threading.RLock()  # in-memory state
@@ -475,7 +476,7 @@ class Collection:
                 continue
             name = item[0] if isinstance(item, tuple) else Path(item).name
             try:
-                prepared.append(prepare_image(*read_input(item), limits))
+                prepared.append(prepare_image(*read_input(item), limits or self._limits))
             except ImageIntakeError as exc:
                 if strict:
                     raise
@@ -518,8 +519,8 @@ class Collection:
         ``images``: paths, ``(file name, bytes)`` pairs or images :func:`accept_image`
         accepted already; ``taxonomy``: genus, family, region and any other fields (kept as
         JSON); ``groups``: per image, the physical specimen it shows (views of one shell share
-        one; default each image its own); ``limits``: the intake limits (default
-        :class:`IntakeLimits`). Unusable images are reported in ``errors``; an image already
+        one; default each image its own); ``limits``: the intake limits (default: the
+        settings'). Unusable images are reported in ``errors``; an image already
         enrolled under this species is skipped (``duplicates``); one enrolled under another
         species is refused (``refused``). With ``strict=True`` nothing is written when any
         image is unusable (its :class:`ImageIntakeError` is raised) or enrolled under another
@@ -685,7 +686,7 @@ class Collection:
         if not images:
             raise InvalidQueryError("no image given")
         for image in images:
-            check_decoded(image, limits)
+            check_decoded(image, limits or self._limits)
         return self._embed([normalise_size(im.convert("RGB")) for im in images])
 
     def identify(
@@ -698,7 +699,7 @@ class Collection:
         limits: IntakeLimits | None = None,
     ) -> Identification:
         """Identify one specimen from one or several photos of it (views are fused);
-        ``limits``: the intake's (default :class:`IntakeLimits`)."""
+        ``limits``: the intake's (default: the settings')."""
         self._need_identifier()
         started = time.perf_counter()
         vectors = self._embed_queries(images, limits)

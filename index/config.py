@@ -14,6 +14,15 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from embedder.intake import (
+    DEFAULT_MAX_ASPECT_RATIO,
+    DEFAULT_MAX_COST,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_SIDE,
+    MIN_SIDE_PX,
+    IntakeLimits,
+)
+
 DEFAULT_STORE = "shellid-data"
 #: Share of known-species photos the open-set thresholds accept by default: a product choice
 #: (a curator would rather read "not sure" than a wrong name); docs/index.md has the figures.
@@ -151,10 +160,44 @@ class IndexSettings(BaseSettings, DecisionOptions):
     compact_every: int = Field(
         default=20, ge=1, description="compact the store after this many writes"
     )
+    max_pixels: int = Field(
+        default=DEFAULT_MAX_PIXELS,
+        gt=0,
+        description="Largest accepted image, width x height pixels.",
+    )
+    max_side: int = Field(
+        default=DEFAULT_MAX_SIDE, gt=0, description="Longest accepted image side, pixels."
+    )
+    min_side: int = Field(
+        default=MIN_SIDE_PX, ge=1, description="Shortest accepted image side, pixels."
+    )
+    max_aspect_ratio: float = Field(
+        default=DEFAULT_MAX_ASPECT_RATIO,
+        ge=1.0,
+        description="Most accepted ratio of an image's longer side to its shorter side.",
+    )
+    max_image_cost: float = Field(
+        default=DEFAULT_MAX_COST,
+        gt=0,
+        description="Most estimated work (decoding, resizing, embedding) of one image, in "
+        "normal photos (a 12-megapixel phone JPEG); estimated from the header before any "
+        "pixel is decoded (embedder.intake.estimate_cost).",
+    )
 
     def identifier_config(self) -> IdentifierConfig:
         """The :class:`IdentifierConfig` these settings describe."""
         return IdentifierConfig(**self.model_dump(include=set(DecisionOptions.model_fields)))
+
+    def intake_limits(self) -> IntakeLimits:
+        """The limits every photo is checked against, enrolled or asked about, from the
+        command line or over HTTP (embedder.intake)."""
+        return IntakeLimits(
+            max_pixels=self.max_pixels,
+            max_side=self.max_side,
+            min_side=self.min_side,
+            max_aspect_ratio=self.max_aspect_ratio,
+            max_cost=self.max_image_cost,
+        )
 
     def threshold_overrides(self) -> dict[str, float | None]:
         """Thresholds set by the user, replacing the calibrated values (None = calibrated)."""

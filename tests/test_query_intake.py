@@ -64,3 +64,18 @@ def test_python_callers_with_decoded_images_get_the_same_shape_checks(store):
         collection.search([Image.new("RGB", (10, 10))])
     answer = collection.identify([Image.new("RGB", (300, 200), (200, 60, 40))])
     assert answer.decision  # an ordinary photo is still answered
+
+
+def test_the_image_limits_are_settings_the_command_line_honours(
+    store, tmp_path, monkeypatch, capsys
+):
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (400, 100), (120, 80, 40)).save(wide)
+    assert main(["identify", str(wide), "--store", str(store)]) == 0  # 4:1 is fine by default
+    capsys.readouterr()
+    monkeypatch.setenv("SHELLID_MAX_ASPECT_RATIO", "3")
+    assert main(["identify", str(wide), "--store", str(store)]) != 0
+    assert "at most 3:1 is accepted" in capsys.readouterr().err
+    collection = Collection.open(store, model=FakeEmbedder())  # and the collection itself
+    with pytest.raises(ImageIntakeError):
+        collection.identify([Image.new("RGB", (400, 100))])

@@ -24,6 +24,7 @@ from ._collection import (
     add_store_option,
     add_threshold_options,
     open_collection,
+    settings_from,
     table,
     taxonomy_value,
 )
@@ -257,9 +258,10 @@ def run(args: argparse.Namespace) -> int:
     from embedder.intake import ImageIntakeError
     from index.imaging import query_image
 
+    limits = settings_from(args).intake_limits()
     preloaded = None
     if len(queries) == 1:  # one specimen: every photo must load before the model does
-        preloaded = [query_image(p) for p in queries[0][1]]
+        preloaded = [query_image(p, limits) for p in queries[0][1]]
     collection = open_collection(args)
     subject = _subject()
     taxonomy = collection.enrolled_taxonomy()
@@ -282,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
             files = [str(p) for p in photos]
             bar.update(1)
             try:
-                images = preloaded or [query_image(p) for p in photos]
+                images = preloaded or [query_image(p, limits) for p in photos]
             except ImageIntakeError as exc:
                 status = 1
                 record = {"query": files, "specimen": specimen}

@@ -12,6 +12,7 @@ from ._collection import (
     add_model_option,
     add_store_option,
     open_collection,
+    settings_from,
     table,
     taxonomy_value,
 )
@@ -36,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise ValueError("--k must be at least 1")
     photos, _ = expand_photos(args.images)
-    images = [query_image(f) for f in photos]
+    limits = settings_from(args).intake_limits()
+    images = [query_image(f, limits) for f in photos]
     collection = open_collection(args)
     found = collection.search(
         images, k=args.k, region=args.region, genus=args.genus, family=args.family
