@@ -13,7 +13,6 @@ import json
 import re
 import threading
 import time
-import unicodedata
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -51,6 +50,7 @@ from .imaging import (
     prepare_image,
     read_input,
 )
+from .names import canonical_species
 from .results import (
     EnrollReport,
     Identification,
@@ -92,10 +92,6 @@ def _natural(text: str | None) -> tuple[tuple[int, int | str], ...]:
     return tuple((0, int(p)) if p.isdigit() else (1, p.lower()) for p in parts)
 
 
-MAX_SPECIES_NAME = 200
-_BAD_NAME = re.compile(r"[/\\]")
-
-
 class ImageEmbedder(Protocol):
     """What a collection needs from a model (``embedder.Embedder`` fits)."""
 
@@ -106,31 +102,6 @@ class ImageEmbedder(Protocol):
     def fingerprint(self) -> str: ...
 
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray: ...
-
-
-def canonical_species(name: str) -> str:
-    """The one spelling of a species name: ``"Conus  textile "`` -> ``"Conus_textile"``.
-
-    Unicode NFC; invisible format characters (zero-width spaces and joiners, bidi marks and
-    embeddings, soft hyphens, BOM) removed, so names that look the same are the same; runs of
-    whitespace become one underscore. :class:`InvalidQueryError` for an empty name, one over
-    :data:`MAX_SPECIES_NAME` characters, control or unassigned characters, slashes, or a
-    path segment such as ``.`` or ``..``.
-    """
-    text = unicodedata.normalize("NFC", str(name))
-    text = "".join(c for c in text if unicodedata.category(c) != "Cf")
-    text = re.sub(r"\s+", "_", text.strip())
-    if not text or not text.strip("_"):
-        raise InvalidQueryError("species name is empty")
-    bad = next((c for c in text if unicodedata.category(c) in ("Cc", "Cs", "Co", "Cn")), None)
-    if len(text) > MAX_SPECIES_NAME or bad is not None or _BAD_NAME.search(text):
-        raise InvalidQueryError(
-            f"species name {name!r} is not usable (at most {MAX_SPECIES_NAME} characters, "
-            "no slashes, control or unassigned characters)"
-        )
-    if not text.strip("."):
-        raise InvalidQueryError(f"species name {name!r} is not usable (a path segment)")
-    return text
 
 
 #: ``model_name`` recorded by stores that the first release's default (frozen) model built.

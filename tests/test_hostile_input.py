@@ -36,9 +36,10 @@ from embedder.intake import (
     estimate_cost,
     to_rgb,
 )
-from index.collection import Collection, canonical_species
+from index.collection import Collection
 from index.errors import InvalidQueryError
 from index.imaging import accept_image, storage_size
+from index.names import canonical_species
 from index.store import SpecimenStore
 from tests.conftest import GENERATED_SPECIES, draw_specimen, make_collection, store_row
 from tests.fake_embedder import FakeEmbedder

@@ -187,6 +187,26 @@ def test_species_table_counts(store, capsys):
     assert row.split()[-2:] == ["8", "4"]
 
 
+def test_remove_answers_from_the_current_listing_without_opening_the_store(store, capsys):
+    import subprocess
+    import sys
+
+    assert main(["species", "--store", store]) == 0  # leaves a current listing beside the store
+    capsys.readouterr()
+    code = (
+        "import sys; from api.cli import main; "
+        f"codes = [main(['remove', '--species', name, '--store', {store!r}]) "
+        "for name in ('Conus alpha', 'Nope nope')]; "
+        "print(codes, 'lancedb' in sys.modules)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, stdin=subprocess.DEVNULL
+    )
+    assert run.stdout.strip() == "[1, 2] False", run.stderr
+    assert "would remove Conus alpha: 8 photos of 4 specimens" in run.stderr
+    assert "species 'Nope nope' is not enrolled" in run.stderr
+
+
 def test_remove_species_and_specimen(store, photos, capsys):
     assert main(["remove", "--species", "Conus alpha", "--store", store]) == 1  # not asked: kept
     assert "would remove Conus alpha: 8 photos of 4 specimens" in capsys.readouterr().err

@@ -7,7 +7,7 @@ import sys
 
 from embedder.datasets import species_display
 
-from ._collection import add_store_option, open_collection
+from ._collection import add_store_option, open_collection, store_uri
 
 HELP = "remove a species (--species NAME) or one enrolled photo (--specimen ID)"
 
@@ -32,9 +32,42 @@ def confirm(question: str) -> bool:
         return False
 
 
+def _declined(args: argparse.Namespace) -> bool:
+    """Ask before removing a whole species, from the store's current listing when there is one
+    (no store is opened to say no, or that the species is not enrolled); True when the answer
+    is no."""
+    from index.names import canonical_species
+
+    from ._listing import read_listing
+
+    listing = read_listing(store_uri(args))
+    if listing is None:
+        return False  # asked once the store is open
+    name = canonical_species(args.species)
+    entry = next((s for s in listing["species"] if s["species"] == name), None)
+    if entry is None:  # the listing is current: the store holds no such species
+        from index.errors import SpeciesNotFoundError
+
+        raise SpeciesNotFoundError(f"species {args.species!r} is not enrolled")
+    what = (
+        f"{species_display(name)}: {entry['count']} photos of {entry['specimens']} specimens "
+        f"from {listing['uri']}"
+    )
+    if confirm(f"remove {what}?"):
+        args.yes = True
+        return False
+    print(
+        f"shellid: not removed (would remove {what}); pass --yes to remove without asking",
+        file=sys.stderr,
+    )
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
     from ._listing import write_listing
 
+    if args.species and not args.yes and _declined(args):
+        return 1
     collection = open_collection(args, need_model=False)
     if args.species:
         info = collection.species_info(args.species)  # SpeciesNotFoundError when not enrolled

@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1", tags=["collection"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "No such species or photo."}
 }
-#: What the index accepts as a name (index.collection.canonical_species): no control
+#: What the index accepts as a name (index.names.canonical_species): no control
 #: characters or slashes, and something besides dots, underscores and spaces (not "." or "..").
 NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f/\\]*[^\x00-\x1f\x7f-\x9f/\\._\s][^\x00-\x1f\x7f-\x9f/\\]*$"
 SPECIES_NAME = Path(
@@ -51,7 +51,7 @@ async def enroll(
     region: str | None = Form(None, description="Where the species lives, e.g. 'Indo-Pacific'."),
     source: str = Form("", description="Where the photos come from (collection, author)."),
 ) -> EnrollResponse:
-    from index.collection import canonical_species
+    from index.names import canonical_species
 
     canonical_species(name)  # a bad name is refused before any photo is decoded
     uploads = await read_uploads(images, settings, settings.max_enroll_files)
