@@ -3,7 +3,9 @@ micro-batcher in front and every blocking call moved off the event loop."""
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -31,6 +33,9 @@ from .wording import words_for
 
 if TYPE_CHECKING:
     from index.collection import Collection
+
+
+log = logging.getLogger("shellid.api")
 
 
 def image_url(specimen_id: str) -> str:
@@ -170,6 +175,8 @@ class ShellidService:
         )
         # one path for every photo: the collection embeds through the batcher
         collection.use_embedder(BatchedModel(embedder, self.batcher))
+        self._stopping = threading.Event()
+        self._watch: threading.Thread | None = None
 
     def use_planned_threads(self) -> None:
         """Apply the planned torch thread count to the calling thread (OpenMP keeps it per
@@ -185,11 +192,29 @@ class ShellidService:
         return self.collection.enroll(*args, **kwargs)
 
     def start(self) -> ShellidService:
-        """Start the embedding workers."""
+        """Start the embedding workers and the watch for other processes' writes."""
         self.batcher.start()
+        if self.settings.refresh_seconds > 0:
+            self._watch = threading.Thread(
+                target=self._follow_store, name="shellid-store-watch", daemon=True
+            )
+            self._watch.start()
         return self
 
+    def _follow_store(self) -> None:
+        """Reload the collection when another process committed to the store (a cheap
+        version check every ``refresh_seconds``; queries keep the previous state meanwhile)."""
+        while not self._stopping.wait(self.settings.refresh_seconds):
+            try:
+                if self.collection.refresh():
+                    log.info("store changed by another process: reloaded")
+            except Exception:  # a store hiccup must not end the watch
+                log.exception("could not check the store for other processes' writes")
+
     def stop(self) -> None:
+        self._stopping.set()
+        if self._watch is not None:
+            self._watch.join(10)
         self.batcher.stop()
         self.collection.use_embedder(self.model)  # the collection outlives the service
 

@@ -65,6 +65,12 @@ class ServiceSettings(IndexSettings):
         description="CPU threads per forward pass (PyTorch's, and ONNX Runtime's on a CPU); "
         "unset = CPU cores divided by workers (1 on a 2-core CPU); torch's default on a GPU.",
     )
+    refresh_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="How often the service looks for writes other processes committed to the "
+        "store (shellid enroll / remove on the same store) and reloads; 0 = never.",
+    )
     subject: str = Field(
         default="shell",
         description="What the collection holds, in words for the web page "

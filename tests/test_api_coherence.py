@@ -1,0 +1,65 @@
+"""A running service sees what another process commits to its store (``shellid enroll`` /
+``remove`` on the same store) within a few seconds, without a restart. The other process is
+played by a second ``Collection`` over the same directory; the stand-in embedder keeps it fast."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.settings import ServiceSettings
+from index.collection import Collection
+from tests.conftest import GENERATED_SPECIES, make_collection
+from tests.fake_embedder import FakeEmbedder
+
+FIRST, NEW = list(GENERATED_SPECIES)[:2]
+
+
+def listed(client: TestClient) -> set[str]:
+    response = client.get("/v1/species")
+    assert response.status_code == 200, response.text
+    return {s["species"] for s in response.json()["species"]}
+
+
+def wait_for(condition, seconds: float = 5.0) -> float:
+    """Seconds until ``condition()`` held; fails after ``seconds``."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > seconds:
+            pytest.fail(f"not seen within {seconds} s")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("refresh_seconds", [0.2])
+def test_the_service_follows_another_processs_enrolments_and_removals(tmp_path, refresh_seconds):
+    photos = make_collection(tmp_path / "photos", specimens=2, views=1, size=64)
+    store = str(tmp_path / "store")
+    served = Collection.open(store, model=FakeEmbedder(), create=True)
+    served.enroll(FIRST, sorted((photos / FIRST).iterdir()))
+    settings = ServiceSettings(store=store, refresh_seconds=refresh_seconds)
+    with TestClient(create_app(settings, served)) as client:
+        assert listed(client) == {FIRST}
+        other = Collection.open(store, model=FakeEmbedder())  # the CLI, in another process
+        other.enroll(NEW, sorted((photos / NEW).iterdir()))
+        assert wait_for(lambda: NEW in listed(client)) < 5
+        query = sorted((photos / NEW).iterdir())[0].read_bytes()
+        answer = client.post("/v1/identify", files=[("images", ("q.png", query, "image/png"))])
+        assert answer.json()["candidates"][0]["species"] == NEW
+        other.remove_species(NEW)
+        wait_for(lambda: NEW not in listed(client))
+        assert client.delete(f"/v1/species/{NEW}").status_code == 404
+
+
+def test_refresh_zero_turns_the_watch_off(tmp_path):
+    photos = make_collection(tmp_path / "photos", specimens=2, views=1, size=64)
+    store = str(tmp_path / "store")
+    served = Collection.open(store, model=FakeEmbedder(), create=True)
+    served.enroll(FIRST, sorted((photos / FIRST).iterdir()))
+    with TestClient(create_app(ServiceSettings(store=store, refresh_seconds=0), served)) as client:
+        Collection.open(store, model=FakeEmbedder()).enroll(NEW, sorted((photos / NEW).iterdir()))
+        time.sleep(0.5)
+        assert listed(client) == {FIRST}
