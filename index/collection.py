@@ -511,6 +511,7 @@ class Collection:
         candidates = [(i, p) for i, p in enumerate(prepared) if p is not None]
         vectors = self._embed([p.image for _, p in candidates], progress, desc=f"embedding {name}")
         with self._write_lock:
+            self.refresh()  # judge duplicates against what other processes committed too
             keep = self._new_images(name, [p for _, p in candidates], report, strict)
             if keep:
                 batch = _Enrolment(
@@ -835,6 +836,7 @@ class Collection:
         """Delete every image of a species (one commit); returns how many went."""
         key = canonical_species(name)
         with self._write_lock:
+            self.refresh()  # a species another process enrolled can be removed here too
             identifier = self._identifier
             if identifier is None or key not in identifier.species:
                 raise SpeciesNotFoundError(f"species {name!r} is not enrolled")
@@ -849,6 +851,7 @@ class Collection:
     def remove_specimen(self, specimen_id: str) -> SimilarSpecimen:
         """Delete one enrolled image by id; returns what it was."""
         with self._write_lock:
+            self.refresh()
             identifier = self._identifier
             ids = identifier.specimen_ids if identifier is not None else []
             if identifier is None or specimen_id not in ids:

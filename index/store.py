@@ -97,8 +97,14 @@ class SpecimenStore:
                 return names
 
     # ------------------------------------------------------------------ info
+    def _open_info(self) -> None:
+        """Open ``store_info`` if another process has created it since this store opened."""
+        if self._info is None and INFO_TABLE in self._table_names():
+            self._info = self._db.open_table(INFO_TABLE)
+
     def info(self) -> dict[str, Any]:
         """The ``store_info`` entries (empty for a new store)."""
+        self._open_info()
         if self._info is None:
             return {}
         self._info.checkout_latest()
@@ -111,7 +117,7 @@ class SpecimenStore:
     def write_info(self, **updates: Any) -> dict[str, Any]:
         """Merge ``updates`` into ``store_info`` (one commit) and return the result."""
         with self._lock:
-            info = self.info()
+            info = self.info()  # opens the table if another process made it meanwhile
             info.update(updates)
             info.setdefault("format", STORE_FORMAT)
             table = pa.Table.from_pylist(
@@ -193,6 +199,8 @@ class SpecimenStore:
     def ensure_table(self, dim: int) -> None:
         """Create the specimens table for ``dim``-sized vectors if it does not exist yet."""
         with self._lock:
+            if self._specimens is None and SPECIMENS_TABLE in self._table_names():
+                self._specimens = self._db.open_table(SPECIMENS_TABLE)  # made by another process
             if self._specimens is not None and self.dim != dim and self.count() == 0:
                 try:  # an empty table left by another model: take the new vector size
                     self._specimens = self._db.create_table(

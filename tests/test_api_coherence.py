@@ -63,3 +63,26 @@ def test_refresh_zero_turns_the_watch_off(tmp_path):
         Collection.open(store, model=FakeEmbedder()).enroll(NEW, sorted((photos / NEW).iterdir()))
         time.sleep(0.5)
         assert listed(client) == {FIRST}
+
+
+def test_writes_are_judged_against_what_other_processes_committed(tmp_path):
+    photos = make_collection(tmp_path / "photos", specimens=2, views=1, size=64)
+    store = str(tmp_path / "store")
+    cli = Collection.open(store, model=FakeEmbedder(), create=True)
+    server = Collection.open(store, model=FakeEmbedder())  # opened before the CLI's write
+    photo = sorted((photos / FIRST).iterdir())[0]
+    cli.enroll(FIRST, [photo])
+    report = server.enroll("Otherus_fish", [photo])  # the same photo under another name
+    assert report.added == 0 and photo.name in report.refused
+    assert server.remove_species(FIRST) == 1  # enrolled by the other process, removable here
+
+
+def test_two_processes_that_opened_an_empty_store_can_both_write(tmp_path):
+    photos = make_collection(tmp_path / "photos", specimens=2, views=1, size=64)
+    store = str(tmp_path / "store")
+    first = Collection.open(store, model=FakeEmbedder(), create=True)
+    second = Collection.open(store, model=FakeEmbedder())  # both saw no tables
+    first.enroll(FIRST, sorted((photos / FIRST).iterdir()))
+    second.enroll(NEW, sorted((photos / NEW).iterdir()))  # tables made by the other: opened
+    third = Collection.open(store, model=FakeEmbedder())
+    assert {s.species for s in third.species()} == {FIRST, NEW}
