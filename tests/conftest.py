@@ -160,3 +160,21 @@ def shots(tmp_path_factory) -> Path:
     from tests.browser import screenshot_folder
 
     return screenshot_folder(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """The generated collection (5 species x 4 specimens x 2 views), once per module; modules
+    that need other photos define their own ``photos``."""
+    return make_collection(tmp_path_factory.mktemp("photos") / "collection")
+
+
+@pytest.fixture
+def store(tmp_path, photos, capsys) -> str:
+    """A store with ``photos`` enrolled through ``shellid enroll`` (the command-line tests)."""
+    from api.cli import main
+
+    path = str(tmp_path / "store")
+    assert main(["enroll", str(photos), "--store", path, "--group-regex", "specimen"]) == 0
+    capsys.readouterr()
+    return path

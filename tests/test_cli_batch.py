@@ -27,19 +27,6 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("fake_cli_model")
 
 
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory) -> Path:
-    return make_collection(tmp_path_factory.mktemp("photos") / "collection")
-
-
-@pytest.fixture
-def store(tmp_path, photos, capsys) -> str:
-    path = str(tmp_path / "store")
-    assert main(["enroll", str(photos), "--store", path, "--group-regex", "specimen"]) == 0
-    capsys.readouterr()
-    return path
-
-
 # ------------------------------------------------------------------ batch identification
 def test_identify_a_folder_by_specimen_writes_one_jsonl_line_per_specimen(store, photos, capsys):
     folder = photos / "Murex_epsilon"  # 4 specimens x 2 views

@@ -9,27 +9,12 @@ from pathlib import Path
 import pytest
 
 from api.cli import main
-from tests.conftest import make_collection
 
 
 @pytest.fixture(autouse=True)
 def fake_model(fake_cli_model, monkeypatch):
     # the fake takes model names such as other.pt that are not files: skip the file check
     monkeypatch.setattr("api.commands._collection.check_model_option", lambda model: None)
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory) -> Path:
-    return make_collection(tmp_path_factory.mktemp("photos") / "collection")
-
-
-@pytest.fixture
-def store(tmp_path, photos, capsys) -> str:
-    """A store with the generated species enrolled through ``shellid enroll``."""
-    path = str(tmp_path / "store")
-    assert main(["enroll", str(photos), "--store", path, "--group-regex", "specimen"]) == 0
-    capsys.readouterr()
-    return path
 
 
 def query(photos: Path, species: str, specimen: int = 4) -> list[str]:
