@@ -15,7 +15,6 @@ from urllib.parse import quote
 from starlette.concurrency import run_in_threadpool
 
 from .batcher import BatchedModel, EmbeddingBatcher
-from .errors import ApiError
 from .schemas import (
     EnrollResponse,
     IdentifyResponse,
@@ -228,11 +227,8 @@ class ShellidService:
         genus: str | None = None,
         family: str | None = None,
     ) -> IdentifyResponse:
-        """Identify the specimen the uploaded photos show (views of one specimen)."""
-        if len(self.collection) == 0:
-            raise ApiError(
-                409, "empty_collection", "the collection is empty; enroll some species first"
-            )
+        """Identify the specimen the uploaded photos show (views of one specimen); an empty
+        collection is the index's EmptyCollectionError (409 empty_collection)."""
         result = await run_in_threadpool(
             self.collection.identify,
             [upload.image for upload in uploads],

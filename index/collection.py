@@ -424,9 +424,7 @@ class Collection:
     def _need_identifier(self) -> VectorIdentifier:
         identifier = self._identifier
         if identifier is None or len(identifier) == 0:
-            raise EmptyCollectionError(
-                "the collection is empty: enroll some species first (shellid enroll)"
-            )
+            raise EmptyCollectionError("the collection is empty: enroll some species first")
         return identifier
 
     # ================================================================== enrollment
