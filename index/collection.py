@@ -498,28 +498,59 @@ class Collection:
         name = canonical_species(species)
         if groups is not None and len(groups) != len(images):
             raise InvalidQueryError(f"{len(images)} images but {len(groups)} groups")
+        self.embedder  # noqa: B018 - the model (and its check against the store) before decoding
+        report = EnrollReport(species=name)
+        prepared = self._prepare(images, report.errors, limits, strict)
+        candidates = [(i, p) for i, p in enumerate(prepared) if p is not None]
+        vectors = self._embed([p.image for _, p in candidates], progress, desc=f"embedding {name}")
+        return self.enroll_embedded(
+            name,
+            [p for _, p in candidates],
+            vectors,
+            taxonomy=taxonomy,
+            source=source,
+            groups=None if groups is None else [groups[i] for i, _ in candidates],
+            strict=strict,
+            calibrate=calibrate,
+            report=report,
+        )
+
+    def enroll_embedded(
+        self,
+        species: str,
+        photos: Sequence[PreparedImage],
+        vectors: np.ndarray,
+        *,
+        taxonomy: Mapping[str, Any] | None = None,
+        source: str = "",
+        groups: Sequence[str] | None = None,
+        strict: bool = False,
+        calibrate: bool = True,
+        report: EnrollReport | None = None,
+    ) -> EnrollReport:
+        """:meth:`enroll` for photos already through the intake (:func:`prepare_image`) and
+        embedded by this collection's model elsewhere (``vectors`` row i is ``photos[i]``):
+        the duplicate rules, then ONE store commit."""
+        name = canonical_species(species)
+        if len(vectors) != len(photos) or (groups is not None and len(groups) != len(photos)):
+            raise InvalidQueryError(f"{len(photos)} photos, {len(vectors)} vectors")
         taxonomy = {
             str(k).strip().lower(): str(v).strip()
             for k, v in (taxonomy or {}).items()
             if v not in (None, "")
         }
         embedder = self.embedder
-        report = EnrollReport(species=name)
-        prepared = self._prepare(images, report.errors, limits, strict)
-        candidates = [(i, p) for i, p in enumerate(prepared) if p is not None]
-        vectors = self._embed([p.image for _, p in candidates], progress, desc=f"embedding {name}")
+        report = report or EnrollReport(species=name)
         with self._write_lock:
             self.refresh()  # judge duplicates against what other processes committed too
-            keep = self._new_images(name, [p for _, p in candidates], report, strict)
+            keep = self._new_images(name, list(photos), report, strict)
             if keep:
                 batch = _Enrolment(
                     name=name,
-                    images=[candidates[k][1] for k in keep],
-                    vectors=vectors[keep],
+                    images=[photos[k] for k in keep],
+                    vectors=np.asarray(vectors, np.float32)[keep],
                     ids=[uuid.uuid4().hex[:16] for _ in keep],
-                    groups=[
-                        None if groups is None else str(groups[candidates[k][0]]) for k in keep
-                    ],
+                    groups=[None if groups is None else str(groups[k]) for k in keep],
                     taxonomy=taxonomy,
                     source=source,
                 )
