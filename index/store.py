@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import threading
+from collections import deque
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,6 +49,29 @@ def _is_local(uri: str) -> bool:
     return "://" not in uri
 
 
+#: object-store failures worth naming, as (text in lance's error, what to say)
+_STORAGE_PROBLEMS = (
+    ("NoSuchBucket", "the bucket does not exist"),
+    ("BadScheme", "an http:// endpoint needs AWS_ALLOW_HTTP=true"),
+    ("dns error", "cannot reach the object store (AWS_ENDPOINT_URL: unknown host)"),
+    ("ConnectError", "cannot reach the object store (AWS_ENDPOINT_URL: connection failed)"),
+    ("InvalidAccessKeyId", "access denied (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"),
+    ("SignatureDoesNotMatch", "access denied (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"),
+    ("AccessDenied", "access denied (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"),
+)
+
+
+def storage_problem(exc: BaseException) -> str:
+    """One line for a storage failure: the known object-store problems by name, anything
+    else as the first line of lance's message (which can run to a screenful)."""
+    text = str(exc)
+    for needle, meaning in _STORAGE_PROBLEMS:
+        if needle in text:
+            return meaning
+    line = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
 class SpecimenStore:
     """LanceDB tables of one collection.
 
@@ -68,23 +92,30 @@ class SpecimenStore:
         self.keep_versions = keep_versions
         self.compact_every = max(1, int(compact_every))
         self._lock = threading.RLock()
+        #: versions this object committed, newest last (rollback undoes only its own commits)
+        self._own_versions: deque[int] = deque(maxlen=256)
+        self._last_added: tuple[int, list[str]] | None = None  # (version, ids) of the last add
+        missing = f"store {self.uri} does not exist (enroll some species first)"
         if _is_local(self.uri):
             path = Path(self.uri)
             if path.exists() and not path.is_dir():
                 raise StoreError(f"store {self.uri} is a file, not a LanceDB directory")
             if not path.exists() and not create:
-                raise StoreError(f"store {self.uri} does not exist (enroll some species first)")
+                raise StoreError(missing)
         try:
             self._db = lancedb.connect(self.uri)
             names = set(self._table_names())
+        except Exception as exc:
+            raise StoreError(f"cannot open store {self.uri}: {storage_problem(exc)}") from None
+        if not names and not create and not _is_local(self.uri):
+            raise StoreError(missing)  # an object-store prefix exists once a table is written
+        try:
             self._specimens = (
                 self._db.open_table(SPECIMENS_TABLE) if SPECIMENS_TABLE in names else None
             )
             self._info = self._db.open_table(INFO_TABLE) if INFO_TABLE in names else None
-        except StoreError:
-            raise
         except Exception as exc:
-            raise StoreError(f"cannot open store {self.uri}: {exc}") from exc
+            raise StoreError(f"cannot open store {self.uri}: {storage_problem(exc)}") from exc
 
     def _table_names(self) -> list[str]:
         names: list[str] = []
@@ -259,32 +290,70 @@ class SpecimenStore:
         before the call and StoreError is raised. Returns the new version."""
         if self._specimens is None:
             raise StoreError("the specimens table does not exist yet (call ensure_table)")
+        ids = [str(i) for i in table.column("id").to_pylist()]
         with self._lock:
-            before = self.latest_version()
             try:
                 self._specimens.add(table)
             except Exception as exc:
-                self.rollback(before)
+                self._withdraw(ids)  # in case the commit landed before the failure
                 raise StoreError(
-                    f"writing to store {self.uri} failed; nothing was added ({exc})"
+                    f"writing to store {self.uri} failed; nothing was added "
+                    f"({storage_problem(exc)})"
                 ) from exc
+            self._committed()
+            self._last_added = (self.version, ids)
             self._after_write()
             return self.version
 
+    def _committed(self) -> None:
+        self._own_versions.append(int(self._specimens.version) if self._specimens else 0)
+
+    def _withdraw(self, ids: list[str]) -> None:
+        """Delete rows this object added (ids are fresh, no other writer has them); a
+        commit of its own, so other processes' commits since then are kept."""
+        if self._specimens is None or not ids:
+            return
+        where = "id IN (" + ", ".join(sql_string(i) for i in ids) + ")"
+        try:
+            self._specimens.checkout_latest()
+            if self._specimens.count_rows(where):
+                self._specimens.delete(where)
+                self._committed()
+        except Exception as exc:  # pragma: no cover - storage failure during recovery
+            raise StoreError(
+                f"store {self.uri}: withdrawing {len(ids)} rows failed ({storage_problem(exc)})"
+            ) from exc
+
     def rollback(self, version: int) -> None:
-        """Bring the specimens table back to ``version`` if a later one was committed."""
+        """Undo this object's commits after ``version`` and nobody else's (replicas share
+        the store): the rows of its last append are deleted when that append came after
+        ``version``; otherwise the table is restored to ``version`` when every later commit
+        is this object's own. StoreError when another process committed in between."""
         if self._specimens is None:
             return
         with self._lock:
+            if self._last_added is not None and self._last_added[0] > version:
+                self._withdraw(self._last_added[1])
+                self._last_added = None
+                return
             try:
                 self._specimens.checkout_latest()
-                if self._specimens.version != version:
+                latest = int(self._specimens.version)
+                own = set(self._own_versions)
+                if latest != version and all(v in own for v in range(version + 1, latest + 1)):
                     self._specimens.restore(version)
+                    self._committed()
+                    return
             except Exception as exc:  # pragma: no cover - storage failure during recovery
                 raise StoreError(
-                    f"store {self.uri}: rollback to version {version} failed ({exc}); restore it "
-                    "by hand with lancedb's Table.restore"
+                    f"store {self.uri}: rollback to version {version} failed "
+                    f"({storage_problem(exc)}); restore it by hand with lancedb's Table.restore"
                 ) from exc
+            if latest != version:
+                raise StoreError(
+                    f"store {self.uri}: cannot roll back to version {version}: another process "
+                    "has committed since"
+                )
 
     def delete(self, where: str) -> int:
         """Delete the rows matching a filter (one commit); returns how many went."""
@@ -297,7 +366,10 @@ class SpecimenStore:
             try:
                 self._specimens.delete(where)
             except Exception as exc:
-                raise StoreError(f"deleting from store {self.uri} failed: {exc}") from exc
+                raise StoreError(
+                    f"deleting from store {self.uri} failed: {storage_problem(exc)}"
+                ) from exc
+            self._committed()
             self._after_write()
             return before
 
@@ -378,6 +450,7 @@ class SpecimenStore:
                 raise StoreError(
                     f"re-embedding store {self.uri} failed; it is unchanged ({exc})"
                 ) from exc
+            self._committed()
             self._after_write()
             return self.version
 
