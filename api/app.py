@@ -25,7 +25,7 @@ from .settings import ServiceSettings, load_settings
 from .uploads import BodyLimitMiddleware
 
 if TYPE_CHECKING:
-    from index.collection import Collection
+    from index.workflows.collection import Collection
 
 log = logging.getLogger("shellid.api")
 
@@ -45,7 +45,7 @@ when it has `SHELLID_READ_KEY`. Errors answer `{"detail", "code", "file"}`.
 
 def open_collection(settings: ServiceSettings) -> Collection:
     """The store and model named by ``settings`` (created when the store does not exist)."""
-    from index.collection import Collection
+    from index.workflows.collection import Collection
 
     return Collection.open(settings.store, model=settings.model, create=True, settings=settings)
 

@@ -31,7 +31,7 @@ from .uploads import Upload
 from .wording import words_for
 
 if TYPE_CHECKING:
-    from index.collection import Collection
+    from index.workflows.collection import Collection
 
 
 log = logging.getLogger("shellid.api")
@@ -300,7 +300,7 @@ class ShellidService:
     ) -> EnrollResponse:
         """Add photos of ``species`` in one store commit, all or nothing (a photo enrolled
         under another species refuses the whole request); reads go on meanwhile. The photos
-        were accepted by the intake already (:func:`index.imaging.accept_image`, in
+        were accepted by the intake already (:func:`index.workflows.imaging.accept_image`, in
         ``read_uploads``) and are not decoded again."""
         report = await run_in_threadpool(
             partial(

@@ -3,8 +3,9 @@
 Two layers: :class:`BodyLimitMiddleware` counts the bytes of every request body as they arrive
 (``Content-Length`` or chunked) and answers 413 as soon as a body passes what the limits allow,
 before the multipart parser spools it to disk; :func:`read_uploads` then checks the count and
-size of the photos and passes each through the one intake (:func:`index.imaging.accept_image`:
-header checks and cost estimate, then decoding straight to the normalised size).
+size of the photos and passes each through the one intake
+(:func:`index.workflows.imaging.accept_image`: header checks and cost estimate, then decoding
+straight to the normalised size).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from embedder import ImageIntakeError
-from index.imaging import AcceptedImage, accept_image
+from index.workflows.imaging import AcceptedImage, accept_image
 
 from .errors import ApiError, error_response
 from .settings import ServiceSettings

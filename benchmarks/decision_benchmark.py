@@ -50,10 +50,10 @@ from embedder.datasets import ImageRecord, group_split, scan_collection, shots_s
 from index.calibration import auroc, expected_calibration_error  # noqa: E402
 from index.classifier import VectorIdentifier  # noqa: E402
 from index.config import IdentifierConfig  # noqa: E402
-from index.evaluation.cache import EmbeddingCache  # noqa: E402
 from index.prototypes import l2_normalise  # noqa: E402
 from index.results import REJECTIONS  # noqa: E402
 from index.whitening import Whitening, WithinSpeciesPrior  # noqa: E402
+from index.workflows.evaluation.cache import EmbeddingCache  # noqa: E402
 
 #: the last commit before the decision layer was rebuilt (issue 10).
 BASELINE_COMMIT = "8abbf92"

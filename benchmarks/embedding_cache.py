@@ -1,9 +1,9 @@
 """Embeddings of real image folders, cached on disk so benchmark reruns skip the model.
 
 Images are embedded exactly as :meth:`index.Collection.enroll` does (the normalised JPEG copy
-of :func:`index.imaging.prepare_image`). The cache file is keyed by the model fingerprint and
-a hash of the file list (relative path, size, mtime), so a changed folder or model is
-re-embedded.
+of :func:`index.workflows.imaging.prepare_image`). The cache file is keyed by the model
+fingerprint and a hash of the file list (relative path, size, mtime), so a changed folder or
+model is re-embedded.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from embedder.intake import ImageIntakeError
-from index.imaging import prepare_image, read_input
+from index.workflows.imaging import prepare_image, read_input
 
 DEFAULT_CACHE = Path("/tmp/shellid-cache")
 

@@ -54,7 +54,7 @@ def _costliest(fmt: str, seed: int) -> tuple[str, bytes]:
     from PIL import Image
 
     from embedder.intake import ImageHeader, ImageIntakeError, IntakeLimits, estimate_cost
-    from index.imaging import accept_image, storage_size
+    from index.workflows.imaging import accept_image, storage_size
 
     rng = np.random.default_rng(seed)
     limits = IntakeLimits()

@@ -59,7 +59,7 @@ def percentile(values: list[float], q: float) -> float:
 def build_store(store: Path, data: Path, model: str | None) -> tuple[str, list[Path]]:
     """Enroll every species of ``data`` but one; returns the held-out species and its photos."""
     from embedder import scan_collection
-    from index.collection import Collection
+    from index.workflows.collection import Collection
 
     records = scan_collection(data)
     by_species: dict[str, list] = defaultdict(list)
@@ -84,7 +84,7 @@ class BareEmbedding:
 
     def __init__(self, photo: bytes, model: str | None) -> None:
         from embedder import Embedder, decode_image, load_model
-        from index.imaging import normalise_size
+        from index.workflows.imaging import normalise_size
 
         self.photo = photo
         self.prepare = lambda data: normalise_size(decode_image(data))

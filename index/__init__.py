@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the real names for type checkers and IDEs
     from .classifier import VectorIdentifier
-    from .collection import Collection
     from .config import IdentifierConfig, IndexSettings
     from .errors import (
         CollectionError,
@@ -37,11 +36,12 @@ if TYPE_CHECKING:  # the real names for type checkers and IDEs
         Thresholds,
     )
     from .search import VectorIndex
+    from .workflows.collection import Collection
 
 #: public name -> submodule that defines it
 _EXPORTS: dict[str, str] = {
     "VectorIdentifier": "classifier",
-    "Collection": "collection",
+    "Collection": "workflows.collection",
     "IdentifierConfig": "config",
     "IndexSettings": "config",
     **{

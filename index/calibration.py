@@ -3,7 +3,7 @@
 The held-out scores these functions consume are produced by :mod:`index.calibrate`
 (leave-one-specimen-out for known species, leave-one-species-out for unknown ones);
 docs/index.md explains the procedure. :func:`auroc` and :func:`expected_calibration_error` are
-also the evaluation reports' (``index.evaluation``) single implementations.
+also the evaluation reports' (``index.workflows.evaluation``) single implementations.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ class FakeEmbedder:
 
 
 def fake_make_embedder(model):
-    """Drop-in for ``index.collection.make_embedder``: ``"other"`` in the model name gives
+    """Drop-in for ``index.workflows.collection.make_embedder``: ``"other"`` in the model name gives
     variant 1, anything else variant 0."""
     if model is not None and hasattr(model, "embed_images"):
         return model, ""

@@ -42,7 +42,7 @@ def settings_for(store: Path, **values) -> ServiceSettings:
 
 
 def open_collection(store: Path, model):
-    from index.collection import Collection
+    from index.workflows.collection import Collection
 
     return Collection.open(str(store), model=model, create=True)
 

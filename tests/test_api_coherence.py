@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.settings import ServiceSettings
-from index.collection import Collection
+from index.workflows.collection import Collection
 from tests.conftest import GENERATED_SPECIES, make_collection
 from tests.fake_embedder import FakeEmbedder
 

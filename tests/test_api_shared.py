@@ -29,7 +29,7 @@ def shell_photos(shared) -> dict[str, dict[str, list]]:
 
 
 def test_unseen_real_specimens_are_identified_over_http(shared, tmp_path, frozen_model):
-    from index.collection import Collection
+    from index.workflows.collection import Collection
 
     photos = shell_photos(shared)
     assert len(photos) >= 5
@@ -76,7 +76,7 @@ def test_a_species_enrolled_with_three_photos_is_named_at_once(shared, tmp_path,
     """The web page's enrolment (photos, no specimen grouping): seven species with eight
     specimens each, then a new species with three photos (both views represented); its next
     specimens are named with a ``species`` decision straight away, no restart, no retraining."""
-    from index.collection import Collection
+    from index.workflows.collection import Collection
 
     photos = shell_photos(shared)
     *known, newcomer = sorted(photos)

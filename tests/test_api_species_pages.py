@@ -24,7 +24,7 @@ SPECIES = "Conus_alpha"
 def api(tmp_path):
     """A store of five generated species x 6 specimens x 2 views (12 photos each), filled
     with specimen groups from the file names; writes need ``KEY``."""
-    from index.collection import Collection
+    from index.workflows.collection import Collection
 
     root = make_collection(tmp_path / "photos", specimens=6, views=2, size=64)
     store = tmp_path / "store"
@@ -151,7 +151,7 @@ def test_deleting_a_photo_or_the_species_needs_the_key_and_updates_the_list(api)
 
 
 def test_reads_need_the_read_key_when_one_is_set(tmp_path):
-    from index.collection import Collection
+    from index.workflows.collection import Collection
 
     root = make_collection(
         tmp_path / "photos", {"Conus_alpha": ("ellipse", (200, 60, 40))}, 1, 2, 64

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from api.cli import main
-from index.audit import CSV_COLUMNS, AuditConfig, audit_collection, read_csv, write_csv
-from index.audit.embedding_checks import nearest_neighbours, robust_z
-from index.audit.files import difference_hash, hamming_pairs, inspect_file
+from index.workflows.audit import CSV_COLUMNS, AuditConfig, audit_collection, read_csv, write_csv
+from index.workflows.audit.embedding_checks import nearest_neighbours, robust_z
+from index.workflows.audit.files import difference_hash, hamming_pairs, inspect_file
 from tests.conftest import make_collection
 
 

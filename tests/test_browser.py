@@ -27,7 +27,7 @@ def server(tmp_path_factory, frozen_model):
     writes need ``API_KEY``."""
     from api.app import create_app
     from api.settings import ServiceSettings
-    from index.collection import Collection
+    from index.workflows.collection import Collection
 
     species = {k: GENERATED_SPECIES[k] for k in ("Conus_alpha", "Cypraea_gamma", "Murex_epsilon")}
     root = make_collection(tmp_path_factory.mktemp("photos"), species, specimens=2, views=2)
@@ -192,7 +192,7 @@ def taxonomy_server(tmp_path_factory, frozen_model):
     """(URL, collection): two Conus species (family Conidae) and a cowrie (Cypraeidae)."""
     from api.app import create_app
     from api.settings import ServiceSettings
-    from index.collection import Collection
+    from index.workflows.collection import Collection
 
     taxa = {
         "Conus_alpha": ("Conus", "Conidae"),

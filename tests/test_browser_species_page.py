@@ -43,7 +43,7 @@ def server(tmp_path_factory):
     writes need ``KEY``."""
     from api.app import create_app
     from api.settings import ServiceSettings
-    from index.collection import Collection
+    from index.workflows.collection import Collection
 
     species = {name: GENERATED_SPECIES[name] for name in TAXA}
     root = make_collection(tmp_path_factory.mktemp("photos"), species, specimens=3, views=2)
@@ -287,7 +287,7 @@ def big_server(tmp_path_factory):
     """One species with 63 photos (more than a page of the species page, 60)."""
     from api.app import create_app
     from api.settings import ServiceSettings
-    from index.collection import Collection
+    from index.workflows.collection import Collection
 
     folder = tmp_path_factory.mktemp("many")
     kind, colour = GENERATED_SPECIES["Conus_alpha"]
@@ -328,7 +328,7 @@ def test_a_server_that_needs_a_read_key_shows_the_species_page_once_it_is_given(
 ):
     from api.app import create_app
     from api.settings import ServiceSettings
-    from index.collection import Collection
+    from index.workflows.collection import Collection
 
     root = make_collection(
         tmp_path_factory.mktemp("photos"), {"Conus_alpha": GENERATED_SPECIES["Conus_alpha"]}, 2, 2

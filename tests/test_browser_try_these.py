@@ -21,7 +21,7 @@ def demo_server(tmp_path, monkeypatch, capsys):
     import api.app
     from api.app import create_app
     from api.settings import ServiceSettings
-    from index.collection import Collection
+    from index.workflows.collection import Collection
 
     monkeypatch.setattr(
         api.app,

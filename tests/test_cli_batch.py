@@ -131,7 +131,7 @@ def test_enroll_many_photos_of_one_species(tmp_path, photos, capsys):
 
 def test_species_listing_is_read_from_the_copy_and_refreshed_after_any_write(store, photos, capsys):
     from api.commands._listing import read_listing
-    from index.collection import Collection
+    from index.workflows.collection import Collection
 
     assert main(["species", "--store", store]) == 0
     capsys.readouterr()
@@ -173,7 +173,7 @@ def test_a_zip_that_is_not_a_model_passes_the_quick_check(tmp_path):
 @pytest.fixture
 def demo_store(tmp_path, monkeypatch, capsys):
     import api.app
-    from index.collection import Collection
+    from index.workflows.collection import Collection
 
     monkeypatch.setattr(
         api.app,
@@ -189,7 +189,7 @@ def demo_store(tmp_path, monkeypatch, capsys):
 
 
 def test_demo_keeps_one_specimen_per_species_back_and_lists_it(demo_store):
-    from index.collection import Collection
+    from index.workflows.collection import Collection
 
     store, data, out = demo_store
     assert "added 20 photos of 5 species" in out and "kept back 5 specimens (10 photos)" in out
@@ -300,7 +300,7 @@ def test_demo_over_a_store_that_holds_everything_withdraws_the_kept_back(
     """A store filled by an earlier demo (every photo enrolled): the kept-back specimens are
     removed, so trying them is never a self-match."""
     import api.app
-    from index.collection import Collection
+    from index.workflows.collection import Collection
 
     monkeypatch.setattr(
         api.app,

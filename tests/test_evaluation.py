@@ -19,18 +19,18 @@ from sklearn.metrics import (
 
 from api.cli import main
 from embedder.episodes import episodic_accuracy
-from index.evaluation.bootstrap import bootstrap_f1
-from index.evaluation.fewshot import episodic_accuracies, probe_predict, prototype_predict
-from index.evaluation.metrics import (
+from index.results import DECISIONS
+from index.workflows.evaluation.bootstrap import bootstrap_f1
+from index.workflows.evaluation.fewshot import episodic_accuracies, probe_predict, prototype_predict
+from index.workflows.evaluation.metrics import (
     closed_set_metrics,
     expected_calibration_error,
     fpr_at_recall,
     most_confused_pairs,
     topk_accuracy,
 )
-from index.evaluation.openset import decision_rates, holdout_species
-from index.evaluation.runner import EvaluationError, choose_species
-from index.results import DECISIONS
+from index.workflows.evaluation.openset import decision_rates, holdout_species
+from index.workflows.evaluation.runner import EvaluationError, choose_species
 
 SPECIES = ["Conus_a", "Conus_b", "Murex_c", "Oliva_d"]
 
@@ -185,7 +185,7 @@ def test_embedding_cache_reuses_vectors_and_refreshes_edited_files(
     frozen_model, generated_collection, tmp_path
 ):
     from embedder import Embedder
-    from index.evaluation.cache import EmbeddingCache
+    from index.workflows.evaluation.cache import EmbeddingCache
 
     paths = sorted(generated_collection.rglob("*.png"))[:6]
     broken = generated_collection / "Conus_alpha" / "broken.png"
@@ -371,8 +371,8 @@ def test_evaluate_rejects_bad_option_values(generated_collection):
 
 
 def test_evaluate_two_species_skips_open_set_but_reports_the_rest(tmp_path):
-    from index.evaluation import EvaluationConfig, evaluate_collection
-    from index.evaluation.report import write_report
+    from index.workflows.evaluation import EvaluationConfig, evaluate_collection
+    from index.workflows.evaluation.report import write_report
     from tests.conftest import GENERATED_SPECIES, make_collection
 
     two = dict(list(GENERATED_SPECIES.items())[:2])

@@ -23,7 +23,7 @@ from PIL import Image
 from api.app import create_app
 from api.settings import ServiceSettings
 from embedder.intake import to_rgb
-from index.collection import Collection
+from index.workflows.collection import Collection
 from tests.conftest import make_collection
 from tests.fake_embedder import FakeEmbedder
 from tests.test_hostile_input import BIG, GOOD, LONG, THIN, encode, la_tiff, phone_photo

@@ -36,11 +36,11 @@ from embedder.intake import (
     estimate_cost,
     to_rgb,
 )
-from index.collection import Collection
 from index.errors import InvalidQueryError
-from index.imaging import accept_image, storage_size
 from index.names import canonical_species
 from index.store import SpecimenStore
+from index.workflows.collection import Collection
+from index.workflows.imaging import accept_image, storage_size
 from tests.conftest import GENERATED_SPECIES, draw_specimen, make_collection, store_row
 from tests.fake_embedder import FakeEmbedder
 

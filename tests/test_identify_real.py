@@ -9,7 +9,7 @@ import pytest
 
 from embedder import load_image
 from embedder.datasets import scan_collection
-from index.collection import Collection
+from index.workflows.collection import Collection
 
 
 @pytest.mark.shared

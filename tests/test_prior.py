@@ -10,11 +10,11 @@ from PIL import Image
 from api.cli import main
 from embedder import EmbeddingModel, create_backbone
 from index import VectorIdentifier
-from index.collection import Collection
 from index.config import IdentifierConfig
 from index.errors import StoreError
 from index.store import SpecimenStore
 from index.whitening import Whitening, WithinSpeciesPrior
+from index.workflows.collection import Collection
 from tests.clusters import unit
 from tests.conftest import GENERATED_SPECIES, make_collection
 from tests.fake_embedder import FakeEmbedder
@@ -196,7 +196,7 @@ def test_shellid_prior_needs_two_specimens_of_some_species(tmp_path, capsys):
 
 
 def test_evaluate_scores_a_model_with_the_prior_it_carries(tmp_path, capsys):
-    from index.evaluation import EvaluationConfig, evaluate_collection
+    from index.workflows.evaluation import EvaluationConfig, evaluate_collection
 
     photos = make_collection(tmp_path / "tree", specimens=3, size=64)
     model = tmp_path / "with-prior.pt"

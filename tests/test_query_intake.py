@@ -11,8 +11,8 @@ from PIL import Image
 
 from api.cli import main
 from embedder.intake import ImageIntakeError
-from index.collection import Collection
-from index.imaging import query_image
+from index.workflows.collection import Collection
+from index.workflows.imaging import query_image
 from tests.conftest import make_collection
 from tests.fake_embedder import FakeEmbedder
 

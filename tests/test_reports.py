@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 import pytest
 
-from index.evaluation import plots
+from index.workflows.evaluation import plots
 from tests.conftest import GENERATED_SPECIES, make_collection
 
 WIDTHS = (1280, 390)
@@ -39,7 +39,7 @@ def collection(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def evaluation(collection, tmp_path_factory):
-    from index.evaluation import EvaluationConfig, evaluate_collection
+    from index.workflows.evaluation import EvaluationConfig, evaluate_collection
 
     config = EvaluationConfig(
         group_pattern="specimen",
@@ -56,7 +56,7 @@ def evaluation(collection, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def evaluation_report(evaluation, tmp_path_factory) -> Path:
-    from index.evaluation.report import write_report
+    from index.workflows.evaluation.report import write_report
 
     out = tmp_path_factory.mktemp("evaluation-report")
     json_path = out / "elsewhere" / "figures.json"
@@ -67,7 +67,7 @@ def evaluation_report(evaluation, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def audit_report(collection, tmp_path_factory) -> Path:
-    from index.audit import AuditConfig, audit_collection, write_audit_report
+    from index.workflows.audit import AuditConfig, audit_collection, write_audit_report
 
     result = audit_collection(
         collection,
@@ -249,7 +249,7 @@ def test_evaluation_report_draws_f1_vs_images_and_names_where_the_json_is(evalua
 
 
 def test_evaluation_report_explains_an_f1_vs_images_plot_it_cannot_draw(evaluation, tmp_path):
-    from index.evaluation.report import write_report
+    from index.workflows.evaluation.report import write_report
 
     same = {species: 6 for species in evaluation.plots["train_counts"]}
     result = dataclasses.replace(evaluation, plots={**evaluation.plots, "train_counts": same})

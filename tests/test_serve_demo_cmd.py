@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 def fast_open(monkeypatch, frozen_model):
     """Open stores with the session's already-loaded frozen model."""
     import api.app
-    from index.collection import Collection
+    from index.workflows.collection import Collection
 
     monkeypatch.setattr(
         api.app,

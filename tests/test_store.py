@@ -23,8 +23,8 @@ from index import (
     SpecimenNotFoundError,
     StoreError,
 )
-from index.collection import Collection
 from index.store import SpecimenStore
+from index.workflows.collection import Collection
 from tests.conftest import make_collection, store_row
 from tests.fake_embedder import FakeEmbedder
 

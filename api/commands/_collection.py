@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from embedder.settings import BACKBONE_NAMES
+from index.config import IndexSettings
+
+from ._options import add_model_options, option_name, options_from
 
 
 class CollectionOptionError(ValueError):
@@ -15,10 +18,7 @@ class CollectionOptionError(ValueError):
 
 
 def add_store_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--store",
-        help="specimen store directory or LanceDB URI (default: $SHELLID_STORE or ./shellid-data)",
-    )
+    add_model_options(parser, IndexSettings, ["store"])
 
 
 def check_model_option(model: str | None) -> None:
@@ -40,11 +40,15 @@ def check_model_option(model: str | None) -> None:
 
 
 def add_model_option(parser: argparse.ArgumentParser, help_text: str | None = None) -> None:
-    parser.add_argument(
-        "--model",
-        help=help_text
-        or "MODEL.pt the store was built with, or a packaged backbone name such as "
-        "tf_efficientnet_lite2 (default: $SHELLID_MODEL or the frozen default backbone)",
+    add_model_options(
+        parser,
+        IndexSettings,
+        ["model"],
+        help={
+            "model": help_text
+            or "MODEL.pt the store was built with, or a packaged backbone name such as "
+            "tf_efficientnet_lite2"
+        },
     )
 
 
@@ -59,44 +63,19 @@ def add_threshold_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "decision thresholds (default: calibrated on the enrolled data; also SHELLID_* variables)"
     )
-    group.add_argument(
-        "--target-recall",
-        type=float,
-        help="share of known-species photos to accept when calibrating (default: "
-        "SHELLID_TARGET_RECALL or 0.9, see docs/index.md)",
-    )
-    group.add_argument(
-        "--unknown-threshold",
-        type=float,
-        help="unknown_score above which the answer is unknown_species",
-    )
-    group.add_argument(
-        "--ood-threshold", type=float, help="ood_score above which the answer is out_of_domain"
+    add_model_options(
+        group,
+        IndexSettings,
+        ["target_recall", "unknown_threshold", "ood_threshold"],
+        help={"target_recall": "share of known-species photos to accept when calibrating"},
     )
 
 
-def settings_from(args: argparse.Namespace, **extra: Any):
-    """:class:`index.config.IndexSettings` from the environment plus the given options."""
-    from pydantic import ValidationError
-
-    from index.config import IndexSettings
-
-    given = {
-        "store": getattr(args, "store", None),
-        "model": getattr(args, "model", None),
-        "target_recall": getattr(args, "target_recall", None),
-        "unknown_threshold": getattr(args, "unknown_threshold", None),
-        "ood_threshold": getattr(args, "ood_threshold", None),
-        **extra,
-    }
-    given = {k: v for k, v in given.items() if v is not None}
-    try:
-        return IndexSettings(**given)
-    except ValidationError as exc:
-        from ..settings import settings_problems
-
-        message = settings_problems(exc, given, lambda field: f"--{field.replace('_', '-')}")
-        raise CollectionOptionError(message) from None
+def settings_from(args: argparse.Namespace, **extra: Any) -> IndexSettings:
+    """:class:`index.config.IndexSettings` from the environment plus the given options (a bad
+    value is one line naming the option or the variable)."""
+    given = {**options_from(args, IndexSettings), **extra}
+    return IndexSettings.load(given, option_name(IndexSettings))
 
 
 def open_collection(
@@ -118,7 +97,7 @@ def open_collection(
         raise CollectionOptionError(
             f"store {store} does not exist (enroll some species first: shellid enroll)"
         )
-    from index.collection import Collection
+    from index.workflows.collection import Collection
 
     return Collection.open(
         settings.store,

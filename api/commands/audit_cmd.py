@@ -80,10 +80,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def print_summary(result, out: TextIO | None = None, examples: int = 3) -> None:
     """Counts per kind and severity, then a few example findings of each kind."""
-    from index.audit import KINDS, SEVERITIES
+    from index.workflows.audit import KINDS, SEVERITIES
 
     out = out or sys.stdout
-    from index.audit.findings import summary_counts
+    from index.workflows.audit.findings import summary_counts
 
     counts = summary_counts(result.findings)
     print(
@@ -105,7 +105,7 @@ def print_summary(result, out: TextIO | None = None, examples: int = 3) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from index.audit import AuditConfig, audit_collection, write_audit_report, write_csv
+    from index.workflows.audit import AuditConfig, audit_collection, write_audit_report, write_csv
 
     data = Path(args.data).expanduser()
     if not data.is_dir():

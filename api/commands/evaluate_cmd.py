@@ -130,7 +130,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def print_summary(figures: dict, out: TextIO | None = None) -> None:
     """The side-by-side table of the report, as text."""
-    from index.evaluation.report import summary_rows
+    from index.workflows.evaluation.report import summary_rows
 
     out = out or sys.stdout
 
@@ -146,7 +146,7 @@ def print_summary(figures: dict, out: TextIO | None = None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from index.evaluation import EvaluationConfig, evaluate_collection
+    from index.workflows.evaluation import EvaluationConfig, evaluate_collection
 
     data = Path(args.data).expanduser()
     if not data.is_dir():
@@ -195,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
         json_path.write_text(result.to_json(), encoding="utf-8")
         print(f"figures written to {json_path}")
     if args.report:
-        from index.evaluation.report import write_report
+        from index.workflows.evaluation.report import write_report
 
         page = write_report(result, Path(args.report).expanduser(), json_path=json_path)
         print(f"report written to {page}")

@@ -256,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
     queries = plan_queries(args)
 
     from embedder.intake import ImageIntakeError
-    from index.imaging import query_image
+    from index.workflows.imaging import query_image
 
     limits = settings_from(args).intake_limits()
     preloaded = None

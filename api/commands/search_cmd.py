@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from index.imaging import query_image
+    from index.workflows.imaging import query_image
 
     from ._inputs import expand_photos
 

@@ -25,6 +25,8 @@ from embedder.intake import (
     read_header,
 )
 
+from ..specimens import StoredPhoto
+
 #: normalised copy: longer side at most this many pixels ...
 STORED_MAX_SIDE = 512
 #: ... unless that would make the shorter side smaller than this (elongated shells), ...
@@ -52,16 +54,10 @@ class AcceptedImage:
 
 
 @dataclass
-class PreparedImage:
-    """One image ready to enroll."""
+class PreparedImage(StoredPhoto):
+    """One image ready to enroll: what the store keeps of it, and the image to embed."""
 
-    name: str
-    sha256: str
     image: Image.Image  # decoded from `stored`, exactly what reindex will see
-    stored: bytes
-    thumbnail: bytes
-    width: int
-    height: int
 
 
 def read_input(item: ImageInput) -> tuple[str, bytes]:

@@ -67,7 +67,7 @@ def write_audit_report(result: AuditResult, directory: str | Path) -> Path:
                     if name:
                         thumbs[path] = f"thumbs/{name}"
     env = Environment(
-        loader=PackageLoader("index.audit", "templates"),
+        loader=PackageLoader("index.workflows.audit", "templates"),
         autoescape=select_autoescape(["html", "j2"]),
     )
     env.filters["shown_path"] = shown_path

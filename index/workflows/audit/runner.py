@@ -144,7 +144,7 @@ def audit_collection(
     cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> AuditResult:
-    """Audit ``root/<species>/*`` images; see :data:`index.audit.findings.KINDS`.
+    """Audit ``root/<species>/*`` images; see :data:`index.workflows.audit.findings.KINDS`.
 
     ``model`` is a ``MODEL.pt`` path, a loaded model or ``None`` (the frozen default backbone).
     """

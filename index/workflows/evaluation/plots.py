@@ -1,7 +1,8 @@
 """Figures of the evaluation report (matplotlib, Agg backend; each function writes one PNG).
 
-Every function takes plain data from :class:`index.evaluation.runner.EvaluationResult` and a
-path, draws, saves and closes the figure, and returns the path.
+Every function takes plain data from
+:class:`index.workflows.evaluation.runner.EvaluationResult` and a path, draws, saves and
+closes the figure, and returns the path.
 """
 
 from __future__ import annotations

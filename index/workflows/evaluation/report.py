@@ -138,7 +138,7 @@ def write_report(
     if json_path is not None and Path(json_path).resolve() != (out / JSON_NAME).resolve():
         json_elsewhere = str(json_path)
     env = Environment(
-        loader=PackageLoader("index.evaluation", "templates"),
+        loader=PackageLoader("index.workflows.evaluation", "templates"),
         autoescape=select_autoescape(["html", "j2"]),
     )
     env.globals["pct"] = pct

@@ -1,0 +1,608 @@
+"""The engine of one collection: its LanceDB store, the in-memory identifier built from it
+(numpy + FAISS) and the photo-hash table the duplicate rules read. Vectors in, answers out:
+nothing here decodes a photo, loads a model or scans a folder (that is
+:mod:`index.workflows`).
+
+Thread-safe: identification and search go on while a write is under way; writers are
+serialised; the in-memory state switches only after the store commit succeeded (and the
+commit is rolled back if that switch fails).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import threading
+import uuid
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from embedder.datasets import genus_of
+
+from .classifier import VectorIdentifier
+from .config import IdentifierConfig, IndexSettings
+from .errors import (
+    DuplicateImageError,
+    EmptyCollectionError,
+    InvalidQueryError,
+    SpeciesNotFoundError,
+    SpecimenNotFoundError,
+    StoreError,
+)
+from .names import canonical_species
+from .results import (
+    EnrollReport,
+    Identification,
+    PhotoRecord,
+    SimilarSpecimen,
+    SpeciesPhotos,
+    SpeciesSummary,
+    Thresholds,
+)
+from .store import SpecimenStore, sql_string
+from .whitening import WithinSpeciesPrior
+
+#: taxonomy keys stored in their own columns; any other key goes to the JSON ``extra`` column.
+TAXONOMY_COLUMNS = ("genus", "family", "region")
+#: what a species' photo list reads from the store (no vectors, no image bytes).
+PHOTO_COLUMNS = [
+    "id",
+    "species",
+    "specimen",
+    "filename",
+    "source",
+    "region",
+    "width",
+    "height",
+    "created",
+]
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """A stored timestamp (LanceDB keeps UTC without the zone) as an aware UTC datetime."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+def _natural(text: str | None) -> tuple[tuple[int, int | str], ...]:
+    """Sort key that puts ``shell_2`` before ``shell_10``."""
+    parts = re.split(r"(\d+)", text or "")
+    return tuple((0, int(p)) if p.isdigit() else (1, p.lower()) for p in parts)
+
+
+@dataclass
+class StoredPhoto:
+    """One photo as the store keeps it: file name, SHA-256 of the original bytes, the
+    normalised JPEG copy, the thumbnail and the original size."""
+
+    name: str
+    sha256: str
+    stored: bytes
+    thumbnail: bytes
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """What the store records of the model that makes its vectors."""
+
+    fingerprint: str
+    name: str
+    path: str
+    dim: int
+    prior: dict[str, np.ndarray] | None = None
+
+
+@dataclass
+class _Enrolment:
+    """The photos of one species accepted for one store commit."""
+
+    name: str
+    photos: list[StoredPhoto]
+    vectors: np.ndarray
+    ids: list[str]
+    groups: list[str | None]  # the specimen each photo shows (None: its own)
+    taxonomy: dict[str, str]  # genus, family, region and any other field
+    source: str
+
+    @property
+    def specimens(self) -> list[str]:
+        return [g if g is not None else i for g, i in zip(self.groups, self.ids, strict=True)]
+
+    @property
+    def genus(self) -> str:
+        return self.taxonomy.get("genus") or genus_of(self.name)
+
+    @property
+    def species_taxonomy(self) -> dict[str, str]:
+        """The species' taxonomy columns (genus filled in from the name when not given)."""
+        fields = {k: v for k, v in self.taxonomy.items() if k in TAXONOMY_COLUMNS}
+        return fields | {"genus": self.genus}
+
+    def columns(self, fingerprint: str) -> dict[str, list[Any]]:
+        """The ``specimens`` table columns of these photos (all but the vectors)."""
+        n = len(self.ids)
+        extra = json.dumps(
+            {k: v for k, v in self.taxonomy.items() if k not in TAXONOMY_COLUMNS}, sort_keys=True
+        )
+        return {
+            "id": self.ids,
+            "species": [self.name] * n,
+            "genus": [self.genus] * n,
+            "family": [self.taxonomy.get("family", "")] * n,
+            "region": [self.taxonomy.get("region", "")] * n,
+            "extra": [extra] * n,
+            "specimen": self.specimens,
+            "source": [self.source] * n,
+            "filename": [p.name for p in self.photos],
+            "sha256": [p.sha256 for p in self.photos],
+            "fingerprint": [fingerprint] * n,
+            "thumbnail": [p.thumbnail for p in self.photos],
+            "image": [p.stored for p in self.photos],
+            "width": [p.width for p in self.photos],
+            "height": [p.height for p in self.photos],
+            "created": [datetime.now(UTC)] * n,
+        }
+
+
+def clean_taxonomy(taxonomy: Mapping[str, Any] | None) -> dict[str, str]:
+    """Taxonomy fields as stored: lower-case keys, stripped values, no empty ones."""
+    return {
+        str(k).strip().lower(): str(v).strip()
+        for k, v in (taxonomy or {}).items()
+        if v not in (None, "")
+    }
+
+
+class SpecimenIndex:
+    """The store of one collection and the identifier built from it, kept in step on every
+    write. ``dim``: the vector size to expect before anything is stored (the model's, when
+    it is known)."""
+
+    def __init__(
+        self,
+        store: SpecimenStore,
+        settings: IndexSettings,
+        config: IdentifierConfig,
+        *,
+        dim: int | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.config = config
+        self.dim = dim
+        self.lock = threading.RLock()  # in-memory state
+        self.write_lock = threading.RLock()  # one writer at a time
+        self._identifier: VectorIdentifier | None = None
+        self._sha: dict[str, tuple[str, str]] = {}
+        self._loaded_version = -1
+        self.load()
+
+    # ================================================================== loading
+    def load(self) -> None:
+        """(Re)build the in-memory identifier from the store."""
+        table = self.store.load_index()
+        version = self.store.version
+        dim = self.store.dim or self.dim
+        identifier = None
+        sha: dict[str, tuple[str, str]] = {}
+        if dim is not None:
+            identifier = VectorIdentifier(dim, self.config, self.prior())
+            if table.num_rows:
+                vectors = table["vector"].combine_chunks().flatten().to_numpy().reshape(-1, dim)
+                columns = {c: table[c].to_pylist() for c in table.column_names if c != "vector"}
+                taxonomy: dict[str, dict[str, str]] = defaultdict(dict)
+                for i, species in enumerate(columns["species"]):
+                    for key in TAXONOMY_COLUMNS:
+                        if columns[key][i]:
+                            taxonomy[species].setdefault(key, columns[key][i])
+                identifier.add(
+                    vectors,
+                    columns["species"],
+                    taxonomy,
+                    columns["id"],
+                    columns["specimen"],
+                    sources=columns["source"],
+                    regions=columns["region"],
+                    calibrate=False,
+                )
+                sha = {
+                    h: (s, i)
+                    for h, s, i in zip(
+                        columns["sha256"], columns["species"], columns["id"], strict=True
+                    )
+                }
+            info = self.store.info()
+            stored = info.get("thresholds")
+            if (
+                stored
+                and info.get("calibrated_version") == version
+                and info.get("calibration_config") == self.config.model_dump(mode="json")
+            ):  # the scorer is refitted (deterministic), the thresholds fitted with it reused
+                identifier.apply_refit(identifier.prepare_refit(calibrate=False))
+                identifier.thresholds = Thresholds.model_validate(stored)
+            else:
+                identifier.calibrate()
+            identifier.set_overrides(**self.settings.threshold_overrides())
+        with self.lock:
+            self._identifier = identifier
+            self._sha = sha
+            self._loaded_version = version
+
+    def refresh(self) -> bool:
+        """Reload from the store if another process wrote to it; True when it did."""
+        with self.write_lock:
+            if self.store.latest_version() == self._loaded_version:
+                return False
+            self.load()
+            return True
+
+    def prior(self) -> WithinSpeciesPrior | None:
+        """The model's within-species prior as the store recorded it (None: it has none)."""
+        arrays = self.store.read_prior()
+        if arrays is None:
+            return None
+        try:
+            return WithinSpeciesPrior.from_arrays(arrays)
+        except ValueError as exc:
+            raise StoreError(f"store {self.store.uri}: {exc}; run shellid reindex") from None
+
+    # ================================================================== state
+    @property
+    def identifier(self) -> VectorIdentifier | None:
+        """The current in-memory identifier (None before anything was enrolled)."""
+        return self._identifier
+
+    def __len__(self) -> int:
+        identifier = self._identifier
+        return 0 if identifier is None else len(identifier)
+
+    @property
+    def thresholds(self) -> Thresholds:
+        identifier = self._identifier
+        return identifier.thresholds if identifier is not None else Thresholds()
+
+    def need_identifier(self) -> VectorIdentifier:
+        """The identifier; :class:`EmptyCollectionError` while nothing is enrolled."""
+        identifier = self._identifier
+        if identifier is None or len(identifier) == 0:
+            raise EmptyCollectionError("the collection is empty: enroll some species first")
+        return identifier
+
+    # ================================================================== writing
+    def add_photos(
+        self,
+        species: str,
+        photos: Sequence[StoredPhoto],
+        vectors: np.ndarray,
+        model: ModelRecord,
+        *,
+        taxonomy: Mapping[str, Any] | None = None,
+        source: str = "",
+        groups: Sequence[str] | None = None,
+        strict: bool = False,
+        calibrate: bool = True,
+        report: EnrollReport | None = None,
+    ) -> EnrollReport:
+        """Add the photos of one species, embedded by ``model`` (``vectors`` row i is
+        ``photos[i]``), in ONE store commit: a photo already enrolled under this species is
+        skipped (``duplicates``), one under another species refused (``refused``; with
+        ``strict``: :class:`DuplicateImageError` and nothing written)."""
+        name = canonical_species(species)
+        if len(vectors) != len(photos) or (groups is not None and len(groups) != len(photos)):
+            raise InvalidQueryError(f"{len(photos)} photos, {len(vectors)} vectors")
+        report = report or EnrollReport(species=name)
+        with self.write_lock:
+            self.refresh()  # judge duplicates against what other processes committed too
+            keep = self._new_photos(name, list(photos), report, strict)
+            if keep:
+                batch = _Enrolment(
+                    name=name,
+                    photos=[photos[k] for k in keep],
+                    vectors=np.asarray(vectors, np.float32)[keep],
+                    ids=[uuid.uuid4().hex[:16] for _ in keep],
+                    groups=[None if groups is None else str(groups[k]) for k in keep],
+                    taxonomy=clean_taxonomy(taxonomy),
+                    source=source,
+                )
+                self._commit(batch, model)
+                report.added, report.specimen_ids = len(batch.ids), batch.ids
+                if calibrate:
+                    self.calibrate()
+            identifier = self._identifier
+            report.total = identifier.counts().get(name, 0) if identifier is not None else 0
+        return report
+
+    def _new_photos(
+        self, name: str, photos: list[StoredPhoto], report: EnrollReport, strict: bool
+    ) -> list[int]:
+        """Positions of the ``photos`` not enrolled yet. A photo enrolled under ``name`` (or
+        twice in this batch) is a duplicate, skipped; one under another species is refused
+        (with ``strict``: :class:`DuplicateImageError`, nothing enrolled)."""
+        keep: list[int] = []
+        seen: set[str] = set()
+        for k, photo in enumerate(photos):
+            owner = self._sha.get(photo.sha256)
+            if photo.sha256 in seen or (owner and owner[0] == name):
+                report.duplicates.append(photo.name)
+            elif owner:
+                report.refused[photo.name] = f"already enrolled as {owner[0]} (specimen {owner[1]})"
+            else:
+                keep.append(k)
+            seen.add(photo.sha256)
+        if strict and report.refused:
+            first, why = next(iter(report.refused.items()))
+            raise DuplicateImageError(f"{first}: {why}; nothing was enrolled")
+        return keep
+
+    def _commit(self, batch: _Enrolment, model: ModelRecord) -> None:
+        """Write ``batch`` to the store (one commit), then to the in-memory identifier and
+        duplicate table; a failure there rolls the store back."""
+        self.store.ensure_table(model.dim)
+        if not self.store.info().get("fingerprint") or self.store.count() == 0:
+            self.record_model(model)
+        before = self.store.latest_version()
+        self.store.add(self.store.make_rows(batch.columns(model.fingerprint), batch.vectors))
+        try:
+            with self.lock:
+                identifier = self._identifier
+                if identifier is None or len(identifier) == 0:  # the model's size and prior
+                    identifier = VectorIdentifier(model.dim, self.config, self.prior())
+                identifier.add(
+                    batch.vectors,
+                    [batch.name] * len(batch.ids),
+                    {batch.name: batch.species_taxonomy},
+                    batch.ids,
+                    batch.specimens,
+                    sources=[batch.source] * len(batch.ids),
+                    regions=[batch.taxonomy.get("region", "")] * len(batch.ids),
+                    calibrate=False,
+                )
+                if identifier is not self._identifier:
+                    identifier.set_overrides(**self.settings.threshold_overrides())
+                    self._identifier = identifier
+                for photo, specimen_id in zip(batch.photos, batch.ids, strict=True):
+                    self._sha[photo.sha256] = (batch.name, specimen_id)
+                self._loaded_version = self.store.version
+        except Exception:
+            self.store.rollback(before)
+            self.load()
+            raise
+
+    def record_model(self, model: ModelRecord, **info: Any) -> None:
+        """Record in the store which model makes its vectors, with the model's prior."""
+        self.store.write_prior(model.prior)
+        self.store.write_info(
+            fingerprint=model.fingerprint,
+            model_name=model.name,
+            model_path=model.path,
+            dim=int(model.dim),
+            **info,
+        )
+
+    def replace_vectors(self, ids: list[str], vectors: np.ndarray, model: ModelRecord) -> int:
+        """Adopt ``model``: the stored vectors of ``ids`` (every stored photo) replaced by
+        ``vectors`` in one commit, the thresholds recalibrated; rolled back whole on failure.
+        Returns how many were replaced."""
+        with self.write_lock:
+            self.dim = model.dim
+            if not ids:
+                self.record_model(model)
+                self.load()
+                return 0
+            before = self.store.latest_version()
+            old_info, old_prior = self.store.info(), self.store.read_prior()
+            self.store.rewrite_vectors(ids, vectors, model.fingerprint)
+            try:
+                self.record_model(model, thresholds=None, calibrated_version=None)
+                self.load()
+            except Exception:
+                self.store.rollback(before)
+                self.store.write_info(**old_info)
+                self.store.write_prior(old_prior)
+                raise
+            self.calibrate()
+            return len(ids)
+
+    def remove_species(self, name: str) -> int:
+        """Delete every photo of a species (one commit); returns how many went."""
+        key = canonical_species(name)
+        with self.write_lock:
+            self.refresh()  # a species another process enrolled can be removed here too
+            identifier = self._identifier
+            if identifier is None or key not in identifier.species:
+                raise SpeciesNotFoundError(f"species {name!r} is not enrolled")
+            removed = self.store.delete_species(key)
+            with self.lock:
+                identifier.remove_species(key, calibrate=False)
+                self._sha = {h: v for h, v in self._sha.items() if v[0] != key}
+                self._loaded_version = self.store.version
+            self.calibrate()
+            return removed
+
+    def remove_specimen(self, specimen_id: str) -> SimilarSpecimen:
+        """Delete one enrolled photo by id; returns what it was."""
+        with self.write_lock:
+            self.refresh()
+            identifier = self._identifier
+            ids = identifier.specimen_ids if identifier is not None else []
+            if identifier is None or specimen_id not in ids:
+                raise SpecimenNotFoundError(f"no enrolled specimen with id {specimen_id!r}")
+            row = ids.index(specimen_id)
+            species = identifier.labels[row]
+            record = SimilarSpecimen(
+                specimen_id=specimen_id,
+                species=species,
+                genus=identifier.taxon_of(species)[0],
+                score=1.0,
+            )
+            self.store.delete_ids([specimen_id])
+            with self.lock:
+                identifier.remove([specimen_id], calibrate=False)
+                self._sha = {h: v for h, v in self._sha.items() if v[1] != specimen_id}
+                self._loaded_version = self.store.version
+            self.calibrate()
+            return record
+
+    def calibrate(self, target_recall: float | None = None) -> Thresholds:
+        """Refit the scorer and recalibrate the thresholds on the enrolled data, and store
+        them with the store. The work runs outside the query lock (writers are held off by
+        the write lock, so the rows cannot change meanwhile); queries keep being answered
+        with the previous fit until the new one is swapped in."""
+        with self.write_lock:
+            identifier = self._identifier
+            if identifier is None:
+                return Thresholds()
+            refit = identifier.prepare_refit(target_recall)
+            with self.lock:
+                thresholds = identifier.apply_refit(refit)
+            self.store.write_info(
+                thresholds=json.loads(identifier.calibrated_thresholds.model_dump_json()),
+                calibrated_version=self.store.version,
+                calibration_config=self.config.model_dump(mode="json"),
+            )
+            return thresholds
+
+    # ================================================================== queries
+    def identify(
+        self,
+        vectors: np.ndarray,
+        top_k: int = 5,
+        region: str | None = None,
+        genus: str | None = None,
+        family: str | None = None,
+    ) -> Identification:
+        """Identify one specimen from the embeddings ``(v, d)`` of its views."""
+        identifier = self.need_identifier()
+        with self.lock:
+            return identifier.identify(
+                vectors, top_k=top_k, region=region, genus=genus, family=family
+            )
+
+    def search(
+        self,
+        vectors: np.ndarray,
+        k: int = 10,
+        region: str | None = None,
+        genus: str | None = None,
+        family: str | None = None,
+    ) -> list[SimilarSpecimen]:
+        """The ``k`` enrolled photos nearest the embeddings of one specimen's views."""
+        identifier = self.need_identifier()
+        with self.lock:
+            return identifier.search(vectors, k=k, region=region, genus=genus, family=family)
+
+    # ================================================================== listing
+    def _summaries(self) -> dict[str, SpeciesSummary]:
+        identifier = self._identifier
+        if identifier is None or len(identifier) == 0:
+            return {}
+        with self.lock:
+            ids = identifier.specimen_ids
+            labels = identifier.labels
+            counts = identifier.counts()
+            specimens = identifier.specimen_counts()
+            first: dict[str, list[str]] = defaultdict(list)
+            for i, s in zip(ids, labels, strict=True):
+                if len(first[s]) < 5:
+                    first[s].append(i)
+            out = {}
+            for name in identifier.species:
+                genus, family = identifier.taxon_of(name)
+                out[name] = SpeciesSummary(
+                    species=name,
+                    genus=genus,
+                    family=family,
+                    region=identifier.taxonomy.get(name, {}).get("region", ""),
+                    count=counts[name],
+                    specimens=specimens[name],
+                    specimen_ids=first[name],
+                    thumbnail_id=first[name][0] if first[name] else None,
+                )
+            return out
+
+    def species(self) -> list[SpeciesSummary]:
+        """Every enrolled species with its photo count (sorted by name)."""
+        return list(self._summaries().values())
+
+    def species_info(self, name: str) -> SpeciesSummary:
+        summaries = self._summaries()
+        key = canonical_species(name)
+        if key not in summaries:
+            raise SpeciesNotFoundError(f"species {name!r} is not enrolled")
+        return summaries[key]
+
+    def species_photos(self, name: str, offset: int = 0, limit: int | None = None) -> SpeciesPhotos:
+        """A page of the photos of species ``name`` with their provenance, read from the
+        store: ``limit`` photos (all when None) from ``offset``, ordered by specimen, file
+        name and id (numbers in names in numeric order), and the counts over all of them.
+        SpeciesNotFoundError when nothing of ``name`` is enrolled."""
+        key = canonical_species(name)
+        table = self.store.select(PHOTO_COLUMNS, f"species = {sql_string(key)}")
+        if table.num_rows == 0:
+            raise SpeciesNotFoundError(f"species {name!r} is not enrolled")
+        rows = table.to_pylist()
+        rows.sort(key=lambda r: (_natural(r["specimen"]), _natural(r["filename"]), r["id"]))
+        by_specimen: dict[str, int] = {}
+        for row in rows:
+            by_specimen[row["specimen"]] = by_specimen.get(row["specimen"], 0) + 1
+        offset = max(0, int(offset))
+        end = None if limit is None else offset + max(0, int(limit))
+        photos = [
+            PhotoRecord(
+                specimen_id=row["id"],
+                species=row["species"],
+                specimen=row["specimen"],
+                filename=row["filename"] or "",
+                source=row["source"] or "",
+                region=row["region"] or "",
+                width=int(row["width"] or 0),
+                height=int(row["height"] or 0),
+                created=_utc(row["created"]),
+            )
+            for row in rows[offset:end]
+        ]
+        return SpeciesPhotos(
+            species=key, total=len(rows), by_specimen=by_specimen, offset=offset, photos=photos
+        )
+
+    def enrolled_taxonomy(self, species: str | None = None) -> dict[str, dict[str, str]]:
+        """Each enrolled species' taxonomy as enrolled: genus, family, region and any other
+        field (order, authority, ... from taxonomy.csv or the enroll form); no empty values.
+        With ``species`` (canonical), only that species' rows are read."""
+        columns = ["species", *TAXONOMY_COLUMNS, "extra"]
+        if species is None:
+            table = self.store.load_index(columns)
+        else:
+            table = self.store.select(columns, f"species = {sql_string(species)}")
+        out: dict[str, dict[str, str]] = defaultdict(dict)
+        rows = zip(*(table[c].to_pylist() for c in table.column_names), strict=True)
+        for species, *values, extra in rows:
+            fields = dict(zip(TAXONOMY_COLUMNS, values, strict=True))
+            with contextlib.suppress(ValueError, AttributeError):  # store damage
+                fields |= {str(k): str(v) for k, v in json.loads(extra or "{}").items()}
+            for key, value in fields.items():
+                if value:
+                    out[species].setdefault(key, value)
+        return dict(out)
+
+    def photo_names(self) -> dict[str, str]:
+        """Enrolled photo id -> the file name it was enrolled from ('' when unknown)."""
+        table = self.store.load_index(["id", "filename"])
+        return dict(zip(table["id"].to_pylist(), table["filename"].to_pylist(), strict=True))
+
+    def thumbnail(self, specimen_id: str) -> bytes:
+        """JPEG thumbnail (longer side <= 160 px) of an enrolled photo."""
+        return self.store.read_blob(specimen_id, "thumbnail")
+
+    def image(self, specimen_id: str) -> bytes:
+        """The stored normalised JPEG copy of an enrolled photo."""
+        return self.store.read_blob(specimen_id, "image")

@@ -1,0 +1,132 @@
+"""The models a collection embeds with: the :class:`ImageEmbedder` protocol, a model named by a
+path or backbone name loaded on first use (:class:`LazyEmbedder`), and the check that a model
+is the one whose vectors a store holds."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from ..errors import ModelMismatchError
+from ..specimens import ModelRecord
+from ..store import SpecimenStore
+
+#: ``model_name`` recorded by stores that the first release's default (frozen) model built.
+LEGACY_FROZEN_MODEL = "efficientnet_lite0/frozen"
+
+
+class ImageEmbedder(Protocol):
+    """What a collection needs from a model (``embedder.Embedder`` fits)."""
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray: ...
+
+
+def model_name(embedder: Any) -> str:
+    """The name a store records for ``embedder``'s model."""
+    for owner in (embedder, getattr(embedder, "model", None)):
+        name = getattr(owner, "name", None)
+        if isinstance(name, str) and name:
+            return name
+    return type(embedder).__name__
+
+
+def model_record(embedder: ImageEmbedder, path: str) -> ModelRecord:
+    """What the store records of ``embedder`` (loaded) made from ``path``."""
+    return ModelRecord(
+        fingerprint=embedder.fingerprint,
+        name=model_name(embedder),
+        path=path,
+        dim=int(embedder.dim),
+        prior=getattr(embedder, "within_species_prior", None),
+    )
+
+
+class LazyEmbedder:
+    """A model named by a path or backbone name, built on first use (torch, timm and the
+    weights load only when something is embedded, or the fingerprint is asked for)."""
+
+    def __init__(self, model: str | None) -> None:
+        self.spec = model
+        self._real: ImageEmbedder | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._real is not None
+
+    def load(self) -> ImageEmbedder:
+        with self._lock:
+            if self._real is None:
+                from embedder import load_model
+                from embedder.embedding import Embedder
+
+                self._real = Embedder(load_model(self.spec))
+            return self._real
+
+    @property
+    def dim(self) -> int:
+        return self.load().dim
+
+    @property
+    def fingerprint(self) -> str:
+        return self.load().fingerprint
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self.load().embed_images(images)
+
+
+def make_embedder(model: Any) -> tuple[ImageEmbedder, str]:
+    """``(embedder, model path or '')`` from None (frozen default), a packaged backbone name
+    (frozen), a MODEL.pt path, an ``EmbeddingModel`` or anything with ``embed_images`` /
+    ``dim`` / ``fingerprint``. A name or path gives a :class:`LazyEmbedder`: nothing heavy is
+    imported or loaded until the first embedding."""
+    if model is not None and hasattr(model, "embed_images"):
+        return model, ""
+    if model is None:
+        return LazyEmbedder(None), ""
+    if isinstance(model, str | Path):
+        file = Path(model).expanduser()
+        if not file.is_file():  # a packaged backbone name (load_model says if it is not)
+            return LazyEmbedder(str(model)), str(model)
+        path = str(file.resolve())
+        return LazyEmbedder(path), path
+    from embedder import EmbeddingModel
+    from embedder.embedding import Embedder
+
+    if isinstance(model, EmbeddingModel):
+        return Embedder(model), ""
+    raise TypeError(f"not a model: {model!r}")
+
+
+def loaded(embedder: ImageEmbedder) -> ImageEmbedder:
+    """The real embedder behind a :class:`LazyEmbedder` (loading it), else ``embedder``."""
+    return embedder.load() if isinstance(embedder, LazyEmbedder) else embedder
+
+
+def check_fingerprint(store: SpecimenStore, embedder: ImageEmbedder) -> None:
+    """Refuse a model other than the one whose vectors the store holds."""
+    info = store.info()
+    if (
+        store.count() > 0
+        and info.get("fingerprint")
+        and info["fingerprint"] != embedder.fingerprint
+    ):
+        made_by = info.get("model_path") or info.get("model_name", "")
+        raise ModelMismatchError(
+            info["fingerprint"],
+            embedder.fingerprint,
+            made_by,
+            store.uri,
+            legacy_default=info.get("model_name") == LEGACY_FROZEN_MODEL,
+        )
