@@ -1,16 +1,17 @@
 """The ``shellid`` command line: one sub-command per module in :mod:`api.commands`.
 
 Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
-``run(args) -> int``; modules are imported only when listed or run, so ``shellid --help`` is
-fast. Errors the user can fix are printed as one line (``shellid: error: ...``), never as a
-traceback (``--debug`` shows it).
+``run(args) -> int``; modules are imported only when listed or run, and only the command
+being run builds its options (generated from the settings models, which cost pydantic), so
+``shellid --help`` is fast. Errors the user can fix, bad settings included, are printed as one
+line (``shellid: error: ...``), never as a traceback (``--debug`` or ``SHELLID_DEBUG=1`` shows
+it).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -41,7 +42,11 @@ def _load(name: str) -> ModuleType:
     return importlib.import_module(f"api.commands.{COMMANDS[name]}")
 
 
-def build_parser(available: dict[str, ModuleType]) -> argparse.ArgumentParser:
+def build_parser(
+    available: dict[str, ModuleType], chosen: str | None = None
+) -> argparse.ArgumentParser:
+    """The ``shellid`` parser; with ``chosen`` only that command's options are added (the
+    others still list their one-line help)."""
     parser = argparse.ArgumentParser(
         prog="shellid",
         description="Identify species from photos by few-shot metric learning.",
@@ -50,8 +55,15 @@ def build_parser(available: dict[str, ModuleType]) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module in available.items():
         command = sub.add_parser(name, help=module.HELP, description=module.HELP)
-        module.add_arguments(command)
+        if chosen is None or name == chosen:
+            module.add_arguments(command)
     return parser
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names: its first word that is not an option."""
+    first = next((arg for arg in argv if not arg.startswith("-")), None)
+    return first if first in COMMANDS else None
 
 
 def _subparser(parser: argparse.ArgumentParser, name: str | None) -> argparse.ArgumentParser:
@@ -76,14 +88,20 @@ def _available_commands() -> dict[str, ModuleType]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(_available_commands())
+    parser = build_parser(_available_commands(), _command_in(argv))
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # a mistyped option: show the usage of the command it was given to
         _subparser(parser, args.command).error(f"unrecognized arguments: {' '.join(unknown)}")
     if not args.command:
         parser.print_help()
         return 2
-    debug = args.debug or os.environ.get("SHELLID_DEBUG") == "1"
+    from .settings import CommandLineSettings, SettingsError
+
+    try:
+        debug = args.debug or CommandLineSettings.load().debug
+    except SettingsError as exc:
+        print(f"shellid: error: {exc}", file=sys.stderr)
+        return 2
     module = _load(args.command)
     try:
         return int(module.run(args) or 0)

@@ -1,19 +1,39 @@
 """Service configuration, read from ``SHELLID_*`` environment variables (pydantic-settings).
 
-The store, model, decision and image-limit settings are the index's
-(:class:`index.config.IndexSettings`, shared with the command line); this adds keys, upload
-sizes and batching. Every field can be set as ``SHELLID_<FIELD NAME IN CAPITALS>``, e.g.
-``SHELLID_API_KEY``; docs/api.md lists them.
+The top of the settings tree: :class:`ServiceSettings` ⊃ :class:`index.config.IndexSettings`
+(store, model, decisions, image limits; shared with the command line) ⊃
+:class:`embedder.settings.EmbedderSettings` (runtime, cache folder); this layer adds keys,
+upload sizes and batching. :class:`CommandLineSettings` holds the few variables only the
+``shellid`` command reads. Every field is ``SHELLID_<FIELD NAME IN CAPITALS>``, e.g.
+``SHELLID_API_KEY``; docs/configuration.md lists them all, generated from these classes by
+``python -m api.settings > docs/configuration.md``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 
-from index.config import IndexSettings
+from embedder.settings import (
+    EmbedderSettings,
+    SettingsError,
+    ShellidSettings,
+    TrainingConfig,
+    env_name,
+    settings_problems,
+)
+from index.config import DecisionOptions, IndexSettings
+
+__all__ = [
+    "CommandLineSettings",
+    "ServiceSettings",
+    "SettingsError",
+    "load_settings",
+    "reference",
+    "settings_problems",
+]
 
 MEBIBYTE = 1024 * 1024
 
@@ -95,30 +115,142 @@ class ServiceSettings(IndexSettings):
         return bool(self.read_key and self.read_key.get_secret_value())
 
 
-class SettingsError(ValueError):
-    """An environment variable or option with a value the service cannot use."""
+class CommandLineSettings(ShellidSettings):
+    """Variables only the ``shellid`` command reads."""
+
+    debug: bool = Field(
+        default=False,
+        description="show the full traceback of an error instead of one line (as --debug)",
+    )
+    shared: Path | None = Field(
+        default=None,
+        description="folder holding datasets/ with the sample collection 'shellid demo' enrols "
+        "(also looked for in ../shared next to the code and the working directory)",
+    )
+
+    @field_validator("debug", "shared", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: Any, info: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return False if info.field_name == "debug" else None
+        return value
 
 
 def load_settings(**overrides: Any) -> ServiceSettings:
     """Settings from the environment, with ``overrides`` (command-line options; None = unset)
-    taking precedence. Raises :class:`SettingsError` with one line naming the bad variable."""
-    from pydantic import ValidationError
-
-    given = {key: value for key, value in overrides.items() if value is not None}
-    try:
-        return ServiceSettings(**given)
-    except ValidationError as exc:
-        raise SettingsError(settings_problems(exc, given)) from None
+    taking precedence. Raises :class:`SettingsError` with one line naming the bad variable
+    (or ``--option`` for a bad override)."""
+    return ServiceSettings.load(overrides, lambda name: "--" + name.replace("_", "-"))
 
 
-def settings_problems(
-    error: Any, given: Mapping[str, Any], option: Callable[[str], str] = str
-) -> str:
-    """One line naming each bad setting of a pydantic ``ValidationError``: ``option(field)``
-    for the values in ``given`` (options), ``SHELLID_<FIELD>`` for the environment's."""
-    problems = []
-    for item in error.errors():
-        field = ".".join(str(part) for part in item.get("loc", ()))
-        where = option(field) if field in given else f"SHELLID_{field.upper()}"
-        problems.append(f"{where}: {item.get('msg', 'invalid value')}")
-    return "invalid setting " + "; ".join(problems)
+#: The layers of the settings tree, bottom up: (title, class, fields it adds).
+def _layers() -> list[tuple[str, type[BaseModel], list[str]]]:
+    own = {
+        cls: [name for name in cls.model_fields if name not in base.model_fields]
+        for cls, base in (
+            (IndexSettings, EmbedderSettings),
+            (ServiceSettings, IndexSettings),
+        )
+    }
+    decisions = list(DecisionOptions.model_fields)
+    return [
+        (
+            "Embedder (`embedder.settings.EmbedderSettings`)",
+            EmbedderSettings,
+            list(EmbedderSettings.model_fields),
+        ),
+        (
+            "Decisions (`index.config.DecisionOptions`, also `IdentifierConfig` in code)",
+            IndexSettings,
+            decisions,
+        ),
+        (
+            "Store, answers and image limits (`index.config.IndexSettings`)",
+            IndexSettings,
+            [name for name in own[IndexSettings] if name not in decisions],
+        ),
+        ("HTTP service (`api.settings.ServiceSettings`)", ServiceSettings, own[ServiceSettings]),
+        (
+            "Command line only (`api.settings.CommandLineSettings`)",
+            CommandLineSettings,
+            list(CommandLineSettings.model_fields),
+        ),
+    ]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _default_cell(spec: Any) -> str:
+    """A default value in code type, its meaning (when unset) in words."""
+    if spec.extra.get("default_text") or spec.default is None:
+        return _cell(spec.default_text())
+    return f"`{spec.default_text()}`"
+
+
+def reference() -> str:
+    """docs/configuration.md: every setting with its variable, default, values and meaning,
+    and the options of ``shellid train`` (tests/test_config.py keeps the file equal to this)."""
+    from .commands._options import option_specs
+
+    lines = [
+        "# Configuration reference",
+        "",
+        "<!-- generated by `python -m api.settings > docs/configuration.md` from the settings "
+        "classes; tests/test_config.py fails when this file differs -->",
+        "",
+        "Every setting is an environment variable `SHELLID_<NAME>` (a `.env` file in the working "
+        "directory is read too). The settings form one tree: the service's "
+        "(`api.settings.ServiceSettings`) extends the index's (`index.config.IndexSettings`, "
+        "which the command line reads too), which extends the embedder's "
+        "(`embedder.settings.EmbedderSettings`). A command-line option, where a command has one "
+        "(`--store`, `--model`, `--target-recall`, ...), takes precedence over the variable. A "
+        "value that cannot be used stops the command or the service at start-up with one line "
+        "naming the variable (`invalid setting SHELLID_TOP_K: Input should be greater than or "
+        "equal to 1`).",
+        "",
+    ]
+    for title, model, names in _layers():
+        specs = option_specs(model)
+        lines += [
+            f"## {title}",
+            "",
+            "| Variable | Default | Values | Meaning |",
+            "|---|---|---|---|",
+        ]
+        for name in names:
+            spec = specs[name]
+            values = " ".join(
+                part
+                for part in (
+                    " / ".join(f"`{c}`" for c in spec.choices)
+                    if spec.choices
+                    else spec.kind.__name__,
+                    spec.bounds_text(),
+                )
+                if part
+            )
+            lines.append(
+                f"| `{env_name(name)}` | {_default_cell(spec)} | {_cell(values)} | "
+                f"{_cell(spec.description)} |"
+            )
+        lines.append("")
+    specs = option_specs(TrainingConfig)
+    lines += [
+        "## `shellid train` options (`embedder.settings.TrainingConfig`)",
+        "",
+        "Not environment variables: what one training run does, saved into the model it "
+        "writes. `TrainingConfig.validate` checks the values.",
+        "",
+        "| Option | Default | Meaning |",
+        "|---|---|---|",
+    ]
+    for spec in specs.values():
+        option = spec.option if spec.kind is not bool else spec.option + " (flag)"
+        lines.append(f"| `{option}` | {_default_cell(spec)} | {_cell(spec.description)} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover - python -m api.settings > docs/configuration.md
+    print(reference(), end="")

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,30 +31,21 @@ from tqdm.auto import tqdm
 
 from . import stages
 from .backbones import Backbone
-from .cache_dir import CACHE_ENV, default_cache_dir
 from .intake import ImageIntakeError, load_image
+from .settings import EmbedderSettings, env_name
 from .transforms import eval_transform, train_transform
 
 #: Bump when the view recipe (transforms, seeding) changes: old caches then stop matching.
 VIEW_RECIPE = "views/1"
 #: the variable the first releases read for this folder (replaced by ``SHELLID_CACHE_DIR``)
-DEPRECATED_ENV = "SHELLID_CACHE"
+DEPRECATED_ENV = env_name("cache")
 
 
 def default_features_dir() -> Path:
     """``<cache dir>/features`` (see :func:`embedder.cache_dir.default_cache_dir`); a set
     ``$SHELLID_CACHE`` still names the folder itself, with a warning, unless
-    ``$SHELLID_CACHE_DIR`` is set too."""
-    old = os.environ.get(DEPRECATED_ENV)
-    if old and not os.environ.get(CACHE_ENV):
-        warnings.warn(
-            f"{DEPRECATED_ENV} is deprecated and will be ignored in a later release: set "
-            f"{CACHE_ENV} instead (the feature cache is its features/ folder)",
-            FutureWarning,
-            stacklevel=2,
-        )
-        return Path(old)
-    return default_cache_dir() / "features"
+    ``$SHELLID_CACHE_DIR`` is set too (:meth:`EmbedderSettings.features_dir`)."""
+    return EmbedderSettings.load().features_dir()
 
 
 CACHE_DTYPE = np.float16

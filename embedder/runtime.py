@@ -22,13 +22,13 @@ import torch
 
 from .cache_dir import default_cache_dir
 from .model import EmbeddingModel
+from .settings import RUNTIMES, EmbedderSettings, env_name
 
 log = logging.getLogger(__name__)
 
-#: Runtime names accepted by :func:`resolve_runtime` (and ``Embedder(runtime=...)``).
-RUNTIMES = ("auto", "torch", "onnx")
-#: Environment variable choosing the runtime of every embedder that is not told otherwise.
-RUNTIME_ENV = "SHELLID_RUNTIME"
+#: Environment variable choosing the runtime of every embedder that is not told otherwise
+#: (:class:`embedder.settings.EmbedderSettings` ``runtime``).
+RUNTIME_ENV = env_name("runtime")
 ONNX_OPSET = 17
 INPUT_NAME = "images"
 OUTPUT_NAME = "embeddings"
@@ -61,8 +61,9 @@ def import_onnxruntime() -> ModuleType:
 
 
 def default_runtime() -> str:
-    """``$SHELLID_RUNTIME`` (``auto``, ``torch`` or ``onnx``), else ``"auto"``."""
-    return os.environ.get(RUNTIME_ENV, "").strip().lower() or "auto"
+    """The runtime setting (``$SHELLID_RUNTIME``: ``auto``, ``torch`` or ``onnx``), else
+    ``"auto"``; a bad value is a :class:`embedder.settings.SettingsError` naming it."""
+    return EmbedderSettings.load().runtime
 
 
 def resolve_runtime(requested: str, device: torch.device) -> str:

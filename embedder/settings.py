@@ -1,11 +1,29 @@
-"""Names and settings of the embedder that need no torch: the packaged backbones, heads and
-losses, and :class:`TrainingConfig`. The command line reads its options and defaults here, so
-``shellid --help`` and ``shellid train --help`` never import torch."""
+"""Settings of the embedder that need no torch, and the base of every ``SHELLID_*`` settings
+class: :class:`ShellidSettings` (the environment prefix, ``.env``, one-line errors),
+:class:`EmbedderSettings` (runtime and cache folder), the packaged backbones, heads and losses,
+and :class:`TrainingConfig`. The command line reads its options and defaults here, so
+``shellid --help`` and ``shellid train --help`` never import torch.
+
+The settings form one tree, each package adding its own layer to the one below:
+``api.settings.ServiceSettings`` ⊃ ``index.config.IndexSettings`` ⊃ :class:`EmbedderSettings`.
+Every field ``name`` of the tree is the environment variable ``SHELLID_<NAME>``;
+docs/configuration.md lists them all (generated: ``python -m api.settings``).
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, Self
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Every environment variable of shellid starts with this.
+ENV_PREFIX = "SHELLID_"
 
 #: Packaged backbones (``embedder.backbones.BACKBONES``), the default first.
 BACKBONE_NAMES = (
@@ -20,6 +38,122 @@ LEGACY_BACKBONE = "efficientnet_lite0"
 #: Head kinds known to ``embedder.model.create_head`` (``residual`` keeps the input size).
 HEAD_KINDS = ("identity", "linear", "mlp", "residual")
 LOSS_KINDS = ("multisimilarity", "supcon", "proxyanchor", "triplet")
+#: Runtime names accepted by ``embedder.runtime.resolve_runtime`` (and ``Embedder(runtime=)``).
+RUNTIMES = ("auto", "torch", "onnx")
+Runtime = Literal["auto", "torch", "onnx"]
+
+
+class SettingsError(ValueError):
+    """An environment variable or option with a value shellid cannot use (one line)."""
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable of a settings field: ``SHELLID_<FIELD>``."""
+    return f"{ENV_PREFIX}{field_name.upper()}"
+
+
+def settings_problems(
+    error: ValidationError, given: Mapping[str, Any], option: Callable[[str], str] = str
+) -> str:
+    """One line naming each bad setting of a pydantic ``ValidationError``: ``option(field)``
+    for the values in ``given`` (options, arguments), ``SHELLID_<FIELD>`` for the
+    environment's."""
+    problems = []
+    for item in error.errors():
+        name = ".".join(str(part) for part in item.get("loc", ()))
+        where = option(name) if name in given else env_name(name)
+        message = str(item.get("msg", "invalid value")).removeprefix("Value error, ")
+        problems.append(f"{where}: {message}")
+    return "invalid setting " + "; ".join(problems)
+
+
+class ShellidSettings(BaseSettings):
+    """Base of every settings layer: fields read ``SHELLID_<FIELD>`` (and a ``.env`` file in
+    the working directory); :meth:`load` turns a bad value into one :class:`SettingsError`
+    line."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", protected_namespaces=()
+    )
+
+    @classmethod
+    def load(
+        cls,
+        overrides: Mapping[str, Any] | None = None,
+        option: Callable[[str], str] = str,
+    ) -> Self:
+        """The settings from the environment, ``overrides`` (None values = not given) taking
+        precedence. Raises :class:`SettingsError` naming each bad variable (or
+        ``option(field)`` for a bad override)."""
+        given = {key: value for key, value in (overrides or {}).items() if value is not None}
+        try:
+            return cls(**given)
+        except ValidationError as exc:
+            raise SettingsError(settings_problems(exc, given, option)) from None
+
+
+class EmbedderSettings(ShellidSettings):
+    """How photos become vectors on this machine (``SHELLID_RUNTIME``, ``SHELLID_CACHE_DIR``)."""
+
+    runtime: Runtime = Field(
+        default="auto",
+        description="where embedding runs: auto (ONNX Runtime on a CPU when installed, "
+        "PyTorch on a GPU), onnx or torch",
+    )
+    cache_dir: Path | None = Field(
+        default=None,
+        description="the one folder of regenerable files: ONNX exports of models, embedding "
+        "and training feature caches",
+        json_schema_extra={"default_text": "$XDG_CACHE_HOME/shellid, else ~/.cache/shellid"},
+    )
+    cache: Path | None = Field(
+        default=None,
+        description="deprecated (the first releases' training feature cache folder itself): "
+        "read only when SHELLID_CACHE_DIR is unset, with a warning; set SHELLID_CACHE_DIR",
+    )
+
+    @field_validator("runtime", mode="before")
+    @classmethod
+    def _known_runtime(cls, value: Any) -> Any:
+        """Case and blanks do not matter; empty is ``auto``; anything else names the choices."""
+        if isinstance(value, str):
+            value = value.strip().lower() or "auto"
+            if value not in RUNTIMES:
+                raise ValueError(f"unknown runtime {value!r}; choose one of {', '.join(RUNTIMES)}")
+        return value
+
+    @field_validator("cache_dir", "cache", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    def cache_root(self) -> Path:
+        """``cache_dir``, else ``$XDG_CACHE_HOME/shellid``, else ``~/.cache/shellid``."""
+        if self.cache_dir is not None:
+            return self.cache_dir
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return Path(base) / "shellid"
+
+    def features_dir(self) -> Path:
+        """The training feature cache: ``<cache root>/features``; a set ``SHELLID_CACHE``
+        still names the folder itself, with a :class:`FutureWarning`, unless
+        ``SHELLID_CACHE_DIR`` is set too."""
+        if self.cache is not None and self.cache_dir is None:
+            warnings.warn(
+                f"{env_name('cache')} is deprecated and will be ignored in a later release: "
+                f"set {env_name('cache_dir')} instead (the feature cache is its features/ "
+                "folder)",
+                FutureWarning,
+                stacklevel=3,
+            )
+            return self.cache
+        return self.cache_root() / "features"
+
+
+def option_field(default: Any, description: str, **cli: Any) -> Any:
+    """A :class:`TrainingConfig` field with its ``description`` and command-line extras
+    (``choices``, ``option`` name, ``metavar``) for ``api/commands/_options.py``."""
+    return field(default=default, metadata={"description": description, **cli})
 
 
 class TrainingError(ValueError):
@@ -33,29 +167,54 @@ class TrainingConfig:
     ``embedding_dim=None`` keeps the backbone's feature size (required by the ``residual`` and
     ``identity`` heads; ``linear``/``mlp`` then default to 512). ``group_pattern`` (regex or
     preset, see :data:`embedder.datasets.GROUP_PRESETS`) keeps views of one specimen or frames
-    of one track on one side of each validation episode.
+    of one track on one side of each validation episode. Each field's metadata gives
+    ``shellid train`` its option and help (``api/commands/_options.py``).
     """
 
-    backbone: str = DEFAULT_BACKBONE
-    unfreeze: int = 2
-    head: str = "residual"
-    embedding_dim: int | None = None
-    loss: str = "multisimilarity"
-    epochs: int = 15
-    lr: float = 1e-4
-    tail_lr_scale: float = 0.3
-    weight_decay: float = 1e-4
-    views: int = 4
-    m_per_class: int = 4
-    batch_size: int = 64
-    train_batchnorm: bool = False
-    val_fraction: float = 0.15
-    val_episodes: int = 300
-    patience: int = 4
-    seed: int = 0
-    normalize_shells: bool = False
-    group_pattern: str | None = None
-    device: str = "auto"
+    backbone: str = option_field(
+        DEFAULT_BACKBONE,
+        "pretrained backbone to start from: EfficientNet-Lite0/1/2 as trained "
+        "(efficientnet_lite0: the first release's loading, for old models)",
+        choices=BACKBONE_NAMES,
+    )
+    unfreeze: int = option_field(2, "last backbone stages to train; 0 trains the head only")
+    head: str = option_field("residual", "projection head", choices=HEAD_KINDS)
+    embedding_dim: int | None = option_field(
+        None,
+        "embedding size",
+        default_text="the backbone's feature size; 512 for linear/mlp heads",
+    )
+    loss: str = option_field("multisimilarity", "metric loss", choices=LOSS_KINDS)
+    epochs: int = option_field(15, "most epochs")
+    lr: float = option_field(1e-4, "head learning rate")
+    tail_lr_scale: float = option_field(
+        0.3, "learning rate of the unfrozen stages relative to --lr"
+    )
+    weight_decay: float = option_field(1e-4, "AdamW weight decay")
+    views: int = option_field(4, "augmented views cached per training photo, besides the clean one")
+    m_per_class: int = option_field(4, "photos of each species per batch")
+    batch_size: int = option_field(64, "photos per batch")
+    train_batchnorm: bool = option_field(
+        False, "update the batch-norm statistics of the unfrozen stages while training"
+    )
+    val_fraction: float = option_field(
+        0.15, "share of species held out to pick the best epoch (at least 2; 0 = none)"
+    )
+    val_episodes: int = option_field(300, "few-shot episodes of each validation measure")
+    patience: int = option_field(4, "stop after this many epochs without improvement")
+    seed: int = option_field(0, "seed of the splits, the sampling and the initialisation")
+    normalize_shells: bool = option_field(
+        False, "crop studio shell photos to the object on black before embedding"
+    )
+    group_pattern: str | None = option_field(
+        None,
+        "regex on file names whose (?P<group>...) names one specimen or track, or a preset: "
+        "specimen, track, image",
+        option="--group-regex",
+        metavar="REGEX",
+        default_text="every photo is its own specimen",
+    )
+    device: str = option_field("auto", "auto, cpu or cuda")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -2,9 +2,12 @@
 the environment / CLI settings (:class:`IndexSettings`, ``SHELLID_*`` variables) that the
 command line and the HTTP API share.
 
-Every ``IndexSettings`` field reads the environment variable ``SHELLID_<FIELD>`` (for example
-``SHELLID_STORE``, ``SHELLID_MODEL``, ``SHELLID_TARGET_RECALL``, ``SHELLID_UNKNOWN_THRESHOLD``);
-a ``.env`` file in the working directory is read too. See docs/index.md for each option.
+``IndexSettings`` is the index's layer of the settings tree: it extends the embedder's
+(:class:`embedder.settings.EmbedderSettings`: runtime, cache folder) with the decision options
+and the store, and ``api.settings.ServiceSettings`` extends it. Every field reads the
+environment variable ``SHELLID_<FIELD>`` (for example ``SHELLID_STORE``, ``SHELLID_MODEL``,
+``SHELLID_TARGET_RECALL``); a ``.env`` file in the working directory is read too.
+docs/configuration.md lists every one.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from embedder.intake import (
     DEFAULT_MAX_ASPECT_RATIO,
@@ -22,6 +24,7 @@ from embedder.intake import (
     MIN_SIDE_PX,
     IntakeLimits,
 )
+from embedder.settings import EmbedderSettings
 
 DEFAULT_STORE = "shellid-data"
 #: Share of known-species photos the open-set thresholds accept by default: a product choice
@@ -50,9 +53,25 @@ class DecisionOptions(BaseModel):
         lt=1.0,
         description="share of known-species queries to accept",
     )
-    species_probability: float = Field(default=0.5, gt=0.0, le=1.0)
-    genus_probability: float = Field(default=0.5, gt=0.0, le=1.0)
-    family_probability: float = Field(default=0.5, gt=0.0, le=1.0)
+    species_probability: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="probability the best species needs for the answer to name it",
+    )
+    genus_probability: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="summed probability of its species the best genus needs when no species "
+        "reaches species_probability",
+    )
+    family_probability: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="probability a family needs when no genus reaches genus_probability",
+    )
     ann_threshold: int = Field(
         default=100_000, ge=1, description="specimens above which search uses an approximate index"
     )
@@ -115,7 +134,11 @@ class IdentifierConfig(DecisionOptions):
     calibration_queries: int = Field(
         default=3000, ge=10, description="most held-out images scored when calibrating"
     )
-    fallback_temperature: float = Field(default=0.05, gt=0.0)
+    fallback_temperature: float = Field(
+        default=0.05,
+        gt=0.0,
+        description="temperature when the collection is too small to calibrate",
+    )
     none_temperature: float = Field(
         default=0.01,
         gt=0.0,
@@ -135,23 +158,36 @@ class IdentifierConfig(DecisionOptions):
     seed: int = 0
 
 
-class IndexSettings(BaseSettings, DecisionOptions):
-    """``SHELLID_*`` settings of the store, the model and the decisions."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="SHELLID_", env_file=".env", extra="ignore", protected_namespaces=()
-    )
+class IndexSettings(EmbedderSettings, DecisionOptions):
+    """``SHELLID_*`` settings of the store, the model and the decisions (and, inherited, the
+    embedder's); :meth:`load` reports a bad value in one line."""
 
     store: str = Field(
         default=DEFAULT_STORE, description="LanceDB directory or URI of the specimen store"
     )
-    model: str | None = Field(default=None, description="MODEL.pt (None = frozen default backbone)")
-    top_k: int = Field(default=5, ge=1, le=100)
-    temperature: float | None = Field(
-        default=None, gt=0.0, description="override the calibrated one"
+    model: str | None = Field(
+        default=None,
+        description="MODEL.pt written by 'shellid train', or a packaged backbone name "
+        "(tf_efficientnet_lite0/1/2), to embed with",
+        json_schema_extra={"default_text": "the frozen default backbone"},
     )
-    unknown_threshold: float | None = Field(default=None, description="override: unknown_score cut")
-    ood_threshold: float | None = Field(default=None, description="override: ood_score cut")
+    top_k: int = Field(default=5, ge=1, le=100, description="candidates in each answer")
+    temperature: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="softmax temperature of the species probabilities",
+        json_schema_extra={"default_text": "calibrated on the enrolled data"},
+    )
+    unknown_threshold: float | None = Field(
+        default=None,
+        description="unknown_score above which the answer is unknown_species",
+        json_schema_extra={"default_text": "calibrated on the enrolled data"},
+    )
+    ood_threshold: float | None = Field(
+        default=None,
+        description="ood_score above which the answer is out_of_domain",
+        json_schema_extra={"default_text": "calibrated on the enrolled data"},
+    )
     keep_versions_minutes: float = Field(
         default=10.0,
         ge=0.0,

@@ -12,7 +12,6 @@ recorded in the store and shown on the web page as "try these" (:mod:`api.try_th
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 from pathlib import Path
@@ -33,9 +32,7 @@ class SampleNotFoundError(RuntimeError):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_store_option(parser)
-    add_model_option(
-        parser, "MODEL.pt to embed with (default: $SHELLID_MODEL or the frozen backbone)"
-    )
+    add_model_option(parser, "MODEL.pt to embed with")
     parser.add_argument(
         "--data",
         type=Path,
@@ -75,8 +72,11 @@ def sample_candidates(cwd: Path | None = None) -> list[Path]:
     """Where the sample collection is looked for, in order."""
     cwd = cwd or Path.cwd()
     places = []
-    if os.environ.get("SHELLID_SHARED"):
-        places.append(Path(os.environ["SHELLID_SHARED"]) / "datasets" / SAMPLE_NAME)
+    from api.settings import CommandLineSettings
+
+    shared = CommandLineSettings.load().shared  # $SHELLID_SHARED
+    if shared is not None:
+        places.append(shared / "datasets" / SAMPLE_NAME)
     for base in (REPO_ROOT, cwd):
         places.append(base.parent / "shared" / "datasets" / SAMPLE_NAME)
     unique: list[Path] = []

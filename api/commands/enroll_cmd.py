@@ -24,9 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--species", help="enroll every photo given as this species")
     add_store_option(parser)
-    add_model_option(
-        parser, "MODEL.pt to embed with (default: $SHELLID_MODEL or the frozen backbone)"
-    )
+    add_model_option(parser, "MODEL.pt to embed with")
     parser.add_argument(
         "--taxonomy",
         metavar="CSV",

@@ -8,7 +8,10 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from ._collection import check_model_option
+from index.config import IndexSettings
+
+from ._collection import check_model_option, settings_from
+from ._options import add_model_options
 
 HELP = "measure a model on DATA/<species>/*.jpg against the frozen backbone and a logistic probe"
 
@@ -109,12 +112,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=500,
         help="photos sampled from each --ood folder (default: %(default)s)",
     )
-    parser.add_argument(
-        "--target-recall",
-        type=_fraction,
-        default=None,
-        help="known-species recall the open-set thresholds are calibrated for (default: the "
-        "index's, SHELLID_TARGET_RECALL or 0.9)",
+    add_model_options(
+        parser,
+        IndexSettings,
+        ["target_recall"],
+        help={"target_recall": "known-species recall the open-set thresholds are calibrated for"},
     )
     parser.add_argument(
         "--bootstrap", type=_positive, default=1000, help="bootstrap resamples (default: 1000)"
@@ -171,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         n_way=args.n_way,
         test_fraction=args.test_fraction,
         unknown_fraction=args.unknown_fraction,
-        **({} if args.target_recall is None else {"target_recall": args.target_recall}),
+        target_recall=settings_from(args).target_recall,
         group_pattern=args.group_regex,
         classes=args.classes,
         ood_dirs=tuple(str(Path(d).expanduser()) for d in args.ood),

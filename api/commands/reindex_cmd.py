@@ -12,9 +12,7 @@ HELP = "re-embed the whole store with another model (after training a new one)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_option(
-        parser, "the NEW MODEL.pt to embed with (default: $SHELLID_MODEL or the frozen backbone)"
-    )
+    add_model_option(parser, "the NEW MODEL.pt to embed with")
     add_store_option(parser)
 
 

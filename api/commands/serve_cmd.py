@@ -13,9 +13,7 @@ HELP = "serve the HTTP API and the web page (http://127.0.0.1:8000 by default)"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_store_option(parser)
-    add_model_option(
-        parser, "MODEL.pt to embed with (default: $SHELLID_MODEL or the frozen backbone)"
-    )
+    add_model_option(parser, "MODEL.pt to embed with")
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
     )
