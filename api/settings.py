@@ -243,12 +243,15 @@ def reference() -> str:
         "Not environment variables: what one training run does, saved into the model it "
         "writes. `TrainingConfig.validate` checks the values.",
         "",
-        "| Option | Default | Meaning |",
-        "|---|---|---|",
+        "| Option | Default | Values | Meaning |",
+        "|---|---|---|---|",
     ]
     for spec in specs.values():
-        option = spec.option if spec.kind is not bool else spec.option + " (flag)"
-        lines.append(f"| `{option}` | {_default_cell(spec)} | {_cell(spec.description)} |")
+        option = f"`{spec.option}`" + (" (flag)" if spec.kind is bool else "")
+        values = " / ".join(f"`{c}`" for c in spec.choices) if spec.choices else spec.kind.__name__
+        lines.append(
+            f"| {option} | {_default_cell(spec)} | {_cell(values)} | {_cell(spec.description)} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -3,9 +3,34 @@ the identifier and FAISS from SHELLID_* variables."""
 
 from __future__ import annotations
 
-import faiss
+import argparse
+import dataclasses
+from pathlib import Path
 
-from index.config import DecisionOptions, IdentifierConfig, IndexSettings
+import faiss
+import pytest
+
+from api.app import create_app
+from api.cli import main
+from api.commands._options import add_model_options, options_from
+from api.settings import (
+    CommandLineSettings,
+    ServiceSettings,
+    SettingsError,
+    load_settings,
+    reference,
+)
+from embedder.cache_dir import default_cache_dir
+from embedder.feature_cache import default_features_dir
+from embedder.runtime import default_runtime
+from embedder.settings import (
+    HEAD_KINDS,
+    EmbedderSettings,
+    TrainingConfig,
+    env_name,
+    settings_problems,
+)
+from index.config import DEFAULT_TARGET_RECALL, DecisionOptions, IdentifierConfig, IndexSettings
 from index.search import VectorIndex
 
 
@@ -34,3 +59,189 @@ def test_faiss_threads_follow_the_config():
     finally:
         VectorIndex(4, threads=1)
     assert faiss.omp_get_max_threads() == 1
+
+
+# ------------------------------------------------------------------ the settings tree
+#: Every environment variable deployments and the docs (README, docs/api.md, docs/index.md)
+#: name; renaming one breaks them.
+DOCUMENTED_VARIABLES = {
+    "SHELLID_STORE",
+    "SHELLID_MODEL",
+    "SHELLID_RUNTIME",
+    "SHELLID_CACHE_DIR",
+    "SHELLID_CACHE",
+    "SHELLID_API_KEY",
+    "SHELLID_READ_KEY",
+    "SHELLID_MAX_FILE_BYTES",
+    "SHELLID_MAX_QUERY_FILES",
+    "SHELLID_MAX_ENROLL_FILES",
+    "SHELLID_MAX_PIXELS",
+    "SHELLID_MAX_SIDE",
+    "SHELLID_MIN_SIDE",
+    "SHELLID_MAX_ASPECT_RATIO",
+    "SHELLID_MAX_IMAGE_COST",
+    "SHELLID_BATCH_WAIT_MS",
+    "SHELLID_BATCH_MAX_IMAGES",
+    "SHELLID_EMBED_WORKERS",
+    "SHELLID_TORCH_THREADS",
+    "SHELLID_REFRESH_SECONDS",
+    "SHELLID_SUBJECT",
+    "SHELLID_TOP_K",
+    "SHELLID_TARGET_RECALL",
+    "SHELLID_UNKNOWN_THRESHOLD",
+    "SHELLID_OOD_THRESHOLD",
+    "SHELLID_TEMPERATURE",
+    "SHELLID_METHOD",
+    "SHELLID_SPECIES_PROBABILITY",
+    "SHELLID_GENUS_PROBABILITY",
+    "SHELLID_FAMILY_PROBABILITY",
+    "SHELLID_KEEP_VERSIONS_MINUTES",
+    "SHELLID_COMPACT_EVERY",
+    "SHELLID_ANN_THRESHOLD",
+    "SHELLID_ANN_FACTORY",
+    "SHELLID_ANN_NPROBE",
+    "SHELLID_USE_GPU",
+    "SHELLID_FAISS_THREADS",
+    "SHELLID_DEBUG",
+    "SHELLID_SHARED",
+}
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _variables(*models: type) -> set[str]:
+    return {env_name(name) for model in models for name in model.model_fields}
+
+
+def test_environment_names_are_unchanged():
+    assert not DOCUMENTED_VARIABLES - _variables(ServiceSettings, CommandLineSettings)
+    # one tree: each layer holds the one below it
+    assert issubclass(ServiceSettings, IndexSettings) and issubclass(
+        IndexSettings, EmbedderSettings
+    )
+    assert set(DecisionOptions.model_fields) <= set(IndexSettings.model_fields)
+
+
+def test_nested_settings_load_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("SHELLID_RUNTIME", " Torch ")
+    monkeypatch.setenv("SHELLID_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SHELLID_METHOD", "knn")
+    monkeypatch.setenv("SHELLID_MAX_SIDE", "4096")
+    monkeypatch.setenv("SHELLID_REFRESH_SECONDS", "0")
+    settings = load_settings()
+    assert (settings.runtime, settings.cache_root()) == ("torch", tmp_path / "cache")
+    assert settings.identifier_config().method == "knn"
+    assert settings.intake_limits().max_side == 4096 and settings.refresh_seconds == 0
+    # the embedder reads its layer of the same variables when nobody passes it settings
+    assert default_runtime() == "torch" and default_cache_dir() == tmp_path / "cache"
+    assert default_features_dir() == tmp_path / "cache" / "features"
+
+
+def test_generated_options_carry_type_bounds_default_and_help(monkeypatch):
+    parser = argparse.ArgumentParser()
+    add_model_options(
+        parser, IndexSettings, ["target_recall", "top_k", "model", "method", "use_gpu"]
+    )
+    actions = {a.dest: a for a in parser._actions}
+    recall = actions["target_recall"]
+    assert recall.option_strings == ["--target-recall"] and recall.type is float
+    assert recall.default is None  # not given: the environment still applies
+    assert "> 0.5, < 1" in recall.help and f"$SHELLID_TARGET_RECALL or {DEFAULT_TARGET_RECALL}" in (
+        recall.help
+    )
+    assert recall.help.startswith(IndexSettings.model_fields["target_recall"].description)
+    assert "≥ 1, ≤ 100" in actions["top_k"].help and actions["top_k"].type is int
+    assert "the frozen default backbone" in actions["model"].help
+    assert actions["method"].choices == ("whitened", "prototype", "knn", "prototype+knn")
+    args = parser.parse_args(["--target-recall", "0.8", "--no-use-gpu"])
+    assert options_from(args, IndexSettings) == {"target_recall": 0.8, "use_gpu": False}
+    monkeypatch.setenv("SHELLID_TOP_K", "7")
+    settings = IndexSettings.load(options_from(args, IndexSettings))
+    assert (settings.target_recall, settings.top_k) == (0.8, 7)
+
+
+def test_training_options_are_the_training_config():
+    parser = argparse.ArgumentParser()
+    add_model_options(parser, TrainingConfig)
+    actions = {a.dest: a for a in parser._actions}
+    defaults = TrainingConfig()
+    for item in dataclasses.fields(TrainingConfig):
+        assert actions[item.name].default == getattr(defaults, item.name), item.name
+        assert item.metadata["description"] in actions[item.name].help, item.name
+    assert actions["group_pattern"].option_strings == ["--group-regex"]
+    assert actions["head"].choices == HEAD_KINDS
+    args = parser.parse_args(["--epochs", "3", "--normalize-shells", "--group-regex", "specimen"])
+    config = TrainingConfig(**options_from(args, TrainingConfig))
+    assert (config.epochs, config.normalize_shells, config.group_pattern) == (3, True, "specimen")
+    assert config.lr == defaults.lr
+
+
+@pytest.mark.parametrize(
+    ("argv", "variables", "message"),
+    [
+        (["species"], {"SHELLID_TOP_K": "0"}, "SHELLID_TOP_K: Input should be greater than"),
+        (["species"], {"SHELLID_DEBUG": "maybe"}, "SHELLID_DEBUG: Input should be a valid"),
+        (["identify", "x.jpg", "--target-recall", "2"], {}, "--target-recall: Input should be"),
+        (["serve", "--port", "0"], {"SHELLID_MAX_SIDE": "-1"}, "SHELLID_MAX_SIDE: Input should"),
+        (["species"], {"SHELLID_RUNTIME": "tpu"}, "SHELLID_RUNTIME: unknown runtime 'tpu'"),
+    ],
+)
+def test_invalid_values_are_one_line_on_the_command_line(
+    argv, variables, message, monkeypatch, tmp_path, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.jpg").write_bytes(b"not read: the settings fail first")
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("shellid: error: ") and message in err
+
+
+def test_a_bad_runtime_names_the_variable_and_the_choices(monkeypatch):
+    monkeypatch.setenv("SHELLID_RUNTIME", "tensorflow")
+    with pytest.raises(SettingsError) as caught:
+        default_runtime()
+    assert str(caught.value) == (
+        "invalid setting SHELLID_RUNTIME: unknown runtime 'tensorflow'; choose one of auto, "
+        "torch, onnx"
+    )
+
+
+def test_the_service_refuses_to_start_on_a_bad_variable(monkeypatch):
+    monkeypatch.setenv("SHELLID_MAX_QUERY_FILES", "none")
+    with pytest.raises(SettingsError, match=r"^invalid setting SHELLID_MAX_QUERY_FILES: "):
+        create_app()
+
+
+def test_settings_errors_have_one_home():
+    """The CLI, the service and the embedder format settings errors with one function."""
+    import api.commands._collection as collection_options
+    import api.settings
+
+    assert api.settings.settings_problems is settings_problems
+    assert api.settings.SettingsError is SettingsError
+    assert "settings_problems" not in vars(collection_options)
+
+
+def test_no_environment_reads_outside_settings_modules():
+    settings_modules = {"embedder/settings.py", "index/config.py", "api/settings.py"}
+    readers = []
+    for package in ("embedder", "index", "api"):
+        for path in (REPO / package).rglob("*.py"):
+            relative = path.relative_to(REPO).as_posix()
+            text = path.read_text(encoding="utf-8")
+            if relative not in settings_modules and ("os.environ" in text or "getenv" in text):
+                readers.append(relative)
+    assert readers == []
+
+
+def test_the_configuration_reference_is_generated_from_the_models():
+    """docs/configuration.md is ``python -m api.settings``: regenerate it when a setting
+    changes."""
+    text = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert text == reference(), "docs/configuration.md is stale: python -m api.settings > it"
+    for variable in _variables(ServiceSettings, CommandLineSettings):
+        assert f"`{variable}`" in text
+    for doc in ("README.md", "docs/api.md"):
+        assert "configuration.md" in (REPO / doc).read_text(encoding="utf-8"), doc
