@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from ._ray import add_ray_options
+
 HELP = "embed photos (a DATA/<species>/ tree, folders or files) into an .npz file"
 
 
@@ -34,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-size", type=int, default=32, help="photos per batch (default: %(default)s)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_ray_options(parser, batch=False)
 
 
 def collect_inputs(
@@ -90,12 +93,25 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ValueError("--batch-size must be ≥ 1")
+    ray = None
+    if args.ray:
+        from ._ray import ray_options
+
+        ray = ray_options(args, batch_size=args.batch_size)
     out = check_output(args.out, suffix=".npz")
     paths, labels, groups = collect_inputs(args.data, args.group_regex)
     model = load_model(args.model)
     embedder = Embedder(model, batch_size=args.batch_size)
     started = time.perf_counter()
-    result = embedder.embed_paths(paths, progress=not args.quiet)
+    if ray is not None:
+        from embedder.embedding import EmbeddingResult
+        from index.workflows.distributed import embed_on_ray
+
+        result = EmbeddingResult(
+            *embed_on_ray(paths, args.model, embedder.fingerprint, ray, progress=not args.quiet)
+        )
+    else:
+        result = embedder.embed_paths(paths, progress=not args.quiet)
     seconds = time.perf_counter() - started
     if result.errors:
         print(

@@ -10,6 +10,7 @@ import sys
 from embedder.datasets import species_display
 
 from ._collection import add_model_option, add_store_option, open_collection
+from ._ray import add_ray_options
 
 HELP = "enroll species from photos (folders with a folder per species, or --species NAME PHOTOS)"
 
@@ -45,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--source", help="provenance recorded with each photo (default: folder name)"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON report per species")
+    add_ray_options(parser, commit=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,6 +65,11 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError(
                     f"{path} is a single photo: say which species it shows with --species NAME"
                 )
+    ray = None
+    if args.ray:
+        from ._ray import ray_options
+
+        ray = ray_options(args)  # no Ray installed: one line, before anything is read
     if args.taxonomy and not Path(args.taxonomy).is_file():
         raise FileNotFoundError(f"--taxonomy {args.taxonomy}: no such file")
     taxonomy = {k: getattr(args, k) for k in ("genus", "family", "region") if getattr(args, k)}
@@ -83,16 +90,24 @@ def run(args: argparse.Namespace) -> int:
         groups = {p: name for name, files in group_photos(photos, args.group_regex) for p in files}
         parents = {p.parent for p in photos}
         source = args.source or (parents.pop().name if len(parents) == 1 else "cli")
-        reports = [
-            collection.enroll(
-                args.species,
-                photos,
-                taxonomy,
-                source,
-                groups=[groups[p] for p in photos],
-                progress=progress,
-            )
-        ]
+        if ray is not None:
+            from index.workflows.distributed import EnrolJob, enroll_on_ray
+
+            job = EnrolJob(args.species, photos, [groups[p] for p in photos], taxonomy, source)
+            reports = enroll_on_ray(collection, [job], ray, progress=progress)
+        else:
+            reports = [
+                collection.enroll(
+                    args.species,
+                    photos,
+                    taxonomy,
+                    source,
+                    groups=[groups[p] for p in photos],
+                    progress=progress,
+                )
+            ]
+    elif ray is not None:
+        reports = _enroll_folders_on_ray(args, collection, ray, progress)
     else:
         reports = []
         for root in args.data:
@@ -135,3 +150,17 @@ def run(args: argparse.Namespace) -> int:
     write_listing(collection)  # keeps 'shellid species' fast
     failed = all(r.added == 0 and not r.duplicates for r in reports)
     return 1 if failed else 0
+
+
+def _enroll_folders_on_ray(args: argparse.Namespace, collection, options, progress: bool):
+    """``enroll_folder`` of every DATA tree, as one job on Ray (one report per species)."""
+    from index.workflows.distributed import enroll_on_ray, folder_jobs
+
+    jobs = [
+        job
+        for root in args.data
+        for job in folder_jobs(
+            root, group_pattern=args.group_regex, taxonomy_csv=args.taxonomy, source=args.source
+        )
+    ]
+    return enroll_on_ray(collection, jobs, options, progress=progress)

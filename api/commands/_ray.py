@@ -1,0 +1,94 @@
+"""The ``--ray [ADDRESS]`` options of ``enroll``, ``embed`` and ``reindex`` (big collections on a
+Ray cluster; see docs/distributed.md). Nothing here imports Ray: the job code is in
+:mod:`index.workflows.distributed`."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from typing import Any
+
+# the forms index.workflows.distributed.check_address accepts (kept light: no index import)
+_ADDRESS = re.compile(r"^(local|auto|(ray|anyscale)://\S+|[\w.-]+:\d+)$")
+
+
+def ray_address(text: str) -> str:
+    """argparse type of ``--ray``: a Ray address, or a one-line usage error."""
+    if not _ADDRESS.match(text.strip()):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a Ray address (local, auto, ray://HOST:10001 or HOST:6379); to run "
+            "on a local Ray write --ray after the photos"
+        )
+    return text.strip()
+
+
+def add_ray_options(
+    parser: argparse.ArgumentParser, *, batch: bool = True, commit: bool = False
+) -> None:
+    """``--ray [ADDRESS]`` and how the job runs there (``--ray-batch-size`` unless the command
+    has its own ``--batch-size``; ``--ray-commit`` for enrolment)."""
+    group = parser.add_argument_group(
+        "Ray (big collections on a cluster; needs pip install 'shellid[ray]')"
+    )
+    group.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        type=ray_address,
+        metavar="ADDRESS",
+        help="run on Ray: auto (the cluster this machine is part of), ray://HOST:10001, "
+        "HOST:6379; without ADDRESS a local Ray on this machine",
+    )
+    group.add_argument(
+        "--ray-workers",
+        type=int,
+        metavar="N",
+        help="embedding workers (default: one per GPU of the cluster, else one per "
+        "--ray-cpus CPUs)",
+    )
+    group.add_argument(
+        "--ray-cpus",
+        type=float,
+        default=1.0,
+        metavar="C",
+        help="CPUs per worker (threads that decode and embed; default: %(default)g)",
+    )
+    group.add_argument(
+        "--ray-gpus",
+        type=float,
+        metavar="G",
+        help="GPUs per worker (default: 1 where the cluster has GPUs, else 0)",
+    )
+    if batch:
+        group.add_argument(
+            "--ray-batch-size",
+            type=int,
+            default=32,
+            metavar="N",
+            help="photos per batch sent to a worker (default: %(default)s)",
+        )
+    if commit:
+        group.add_argument(
+            "--ray-commit",
+            type=int,
+            default=2000,
+            metavar="N",
+            help="photos per store commit (default: %(default)s; a species is never split "
+            "below this)",
+        )
+
+
+def ray_options(args: argparse.Namespace, batch_size: int | None = None) -> Any:
+    """The :class:`index.workflows.distributed.RayOptions` of parsed ``args``; fails in one
+    line when Ray is not installed."""
+    from index.workflows.distributed import RayOptions, require_ray
+
+    require_ray()
+    return RayOptions(
+        address=args.ray,
+        workers=args.ray_workers,
+        cpus_per_worker=args.ray_cpus,
+        gpus_per_worker=args.ray_gpus,
+        batch_size=batch_size or args.ray_batch_size,
+        commit_photos=getattr(args, "ray_commit", 2000),
+    )
