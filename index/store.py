@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 import threading
+import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import lancedb
 import numpy as np
@@ -36,6 +38,7 @@ from .schema import (
     specimen_model,
 )
 
+T = TypeVar("T")
 ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")
 log = logging.getLogger("shellid.index")
 
@@ -52,6 +55,7 @@ def _is_local(uri: str) -> bool:
 #: object-store failures worth naming, as (text in lance's error, what to say)
 _STORAGE_PROBLEMS = (
     ("NoSuchBucket", "the bucket does not exist"),
+    ("Failed to resolve region", "no region: set AWS_REGION (and AWS_ENDPOINT_URL off AWS)"),
     ("BadScheme", "an http:// endpoint needs AWS_ALLOW_HTTP=true"),
     ("dns error", "cannot reach the object store (AWS_ENDPOINT_URL: unknown host)"),
     ("ConnectError", "cannot reach the object store (AWS_ENDPOINT_URL: connection failed)"),
@@ -59,6 +63,26 @@ _STORAGE_PROBLEMS = (
     ("SignatureDoesNotMatch", "access denied (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"),
     ("AccessDenied", "access denied (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"),
 )
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    """A commit another process's commit beat (retry after re-reading), or a table another
+    process created first."""
+    text = str(exc)
+    return any(k in text for k in ("commit conflict", "preempted by concurrent", "already exists"))
+
+
+def retry_conflicts(write: Callable[[], T], attempts: int = 8) -> T:
+    """Run ``write`` again (re-reading what it merges) while another process's commit beats
+    it; replicas on one store write ``store_info`` at the same moments."""
+    for attempt in range(attempts):
+        try:
+            return write()
+        except Exception as exc:
+            if attempt == attempts - 1 or not _is_conflict(exc):
+                raise
+            time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def storage_problem(exc: BaseException) -> str:
@@ -148,21 +172,26 @@ class SpecimenStore:
     def write_info(self, **updates: Any) -> dict[str, Any]:
         """Merge ``updates`` into ``store_info`` (one commit) and return the result."""
         with self._lock:
-            info = self.info()  # opens the table if another process made it meanwhile
-            info.update(updates)
-            info.setdefault("format", STORE_FORMAT)
-            table = pa.Table.from_pylist(
-                [{"key": k, "value": json.dumps(v)} for k, v in sorted(info.items())],
-                schema=InfoRow.to_arrow_schema(),
-            )
             try:
-                if self._info is None:
-                    self._info = self._db.create_table(INFO_TABLE, data=table, schema=InfoRow)
-                else:
-                    self._info.add(table, mode="overwrite")
+                return retry_conflicts(lambda: self._merge_info(updates))
             except Exception as exc:
-                raise StoreError(f"cannot write store info to {self.uri}: {exc}") from exc
-            return info
+                raise StoreError(
+                    f"cannot write store info to {self.uri}: {storage_problem(exc)}"
+                ) from exc
+
+    def _merge_info(self, updates: dict[str, Any]) -> dict[str, Any]:
+        info = self.info()  # the latest entries, another process's included
+        info.update(updates)
+        info.setdefault("format", STORE_FORMAT)
+        table = pa.Table.from_pylist(
+            [{"key": k, "value": json.dumps(v)} for k, v in sorted(info.items())],
+            schema=InfoRow.to_arrow_schema(),
+        )
+        if self._info is None:
+            self._info = self._db.create_table(INFO_TABLE, data=table, schema=InfoRow)
+        else:
+            self._info.add(table, mode="overwrite")
+        return info
 
     # ------------------------------------------------------------------ model prior
     def read_prior(self) -> dict[str, np.ndarray] | None:
@@ -190,15 +219,21 @@ class SpecimenStore:
             {"name": name, "shape": list(np.shape(a)), "values": np.ravel(a).tolist()}
             for name, a in sorted((arrays or {}).items())
         ]
+        data = pa.Table.from_pylist(rows, schema=PriorArrayRow.to_arrow_schema())
+
+        def write() -> None:
+            if PRIOR_TABLE in self._table_names():
+                self._db.open_table(PRIOR_TABLE).add(data, mode="overwrite")
+            else:
+                self._db.create_table(PRIOR_TABLE, data=data, schema=PriorArrayRow)
+
         with self._lock:
             try:
-                data = pa.Table.from_pylist(rows, schema=PriorArrayRow.to_arrow_schema())
-                if PRIOR_TABLE in self._table_names():
-                    self._db.open_table(PRIOR_TABLE).add(data, mode="overwrite")
-                else:
-                    self._db.create_table(PRIOR_TABLE, data=data, schema=PriorArrayRow)
+                retry_conflicts(write)
             except Exception as exc:
-                raise StoreError(f"cannot write the model prior to {self.uri}: {exc}") from exc
+                raise StoreError(
+                    f"cannot write the model prior to {self.uri}: {storage_problem(exc)}"
+                ) from exc
 
     # ------------------------------------------------------------------ specimens table
     @property
@@ -250,7 +285,12 @@ class SpecimenStore:
             try:
                 self._specimens = self._db.create_table(SPECIMENS_TABLE, schema=specimen_model(dim))
             except Exception as exc:
-                raise StoreError(f"cannot create the specimens table in {self.uri}: {exc}") from exc
+                if SPECIMENS_TABLE in self._table_names():  # another replica made it first
+                    self.ensure_table(dim)
+                    return
+                raise StoreError(
+                    f"cannot create the specimens table in {self.uri}: {storage_problem(exc)}"
+                ) from exc
 
     def load_index(self, columns: list[str] | None = None) -> pa.Table:
         """Every row without the image bytes (``columns``, default :data:`INDEX_COLUMNS`)."""
@@ -272,6 +312,17 @@ class SpecimenStore:
             return query.to_arrow()
         except Exception as exc:
             raise StoreError(f"cannot read store {self.uri}: {exc}") from exc
+
+    def read_version(self, columns: list[str], version: int, where: str | None = None) -> pa.Table:
+        """``columns`` of the rows of the specimens table as of ``version`` (a pinned read:
+        commits made meanwhile are not mixed in), optionally filtered by ``where``."""
+        try:
+            table = self._db.open_table(SPECIMENS_TABLE)
+            table.checkout(version)
+            query = table.search().select(columns).limit(None)
+            return (query.where(where) if where else query).to_arrow()
+        except Exception as exc:
+            raise StoreError(f"cannot read version {version} of store {self.uri}: {exc}") from exc
 
     def make_rows(self, rows: dict[str, list[Any]], vectors: np.ndarray) -> pa.Table:
         """An arrow table for :meth:`add` from column lists plus the vector matrix."""
@@ -364,7 +415,7 @@ class SpecimenStore:
             if not before:
                 return 0
             try:
-                self._specimens.delete(where)
+                retry_conflicts(lambda: self._specimens.delete(where))  # type: ignore[union-attr]
             except Exception as exc:
                 raise StoreError(
                     f"deleting from store {self.uri} failed: {storage_problem(exc)}"
