@@ -19,9 +19,11 @@ unknown and OOD scores), :mod:`index.calibrate` (thresholds from held-out scores
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +45,9 @@ from .results import (
 )
 from .scorers import (
     Cl2n,
+    MeanScorer,
     OodScorer,
+    PrototypeScorer,
     SpeciesScorer,
     WhitenedScorer,
     species_scorer,
@@ -61,6 +65,7 @@ class Refit:
 
     whitening: Whitening | None
     thresholds: Thresholds | None
+    generation: int = -1  # the rows it was computed for (VectorIdentifier.generation)
 
 
 class VectorIdentifier:
@@ -102,6 +107,10 @@ class VectorIdentifier:
         self._overrides: dict[str, float] = {}
         self._calibrated = calibration_procedure.default_thresholds(cfg)
         self._thresholds = self._calibrated
+        # how often the rows changed, and for which change the whitening / thresholds were fit
+        self.generation = 0
+        self._whitening_generation = 0
+        self._threshold_generation = 0
         self._refresh()
 
     @property
@@ -168,6 +177,7 @@ class VectorIdentifier:
         )
         if not added:
             return
+        self.generation += 1
         self._refresh()
         if calibrate:
             self.calibrate()
@@ -185,6 +195,7 @@ class VectorIdentifier:
         count = self.rows.drop(drop)
         if not count:
             return 0
+        self.generation += 1
         self._refresh()
         if calibrate:
             self.calibrate()
@@ -195,6 +206,83 @@ class VectorIdentifier:
         self.cl2n.fit()
         self.scorer.fit()
         self.policy = DecisionPolicy.of(self.rows)
+
+    # ================================================================== persistence
+    def _prototype_scorers(self) -> list[PrototypeScorer]:
+        scorer = self.scorer
+        if isinstance(scorer, WhitenedScorer):
+            return [scorer.prototypes]
+        parts = scorer.parts if isinstance(scorer, MeanScorer) else [scorer]
+        return [p for p in parts if isinstance(p, PrototypeScorer)]
+
+    def export_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """``(arrays, meta)``: the state :meth:`from_state` answers from without refitting
+        anything (rows, prototypes, whitening, calibrated thresholds, search index state;
+        the FAISS index itself is streamed by ``self.rows.index.write_index``). Meta is
+        JSON-able; overrides are not included (they come from the settings)."""
+        arrays, rows_meta = self.rows.export_state()
+        arrays = {f"rows.{k}": v for k, v in arrays.items()}
+        for i, part in enumerate(self._prototype_scorers()):
+            arrays[f"protos.{i}"], arrays[f"owner.{i}"] = part.protos, part.owner
+        meta: dict[str, Any] = {
+            "dim": self.dim,
+            "rows": rows_meta,
+            "search": self.rows.index.export_state(),
+            "thresholds": json.loads(self._calibrated.model_dump_json()),
+        }
+        if isinstance(self.scorer, WhitenedScorer):
+            w = self.scorer.whitening
+            arrays["whitening.basis"], arrays["whitening.scale"] = w.basis, w.scale
+            arrays["whitened"] = self.scorer.whitened
+            meta["whitening"] = {"shrinkage": w.shrinkage, "dof": w.dof}
+        return arrays, meta
+
+    @classmethod
+    def from_state(
+        cls,
+        arrays: Mapping[str, np.ndarray],
+        meta: Mapping[str, Any],
+        config: IdentifierConfig | None = None,
+        prior: WithinSpeciesPrior | None = None,
+        read_index: Callable[[int], bytes] | None = None,
+    ) -> VectorIdentifier:
+        """An identifier from :meth:`export_state` output (made with the same ``config`` and
+        ``prior``: the caller checks that, see :mod:`index.snapshot`); ``read_index`` streams
+        the saved FAISS index. ValueError (or KeyError) when the parts do not fit."""
+        identifier = cls(int(meta["dim"]), config, prior)
+        rows = identifier.rows
+        rows.restore_state(
+            {k[5:]: v for k, v in arrays.items() if k.startswith("rows.")}, meta["rows"]
+        )
+        rows.index.restore_state(rows.vectors, rows.keys, meta["search"], read_index)
+        identifier.cl2n.fit()
+        species = len(rows.species)
+        for i, part in enumerate(identifier._prototype_scorers()):
+            protos = np.asarray(arrays[f"protos.{i}"], np.float32)
+            owner = np.asarray(arrays[f"owner.{i}"], np.int64)
+            if protos.shape != (owner.size, identifier.dim) or (
+                owner.size and owner.max() >= species
+            ):
+                raise ValueError("saved prototypes do not fit the rows")
+            part.restore(protos, owner)
+        scorer = identifier.scorer
+        if isinstance(scorer, WhitenedScorer):
+            whitened = np.asarray(arrays["whitened"], np.float32)
+            if whitened.shape != scorer.prototypes.protos.shape:
+                raise ValueError("saved whitened prototypes do not fit the rows")
+            scorer.whitening = Whitening(
+                np.asarray(arrays["whitening.basis"], np.float32),
+                np.asarray(arrays["whitening.scale"], np.float32),
+                float(meta["whitening"]["shrinkage"]),
+                int(meta["whitening"]["dof"]),
+            )
+            scorer.whitened = whitened
+        else:
+            scorer.fit()  # nearest-specimen parts have nothing to restore
+        identifier.policy = DecisionPolicy.of(rows)
+        identifier.thresholds = Thresholds.model_validate(meta["thresholds"])
+        identifier._whitening_generation = identifier.generation
+        return identifier
 
     # ================================================================== properties
     def __len__(self) -> int:
@@ -237,9 +325,20 @@ class VectorIdentifier:
 
     @thresholds.setter
     def thresholds(self, value: Thresholds) -> None:
-        """Replace the calibrated thresholds (overrides still apply on top)."""
+        """Replace the calibrated thresholds (overrides still apply on top); the caller vouches
+        that they were calibrated on the current rows (see :attr:`settled`)."""
         self._calibrated = value
         self._thresholds = value.with_overrides(**self._overrides)
+        self._threshold_generation = self.generation
+
+    @property
+    def settled(self) -> bool:
+        """True when the whitening and the thresholds were fit on the current rows (what a
+        fresh load would compute), so this state may be saved as a snapshot."""
+        whitened = isinstance(self.scorer, WhitenedScorer)
+        return self._threshold_generation == self.generation and (
+            not whitened or self._whitening_generation == self.generation
+        )
 
     @property
     def calibrated_thresholds(self) -> Thresholds:
@@ -263,6 +362,7 @@ class VectorIdentifier:
         ``calibrate``, the thresholds fitted with it. Install with :meth:`apply_refit`, so a
         service can compute it outside its lock and swap it in at once."""
         whitening = None
+        generation = self.generation
         scorer: SpeciesScorer = self.scorer
         if isinstance(self.scorer, WhitenedScorer):
             whitening = self.scorer.estimate()
@@ -272,14 +372,16 @@ class VectorIdentifier:
             thresholds = calibration_procedure.calibrate(
                 self.rows, scorer, self.ood_scorer, self.config, target_recall
             )
-        return Refit(whitening, thresholds)
+        return Refit(whitening, thresholds, generation)
 
     def apply_refit(self, refit: Refit) -> Thresholds:
         """Install a :meth:`prepare_refit` result; returns the thresholds in force."""
         if refit.whitening is not None and isinstance(self.scorer, WhitenedScorer):
             self.scorer.use(refit.whitening)
+            self._whitening_generation = refit.generation
         if refit.thresholds is not None:
             self.thresholds = refit.thresholds
+            self._threshold_generation = refit.generation
         return self._thresholds
 
     def calibrate(self, target_recall: float | None = None) -> Thresholds:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +53,14 @@ class EnrolledRows:
         self.keys = np.zeros(0, np.int64)
         self.taxonomy: dict[str, dict[str, str]] = {}
         self._next_key = 0
-        self._refresh()
+        self.species: list[str] = []
+        self.y = np.zeros(0, np.int64)
+        self.group_names = np.zeros(0, dtype=object)  # sorted species-qualified group names
+        self.g = np.zeros(0, np.int64)
+        self.vector_sum = np.zeros(self.dim, np.float64)  # sum of the rows (the CL2N mean)
+        self._id_set: set[str] = set()
+        self._region_texts: dict[str, dict[str, int]] = {}  # species -> row region -> rows
+        self._tables()
 
     def __len__(self) -> int:
         return int(self.vectors.shape[0])
@@ -92,7 +100,7 @@ class EnrolledRows:
         ]
         if len(ids) != n or len(set(ids)) != n:
             raise InvalidQueryError("specimen_ids must give one unique id per vector")
-        clash = set(ids) & set(self.ids.tolist())
+        clash = set(ids) & self._id_set
         if clash:
             raise InvalidQueryError(f"specimen ids already enrolled: {sorted(clash)[:5]}")
         group_names = list(groups) if groups is not None else ids
@@ -110,6 +118,8 @@ class EnrolledRows:
         self._next_key = start + n
         vectors = l2_normalise(vectors)
         qualified = [f"{s}{GROUP_SEP}{g}" for s, g in zip(species, group_names, strict=True)]
+        row_regions = [str(r) for r in (regions or [""] * n)]
+        self._add_names(species, qualified)
         self.vectors = np.concatenate([self.vectors, vectors])
         self.labels = np.concatenate([self.labels, np.asarray(species, dtype=object)])
         self.groups = np.concatenate([self.groups, np.asarray(qualified, dtype=object)])
@@ -117,13 +127,59 @@ class EnrolledRows:
         self.sources = np.concatenate(
             [self.sources, np.asarray(list(sources or [""] * n), dtype=object)]
         )
-        self.row_regions = np.concatenate(
-            [self.row_regions, np.asarray(list(regions or [""] * n), dtype=object)]
-        )
+        self.row_regions = np.concatenate([self.row_regions, np.asarray(row_regions, dtype=object)])
         self.keys = np.concatenate([self.keys, keys])
+        self.vector_sum += vectors.sum(axis=0, dtype=np.float64)
+        self._id_set.update(ids)
+        self._count_regions(species, row_regions, 1)
         self.index.add(vectors, keys)
-        self._refresh()
+        self._tables()
         return n
+
+    def _add_names(self, species: list[str], qualified: list[str]) -> None:
+        """Species and group indices of new rows (``y`` / ``g`` appended), merging new names
+        into the sorted tables and renumbering the old rows: O(N) integer work, no string
+        sort of the whole collection."""
+        known = set(self.species)
+        new = sorted(set(species) - known)
+        if new:
+            merged = sorted(self.species + new)
+            position = {name: i for i, name in enumerate(merged)}
+            if self.y.size:
+                remap = np.asarray([position[name] for name in self.species], np.int64)
+                self.y = remap[self.y]
+            self.species = merged
+        else:
+            position = {name: i for i, name in enumerate(self.species)}
+        new_y = np.asarray([position[name] for name in species], np.int64)
+        wanted = np.asarray(sorted(set(qualified)), dtype=object)
+        names = self.group_names
+        at = np.searchsorted(names, wanted) if names.size else np.zeros(wanted.size, np.int64)
+        found = at < names.size
+        found[found] = names[at[found]] == wanted[found]
+        missing = wanted[~found]
+        if missing.size:
+            spots = at[~found]
+            if self.g.size:
+                shift = np.searchsorted(spots, np.arange(names.size), side="right")
+                self.g = (np.arange(names.size) + shift)[self.g]
+            names = np.insert(names, spots, missing)
+            self.group_names = names
+        new_g = np.searchsorted(names, np.asarray(qualified, dtype=object)).astype(np.int64)
+        self.y = np.concatenate([self.y, new_y])
+        self.g = np.concatenate([self.g, new_g])
+
+    def _count_regions(self, species: Sequence[str], regions: Sequence[str], step: int) -> None:
+        """Keep the per-species count of rows naming each region text (``step`` +1 / -1)."""
+        for name, text in zip(species, regions, strict=True):
+            if not text:
+                continue
+            texts = self._region_texts.setdefault(name, {})
+            texts[text] = texts.get(text, 0) + step
+            if texts[text] <= 0:
+                del texts[text]
+                if not texts:
+                    del self._region_texts[name]
 
     def rows_of_ids(self, specimen_ids: Sequence[str]) -> np.ndarray:
         """Boolean mask of the rows with these ids; raises :class:`SpecimenNotFoundError` for
@@ -143,7 +199,9 @@ class EnrolledRows:
             return 0
         self.index.remove(self.keys[mask])
         keep = ~mask
-        gone = set(self.labels[mask].tolist()) - set(self.labels[keep].tolist())
+        self.vector_sum -= self.vectors[mask].sum(axis=0, dtype=np.float64)
+        self._id_set.difference_update(self.ids[mask].tolist())
+        self._count_regions(self.labels[mask].tolist(), self.row_regions[mask].tolist(), -1)
         self.vectors = self.vectors[keep]
         self.labels = self.labels[keep]
         self.groups = self.groups[keep]
@@ -151,10 +209,70 @@ class EnrolledRows:
         self.sources = self.sources[keep]
         self.row_regions = self.row_regions[keep]
         self.keys = self.keys[keep]
-        for name in gone:
-            self.taxonomy.pop(name, None)
-        self._refresh()
+        y, g = self.y[keep], self.g[keep]
+        present = np.bincount(y, minlength=len(self.species)) > 0
+        for s in np.flatnonzero(~present):
+            self.taxonomy.pop(self.species[s], None)
+        self.y = (np.cumsum(present) - 1)[y]
+        self.species = [name for name, p in zip(self.species, present, strict=True) if p]
+        used = np.bincount(g, minlength=self.group_names.size) > 0
+        self.g = (np.cumsum(used) - 1)[g]
+        self.group_names = self.group_names[used]
+        if not len(self):
+            self.vector_sum[:] = 0.0  # no rounding left behind
+        self._tables()
         return count
+
+    # ------------------------------------------------------------------ persistence
+    #: row arrays of :meth:`export_state` (numbers) and its object (string) arrays.
+    NUMBER_ARRAYS = ("vectors", "keys", "y", "g", "vector_sum")
+    STRING_ARRAYS = ("ids", "sources", "row_regions", "group_names", "species")
+
+    def export_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """``(arrays, meta)``: everything :meth:`restore_state` needs (meta is JSON-able)."""
+        arrays = {name: getattr(self, name) for name in self.NUMBER_ARRAYS}
+        arrays.update(
+            {name: np.asarray(getattr(self, name), dtype=object) for name in self.STRING_ARRAYS}
+        )
+        meta = {
+            "taxonomy": self.taxonomy,
+            "next_key": self._next_key,
+            "region_texts": self._region_texts,
+        }
+        return arrays, meta
+
+    def restore_state(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
+        """Take over rows saved by :meth:`export_state` (the search index is restored
+        separately, :meth:`index.search.VectorIndex.restore_state`); ValueError when the
+        arrays do not fit together."""
+        vectors = np.asarray(arrays["vectors"], np.float32)
+        n = vectors.shape[0]
+        species = [str(s) for s in arrays["species"]]
+        names = np.asarray(arrays["group_names"], dtype=object)
+        y = np.asarray(arrays["y"], np.int64)
+        g = np.asarray(arrays["g"], np.int64)
+        sizes = {arrays[k].shape[0] for k in ("keys", "y", "g", "ids", "sources", "row_regions")}
+        if (
+            vectors.ndim != 2
+            or vectors.shape[1] != self.dim
+            or sizes != {n}
+            or (n and (y.max() >= len(species) or g.max() >= names.size))
+        ):
+            raise ValueError("saved rows do not fit together")
+        self.vectors = vectors
+        self.keys = np.asarray(arrays["keys"], np.int64)
+        self.y, self.g, self.species, self.group_names = y, g, species, names
+        self.labels = np.asarray(species, dtype=object)[y] if n else np.zeros(0, dtype=object)
+        self.groups = names[g] if n else np.zeros(0, dtype=object)
+        self.ids = np.asarray(arrays["ids"], dtype=object)
+        self.sources = np.asarray(arrays["sources"], dtype=object)
+        self.row_regions = np.asarray(arrays["row_regions"], dtype=object)
+        self.vector_sum = np.asarray(arrays["vector_sum"], np.float64).copy()
+        self.taxonomy = {str(k): dict(v) for k, v in meta["taxonomy"].items()}
+        self._next_key = int(meta["next_key"])
+        self._region_texts = {str(k): dict(v) for k, v in meta["region_texts"].items()}
+        self._id_set = set(self.ids.tolist())
+        self._tables()
 
     # ------------------------------------------------------------------ lookups
     def rows_of_keys(self, keys: np.ndarray) -> np.ndarray:
@@ -197,27 +315,15 @@ class EnrolledRows:
         return np.maximum.reduceat(dense[:, self.order], self.starts, axis=1)
 
     # ------------------------------------------------------------------ tables
-    def _refresh(self) -> None:
-        names, y = (
-            np.unique(self.labels.astype(str), return_inverse=True)
-            if len(self.labels)
-            else (np.zeros(0, str), np.zeros(0, np.int64))
-        )
-        self.species: list[str] = [str(s) for s in names]
-        self.y: np.ndarray = y.astype(np.int64)
-        groups = (
-            np.unique(self.groups.astype(str), return_inverse=True)[1]
-            if len(self.groups)
-            else np.zeros(0, np.int64)
-        )
-        self.g: np.ndarray = np.asarray(groups, np.int64)
+    def _tables(self) -> None:
+        """The per-species tables from ``y`` / ``g`` and the taxonomy (integer work only)."""
         S = len(self.species)
         self.genus: list[str] = [
             self.taxonomy.get(s, {}).get("genus") or genus_of(s) for s in self.species
         ]
         self.family: list[str] = [self.taxonomy.get(s, {}).get("family", "") for s in self.species]
         self.counts: np.ndarray = np.bincount(self.y, minlength=S)
-        group_species = np.zeros(int(self.g.max()) + 1 if self.g.size else 0, np.int64)
+        group_species = np.zeros(self.group_names.size, np.int64)
         group_species[self.g] = self.y
         self.group_counts: np.ndarray = (
             np.bincount(group_species, minlength=S) if self.g.size else np.zeros(S, np.int64)
@@ -228,9 +334,9 @@ class EnrolledRows:
         )
         self.rows_by_species: list[np.ndarray] = np.split(self.order, self.starts[1:]) if S else []
         regions = []
-        for s, name in enumerate(self.species):
+        for name in self.species:
             found = regions_of(self.taxonomy.get(name, {}).get("region", ""))
-            for text in set(self.row_regions[self.rows_by_species[s]].tolist()):
+            for text in self._region_texts.get(name, {}):
                 found |= regions_of(text)
             regions.append(found)
         self.species_regions: list[set[str]] = regions

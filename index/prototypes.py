@@ -8,6 +8,7 @@ can get several prototypes (spherical k-means over their centred embeddings).
 from __future__ import annotations
 
 import numpy as np
+from scipy import sparse
 
 from embedder.vectors import EPS, l2_normalise
 
@@ -99,6 +100,35 @@ def species_prototypes(
     if not protos:
         return np.zeros((0, d), np.float32), np.zeros(0, np.int64)
     return np.concatenate(protos).astype(np.float32), np.asarray(owners, np.int64)
+
+
+def centred_species_sums(
+    vectors: np.ndarray, mean: np.ndarray | None, labels: np.ndarray, n_species: int
+) -> np.ndarray:
+    """Per species, the sum of its rows' CL2N vectors ``normalise(x - mean)`` ``(S, d)``
+    float32, without materialising the centred rows: for unit rows
+    ``|x - mean|^2 = 1 - 2 x.mean + |mean|^2``, so the sum is ``sum(x / r) - mean * sum(1 / r)``
+    (one matrix-vector product and one sparse product, O(n d) streaming instead of an
+    (n, d) copy). ``mean=None``: sums of the normalised rows."""
+    vectors = np.asarray(vectors, np.float32)
+    n, d = vectors.shape
+    if n == 0:
+        return np.zeros((n_species, d), np.float32)
+    if mean is None:
+        weights = 1.0 / np.maximum(np.sqrt(np.einsum("ij,ij->i", vectors, vectors)), EPS)
+    else:
+        mean = np.asarray(mean, np.float32)
+        squared = 1.0 - 2.0 * (vectors @ mean) + float(mean @ mean)
+        weights = 1.0 / np.maximum(np.sqrt(np.maximum(squared, 0.0)), EPS)
+    weights = weights.astype(np.float32)
+    to_species = sparse.csc_matrix(
+        (weights, (np.asarray(labels, np.int64), np.arange(n))), shape=(n_species, n)
+    )
+    sums = np.asarray(to_species @ vectors, np.float32)
+    if mean is not None:
+        totals = np.bincount(labels, weights=weights, minlength=n_species)
+        sums -= totals[:, None].astype(np.float32) * mean[None, :]
+    return sums
 
 
 def max_by_owner(scores: np.ndarray, owner: np.ndarray, n_species: int) -> np.ndarray:

@@ -27,7 +27,13 @@ import numpy as np
 
 from .config import IdentifierConfig
 from .enrolled import EnrolledRows
-from .prototypes import centre, max_by_owner, species_prototypes
+from .prototypes import (
+    centre,
+    centred_species_sums,
+    l2_normalise,
+    max_by_owner,
+    species_prototypes,
+)
 from .search import VectorIndex
 from .whitening import Whitening, WithinSpeciesPrior
 
@@ -62,20 +68,37 @@ def unknown_scores(similarities: np.ndarray) -> np.ndarray:
 
 class Cl2n:
     """CL2N centring of a collection: the mean of its rows (when it has enough species) and
-    the rows centred on it. Call :meth:`fit` after the rows change."""
+    the rows centred on it. Call :meth:`fit` after the rows change.
+
+    The mean comes from the rows' running sum (O(d) per change); the centred copy of the rows
+    is made only when something asks for it (calibration, the whitening's refit, the
+    nearest-specimen scorer), not on every enrolment: prototypes need only their sums
+    (:func:`index.prototypes.centred_species_sums`)."""
 
     def __init__(self, rows: EnrolledRows, config: IdentifierConfig) -> None:
         self.rows = rows
         self.config = config
         self.mean: np.ndarray | None = None
-        self.centred = rows.vectors
+        self._centred: np.ndarray | None = None
+        self._centred_of: tuple[np.ndarray, np.ndarray | None] | None = None
 
     def fit(self) -> None:
-        cfg, vectors = self.config, self.rows.vectors
+        cfg, rows = self.config, self.rows
         self.mean = None
-        if cfg.centre and cfg.min_species_to_centre <= len(self.rows.species) and len(vectors):
-            self.mean = vectors.mean(axis=0)
-        self.centred = centre(vectors, self.mean) if len(vectors) else vectors
+        if cfg.centre and cfg.min_species_to_centre <= len(rows.species) and len(rows):
+            self.mean = (rows.vector_sum / len(rows)).astype(np.float32)
+        self._centred = None
+        self._centred_of = None
+
+    @property
+    def centred(self) -> np.ndarray:
+        """The rows centred on :attr:`mean` (made on first use after a change, then kept)."""
+        vectors, mean = self.rows.vectors, self.mean
+        done = self._centred_of
+        if self._centred is None or done is None or done[0] is not vectors or done[1] is not mean:
+            self._centred = centre(vectors, mean) if len(vectors) else vectors
+            self._centred_of = (vectors, mean)
+        return self._centred
 
     def __call__(self, queries: np.ndarray) -> np.ndarray:
         """Queries in the centred space."""
@@ -120,16 +143,27 @@ class PrototypeScorer:
 
     def fit(self) -> None:
         cfg, rows = self.config, self.rows
-        self.protos, self.owner = species_prototypes(
-            self.cl2n.centred,
-            rows.y,
-            len(rows.species),
-            rows.g,
-            cfg.prototypes_per_species,
-            cfg.min_specimens_per_prototype,
-            cfg.seed,
-        )
+        if cfg.prototypes_per_species <= 1:  # the species means, without centring every row
+            sums = centred_species_sums(rows.vectors, self.cl2n.mean, rows.y, len(rows.species))
+            present = rows.counts > 0
+            self.protos = l2_normalise(sums[present])
+            self.owner = np.flatnonzero(present).astype(np.int64)
+        else:
+            self.protos, self.owner = species_prototypes(
+                self.cl2n.centred,
+                rows.y,
+                len(rows.species),
+                rows.g,
+                cfg.prototypes_per_species,
+                cfg.min_specimens_per_prototype,
+                cfg.seed,
+            )
         self.index.reset(self.protos, np.arange(len(self.owner), dtype=np.int64))
+
+    def restore(self, protos: np.ndarray, owner: np.ndarray) -> None:
+        """Install prototypes saved from an identical collection (a snapshot)."""
+        self.protos, self.owner = protos, owner
+        self.index.reset(protos, np.arange(len(owner), dtype=np.int64))
 
     def scores(self, raw_queries: np.ndarray) -> np.ndarray:
         return self._scores(self.cl2n(raw_queries))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import faiss
@@ -261,7 +262,12 @@ class VectorIndex:
         if ids.size == 0:
             return
         with self._lock:
-            if np.unique(ids).size != ids.size or np.isin(ids, self._ids).any():
+            increasing = bool(np.all(ids[1:] > ids[:-1])) and (
+                self._ids.size == 0 or ids[0] > self._ids[-1]
+            )  # ids handed out in order (EnrolledRows' keys): no O(n) membership test
+            if not increasing and (
+                np.unique(ids).size != ids.size or np.isin(ids, self._ids).any()
+            ):
                 raise ValueError("ids must be new and unique")
             self._vectors = np.concatenate([self._vectors, vectors])
             self._ids = np.concatenate([self._ids, ids])
@@ -305,6 +311,73 @@ class VectorIndex:
             self._vectors = vectors.copy()
             self._ids = ids.copy()
             self._build()
+
+    # ------------------------------------------------------------------ persistence
+    def export_state(self) -> dict[str, Any]:
+        """What :meth:`restore_state` needs besides the vectors and ids: the kind, training
+        size and search breadth (JSON-able)."""
+        with self._lock:
+            return {
+                "kind": self._kind,
+                "trained_size": self._trained_size,
+                "nlist": self._nlist,
+                "breadth": self._breadth,
+                "measured_recall": self.measured_recall,
+                "count": int(self._ids.size),
+            }
+
+    def write_index(self, write: Callable[[bytes], Any]) -> bool:
+        """Stream the FAISS index (``faiss.write_index``) to ``write``; False, writing
+        nothing, for an exact index (rebuilt from the vectors in well under a second)."""
+        with self._lock:
+            if self._kind == "flat" or self._index is None:
+                return False
+            index = self._index
+            if self.use_gpu:  # pragma: no cover - needs a GPU
+                index = faiss.index_gpu_to_cpu(index)
+            writer = faiss.PyCallbackIOWriter(write)  # type: ignore[attr-defined]
+            faiss.write_index(index, writer)
+            del writer  # flushes
+            return True
+
+    def restore_state(
+        self,
+        vectors: np.ndarray,
+        ids: np.ndarray,
+        state: dict[str, Any],
+        read: Callable[[int], bytes] | None = None,
+    ) -> None:
+        """Take over a saved index: ``vectors`` / ``ids`` as kept, ``state`` from
+        :meth:`export_state` and, for an approximate index, ``read`` streaming what
+        :meth:`write_index` wrote (no training, no tuning). ``vectors`` is kept as is (not
+        copied; it is never written to). Raises ValueError when the parts do not fit."""
+        vectors = np.asarray(vectors, np.float32)
+        ids = np.asarray(ids, np.int64).ravel()
+        kind = str(state["kind"])
+        if vectors.shape != (ids.size, self.dim) or int(state["count"]) != ids.size:
+            raise ValueError("saved search index: vectors, ids and count do not fit")
+        with self._lock:
+            self._vectors, self._ids = vectors, ids
+            if kind == "flat":
+                self._kind, self._trained_size = "flat", ids.size
+                self._build()
+                return
+            if read is None:
+                raise ValueError("saved search index: the FAISS index is missing")
+            reader = faiss.PyCallbackIOReader(read, 1 << 22)  # type: ignore[attr-defined]
+            index = faiss.read_index(reader)
+            if index.ntotal != ids.size or index.d != self.dim:
+                raise ValueError("saved search index: the FAISS index does not hold these vectors")
+            self._index = self._to_gpu(index)
+            self._kind = kind
+            self._trained_size = int(state["trained_size"])
+            self._nlist = int(state["nlist"])
+            recall = state.get("measured_recall")
+            self.measured_recall = None if recall is None else float(recall)
+            if self.nprobe is not None and "IVF" in kind:
+                self._set_breadth(self.nprobe)
+            else:
+                self._set_breadth(int(state["breadth"]))
 
     # ------------------------------------------------------------------ queries
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,725 @@
+"""Start-up in seconds: the in-memory identifier saved beside the store, and catch-up by
+difference (issue 11).
+
+A **snapshot** is everything a :class:`~index.classifier.VectorIdentifier` answers from
+(rows, prototypes, whitening, calibrated thresholds, the FAISS index) plus the SHA-256 of every
+row (the duplicate table), written as ONE file beside the store:
+``<store>/_snapshots/identifier-<hash>.snap`` (a local directory or an object-store prefix such
+as ``s3://bucket/store``, through :mod:`pyarrow.fs`; LanceDB ignores the folder). ``<hash>``
+names the model fingerprint, the :class:`IdentifierConfig` and the model's within-species
+prior, so processes with other settings never read each other's file; the table version it
+was made at is inside. It is written to a temporary name and renamed (local) or put as one
+object (object stores), so a reader sees a whole file or the previous one. Every section
+carries a CRC-32: a truncated or damaged file is refused with a warning and the identifier is
+rebuilt from the store (never a crash, never a wrong answer).
+
+**Catch-up** (:func:`catch_up`): given an identifier at some version and the store at a later
+one, read only the ``id`` column, work out the rows added and removed, read the added rows'
+index columns (not the image bytes) and apply them with ``VectorIdentifier.add`` /
+``remove``. Rows in the store are never updated in place (a write adds or deletes rows;
+``reindex`` changes the fingerprint, hence the snapshot's name), so the ids say everything.
+Start-up (:func:`load_state`) is "snapshot, then catch-up"; a service's refresh is the same
+catch-up from its in-memory state. After a non-empty difference the whitening and the
+thresholds are refit (:func:`settle`), so the answers equal those of a full rebuild.
+
+**When to save** (:class:`Snapshots`): after a calibration when the last snapshot is
+:data:`SAVE_EVERY_WRITES` or more commits old, or older than :data:`SAVE_EVERY_SECONDS` (see
+:meth:`Snapshots.due`), and on clean shutdown; never for an identifier that is not
+:attr:`~index.classifier.VectorIdentifier.settled` (whitening or thresholds behind the rows).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import time
+import uuid
+import zlib
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+
+from .classifier import VectorIdentifier
+from .config import IdentifierConfig
+from .results import Thresholds
+from .schema import INDEX_COLUMNS
+from .store import SpecimenStore, sql_string
+from .whitening import WithinSpeciesPrior
+
+__all__ = [
+    "Difference",
+    "LoadedState",
+    "SnapshotError",
+    "SnapshotKey",
+    "Snapshots",
+    "catch_up",
+    "load_state",
+    "rebuild",
+    "settle",
+]
+
+log = logging.getLogger("shellid.index")
+
+MAGIC = b"SHELLID-SNAPSHOT-1\n"
+TAIL = b"SNAPEND1"
+FOLDER = "_snapshots"
+#: save after a calibration once the last snapshot is this many commits behind ...
+SAVE_EVERY_WRITES = 50
+#: ... or this old (seconds); and always on clean shutdown.
+SAVE_EVERY_SECONDS = 600.0
+#: a difference of more than this share of the rows (and more than CATCH_UP_FLOOR rows) is
+#: rebuilt rather than applied row by row.
+CATCH_UP_LIMIT = 0.25
+CATCH_UP_FLOOR = 1_000
+#: added rows read per filtered query (``id IN (...)``).
+READ_CHUNK = 5_000
+TAXONOMY_COLUMNS = ("genus", "family", "region")
+
+
+class SnapshotError(ValueError):
+    """A snapshot file that cannot be used (truncated, damaged, or not a snapshot)."""
+
+
+# ====================================================================== keys and places
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def prior_digest(prior: WithinSpeciesPrior | None) -> str:
+    """A short hash of the model's within-species prior ('' without one)."""
+    if prior is None:
+        return ""
+    h = hashlib.sha256()
+    for array in (prior.basis, prior.variances):
+        h.update(np.ascontiguousarray(array, np.float32).tobytes())
+    h.update(f"{prior.rest!r}/{prior.dof}".encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class SnapshotKey:
+    """What a snapshot must match to be used: the model fingerprint, the vector size, the
+    identifier config and the model's prior (the file name), and the table version it was
+    made at (a snapshot of an older version is caught up, never used as is)."""
+
+    fingerprint: str
+    dim: int
+    config: str  # _digest of IdentifierConfig.model_dump(mode="json")
+    prior: str  # prior_digest
+    version: int = 0
+
+    @classmethod
+    def of(
+        cls,
+        fingerprint: str,
+        dim: int,
+        config: IdentifierConfig,
+        prior: WithinSpeciesPrior | None,
+        version: int = 0,
+    ) -> SnapshotKey:
+        return cls(
+            fingerprint,
+            int(dim),
+            _digest(config.model_dump(mode="json")),
+            prior_digest(prior),
+            int(version),
+        )
+
+    @property
+    def name(self) -> str:
+        """The file name: everything but the version."""
+        return f"identifier-{_digest([self.fingerprint, self.dim, self.config, self.prior])}.snap"
+
+    def same_kind(self, other: SnapshotKey) -> bool:
+        return (self.fingerprint, self.dim, self.config, self.prior) == (
+            other.fingerprint,
+            other.dim,
+            other.config,
+            other.prior,
+        )
+
+
+def snapshot_place(
+    uri: str, filesystem: pafs.FileSystem | None = None
+) -> tuple[pafs.FileSystem, str]:
+    """``(filesystem, folder)`` of the snapshots of the store at ``uri``: ``<uri>/_snapshots``
+    on the local disk or the object store named by the URI's scheme (``s3://``, ``gs://``,
+    ...; credentials and endpoint as pyarrow reads them), or on ``filesystem`` when given."""
+    if filesystem is not None:
+        path = uri.split("://", 1)[-1]
+        return filesystem, f"{path.rstrip('/')}/{FOLDER}"
+    if "://" not in uri or uri.startswith("file://"):
+        local = Path(uri.removeprefix("file://")).expanduser().resolve()
+        return pafs.LocalFileSystem(), str(local / FOLDER)
+    fs, path = pafs.FileSystem.from_uri(uri)
+    return fs, f"{path.rstrip('/')}/{FOLDER}"
+
+
+# ====================================================================== the file format
+def _strings_to_arrays(values: np.ndarray) -> dict[str, np.ndarray]:
+    """An object array of strings as three numeric arrays (dictionary-encoded UTF-8)."""
+    encoded = pc.dictionary_encode(pa.array(values.tolist(), pa.large_string()))
+    words = encoded.dictionary.cast(pa.large_string())
+    offsets = np.frombuffer(words.buffers()[1], np.int64)[: len(words) + 1]
+    data = np.frombuffer(words.buffers()[2] or b"", np.uint8)[
+        : int(offsets[-1]) if len(offsets) else 0
+    ]
+    indices = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), np.int32)
+    return {"indices": indices, "offsets": offsets - offsets[0], "data": data}
+
+
+def _arrays_to_strings(indices: np.ndarray, offsets: np.ndarray, data: np.ndarray) -> np.ndarray:
+    words = pa.LargeStringArray.from_buffers(
+        len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data)
+    )
+    words.validate(full=True)
+    table = np.asarray(words.to_numpy(zero_copy_only=False), dtype=object)
+    if indices.size and (indices.min() < 0 or indices.max() >= table.size):
+        raise SnapshotError("string indices out of range")
+    return table[indices] if indices.size else np.zeros(0, dtype=object)
+
+
+class _Writer:
+    """Sections appended to an output stream, with offsets and CRC-32s for the footer."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.offset = 0
+        self.sections: list[dict[str, Any]] = []
+        self._write(MAGIC)
+
+    def _write(self, data: bytes | memoryview) -> None:
+        self.stream.write(data)
+        self.offset += len(data)
+
+    def array(self, name: str, array: np.ndarray) -> None:
+        array = np.ascontiguousarray(array)
+        view = memoryview(array.reshape(-1).view(np.uint8).data) if array.size else memoryview(b"")
+        self.sections.append(
+            {
+                "name": name,
+                "dtype": array.dtype.str,
+                "shape": list(array.shape),
+                "offset": self.offset,
+                "length": len(view),
+                "crc": zlib.crc32(view),
+            }
+        )
+        self._write(view)
+
+    def stream_section(self, name: str, produce: Callable[[Callable[[bytes], Any]], bool]) -> None:
+        start, crc = self.offset, 0
+
+        def write(data: bytes) -> int:
+            nonlocal crc
+            crc = zlib.crc32(data, crc)
+            self._write(data)
+            return len(data)
+
+        if produce(write):
+            self.sections.append(
+                {
+                    "name": name,
+                    "dtype": "|u1",
+                    "shape": [self.offset - start],
+                    "offset": start,
+                    "length": self.offset - start,
+                    "crc": crc,
+                }
+            )
+
+    def finish(self, header: dict[str, Any]) -> None:
+        footer = json.dumps({**header, "sections": self.sections}).encode()
+        self._write(footer)
+        self._write(len(footer).to_bytes(8, "little"))
+        self._write(TAIL)
+
+
+def _read(file: Any, length: int, offset: int) -> pa.Buffer:
+    """``length`` bytes at ``offset`` of a pyarrow input file, as a buffer (no copy)."""
+    file.seek(offset)
+    buffer: pa.Buffer = file.read_buffer(length)
+    return buffer
+
+
+class _Reader:
+    """Sections of a snapshot file (footer first), each checked against its CRC-32."""
+
+    def __init__(self, file: Any) -> None:
+        self.file = file
+        size = file.size()
+        if size < len(MAGIC) + 16 or _read(file, len(MAGIC), 0).to_pybytes() != MAGIC:
+            raise SnapshotError("not a snapshot file")
+        end = _read(file, 16, size - 16).to_pybytes()
+        if end[8:] != TAIL:
+            raise SnapshotError("truncated (no end marker)")
+        length = int.from_bytes(end[:8], "little")
+        if length <= 0 or length > size - 16 - len(MAGIC):
+            raise SnapshotError("damaged footer")
+        try:
+            self.header = json.loads(_read(file, length, size - 16 - length).to_pybytes())
+        except ValueError as exc:
+            raise SnapshotError(f"damaged footer ({exc})") from None
+        self.limit = size - 16 - length
+        self.sections = {s["name"]: s for s in self.header["sections"]}
+        for s in self.sections.values():
+            if s["offset"] < len(MAGIC) or s["offset"] + s["length"] > self.limit:
+                raise SnapshotError(f"section {s['name']} outside the file")
+
+    def has(self, name: str) -> bool:
+        return name in self.sections
+
+    def array(self, name: str) -> np.ndarray:
+        s = self.sections.get(name)
+        if s is None:
+            raise SnapshotError(f"no section {name}")
+        buffer = _read(self.file, s["length"], s["offset"]) if s["length"] else pa.py_buffer(b"")
+        if len(buffer) != s["length"] or zlib.crc32(memoryview(buffer)) != s["crc"]:
+            raise SnapshotError(f"section {name} is damaged")
+        dtype = np.dtype(s["dtype"])
+        return np.frombuffer(buffer, dtype).reshape(s["shape"])
+
+    def strings(self, name: str) -> np.ndarray:
+        return _arrays_to_strings(
+            self.array(f"{name}.indices"), self.array(f"{name}.offsets"), self.array(f"{name}.data")
+        )
+
+    def stream(self, name: str) -> Callable[[int], bytes]:
+        """A ``read(n)`` over one section; the CRC is checked when its last byte is read."""
+        s = self.sections.get(name)
+        if s is None:
+            raise SnapshotError(f"no section {name}")
+        position, end, crc = s["offset"], s["offset"] + s["length"], 0
+
+        def read(n: int) -> bytes:
+            nonlocal position, crc
+            n = min(int(n), end - position)
+            data = _read(self.file, n, position).to_pybytes() if n > 0 else b""
+            position += len(data)
+            crc = zlib.crc32(data, crc)
+            if position == end and crc != s["crc"]:
+                raise SnapshotError(f"section {name} is damaged")
+            return data
+
+        return read
+
+
+# ====================================================================== saving and loading
+@dataclass
+class Snapshot:
+    """A loaded snapshot: the identifier, the duplicate table, and the key it was made at."""
+
+    identifier: VectorIdentifier
+    sha: dict[str, tuple[str, str]]
+    key: SnapshotKey
+    saved_at: float
+
+
+class Snapshots:
+    """The snapshot files of one store (see the module doc for where and when)."""
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        filesystem: pafs.FileSystem | None = None,
+        every_writes: int = SAVE_EVERY_WRITES,
+        every_seconds: float = SAVE_EVERY_SECONDS,
+    ) -> None:
+        self.uri = str(uri)
+        self.fs, self.folder = snapshot_place(self.uri, filesystem)
+        self.every_writes = max(1, int(every_writes))
+        self.every_seconds = float(every_seconds)
+        self.saved_version: int | None = None  # of the last snapshot this process read or wrote
+        self.saved_at = 0.0
+
+    def path(self, key: SnapshotKey) -> str:
+        return f"{self.folder}/{key.name}"
+
+    def due(self, version: int, now: float | None = None) -> bool:
+        """Whether a snapshot at ``version`` is worth writing: the last one is
+        :attr:`every_writes` commits behind, or older than :attr:`every_seconds` and behind."""
+        if self.saved_version is None:
+            return True
+        if version == self.saved_version:
+            return False
+        now = time.time() if now is None else now
+        return (
+            abs(version - self.saved_version) >= self.every_writes
+            or now - self.saved_at >= self.every_seconds
+        )
+
+    def save(
+        self,
+        identifier: VectorIdentifier,
+        key: SnapshotKey,
+        sha: Mapping[str, tuple[str, str]] | None = None,
+    ) -> bool:
+        """Write ``identifier`` (settled, at ``key.version``) with the duplicate table ``sha``
+        (SHA-256 -> (species, id)); False, writing nothing, when it is not settled. The caller
+        holds the identifier still (a writer lock) while this runs."""
+        if not identifier.settled:
+            return False
+        arrays, meta = identifier.export_state()
+        by_id = {i: h for h, (_, i) in (sha or {}).items()}
+        arrays["rows.sha256"] = np.asarray(
+            [by_id.get(i, "") for i in identifier.rows.ids.tolist()], dtype=object
+        )
+        now = time.time()
+        final = self.path(key)
+        local = isinstance(self.fs, pafs.LocalFileSystem)
+        target = f"{final}.{uuid.uuid4().hex[:8]}.tmp" if local else final
+        self.fs.create_dir(self.folder, recursive=True)
+        try:
+            with self.fs.open_output_stream(target) as stream:
+                writer = _Writer(stream)
+                for name, array in arrays.items():
+                    if array.dtype == object:
+                        for part, values in _strings_to_arrays(array).items():
+                            writer.array(f"{name}.{part}", values)
+                    else:
+                        writer.array(name, array)
+                writer.stream_section("faiss", identifier.rows.index.write_index)
+                writer.finish(
+                    {
+                        "key": key.__dict__,
+                        "saved_at": now,
+                        "strings": [n for n, a in arrays.items() if a.dtype == object],
+                        "identifier": meta,
+                    }
+                )
+            if local:
+                self.fs.move(target, final)
+        except BaseException:
+            if local:
+                with contextlib.suppress(OSError):
+                    self.fs.delete_file(target)
+            raise
+        self.saved_version, self.saved_at = key.version, now
+        return True
+
+    def load(
+        self,
+        key: SnapshotKey,
+        config: IdentifierConfig | None = None,
+        prior: WithinSpeciesPrior | None = None,
+    ) -> Snapshot | None:
+        """The snapshot of ``key``'s kind (any version: see :func:`catch_up`); None when there
+        is none, or it is damaged or foreign (logged as a warning)."""
+        path = self.path(key)
+        try:
+            info = self.fs.get_file_info(path)
+            if info.type != pafs.FileType.File:
+                return None
+            with self.fs.open_input_file(path) as file:
+                reader = _Reader(file)
+                saved = SnapshotKey(**reader.header["key"])
+                if not saved.same_kind(key):
+                    log.warning("snapshot %s belongs to another model or config; ignored", path)
+                    return None
+                strings = set(reader.header["strings"])
+                arrays = {
+                    name: reader.array(name)
+                    for name in reader.sections
+                    if name != "faiss" and name.rsplit(".", 1)[0] not in strings
+                }
+                for name in reader.header["strings"]:
+                    arrays[name] = reader.strings(name)
+                read = reader.stream("faiss") if reader.has("faiss") else None
+                identifier = VectorIdentifier.from_state(
+                    arrays, reader.header["identifier"], config, prior, read
+                )
+        except (SnapshotError, ValueError, KeyError, TypeError, OSError, RuntimeError) as exc:
+            log.warning("snapshot %s cannot be used (%s); rebuilding from the store", path, exc)
+            return None
+        sha256 = arrays["rows.sha256"]
+        if len(sha256) != len(identifier):
+            log.warning("snapshot %s: duplicate table does not fit; rebuilding", path)
+            return None
+        sha = {
+            h: (s, i)
+            for h, s, i in zip(
+                sha256.tolist(),
+                identifier.rows.labels.tolist(),
+                identifier.rows.ids.tolist(),
+                strict=True,
+            )
+            if h
+        }
+        self.saved_version, self.saved_at = saved.version, float(reader.header["saved_at"])
+        return Snapshot(identifier, sha, saved, self.saved_at)
+
+
+# ====================================================================== catch-up
+@dataclass
+class Difference:
+    """What changed in the store between two versions, as applied to an identifier."""
+
+    from_version: int | None
+    to_version: int
+    added: pa.Table  # the added rows' index columns (no vectors), in store order
+    removed: list[str]  # ids
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.added.num_rows or self.removed)
+
+    @property
+    def added_ids(self) -> list[str]:
+        return [str(i) for i in self.added["id"].to_pylist()] if self.added.num_rows else []
+
+
+class TooDifferent(Exception):
+    """The difference is too large to apply row by row; rebuild instead."""
+
+
+def _taxonomy(
+    columns: Mapping[str, list[Any]], known: Mapping[str, Mapping[str, str]]
+) -> dict[str, dict[str, str]]:
+    """Species -> the first non-empty genus / family / region of its rows, as a full load
+    reads them (keys the identifier knows already are kept as they are)."""
+    taxonomy: dict[str, dict[str, str]] = defaultdict(dict)
+    for i, species in enumerate(columns["species"]):
+        for key in TAXONOMY_COLUMNS:
+            value = columns[key][i]
+            if value and key not in known.get(species, {}):
+                taxonomy[species].setdefault(key, value)
+    return dict(taxonomy)
+
+
+def _apply_rows(identifier: VectorIdentifier, table: pa.Table) -> None:
+    """Add the rows of an index-columns table to ``identifier`` (no calibration)."""
+    if not table.num_rows:
+        return
+    dim = identifier.dim
+    vectors = np.asarray(table["vector"].combine_chunks().flatten().to_numpy()).reshape(-1, dim)
+    columns = {c: table[c].to_pylist() for c in table.column_names if c not in ("vector", "sha256")}
+    identifier.add(
+        vectors,
+        columns["species"],
+        _taxonomy(columns, identifier.taxonomy),
+        columns["id"],
+        columns["specimen"],
+        sources=columns["source"],
+        regions=columns["region"],
+        calibrate=False,
+    )
+
+
+def catch_up(
+    identifier: VectorIdentifier,
+    store: SpecimenStore,
+    version: int | None = None,
+    *,
+    limit: float | None = None,
+) -> Difference:
+    """Bring ``identifier`` to the store's ``version`` (default: the latest) by applying the
+    difference: ids removed from the store are removed, ids added are read (index columns
+    only, ``id IN (...)`` in chunks) and added, in store order. Whitening and thresholds are
+    left as they were (:func:`settle` refits them). Raises :class:`TooDifferent` (changing
+    nothing) when more than ``limit`` (default :data:`CATCH_UP_LIMIT`) of the rows differ, and
+    more than :data:`CATCH_UP_FLOOR`."""
+    started = time.perf_counter()
+    version = store.latest_version() if version is None else int(version)
+    stored = (
+        store.read_version(["id"], version)["id"].combine_chunks()
+        if version
+        else pa.array([], pa.string())
+    )
+    known = pa.array(identifier.rows.ids.tolist(), pa.string())
+    is_new = pc.is_in(stored, value_set=known)
+    added_ids = pc.filter(stored, pc.invert(is_new))
+    gone = pc.filter(known, pc.invert(pc.is_in(known, value_set=stored)))
+    read = time.perf_counter()
+    changed = len(added_ids) + len(gone)
+    share = CATCH_UP_LIMIT if limit is None else limit
+    if changed > max(CATCH_UP_FLOOR, share * max(len(stored), len(known))):
+        raise TooDifferent(f"{changed} rows differ")
+    columns = [*INDEX_COLUMNS]
+    parts = []
+    wanted = added_ids.to_pylist()
+    for start in range(0, len(wanted), READ_CHUNK):
+        chunk = wanted[start : start + READ_CHUNK]
+        where = "id IN (" + ", ".join(sql_string(i) for i in chunk) + ")"
+        parts.append(store.read_version(columns, version, where))
+    added = pa.concat_tables(parts) if parts else None
+    if added is not None and added.num_rows != len(wanted):
+        raise TooDifferent("the store changed while reading")  # pragma: no cover - pinned read
+    fetched = time.perf_counter()
+    if gone:
+        identifier.remove(gone.to_pylist(), calibrate=False)
+    if added is not None:
+        order = pc.index_in(stored, value_set=added["id"])  # store order of the added rows
+        positions = pc.filter(order, pc.is_valid(order))
+        added = added.take(positions)
+        _apply_rows(identifier, added)
+    done = time.perf_counter()
+    meta = (
+        added.drop_columns(["vector"])
+        if added is not None
+        else pa.table(
+            {
+                "id": pa.array([], pa.string()),
+                "species": pa.array([], pa.string()),
+                "sha256": pa.array([], pa.string()),
+            }
+        )
+    )
+    return Difference(
+        None,
+        version,
+        meta,
+        [str(i) for i in gone.to_pylist()],
+        {"ids": read - started, "read": fetched - read, "apply": done - fetched},
+    )
+
+
+def update_duplicates(sha: dict[str, tuple[str, str]], difference: Difference) -> None:
+    """Apply ``difference`` to a duplicate table (SHA-256 -> (species, id)) in place."""
+    if difference.removed:
+        gone = set(difference.removed)
+        for h in [h for h, (_, i) in sha.items() if i in gone]:
+            del sha[h]
+    added = difference.added
+    if added.num_rows:
+        for h, s, i in zip(
+            added["sha256"].to_pylist(),
+            added["species"].to_pylist(),
+            added["id"].to_pylist(),
+            strict=True,
+        ):
+            sha[h] = (s, i)
+
+
+# ====================================================================== full loads
+def stored_thresholds(
+    store: SpecimenStore, config: IdentifierConfig, version: int
+) -> Thresholds | None:
+    """The thresholds ``store_info`` holds for ``version`` under ``config`` (None: none)."""
+    info = store.info()
+    stored = info.get("thresholds")
+    if (
+        stored
+        and info.get("calibrated_version") == version
+        and info.get("calibration_config") == config.model_dump(mode="json")
+    ):
+        return Thresholds.model_validate(stored)
+    return None
+
+
+def settle(
+    identifier: VectorIdentifier,
+    store: SpecimenStore,
+    version: int,
+    fallback: Thresholds | None = None,
+) -> Thresholds:
+    """Refit the whitening for the current rows and install thresholds: the store's for
+    ``version`` when recorded, else ``fallback`` (thresholds known to belong to these rows),
+    else a calibration. What a full load does after reading the rows."""
+    thresholds = stored_thresholds(store, identifier.config, version) or fallback
+    refit = identifier.prepare_refit(calibrate=thresholds is None)
+    identifier.apply_refit(refit)
+    if thresholds is not None:
+        identifier.thresholds = thresholds
+    return identifier.thresholds
+
+
+def rebuild(
+    store: SpecimenStore,
+    dim: int,
+    config: IdentifierConfig | None = None,
+    prior: WithinSpeciesPrior | None = None,
+    version: int | None = None,
+) -> tuple[VectorIdentifier, dict[str, tuple[str, str]], int]:
+    """Everything from the store, as before snapshots: ``(identifier, duplicate table,
+    version)`` with every row read (index columns), the FAISS index built and the whitening
+    refit (thresholds from the store, else calibrated)."""
+    version = store.latest_version() if version is None else int(version)
+    identifier = VectorIdentifier(dim, config, prior)
+    table = store.read_version([*INDEX_COLUMNS], version) if version else None
+    sha: dict[str, tuple[str, str]] = {}
+    if table is not None and table.num_rows:
+        _apply_rows(identifier, table)
+        sha = {
+            h: (s, i)
+            for h, s, i in zip(
+                table["sha256"].to_pylist(),
+                table["species"].to_pylist(),
+                table["id"].to_pylist(),
+                strict=True,
+            )
+        }
+    settle(identifier, store, version)
+    return identifier, sha, version
+
+
+@dataclass
+class LoadedState:
+    """What :func:`load_state` produced and how."""
+
+    identifier: VectorIdentifier
+    sha: dict[str, tuple[str, str]]
+    version: int
+    source: str  # "snapshot", "snapshot+catch-up" or "rebuild"
+    difference: Difference | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def load_state(
+    store: SpecimenStore,
+    dim: int,
+    fingerprint: str,
+    config: IdentifierConfig | None = None,
+    prior: WithinSpeciesPrior | None = None,
+    snapshots: Snapshots | None = None,
+) -> LoadedState:
+    """The identifier of the store's latest version: from the snapshot when one of this
+    model, config and prior exists (caught up by difference if the store moved on since),
+    else rebuilt from the store. A damaged snapshot is logged and rebuilt; never used."""
+    config = config or IdentifierConfig()
+    started = time.perf_counter()
+    version = store.latest_version()
+    key = SnapshotKey.of(fingerprint, dim, config, prior, version)
+    snapshot = snapshots.load(key, config, prior) if snapshots is not None else None
+    loaded = time.perf_counter()
+    if snapshot is not None:
+        identifier, sha = snapshot.identifier, snapshot.sha
+        try:
+            difference = catch_up(identifier, store, version)
+        except TooDifferent as exc:
+            log.info(
+                "snapshot of version %s is too far behind (%s); rebuilding",
+                snapshot.key.version,
+                exc,
+            )
+        else:
+            difference.from_version = snapshot.key.version
+            caught = time.perf_counter()
+            seconds = {"snapshot": loaded - started, "check": caught - loaded}
+            if difference:
+                update_duplicates(sha, difference)
+                settle(identifier, store, version)
+                seconds["settle"] = time.perf_counter() - caught
+                return LoadedState(
+                    identifier, sha, version, "snapshot+catch-up", difference, seconds
+                )
+            if (
+                snapshot.key.version != version
+            ):  # same rows: its thresholds hold unless the store has newer
+                settle_thresholds = stored_thresholds(store, config, version)
+                if settle_thresholds is not None:
+                    identifier.thresholds = settle_thresholds
+            return LoadedState(identifier, sha, version, "snapshot", difference, seconds)
+    identifier, sha, version = rebuild(store, dim, config, prior, version)
+    return LoadedState(
+        identifier, sha, version, "rebuild", None, {"rebuild": time.perf_counter() - loaded}
+    )

@@ -1,0 +1,276 @@
+"""Snapshots and catch-up (issue 11): a saved identifier answers as a rebuilt one; a stale
+snapshot is caught up by difference, a foreign one ignored, a damaged one rebuilt with a
+warning; catch-up after adds and deletes equals a full rebuild (small synthetic store)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import pyarrow.fs as pafs
+import pytest
+
+from index.classifier import VectorIdentifier
+from index.config import IdentifierConfig
+from index.snapshot import (
+    SnapshotKey,
+    Snapshots,
+    TooDifferent,
+    catch_up,
+    load_state,
+    rebuild,
+    settle,
+    update_duplicates,
+)
+from index.store import SpecimenStore
+from tests.clusters import unit
+
+DIM = 24
+FINGERPRINT = "f" * 16
+SPECIES = 12
+
+
+def rows(store: SpecimenStore, start: int, n: int, seed: int = 0):
+    """``n`` synthetic rows numbered from ``start``: 12 species, 2 views per specimen."""
+    centres = np.random.default_rng(99).normal(size=(SPECIES, DIM))
+    numbers = np.arange(start, start + n)
+    species = (numbers // 2) % SPECIES
+    rng = np.random.default_rng([seed, start])
+    vectors = unit(centres[species] + 0.7 * rng.normal(size=(n, DIM)))
+    names = [f"Genus{s % 5}_species{s}" for s in species]
+    return store.make_rows(
+        {
+            "id": [f"{i:016x}" for i in numbers],
+            "species": names,
+            "genus": [name.split("_")[0] for name in names],
+            "family": [f"Family{s % 2}" for s in species],
+            "region": ["Red Sea" if s % 3 == 0 else "" for s in species],
+            "extra": ["{}"] * n,
+            "specimen": [f"p{i // 2}" for i in numbers],
+            "source": ["test"] * n,
+            "filename": [f"{i}.jpg" for i in numbers],
+            "sha256": [hashlib.sha256(str(i).encode()).hexdigest() for i in numbers],
+            "fingerprint": [FINGERPRINT] * n,
+            "thumbnail": [b"t"] * n,
+            "image": [b"i"] * n,
+            "width": [1] * n,
+            "height": [1] * n,
+        },
+        vectors,
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SpecimenStore:
+    made = SpecimenStore(tmp_path / "store")
+    made.ensure_table(DIM)
+    made.add(rows(made, 0, 96))
+    made.add(rows(made, 96, 48))
+    return made
+
+
+QUERIES = unit(np.random.default_rng(5).normal(size=(12, DIM)))
+
+
+def queries(store: SpecimenStore) -> np.ndarray:
+    """Some stored vectors (near their species) and random directions (far from all)."""
+    table = store.read_version(["vector"], store.latest_version())
+    stored = np.asarray(table["vector"].combine_chunks().flatten().to_numpy()).reshape(-1, DIM)
+    return np.concatenate([stored[::11] + 0.05, QUERIES])
+
+
+def assert_same_answers(a: VectorIdentifier, b: VectorIdentifier, probes: np.ndarray) -> None:
+    assert sorted(a.specimen_ids) == sorted(b.specimen_ids)
+    assert a.species == b.species
+    ta, tb = a.thresholds, b.thresholds
+    for name in ("temperature", "ood", "unknown"):
+        assert getattr(ta, name) == pytest.approx(getattr(tb, name), abs=1e-5)
+    for q in probes:
+        x, y = a.identify(q[None, :], top_k=5), b.identify(q[None, :], top_k=5)
+        assert (x.decision, x.species, x.genus) == (y.decision, y.species, y.genus)
+        assert [c.species for c in x.candidates] == [c.species for c in y.candidates]
+        assert [c.score for c in x.candidates] == pytest.approx(
+            [c.score for c in y.candidates], abs=1e-4
+        )
+        assert [s.specimen_id for s in x.similar] == [s.specimen_id for s in y.similar]
+        assert x.ood_score == pytest.approx(y.ood_score, abs=1e-5)
+        assert x.confidence == pytest.approx(y.confidence, abs=1e-4)
+        assert x.region_votes.keys() == y.region_votes.keys()
+
+
+def fresh(store: SpecimenStore, config: IdentifierConfig | None = None):
+    return rebuild(SpecimenStore(store.uri, create=False), DIM, config)
+
+
+def saved(store: SpecimenStore, config: IdentifierConfig | None = None) -> Snapshots:
+    """A snapshot of the store as it is now."""
+    config = config or IdentifierConfig()
+    identifier, sha, version = fresh(store, config)
+    snapshots = Snapshots(store.uri)
+    key = SnapshotKey.of(FINGERPRINT, DIM, config, None, version)
+    assert snapshots.save(identifier, key, sha)
+    return snapshots
+
+
+@pytest.mark.parametrize("ann_threshold", [100_000, 50])  # exact search, and a saved IVF index
+def test_round_trip_answers_as_a_rebuild(store, ann_threshold):
+    config = IdentifierConfig(ann_threshold=ann_threshold)
+    snapshots = saved(store, config)
+    assert list(Path(store.uri, "_snapshots").glob("identifier-*.snap"))
+    state = load_state(store, DIM, FINGERPRINT, config, None, Snapshots(store.uri))
+    assert state.source == "snapshot" and not state.difference
+    identifier, sha, _ = fresh(store, config)
+    assert state.identifier.rows.index.kind == identifier.rows.index.kind
+    assert ("IVF" in identifier.rows.index.kind) == (ann_threshold == 50)
+    assert state.sha == sha and state.identifier.settled
+    assert_same_answers(state.identifier, identifier, queries(store))
+    assert snapshots.saved_version == state.version
+
+
+def test_stale_snapshot_is_caught_up_by_difference(store):
+    saved(store)
+    store.add(rows(store, 144, 30, seed=1))  # another process enrols ...
+    store.delete_ids([f"{i:016x}" for i in (3, 4, 5, 50)])  # ... and removes
+    state = load_state(store, DIM, FINGERPRINT, None, None, Snapshots(store.uri))
+    assert state.source == "snapshot+catch-up"
+    difference = state.difference
+    assert difference is not None and difference.from_version < difference.to_version
+    assert sorted(difference.removed) == sorted(f"{i:016x}" for i in (3, 4, 5, 50))
+    assert difference.added_ids == [f"{i:016x}" for i in range(144, 174)]
+    identifier, sha, version = fresh(store)
+    assert state.version == version and state.sha == sha
+    assert_same_answers(state.identifier, identifier, queries(store))
+
+
+def test_catch_up_in_memory_equals_a_rebuild(store):
+    """A service's refresh: catch up its own identifier, then settle (whitening, thresholds)."""
+    identifier, sha, _ = fresh(store)
+    store.add(rows(store, 144, 20, seed=2))
+    store.delete_species("Genus0_species0")  # a whole species goes (12 known rows, 2 new)
+    store.add(rows(store, 168, 4, seed=3))  # and two photos of it come back
+    difference = catch_up(identifier, store)
+    assert difference and len(identifier) == 144 + 18 + 4 - 12
+    assert len(difference.removed) == 12 and len(difference.added_ids) == 22
+    assert identifier.counts()["Genus0_species0"] == 2
+    update_duplicates(sha, difference)
+    assert not identifier.settled
+    settle(identifier, store, difference.to_version)
+    assert identifier.settled
+    rebuilt, rebuilt_sha, _ = fresh(store)
+    assert sha == rebuilt_sha
+    assert_same_answers(identifier, rebuilt, queries(store))
+    assert not catch_up(identifier, store)  # nothing more to apply
+
+
+def test_catch_up_refuses_a_difference_too_large(store, monkeypatch):
+    monkeypatch.setattr("index.snapshot.CATCH_UP_FLOOR", 10)
+    identifier, _, _ = fresh(store)
+    store.add(rows(store, 144, 200, seed=4))
+    count = len(identifier)
+    with pytest.raises(TooDifferent):
+        catch_up(identifier, store, limit=0.25)
+    assert len(identifier) == count  # nothing applied
+    store.delete_ids([f"{i:016x}" for i in range(144, 344)])
+    saved(store)
+    store.add(rows(store, 144, 200, seed=4))
+    state = load_state(store, DIM, FINGERPRINT, None, None, Snapshots(store.uri))
+    assert state.source == "rebuild" and len(state.identifier) == 344  # not caught up
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"config": IdentifierConfig(target_recall=0.8)},
+        {"fingerprint": "0" * 16},
+        {"prior": "prior"},
+    ],
+)
+def test_foreign_snapshot_is_never_used(store, other):
+    saved(store)
+    config = other.get("config", IdentifierConfig())
+    prior = None
+    if other.get("prior"):
+        from index.whitening import WithinSpeciesPrior
+
+        prior = WithinSpeciesPrior(np.eye(DIM, 2, dtype=np.float32), np.ones(2, np.float32), 1.0, 5)
+    state = load_state(
+        store, DIM, other.get("fingerprint", FINGERPRINT), config, prior, Snapshots(store.uri)
+    )
+    assert state.source == "rebuild"
+
+
+def test_snapshot_under_another_name_is_ignored(store, caplog):
+    snapshots = saved(store)
+    other = SnapshotKey.of(FINGERPRINT, DIM, IdentifierConfig(target_recall=0.8), None)
+    mine = SnapshotKey.of(FINGERPRINT, DIM, IdentifierConfig(), None)
+    Path(snapshots.path(mine)).rename(snapshots.path(other))  # a copy mix-up
+    with caplog.at_level(logging.WARNING, logger="shellid.index"):
+        state = load_state(
+            store, DIM, FINGERPRINT, IdentifierConfig(target_recall=0.8), None, snapshots
+        )
+    assert state.source == "rebuild"
+    assert "another model or config" in caplog.text
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "empty"])
+def test_damaged_snapshot_falls_back_to_a_rebuild(store, caplog, damage):
+    config = IdentifierConfig(ann_threshold=50)  # the FAISS section is in the file too
+    snapshots = saved(store, config)
+    path = Path(snapshots.path(SnapshotKey.of(FINGERPRINT, DIM, config, None)))
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    elif damage == "flip":
+        for spot in range(100, len(data) - 4000, 997):  # vectors, strings, FAISS lists
+            data[spot] ^= 0xFF
+    elif damage == "garbage":
+        data = bytearray(np.random.default_rng(0).bytes(len(data)))
+    else:
+        data = bytearray()
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="shellid.index"):
+        state = load_state(store, DIM, FINGERPRINT, config, None, Snapshots(store.uri))
+    assert state.source == "rebuild"
+    assert "cannot be used" in caplog.text
+    identifier, _, _ = fresh(store, config)
+    assert_same_answers(state.identifier, identifier, queries(store))
+
+
+def test_only_settled_identifiers_are_saved(store):
+    identifier, sha, _ = fresh(store)
+    store.add(rows(store, 144, 10, seed=5))
+    catch_up(identifier, store)  # rows moved on, whitening and thresholds not yet
+    snapshots = Snapshots(store.uri)
+    key = SnapshotKey.of(FINGERPRINT, DIM, IdentifierConfig(), None, store.latest_version())
+    assert not snapshots.save(identifier, key, sha)
+    assert not Path(snapshots.path(key)).exists()
+    settle(identifier, store, key.version)
+    assert snapshots.save(identifier, key, sha)
+    assert not list(Path(snapshots.folder).glob("*.tmp"))  # written under a temporary name
+
+
+def test_save_policy():
+    snapshots = Snapshots("/tmp/unused-store", every_writes=10, every_seconds=60)
+    assert snapshots.due(5)  # never saved
+    snapshots.saved_version, snapshots.saved_at = 5, 1000.0
+    assert not snapshots.due(5, now=5000.0)  # nothing new
+    assert not snapshots.due(9, now=1010.0)
+    assert snapshots.due(15, now=1010.0)  # 10 commits behind
+    assert snapshots.due(6, now=1061.0)  # a minute old
+
+
+def test_snapshots_go_through_a_pyarrow_filesystem(store, tmp_path):
+    """Any pyarrow filesystem (an object store's too) holds them: here a SubTreeFileSystem."""
+    fs = pafs.SubTreeFileSystem(str(tmp_path / "elsewhere"), pafs.LocalFileSystem())
+    (tmp_path / "elsewhere").mkdir()
+    snapshots = Snapshots("s3://bucket/shells", filesystem=fs)
+    assert snapshots.folder == "bucket/shells/_snapshots"
+    identifier, sha, version = fresh(store)
+    key = SnapshotKey.of(FINGERPRINT, DIM, IdentifierConfig(), None, version)
+    assert snapshots.save(identifier, key, sha)
+    assert (tmp_path / "elsewhere" / "bucket/shells/_snapshots" / key.name).is_file()
+    loaded = snapshots.load(key)
+    assert loaded is not None and loaded.key.version == version
+    assert_same_answers(loaded.identifier, identifier, queries(store))
