@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from types import ModuleType
 
 #: command name -> module under api.commands (module names avoid clashing with builtins).
@@ -43,9 +43,9 @@ def _load(name: str) -> ModuleType:
 
 
 def build_parser(
-    available: dict[str, ModuleType], chosen: str | None = None
+    available: dict[str, ModuleType], chosen: Collection[str] | None = None
 ) -> argparse.ArgumentParser:
-    """The ``shellid`` parser; with ``chosen`` only that command's options are added (the
+    """The ``shellid`` parser; with ``chosen`` only those commands' options are added (the
     others still list their one-line help)."""
     parser = argparse.ArgumentParser(
         prog="shellid",
@@ -55,7 +55,7 @@ def build_parser(
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module in available.items():
         command = sub.add_parser(name, help=module.HELP, description=module.HELP)
-        if chosen is None or name == chosen:
+        if chosen is None or name in chosen:
             module.add_arguments(command)
     return parser
 
@@ -88,7 +88,8 @@ def _available_commands() -> dict[str, ModuleType]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(_available_commands(), _command_in(argv))
+    command = _command_in(argv)
+    parser = build_parser(_available_commands(), [command] if command else [])
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # a mistyped option: show the usage of the command it was given to
         _subparser(parser, args.command).error(f"unrecognized arguments: {' '.join(unknown)}")

@@ -245,3 +245,16 @@ def test_the_configuration_reference_is_generated_from_the_models():
         assert f"`{variable}`" in text
     for doc in ("README.md", "docs/api.md"):
         assert "configuration.md" in (REPO / doc).read_text(encoding="utf-8"), doc
+
+
+def test_the_top_level_help_builds_no_settings_options():
+    """Options generated from the settings cost pydantic; ``shellid --help`` builds none."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\nfrom api.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n"
+        "    pass\nprint('pydantic_settings' in sys.modules, file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True)
+    assert done.stderr.strip().splitlines()[-1] == "False"

@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
-
-from embedder.settings import BACKBONE_NAMES
-from index.config import IndexSettings
+from typing import TYPE_CHECKING, Any
 
 from ._options import add_model_options, option_name, options_from
+
+if TYPE_CHECKING:
+    from index.config import IndexSettings
+
+
+def _settings_class() -> type[IndexSettings]:
+    """:class:`index.config.IndexSettings`, imported when options are built or read (pydantic
+    settings cost a few hundred ms that ``shellid --help`` does not pay)."""
+    from index.config import IndexSettings
+
+    return IndexSettings
 
 
 class CollectionOptionError(ValueError):
@@ -18,12 +26,14 @@ class CollectionOptionError(ValueError):
 
 
 def add_store_option(parser: argparse.ArgumentParser) -> None:
-    add_model_options(parser, IndexSettings, ["store"])
+    add_model_options(parser, _settings_class(), ["store"])
 
 
 def check_model_option(model: str | None) -> None:
     """Fail early, in one line and without importing torch, on a ``--model`` that is neither a
     packaged backbone name nor a readable ``MODEL.pt`` (a torch zip archive)."""
+    from embedder.settings import BACKBONE_NAMES
+
     if not model or model in BACKBONE_NAMES:
         return
     path = Path(model).expanduser()
@@ -42,7 +52,7 @@ def check_model_option(model: str | None) -> None:
 def add_model_option(parser: argparse.ArgumentParser, help_text: str | None = None) -> None:
     add_model_options(
         parser,
-        IndexSettings,
+        _settings_class(),
         ["model"],
         help={
             "model": help_text
@@ -65,7 +75,7 @@ def add_threshold_options(parser: argparse.ArgumentParser) -> None:
     )
     add_model_options(
         group,
-        IndexSettings,
+        _settings_class(),
         ["target_recall", "unknown_threshold", "ood_threshold"],
         help={"target_recall": "share of known-species photos to accept when calibrating"},
     )
@@ -74,8 +84,9 @@ def add_threshold_options(parser: argparse.ArgumentParser) -> None:
 def settings_from(args: argparse.Namespace, **extra: Any) -> IndexSettings:
     """:class:`index.config.IndexSettings` from the environment plus the given options (a bad
     value is one line naming the option or the variable)."""
-    given = {**options_from(args, IndexSettings), **extra}
-    return IndexSettings.load(given, option_name(IndexSettings))
+    settings = _settings_class()
+    given = {**options_from(args, settings), **extra}
+    return settings.load(given, option_name(settings))
 
 
 def open_collection(

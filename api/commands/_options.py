@@ -21,18 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import annotated_types
-from pydantic import BaseModel, SecretStr
-from pydantic_core import PydanticUndefined
-
-from embedder.settings import ShellidSettings, env_name
-
-_BOUNDS = (
-    (annotated_types.Gt, "gt", ">"),
-    (annotated_types.Ge, "ge", "≥"),
-    (annotated_types.Lt, "lt", "<"),
-    (annotated_types.Le, "le", "≤"),
-)
+#: annotated_types constraint -> its attribute and sign
+_BOUNDS = (("Gt", "gt", ">"), ("Ge", "ge", "≥"), ("Lt", "lt", "<"), ("Le", "le", "≤"))
 
 
 @dataclass(frozen=True)
@@ -75,6 +65,8 @@ def _unwrap(annotation: Any) -> tuple[type, tuple[Any, ...] | None]:
     if typing.get_origin(annotation) is Literal:
         choices = typing.get_args(annotation)
         return type(choices[0]), tuple(choices)
+    from pydantic import SecretStr
+
     if annotation is SecretStr or not isinstance(annotation, type):
         return str, None
     return annotation, None
@@ -82,6 +74,10 @@ def _unwrap(annotation: Any) -> tuple[type, tuple[Any, ...] | None]:
 
 def option_specs(model: type) -> dict[str, OptionSpec]:
     """Every field of a pydantic model or a dataclass, as an :class:`OptionSpec`."""
+    import annotated_types
+    from pydantic import BaseModel
+    from pydantic_core import PydanticUndefined
+
     specs: dict[str, OptionSpec] = {}
     if isinstance(model, type) and issubclass(model, BaseModel):
         for name, info in model.model_fields.items():
@@ -91,7 +87,7 @@ def option_specs(model: type) -> dict[str, OptionSpec]:
                 (sign, getattr(item, attr))
                 for item in info.metadata
                 for cls, attr, sign in _BOUNDS
-                if isinstance(item, cls)
+                if isinstance(item, getattr(annotated_types, cls))
             )
             default = None if info.default is PydanticUndefined else info.default
             specs[name] = OptionSpec(
@@ -112,6 +108,8 @@ def option_specs(model: type) -> dict[str, OptionSpec]:
 
 
 def _is_settings(model: type) -> bool:
+    from embedder.settings import ShellidSettings
+
     return isinstance(model, type) and issubclass(model, ShellidSettings)
 
 
@@ -125,6 +123,8 @@ def add_model_options(
     """Add an option for each of ``fields`` (default: all) of ``model`` to ``parser`` (a
     parser or an argument group). ``help`` replaces a field's description for this command;
     the bounds and the default are appended either way."""
+    from embedder.settings import env_name
+
     specs = option_specs(model)
     from_env = _is_settings(model)
     for name in fields if fields is not None else specs:

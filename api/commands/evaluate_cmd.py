@@ -8,8 +8,6 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from index.config import IndexSettings
-
 from ._collection import check_model_option, settings_from
 from ._options import add_model_options
 
@@ -49,6 +47,8 @@ def _positive(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from index.config import IndexSettings
+
     parser.add_argument(
         "data", metavar="DATA", help="folder with one sub-folder of photos per species"
     )

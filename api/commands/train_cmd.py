@@ -6,14 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from embedder.settings import TrainingConfig
-
 from ._options import add_model_options, options_from
 
 HELP = "train the embedder on DATA/<species>/*.jpg (CPU-friendly default; writes MODEL.pt)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from embedder.settings import TrainingConfig
+
     parser.add_argument(
         "data", metavar="DATA", help="folder with one sub-folder of photos per species"
     )
@@ -42,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from embedder.settings import TrainingConfig
     from embedder.training import train_collection
 
     from ._output import check_output
