@@ -639,13 +639,18 @@ def rebuild(
     config: IdentifierConfig | None = None,
     prior: WithinSpeciesPrior | None = None,
     version: int | None = None,
+    seconds: dict[str, float] | None = None,
 ) -> tuple[VectorIdentifier, dict[str, tuple[str, str]], int]:
     """Everything from the store, as before snapshots: ``(identifier, duplicate table,
     version)`` with every row read (index columns), the FAISS index built and the whitening
-    refit (thresholds from the store, else calibrated)."""
+    refit (thresholds from the store, else calibrated). ``seconds`` receives the time of each
+    step (read, index, settle)."""
+    times = seconds if seconds is not None else {}
+    started = time.perf_counter()
     version = store.latest_version() if version is None else int(version)
     identifier = VectorIdentifier(dim, config, prior)
     table = store.read_version([*INDEX_COLUMNS], version) if version else None
+    read = time.perf_counter()
     sha: dict[str, tuple[str, str]] = {}
     if table is not None and table.num_rows:
         _apply_rows(identifier, table)
@@ -658,7 +663,9 @@ def rebuild(
                 strict=True,
             )
         }
+    indexed = time.perf_counter()
     settle(identifier, store, version)
+    times.update(read=read - started, index=indexed - read, settle=time.perf_counter() - indexed)
     return identifier, sha, version
 
 

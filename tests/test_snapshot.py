@@ -274,3 +274,64 @@ def test_snapshots_go_through_a_pyarrow_filesystem(store, tmp_path):
     loaded = snapshots.load(key)
     assert loaded is not None and loaded.key.version == version
     assert_same_answers(loaded.identifier, identifier, queries(store))
+
+
+def test_snapshots_beside_an_s3_store(monkeypatch):
+    """A store on an S3-protocol server (moto's): the snapshot goes to <uri>/_snapshots as
+    one object, start-up takes it, and catches up with a write made after it."""
+    boto3 = pytest.importorskip("boto3")
+    from tests.test_s3_replicas import BUCKET, S3Server, _boto_args
+
+    server = S3Server()
+    try:
+        boto3.client("s3", **_boto_args(server)).create_bucket(Bucket=BUCKET)
+        for key, value in server.env().items():
+            monkeypatch.setenv(key, value)
+        uri = f"s3://{BUCKET}/snapshots-test"
+        store = SpecimenStore(uri)
+        store.ensure_table(DIM)
+        store.add(rows(store, 0, 96))
+        snapshots = saved(store)
+        assert snapshots.folder == f"{BUCKET}/snapshots-test/_snapshots"
+        store.add(rows(store, 96, 10, seed=6))
+        state = load_state(store, DIM, FINGERPRINT, None, None, Snapshots(uri))
+        assert state.source == "snapshot+catch-up" and len(state.identifier) == 106
+        identifier, _, _ = fresh(store)
+        assert_same_answers(state.identifier, identifier, queries(store))
+    finally:
+        server.stop()
+
+
+def test_incremental_tables_equal_tables_built_at_once():
+    """EnrolledRows keeps its species / specimen tables by renumbering, not by re-sorting:
+    after adds and drops they equal those of the same rows enrolled in one go."""
+    from index.enrolled import EnrolledRows
+
+    rng = np.random.default_rng(3)
+    grown = EnrolledRows(DIM)
+    next_id = 0
+    for step in range(12):
+        n = int(rng.integers(1, 9))
+        species = [f"Sp{int(s)}" for s in rng.integers(0, 7, n)]
+        groups = [f"g{int(g)}" for g in rng.integers(0, 5, n)]
+        regions = [["", "Red Sea", "Indo-Pacific; Red Sea"][int(r)] for r in rng.integers(0, 3, n)]
+        ids = [str(next_id + i) for i in range(n)]
+        next_id += n
+        grown.add(unit(rng.normal(size=(n, DIM))), species, None, ids, groups, regions=regions)
+        if step % 3 == 2:
+            grown.drop(rng.random(len(grown)) < 0.3)
+    once = EnrolledRows(DIM)
+    once.add(
+        grown.vectors,
+        grown.labels.tolist(),
+        None,
+        grown.ids.tolist(),
+        [g.split("\x1f", 1)[1] for g in grown.groups.tolist()],
+        regions=grown.row_regions.tolist(),
+    )
+    assert grown.species == once.species
+    for name in ("y", "g", "counts", "group_counts", "order", "starts"):
+        np.testing.assert_array_equal(getattr(grown, name), getattr(once, name))
+    assert grown.species_regions == once.species_regions
+    assert list(grown.group_names) == sorted(set(grown.groups.tolist()))
+    np.testing.assert_allclose(grown.vector_sum, once.vector_sum, atol=1e-5)
