@@ -17,7 +17,7 @@ import threading
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -313,9 +313,9 @@ class SpecimenIndex:
                     taxonomy=clean_taxonomy(taxonomy),
                     source=source,
                 )
-                self._commit(batch, model)
+                batch = self._commit(batch, model, report, strict)
                 report.added, report.specimen_ids = len(batch.ids), batch.ids
-                if calibrate:
+                if calibrate and batch.ids:
                     self.calibrate()
             identifier = self._identifier
             report.total = identifier.counts().get(name, 0) if identifier is not None else 0
@@ -343,39 +343,91 @@ class SpecimenIndex:
             raise DuplicateImageError(f"{first}: {why}; nothing was enrolled")
         return keep
 
-    def _commit(self, batch: _Enrolment, model: ModelRecord) -> None:
-        """Write ``batch`` to the store (one commit), then to the in-memory identifier and
-        duplicate table; a failure there rolls the store back."""
+    def _commit(
+        self, batch: _Enrolment, model: ModelRecord, report: EnrollReport, strict: bool
+    ) -> _Enrolment:
+        """Write ``batch`` to the store (one commit), settle it against writers that committed
+        the same photos first (:meth:`_settle`), then bring the in-memory identifier and
+        duplicate table in step; a failure there withdraws the commit. Returns what stayed."""
         self.store.ensure_table(model.dim)
         if not self.store.info().get("fingerprint") or self.store.count() == 0:
             self.record_model(model)
+        loaded = self._loaded_version
         before = self.store.latest_version()
-        self.store.add(self.store.make_rows(batch.columns(model.fingerprint), batch.vectors))
+        version = self.store.add(
+            self.store.make_rows(batch.columns(model.fingerprint), batch.vectors)
+        )
         try:
-            with self.lock:
-                identifier = self._identifier
-                if identifier is None or len(identifier) == 0:  # the model's size and prior
-                    identifier = VectorIdentifier(model.dim, self.config, self.prior())
-                identifier.add(
-                    batch.vectors,
-                    [batch.name] * len(batch.ids),
-                    {batch.name: batch.species_taxonomy},
-                    batch.ids,
-                    batch.specimens,
-                    sources=[batch.source] * len(batch.ids),
-                    regions=[batch.taxonomy.get("region", "")] * len(batch.ids),
-                    calibrate=False,
-                )
-                if identifier is not self._identifier:
-                    identifier.set_overrides(**self.settings.threshold_overrides())
-                    self._identifier = identifier
-                for photo, specimen_id in zip(batch.photos, batch.ids, strict=True):
-                    self._sha[photo.sha256] = (batch.name, specimen_id)
-                self._loaded_version = self.store.version
+            size = len(batch.ids)
+            batch = self._settle(batch, version, report, strict)
+            if loaded != before or version != before + 1 or len(batch.ids) != size:
+                self.load()  # others' commits came in between: take them in too
+            else:
+                self._add_own_rows(batch, model, version)
         except Exception:
             self.store.rollback(before)
             self.load()
             raise
+        return batch
+
+    def _settle(
+        self, batch: _Enrolment, version: int, report: EnrollReport, strict: bool
+    ) -> _Enrolment:
+        """The duplicate rules again at commit time, against the table just before this
+        commit (another process may have enrolled the same photos since this one refreshed):
+        the rows that lost are deleted again (a commit of their own) and reported as
+        duplicates or refused. Of two writers, the later commit always yields."""
+        owners = self.store.owners_before(version - 1, [p.sha256 for p in batch.photos])
+        lost = [k for k, p in enumerate(batch.photos) if p.sha256 in owners]
+        if not lost:
+            return batch
+        for k in lost:
+            photo = batch.photos[k]
+            species, specimen_id = owners[photo.sha256]
+            if species == batch.name:
+                report.duplicates.append(photo.name)
+            else:
+                report.refused[photo.name] = (
+                    f"already enrolled as {species} (specimen {specimen_id})"
+                )
+        if strict and report.refused:
+            self.store.delete_ids(batch.ids)
+            first, why = next(iter(report.refused.items()))
+            raise DuplicateImageError(f"{first}: {why}; nothing was enrolled")
+        self.store.delete_ids([batch.ids[k] for k in lost])
+        stay = [k for k in range(len(batch.ids)) if k not in set(lost)]
+        return replace(
+            batch,
+            photos=[batch.photos[k] for k in stay],
+            vectors=batch.vectors[stay],
+            ids=[batch.ids[k] for k in stay],
+            groups=[batch.groups[k] for k in stay],
+        )
+
+    def _add_own_rows(self, batch: _Enrolment, model: ModelRecord, version: int) -> None:
+        """The in-memory state after this process's own commit ``version``, the only one since
+        the state was loaded: the batch added in place. (When other writers committed in
+        between, marking ``version`` loaded would hide their commits: the caller reloads.)"""
+        with self.lock:
+            identifier = self._identifier
+            if identifier is None or len(identifier) == 0:  # the model's size and prior
+                identifier = VectorIdentifier(model.dim, self.config, self.prior())
+            identifier.add(
+                batch.vectors,
+                [batch.name] * len(batch.ids),
+                {batch.name: batch.species_taxonomy},
+                batch.ids,
+                batch.specimens,
+                sources=[batch.source] * len(batch.ids),
+                regions=[batch.taxonomy.get("region", "")] * len(batch.ids),
+                calibrate=False,
+            )
+            if identifier is not self._identifier:
+                identifier.set_overrides(**self.settings.threshold_overrides())
+                self._identifier = identifier
+            for photo, specimen_id in zip(batch.photos, batch.ids, strict=True):
+                self._sha[photo.sha256] = (batch.name, specimen_id)
+            self._loaded_version = version
 
     def record_model(self, model: ModelRecord, **info: Any) -> None:
         """Record in the store which model makes its vectors, with the model's prior."""
@@ -420,11 +472,15 @@ class SpecimenIndex:
             identifier = self._identifier
             if identifier is None or key not in identifier.species:
                 raise SpeciesNotFoundError(f"species {name!r} is not enrolled")
+            before = self._loaded_version
             removed = self.store.delete_species(key)
-            with self.lock:
-                identifier.remove_species(key, calibrate=False)
-                self._sha = {h: v for h, v in self._sha.items() if v[0] != key}
-                self._loaded_version = self.store.version
+            if self.store.version != before + 1:
+                self.load()  # others' commits came in between: take them in too
+            else:
+                with self.lock:
+                    identifier.remove_species(key, calibrate=False)
+                    self._sha = {h: v for h, v in self._sha.items() if v[0] != key}
+                    self._loaded_version = self.store.version
             self.calibrate()
             return removed
 
@@ -444,11 +500,15 @@ class SpecimenIndex:
                 genus=identifier.taxon_of(species)[0],
                 score=1.0,
             )
+            before = self._loaded_version
             self.store.delete_ids([specimen_id])
-            with self.lock:
-                identifier.remove([specimen_id], calibrate=False)
-                self._sha = {h: v for h, v in self._sha.items() if v[1] != specimen_id}
-                self._loaded_version = self.store.version
+            if self.store.version != before + 1:
+                self.load()  # others' commits came in between: take them in too
+            else:
+                with self.lock:
+                    identifier.remove([specimen_id], calibrate=False)
+                    self._sha = {h: v for h, v in self._sha.items() if v[1] != specimen_id}
+                    self._loaded_version = self.store.version
             self.calibrate()
             return record
 

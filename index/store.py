@@ -338,7 +338,7 @@ class SpecimenStore:
 
     def add(self, table: pa.Table) -> int:
         """Append rows in ONE commit; on any failure the table is restored to the version
-        before the call and StoreError is raised. Returns the new version."""
+        before the call and StoreError is raised. Returns the version this commit made."""
         if self._specimens is None:
             raise StoreError("the specimens table does not exist yet (call ensure_table)")
         ids = [str(i) for i in table.column("id").to_pylist()]
@@ -352,9 +352,10 @@ class SpecimenStore:
                     f"({storage_problem(exc)})"
                 ) from exc
             self._committed()
-            self._last_added = (self.version, ids)
+            version = self.version  # this commit's (housekeeping may commit after it)
+            self._last_added = (version, ids)
             self._after_write()
-            return self.version
+            return version
 
     def _committed(self) -> None:
         self._own_versions.append(int(self._specimens.version) if self._specimens else 0)
@@ -423,6 +424,31 @@ class SpecimenStore:
             self._committed()
             self._after_write()
             return before
+
+    def owners_before(self, version: int, sha256s: list[str]) -> dict[str, tuple[str, str]]:
+        """Who held these photos (SHA-256 of the original bytes) in the table as of
+        ``version``: ``sha256 -> (species, id)``. A writer asks for the version just before its
+        own commit: commits are totally ordered, so of two processes that enrolled one photo at
+        once exactly one (the later commit) finds the other's row."""
+        if version < 1 or not sha256s or self._specimens is None:
+            return {}
+        where = "sha256 IN (" + ", ".join(sql_string(h) for h in sorted(set(sha256s))) + ")"
+        try:
+            table = self._db.open_table(SPECIMENS_TABLE)
+            table.checkout(version)
+            rows = table.search().where(where).select(["sha256", "species", "id"]).limit(None)
+            found = rows.to_arrow()
+        except Exception as exc:
+            raise StoreError(f"cannot read store {self.uri}: {storage_problem(exc)}") from exc
+        owners: dict[str, tuple[str, str]] = {}
+        for sha, species, specimen_id in zip(
+            found["sha256"].to_pylist(),
+            found["species"].to_pylist(),
+            found["id"].to_pylist(),
+            strict=True,
+        ):
+            owners.setdefault(sha, (species, specimen_id))
+        return owners
 
     def delete_ids(self, ids: list[str]) -> int:
         ids = [i for i in ids if ID_PATTERN.match(i)]
