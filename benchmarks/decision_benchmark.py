@@ -54,6 +54,7 @@ from index.prototypes import l2_normalise  # noqa: E402
 from index.results import REJECTIONS  # noqa: E402
 from index.whitening import Whitening, WithinSpeciesPrior  # noqa: E402
 from index.workflows.evaluation.cache import EmbeddingCache  # noqa: E402
+from index.workflows.evaluation.metrics import REPORTED_KNOWN_RECALL, fpr_at_recall  # noqa: E402
 
 #: the last commit before the decision layer was rebuilt (issue 10).
 BASELINE_COMMIT = "8abbf92"
@@ -104,10 +105,10 @@ def split(records, shots, seed):
     return enrolled, queries, strangers
 
 
-def rejected_at_recall(known: np.ndarray, unknown: np.ndarray, recall: float = 0.95) -> float:
-    """Share of ``unknown`` scores above the threshold that keeps ``recall`` of ``known``
-    (the same operating point for every method)."""
-    return float(np.mean(unknown > np.quantile(known, recall)))
+def rejected_at_recall(known: np.ndarray, unknown: np.ndarray) -> float:
+    """Share of ``unknown`` scores above the threshold that keeps the reports' known recall
+    (:data:`REPORTED_KNOWN_RECALL`) of ``known``: the same operating point for every method."""
+    return 1.0 - fpr_at_recall(known, unknown, REPORTED_KNOWN_RECALL)
 
 
 def probe_scores(train_x, train_y, names, queries):

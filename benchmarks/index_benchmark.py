@@ -48,6 +48,7 @@ from index.classifier import VectorIdentifier  # noqa: E402
 from index.config import IdentifierConfig  # noqa: E402
 from index.prototypes import l2_normalise  # noqa: E402
 from index.results import REJECTIONS  # noqa: E402
+from index.workflows.evaluation.metrics import REPORTED_KNOWN_RECALL  # noqa: E402
 
 
 @dataclass
@@ -98,7 +99,7 @@ class NearestNeighbour:
         vectors: np.ndarray,
         species: list[str],
         groups: list[str],
-        target_recall: float = 0.95,
+        target_recall: float = REPORTED_KNOWN_RECALL,
     ) -> None:
         self.vectors = l2_normalise(vectors)
         self.names = sorted(set(species))

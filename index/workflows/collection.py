@@ -102,7 +102,7 @@ class Collection:
         ``check_model=False`` (for ``reindex``). ``need_model=False`` skips loading the model
         (listing and removing work; enrolling and identifying images do not).
         """
-        settings = settings or IndexSettings()
+        settings = settings or IndexSettings.load()
         store = SpecimenStore(
             uri if uri is not None else settings.store,
             create=create,

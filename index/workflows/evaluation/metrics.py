@@ -157,8 +157,14 @@ def most_confused_pairs(matrix: np.ndarray, species: Sequence[str], n: int = 10)
     ]
 
 
+#: The known recall at which the reports and benchmarks compare open-set scores ("share of
+#: unknowns still accepted at 95 % known recall", as in the OOD literature's FPR@95). A fixed
+#: yardstick, not the product's operating point (that is ``index.config.DEFAULT_TARGET_RECALL``).
+REPORTED_KNOWN_RECALL = 0.95
+
+
 def fpr_at_recall(
-    known_scores: np.ndarray, novel_scores: np.ndarray, recall: float = 0.95
+    known_scores: np.ndarray, novel_scores: np.ndarray, recall: float = REPORTED_KNOWN_RECALL
 ) -> float:
     """Share of novel queries still accepted when the threshold accepts ``recall`` of the known.
 

@@ -11,7 +11,7 @@ import numpy as np
 from index.calibration import auroc
 from index.results import DECISIONS
 
-from .metrics import fpr_at_recall
+from .metrics import REPORTED_KNOWN_RECALL, fpr_at_recall
 
 
 def holdout_species(
@@ -42,7 +42,7 @@ def decision_rates(decisions: Sequence[str]) -> dict[str, float]:
 
 
 def detection_figures(
-    known: np.ndarray, novel: np.ndarray, target_recall: float = 0.95
+    known: np.ndarray, novel: np.ndarray, target_recall: float = REPORTED_KNOWN_RECALL
 ) -> dict[str, float | int]:
     """AUROC and FPR at ``target_recall`` known recall for scores where higher = more novel
     (AUROC NaN when a side is empty)."""
@@ -60,7 +60,7 @@ def open_set_figures(
     unknown_scores: np.ndarray,
     ood_scores: Mapping[str, np.ndarray],
     decisions: Mapping[str, Sequence[str]] | None,
-    target_recall: float = 0.95,
+    target_recall: float = REPORTED_KNOWN_RECALL,
 ) -> dict:
     """Figures of one method.
 
