@@ -356,29 +356,8 @@ class Collection:
         return self.index.search(vectors, k, region, genus, family)
 
     # ================================================================== the engine's answers
-    # Vectors, listing and curation need no photo and no model: the engine answers them.
-    def identify_embeddings(
-        self,
-        vectors: np.ndarray,
-        top_k: int = 5,
-        region: str | None = None,
-        genus: str | None = None,
-        family: str | None = None,
-    ) -> Identification:
-        """:meth:`identify` for embeddings ``(v, d)`` of the views of one specimen."""
-        return self.index.identify(vectors, top_k, region, genus, family)
-
-    def search_embeddings(
-        self,
-        vectors: np.ndarray,
-        k: int = 10,
-        region: str | None = None,
-        genus: str | None = None,
-        family: str | None = None,
-    ) -> list[SimilarSpecimen]:
-        """:meth:`search` for embeddings ``(v, d)`` of the views of one specimen."""
-        return self.index.search(vectors, k, region, genus, family)
-
+    # Listing and curation need no photo and no model: the engine answers them (and vectors
+    # embedded elsewhere go straight to it: ``collection.index.identify(vectors)``).
     def refresh(self) -> bool:
         """Catch up with other processes' writes to the store; True when there were any."""
         return self.index.refresh()
