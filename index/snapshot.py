@@ -39,6 +39,7 @@ import uuid
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,10 +62,13 @@ __all__ = [
     "SnapshotError",
     "SnapshotKey",
     "Snapshots",
+    "apply_difference",
     "catch_up",
     "load_state",
+    "read_difference",
     "rebuild",
     "settle",
+    "update_duplicates",
 ]
 
 log = logging.getLogger("shellid.index")
@@ -515,19 +519,18 @@ def _apply_rows(identifier: VectorIdentifier, table: pa.Table) -> None:
     )
 
 
-def catch_up(
+def read_difference(
     identifier: VectorIdentifier,
     store: SpecimenStore,
     version: int | None = None,
     *,
     limit: float | None = None,
 ) -> Difference:
-    """Bring ``identifier`` to the store's ``version`` (default: the latest) by applying the
-    difference: ids removed from the store are removed, ids added are read (index columns
-    only, ``id IN (...)`` in chunks) and added, in store order. Whitening and thresholds are
-    left as they were (:func:`settle` refits them). Raises :class:`TooDifferent` (changing
-    nothing) when more than ``limit`` (default :data:`CATCH_UP_LIMIT`) of the rows differ, and
-    more than :data:`CATCH_UP_FLOOR`."""
+    """What :func:`catch_up` would apply, read without changing ``identifier`` (so a service
+    reads outside its query lock): the ids removed from the store since, and the added rows'
+    index columns (``id IN (...)`` in chunks; vectors included) in store order. Raises
+    :class:`TooDifferent` when more than ``limit`` (default :data:`CATCH_UP_LIMIT`) of the
+    rows differ, and more than :data:`CATCH_UP_FLOOR`."""
     started = time.perf_counter()
     version = store.latest_version() if version is None else int(version)
     stored = (
@@ -536,51 +539,59 @@ def catch_up(
         else pa.array([], pa.string())
     )
     known = pa.array(identifier.rows.ids.tolist(), pa.string())
-    is_new = pc.is_in(stored, value_set=known)
-    added_ids = pc.filter(stored, pc.invert(is_new))
+    added_ids = pc.filter(stored, pc.invert(pc.is_in(stored, value_set=known)))
     gone = pc.filter(known, pc.invert(pc.is_in(known, value_set=stored)))
-    read = time.perf_counter()
+    compared = time.perf_counter()
     changed = len(added_ids) + len(gone)
     share = CATCH_UP_LIMIT if limit is None else limit
     if changed > max(CATCH_UP_FLOOR, share * max(len(stored), len(known))):
         raise TooDifferent(f"{changed} rows differ")
-    columns = [*INDEX_COLUMNS]
-    parts = []
     wanted = added_ids.to_pylist()
-    for start in range(0, len(wanted), READ_CHUNK):
-        chunk = wanted[start : start + READ_CHUNK]
-        where = "id IN (" + ", ".join(sql_string(i) for i in chunk) + ")"
-        parts.append(store.read_version(columns, version, where))
-    added = pa.concat_tables(parts) if parts else None
-    if added is not None and added.num_rows != len(wanted):
-        raise TooDifferent("the store changed while reading")  # pragma: no cover - pinned read
-    fetched = time.perf_counter()
-    if gone:
-        identifier.remove(gone.to_pylist(), calibrate=False)
-    if added is not None:
-        order = pc.index_in(stored, value_set=added["id"])  # store order of the added rows
-        positions = pc.filter(order, pc.is_valid(order))
-        added = added.take(positions)
-        _apply_rows(identifier, added)
-    done = time.perf_counter()
-    meta = (
-        added.drop_columns(["vector"])
-        if added is not None
-        else pa.table(
-            {
-                "id": pa.array([], pa.string()),
-                "species": pa.array([], pa.string()),
-                "sha256": pa.array([], pa.string()),
-            }
+    parts = [
+        store.read_version(
+            [*INDEX_COLUMNS],
+            version,
+            "id IN (" + ", ".join(sql_string(i) for i in wanted[k : k + READ_CHUNK]) + ")",
         )
-    )
-    return Difference(
-        None,
-        version,
-        meta,
-        [str(i) for i in gone.to_pylist()],
-        {"ids": read - started, "read": fetched - read, "apply": done - fetched},
-    )
+        for k in range(0, len(wanted), READ_CHUNK)
+    ]
+    if parts:
+        added = pa.concat_tables(parts)
+        if added.num_rows != len(wanted):  # pragma: no cover - a pinned read
+            raise TooDifferent("the store changed while reading")
+        order = pc.index_in(stored, value_set=added["id"])  # store order of the added rows
+        added = added.take(pc.filter(order, pc.is_valid(order)))
+    else:
+        added = pa.table({c: pa.array([], pa.string()) for c in ("id", "species", "sha256")})
+    seconds = {"ids": compared - started, "read": time.perf_counter() - compared}
+    return Difference(None, version, added, [str(i) for i in gone.to_pylist()], seconds)
+
+
+def apply_difference(identifier: VectorIdentifier, difference: Difference) -> None:
+    """Apply a :func:`read_difference` result with ``VectorIdentifier.remove`` / ``add`` (no
+    refit: see :func:`settle`)."""
+    started = time.perf_counter()
+    if difference.removed:
+        identifier.remove(difference.removed, calibrate=False)
+    if difference.added.num_rows:
+        _apply_rows(identifier, difference.added)
+    difference.seconds["apply"] = time.perf_counter() - started
+
+
+def catch_up(
+    identifier: VectorIdentifier,
+    store: SpecimenStore,
+    version: int | None = None,
+    *,
+    limit: float | None = None,
+) -> Difference:
+    """Bring ``identifier`` to the store's ``version`` (default: the latest) by applying the
+    difference (:func:`read_difference`, then :func:`apply_difference`). Whitening and
+    thresholds are left as they were (:func:`settle` refits them). :class:`TooDifferent`
+    (changing nothing) when the difference is too large to be worth it."""
+    difference = read_difference(identifier, store, version, limit=limit)
+    apply_difference(identifier, difference)
+    return difference
 
 
 def update_duplicates(sha: dict[str, tuple[str, str]], difference: Difference) -> None:
@@ -621,16 +632,19 @@ def settle(
     store: SpecimenStore,
     version: int,
     fallback: Thresholds | None = None,
+    lock: AbstractContextManager[Any] | None = None,
 ) -> Thresholds:
     """Refit the whitening for the current rows and install thresholds: the store's for
     ``version`` when recorded, else ``fallback`` (thresholds known to belong to these rows),
-    else a calibration. What a full load does after reading the rows."""
+    else a calibration. What a full load does after reading the rows. The refit is computed
+    first and installed under ``lock`` (a service's query lock) at once."""
     thresholds = stored_thresholds(store, identifier.config, version) or fallback
     refit = identifier.prepare_refit(calibrate=thresholds is None)
-    identifier.apply_refit(refit)
-    if thresholds is not None:
-        identifier.thresholds = thresholds
-    return identifier.thresholds
+    with lock if lock is not None else contextlib.nullcontext():
+        identifier.apply_refit(refit)
+        if thresholds is not None:
+            identifier.thresholds = thresholds
+        return identifier.thresholds
 
 
 def rebuild(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import threading
 import uuid
@@ -45,11 +46,22 @@ from .results import (
     SpeciesSummary,
     Thresholds,
 )
+from .snapshot import (
+    SnapshotKey,
+    Snapshots,
+    TooDifferent,
+    apply_difference,
+    load_state,
+    read_difference,
+    settle,
+    update_duplicates,
+)
 from .store import SpecimenStore, sql_string
 from .whitening import WithinSpeciesPrior
 
 #: taxonomy keys stored in their own columns; any other key goes to the JSON ``extra`` column.
 TAXONOMY_COLUMNS = ("genus", "family", "region")
+log = logging.getLogger("shellid.index")
 #: what a species' photo list reads from the store (no vectors, no image bytes).
 PHOTO_COLUMNS = [
     "id",
@@ -184,66 +196,97 @@ class SpecimenIndex:
         self._identifier: VectorIdentifier | None = None
         self._sha: dict[str, tuple[str, str]] = {}
         self._loaded_version = -1
+        self._snapshot_files: Snapshots | bool | None = None  # False: none for this URI
+        self._fingerprint = ""  # the model of the loaded vectors
         self.load()
 
     # ================================================================== loading
     def load(self) -> None:
-        """(Re)build the in-memory identifier from the store."""
-        table = self.store.load_index()
-        version = self.store.version
+        """(Re)build the in-memory identifier: from the snapshot beside the store caught up
+        with the store by difference, else from every row (:mod:`index.snapshot`)."""
         dim = self.store.dim or self.dim
         identifier = None
         sha: dict[str, tuple[str, str]] = {}
+        version = self.store.latest_version()
         if dim is not None:
-            identifier = VectorIdentifier(dim, self.config, self.prior())
-            if table.num_rows:
-                vectors = table["vector"].combine_chunks().flatten().to_numpy().reshape(-1, dim)
-                columns = {c: table[c].to_pylist() for c in table.column_names if c != "vector"}
-                taxonomy: dict[str, dict[str, str]] = defaultdict(dict)
-                for i, species in enumerate(columns["species"]):
-                    for key in TAXONOMY_COLUMNS:
-                        if columns[key][i]:
-                            taxonomy[species].setdefault(key, columns[key][i])
-                identifier.add(
-                    vectors,
-                    columns["species"],
-                    taxonomy,
-                    columns["id"],
-                    columns["specimen"],
-                    sources=columns["source"],
-                    regions=columns["region"],
-                    calibrate=False,
-                )
-                sha = {
-                    h: (s, i)
-                    for h, s, i in zip(
-                        columns["sha256"], columns["species"], columns["id"], strict=True
-                    )
-                }
-            info = self.store.info()
-            stored = info.get("thresholds")
-            if (
-                stored
-                and info.get("calibrated_version") == version
-                and info.get("calibration_config") == self.config.model_dump(mode="json")
-            ):  # the scorer is refitted (deterministic), the thresholds fitted with it reused
-                identifier.apply_refit(identifier.prepare_refit(calibrate=False))
-                identifier.thresholds = Thresholds.model_validate(stored)
-            else:
-                identifier.calibrate()
+            fingerprint = str(self.store.info().get("fingerprint") or "")
+            state = load_state(
+                self.store,
+                dim,
+                fingerprint,
+                self.config,
+                self.prior(),
+                self._snapshots() if fingerprint else None,
+            )
+            identifier, sha, version = state.identifier, state.sha, state.version
             identifier.set_overrides(**self.settings.threshold_overrides())
+            self._fingerprint = fingerprint
         with self.lock:
             self._identifier = identifier
             self._sha = sha
             self._loaded_version = version
+        if identifier is not None:
+            self.save_snapshot()
 
     def refresh(self) -> bool:
-        """Reload from the store if another process wrote to it; True when it did."""
+        """Catch up with other processes' commits by difference (only the ``id`` column and
+        the added rows are read), then refit the whitening and thresholds off the query lock;
+        True when anything was committed since."""
         with self.write_lock:
-            if self.store.latest_version() == self._loaded_version:
+            version = self.store.latest_version()
+            identifier = self._identifier
+            if version == self._loaded_version:
                 return False
-            self.load()
+            fingerprint = str(self.store.info().get("fingerprint") or "")
+            if identifier is None or (self.store.dim, fingerprint) != (
+                identifier.dim,
+                self._fingerprint,
+            ):  # nothing loaded yet, or re-embedded by another model: rows kept ids, not vectors
+                self.load()
+                return True
+            try:
+                difference = read_difference(identifier, self.store, version)
+            except TooDifferent:
+                self.load()
+                return True
+            with self.lock:
+                apply_difference(identifier, difference)
+                update_duplicates(self._sha, difference)
+                self._loaded_version = version
+            if difference:
+                settle(identifier, self.store, version, lock=self.lock)
             return True
+
+    def _snapshots(self) -> Snapshots | None:
+        """The snapshot files of this store (None where pyarrow cannot reach its URI)."""
+        if self._snapshot_files is None:
+            try:
+                self._snapshot_files = Snapshots(self.store.uri)
+            except (OSError, ValueError) as exc:  # e.g. a URI scheme pyarrow has no filesystem for
+                log.info("no snapshots for store %s: %s", self.store.uri, exc)
+                self._snapshot_files = False
+        return self._snapshot_files if isinstance(self._snapshot_files, Snapshots) else None
+
+    def save_snapshot(self, force: bool = False) -> bool:
+        """Save the identifier beside the store when due (:meth:`Snapshots.due`: 50 commits or
+        10 minutes since the last) or ``force`` (clean shutdown), and only when it is settled;
+        True when written. A failure is logged, never raised (the store stays the truth)."""
+        with self.write_lock:
+            identifier, snapshots = self._identifier, self._snapshots()
+            fingerprint = str(self.store.info().get("fingerprint") or "")
+            version = self._loaded_version
+            if identifier is None or snapshots is None or not fingerprint or not len(identifier):
+                return False
+            if not (force or snapshots.due(version)) or snapshots.saved_version == version:
+                return False
+            key = SnapshotKey.of(
+                fingerprint, identifier.dim, self.config, identifier.prior, version
+            )
+            try:
+                return snapshots.save(identifier, key, self._sha)
+            except Exception as exc:  # a snapshot is an optimisation: the store stays
+                log.warning("saving the snapshot of store %s failed: %s", self.store.uri, exc)
+                return False
 
     def prior(self) -> WithinSpeciesPrior | None:
         """The model's within-species prior as the store recorded it (None: it has none)."""
@@ -431,6 +474,7 @@ class SpecimenIndex:
 
     def record_model(self, model: ModelRecord, **info: Any) -> None:
         """Record in the store which model makes its vectors, with the model's prior."""
+        self._fingerprint = model.fingerprint
         self.store.write_prior(model.prior)
         self.store.write_info(
             fingerprint=model.fingerprint,
@@ -529,6 +573,7 @@ class SpecimenIndex:
                 calibrated_version=self.store.version,
                 calibration_config=self.config.model_dump(mode="json"),
             )
+            self.save_snapshot()
             return thresholds
 
     # ================================================================== queries
