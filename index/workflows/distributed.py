@@ -128,17 +128,38 @@ class RunTiming:
     workers: int = 0
     gpus_per_worker: float = 0.0
     connect_s: float = 0.0  # ray.init (starting a local Ray, or joining a cluster)
-    first_result_s: float = 0.0  # from connecting to the first embedded batch (actors loading)
     total_s: float = 0.0  # the whole call
     commit_s: float = 0.0  # the driver writing the store
+    commits: int = 0
     photos: int = 0  # photos through the pipeline (embedded, skipped or unreadable)
     embedded: int = 0
+    started_at: float = 0.0  # wall clock when the call began
+    work_began: float = float("inf")  # wall clock when a worker began its first batch
+    work_ended: float = 0.0  # ... and when the last batch was done
+
+    @property
+    def warmup_s(self) -> float:
+        """From connecting to the first batch begun (workers starting, models loading)."""
+        return self.work_began - self.started_at - self.connect_s
 
     @property
     def steady_rate(self) -> float:
-        """Photos per second once the first batch came back (startup excluded)."""
-        span = self.total_s - self.connect_s - self.first_result_s
+        """Photos per second while the workers worked (their start-up excluded)."""
+        span = self.work_ended - self.work_began
         return self.photos / span if span > 0 else float("nan")
+
+    def saw(self, batch: dict[str, np.ndarray]) -> int:
+        """Count a batch back from the workers; returns its size."""
+        self.work_began = min(self.work_began, float(batch["began"].min()))
+        self.work_ended = max(self.work_ended, float(batch["ended"].max()))
+        self.photos += len(batch["began"])
+        return len(batch["began"])
+
+
+def _stamped(result: dict[str, np.ndarray], began: float) -> dict[str, np.ndarray]:
+    """A worker's output batch with when it began and ended (wall clock, for RunTiming)."""
+    n = len(next(iter(result.values())))
+    return result | {"began": np.full(n, began), "ended": np.full(n, time.time())}
 
 
 @dataclass
@@ -309,22 +330,28 @@ class _EnrolWorker:
             return "error", exc.reason, None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        began = time.time()
         done = list(self.pool.map(self._intake, batch["path"], batch["species"]))
         photos = [p for _, _, p in done if p is not None]
         vectors = np.zeros((len(done), int(self.embedder.dim)), np.float32)
         if photos:
             rows = [k for k, (_, _, p) in enumerate(done) if p is not None]
             vectors[rows] = self.embedder.embed_images([p.image for p in photos])
-        return {
-            "row": batch["row"],
-            "status": np.array([s for s, _, _ in done], dtype=object),
-            "detail": np.array([d for _, d, _ in done], dtype=object),
-            "stored": np.array([p.stored if p else b"" for _, _, p in done], dtype=object),
-            "thumbnail": np.array([p.thumbnail if p else b"" for _, _, p in done], dtype=object),
-            "width": np.array([p.width if p else 0 for _, _, p in done], dtype=np.int64),
-            "height": np.array([p.height if p else 0 for _, _, p in done], dtype=np.int64),
-            "vector": vectors,
-        }
+        return _stamped(
+            {
+                "row": batch["row"],
+                "status": np.array([s for s, _, _ in done], dtype=object),
+                "detail": np.array([d for _, d, _ in done], dtype=object),
+                "stored": np.array([p.stored if p else b"" for _, _, p in done], dtype=object),
+                "thumbnail": np.array(
+                    [p.thumbnail if p else b"" for _, _, p in done], dtype=object
+                ),
+                "width": np.array([p.width if p else 0 for _, _, p in done], dtype=np.int64),
+                "height": np.array([p.height if p else 0 for _, _, p in done], dtype=np.int64),
+                "vector": vectors,
+            },
+            began,
+        )
 
 
 class _PathWorker:
@@ -334,17 +361,15 @@ class _PathWorker:
         self.embedder = _worker_embedder(model, fingerprint, batch_size, cpus)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        began = time.time()
         paths = [str(p) for p in batch["path"]]
         result = self.embedder.embed_paths(paths, progress=False)
         vectors = np.zeros((len(paths), int(self.embedder.dim)), np.float32)
         position = {p: k for k, p in enumerate(paths)}
         for vector, path in zip(result.embeddings, result.paths, strict=True):
             vectors[position[str(path)]] = vector
-        return {
-            "row": batch["row"],
-            "error": np.array([result.errors.get(p, "") for p in paths], dtype=object),
-            "vector": vectors,
-        }
+        errors = np.array([result.errors.get(p, "") for p in paths], dtype=object)
+        return _stamped({"row": batch["row"], "error": errors, "vector": vectors}, began)
 
 
 class _StoredWorker:
@@ -360,6 +385,8 @@ class _StoredWorker:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from ..store import sql_string
+
+        began = time.time()
         from .collection import _stored_image
 
         ids = [str(i) for i in batch["id"]]
@@ -371,7 +398,7 @@ class _StoredWorker:
                 f"stored image {missing[0]} vanished during re-embedding; run reindex again"
             )
         images = [_stored_image(i, blobs[i]) for i in ids]
-        return {"id": batch["id"], "vector": self.embedder.embed_images(images)}
+        return _stamped({"id": batch["id"], "vector": self.embedder.embed_images(images)}, began)
 
 
 def _map(items: list[dict[str, Any]], worker: type, plan: _Plan, batch_size: int, **kwargs: Any):
@@ -461,6 +488,7 @@ def enroll_on_ray(
     already enrolled under the same species are skipped unread (``duplicates``)."""
     timing = timing if timing is not None else RunTiming()
     started = time.perf_counter()
+    timing.started_at = time.time()
     embedder = collection.embedder  # the model, checked against the store, before Ray starts
     names = [canonical_species(job.species) for job in jobs]
     reports = [EnrollReport(species=name) for name in names]
@@ -486,6 +514,7 @@ def enroll_on_ray(
             calibrate=False,
         )
         timing.commit_s += time.perf_counter() - began
+        timing.commits += 1
         report = reports[j]
         report.added += part.added
         report.specimen_ids += part.specimen_ids
@@ -512,8 +541,6 @@ def enroll_on_ray(
                 known=_known_photos(collection),
             )
             for out in results.iter_batches(batch_size=None, batch_format="numpy"):
-                if not timing.first_result_s:
-                    timing.first_result_s = time.perf_counter() - started - timing.connect_s
                 touched: set[int] = set()
                 for n, row in enumerate(out["row"]):
                     j, k = where[int(row)]
@@ -549,8 +576,7 @@ def enroll_on_ray(
                 for j in sorted(touched):
                     if pending[j].left == 0 or len(pending[j].photos) >= options.commit_photos:
                         commit(j)
-                timing.photos += len(out["row"])
-                bar.update(len(out["row"]))
+                bar.update(timing.saw(out))
     for j in range(len(jobs)):
         commit(j)  # nothing left when every photo came back; kept for safety
     info = collection.store.info()
@@ -580,6 +606,7 @@ def embed_on_ray(
     path)`` in the order of ``paths``, as ``Embedder.embed_paths`` gives them."""
     timing = timing if timing is not None else RunTiming()
     started = time.perf_counter()
+    timing.started_at = time.time()
     vectors: dict[int, np.ndarray] = {}
     errors: dict[str, str] = {}
     items = [{"row": r, "path": str(Path(p).expanduser().resolve())} for r, p in enumerate(paths)]
@@ -597,16 +624,13 @@ def embed_on_ray(
             fingerprint=fingerprint,
         )
         for out in results.iter_batches(batch_size=None, batch_format="numpy"):
-            if not timing.first_result_s:
-                timing.first_result_s = time.perf_counter() - started - timing.connect_s
             for n, row in enumerate(out["row"]):
                 r = int(row)
                 if out["error"][n]:
                     errors[str(paths[r])] = str(out["error"][n])
                 else:
                     vectors[r] = out["vector"][n]
-            timing.photos += len(out["row"])
-            bar.update(len(out["row"]))
+            bar.update(timing.saw(out))
     kept = sorted(vectors)
     timing.embedded = len(kept)
     timing.total_s = time.perf_counter() - started
@@ -628,6 +652,7 @@ def reindex_on_ray(
     (:meth:`Collection.reindex_embedded`). Returns the number of photos re-embedded."""
     timing = timing if timing is not None else RunTiming()
     started = time.perf_counter()
+    timing.started_at = time.time()
     new_embedder = loaded(make_embedder(model)[0])
     ids = [str(i) for i in collection.store.load_index(["id"])["id"].to_pylist()]
     vectors = np.zeros((len(ids), int(new_embedder.dim)), np.float32)
@@ -653,14 +678,11 @@ def reindex_on_ray(
                 fingerprint=new_embedder.fingerprint,
             )
             for out in results.iter_batches(batch_size=None, batch_format="numpy"):
-                if not timing.first_result_s:
-                    timing.first_result_s = time.perf_counter() - started - timing.connect_s
                 vectors[[position[str(i)] for i in out["id"]]] = out["vector"]
-                timing.photos += len(out["id"])
-                bar.update(len(out["id"]))
+                bar.update(timing.saw(out))
     timing.embedded = timing.photos
     began = time.perf_counter()
     count = collection.reindex_embedded(model, ids, vectors, embedder=new_embedder)
-    timing.commit_s = time.perf_counter() - began
+    timing.commit_s, timing.commits = time.perf_counter() - began, 1
     timing.total_s = time.perf_counter() - started
     return count
