@@ -335,3 +335,33 @@ def test_incremental_tables_equal_tables_built_at_once():
     assert grown.species_regions == once.species_regions
     assert list(grown.group_names) == sorted(set(grown.groups.tolist()))
     np.testing.assert_allclose(grown.vector_sum, once.vector_sum, atol=1e-5)
+
+
+def test_the_engine_starts_from_its_snapshot_and_refreshes_by_difference(store, monkeypatch):
+    """SpecimenIndex: the first start rebuilds and leaves a snapshot; the next starts from it;
+    another process's writes arrive by difference; nothing is rebuilt after the first start."""
+    from index.config import IndexSettings
+    from index.specimens import SpecimenIndex
+
+    store.write_info(fingerprint=FINGERPRINT)
+    settings, config = IndexSettings(), IdentifierConfig()
+    first = SpecimenIndex(SpecimenStore(store.uri, create=False), settings, config, dim=DIM)
+    assert list(Path(store.uri, "_snapshots").glob("identifier-*.snap"))
+
+    def no_rebuild(*args, **kwargs):
+        raise AssertionError("rebuilt from the store")
+
+    monkeypatch.setattr("index.snapshot.rebuild", no_rebuild)
+    engine = SpecimenIndex(SpecimenStore(store.uri, create=False), settings, config, dim=DIM)
+    assert len(engine) == len(first) == 144
+    monkeypatch.setattr("index.specimens.load_state", no_rebuild)  # refresh never reloads
+    other = SpecimenStore(store.uri, create=False)  # another process enrols and removes
+    other.add(rows(other, 144, 8, seed=7))
+    other.delete_ids([f"{i:016x}" for i in (0, 1)])
+    assert engine.refresh() and not engine.refresh()
+    assert len(engine) == 150
+    assert engine._sha == fresh(store)[1]  # the duplicate table followed
+    monkeypatch.undo()
+    identifier = engine.identifier
+    assert identifier is not None and identifier.settled
+    assert_same_answers(identifier, fresh(store)[0], queries(store))
