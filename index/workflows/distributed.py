@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 import re
 import tempfile
 import time
@@ -60,7 +59,7 @@ LOCAL_OBJECT_STORE = 1 << 30
 #: blocks the list of photos is cut into (Ray Data forms the actors' batches from them)
 MAX_BLOCKS = 256
 #: where a local Ray keeps its sockets and logs (a short path: sockets have a length limit)
-LOCAL_TEMP_DIR = os.environ.get("SHELLID_RAY_TMPDIR", "/tmp/shellid-ray")
+LOCAL_TEMP_DIR = "/tmp/shellid-ray"
 
 _ADDRESS = re.compile(r"^(local|auto|(ray|anyscale)://\S+|[\w.-]+:\d+)$")
 
@@ -100,7 +99,8 @@ def require_ray() -> ModuleType:
 class RayOptions:
     """How a job runs on Ray. ``workers``: actors (default: one per GPU where the cluster has
     GPUs, else one per ``cpus_per_worker`` CPUs); ``gpus_per_worker``: default 1 where the
-    cluster has GPUs, else 0; ``commit_photos``: photos per store commit."""
+    cluster has GPUs, else 0; ``commit_photos``: photos per store commit; ``temp_dir``: the
+    sockets and logs of a local Ray."""
 
     address: str = "local"
     workers: int | None = None
@@ -108,6 +108,7 @@ class RayOptions:
     gpus_per_worker: float | None = None
     batch_size: int = DEFAULT_BATCH
     commit_photos: int = DEFAULT_COMMIT
+    temp_dir: str = LOCAL_TEMP_DIR
 
     def __post_init__(self) -> None:
         check_address(self.address)
@@ -212,7 +213,7 @@ def _init(ray: ModuleType, options: RayOptions, common: dict[str, Any]) -> None:
                 num_cpus=cpus,
                 include_dashboard=False,
                 object_store_memory=LOCAL_OBJECT_STORE,
-                _temp_dir=LOCAL_TEMP_DIR,
+                _temp_dir=options.temp_dir,
                 **common,
             )
         else:
