@@ -132,7 +132,7 @@ class EnrolledRows:
         self.vector_sum += vectors.sum(axis=0, dtype=np.float64)
         self._id_set.update(ids)
         self._count_regions(species, row_regions, 1)
-        self.index.add(vectors, keys)
+        self.index.add(vectors, keys, kept=self.vectors)  # one copy of the rows
         self._tables()
         return n
 
@@ -197,12 +197,13 @@ class EnrolledRows:
         count = int(mask.sum())
         if not count:
             return 0
-        self.index.remove(self.keys[mask])
         keep = ~mask
+        kept = self.vectors[keep]
+        self.index.remove(self.keys[mask], kept=kept)
         self.vector_sum -= self.vectors[mask].sum(axis=0, dtype=np.float64)
         self._id_set.difference_update(self.ids[mask].tolist())
         self._count_regions(self.labels[mask].tolist(), self.row_regions[mask].tolist(), -1)
-        self.vectors = self.vectors[keep]
+        self.vectors = kept
         self.labels = self.labels[keep]
         self.groups = self.groups[keep]
         self.ids = self.ids[keep]

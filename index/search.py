@@ -253,8 +253,11 @@ class VectorIndex:
                 self._set_breadth(self.nprobe)
 
     # ------------------------------------------------------------------ updates
-    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
-        """Add vectors under new int64 ids (an id already present raises ValueError)."""
+    def add(self, vectors: np.ndarray, ids: np.ndarray, *, kept: np.ndarray | None = None) -> None:
+        """Add vectors under new int64 ids (an id already present raises ValueError).
+        ``kept``: the caller's array of every vector after the addition (the old ones, then
+        these), kept as the index's copy instead of a concatenation of its own (one O(n d)
+        copy and n d floats of memory fewer; it must not be written to afterwards)."""
         vectors = _as_matrix(vectors, self.dim)
         ids = np.asarray(ids, dtype=np.int64).ravel()
         if ids.size != vectors.shape[0]:
@@ -269,7 +272,11 @@ class VectorIndex:
                 np.unique(ids).size != ids.size or np.isin(ids, self._ids).any()
             ):
                 raise ValueError("ids must be new and unique")
-            self._vectors = np.concatenate([self._vectors, vectors])
+            total = self._ids.size + ids.size
+            if kept is not None and kept.shape == (total, self.dim) and kept.dtype == np.float32:
+                self._vectors = kept
+            else:
+                self._vectors = np.concatenate([self._vectors, vectors])
             self._ids = np.concatenate([self._ids, ids])
             if self._needs_rebuild():
                 self._build()
@@ -277,15 +284,21 @@ class VectorIndex:
                 assert self._index is not None
                 self._index.add_with_ids(vectors, ids)
 
-    def remove(self, ids: np.ndarray) -> int:
-        """Remove ids (unknown ones are ignored); returns how many were removed."""
+    def remove(self, ids: np.ndarray, *, kept: np.ndarray | None = None) -> int:
+        """Remove ids (unknown ones are ignored); returns how many were removed. ``kept``: the
+        caller's array of the remaining vectors in order, kept as the index's copy (see
+        :meth:`add`)."""
         ids = np.asarray(ids, dtype=np.int64).ravel()
         with self._lock:
             keep = ~np.isin(self._ids, ids)
             removed = int(self._ids.size - keep.sum())
             if not removed:
                 return 0
-            self._vectors = self._vectors[keep]
+            rest = int(keep.sum())
+            if kept is not None and kept.shape == (rest, self.dim) and kept.dtype == np.float32:
+                self._vectors = kept
+            else:
+                self._vectors = self._vectors[keep]
             self._ids = self._ids[keep]
             if self._needs_rebuild():
                 self._build()
