@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from embedder.datasets import genus_of
 
@@ -45,6 +46,8 @@ class EnrolledRows:
         self.dim = int(dim)
         self.index = index if index is not None else VectorIndex(self.dim)
         self.vectors = np.zeros((0, self.dim), np.float32)
+        self._buffer: np.ndarray | None = None  # self.vectors is its first rows (see add)
+        self._id_array: pa.Array | None = None  # ids as Arrow strings, made on first use
         self.labels = np.zeros(0, dtype=object)
         self.groups = np.zeros(0, dtype=object)
         self.ids = np.zeros(0, dtype=object)
@@ -120,7 +123,7 @@ class EnrolledRows:
         qualified = [f"{s}{GROUP_SEP}{g}" for s, g in zip(species, group_names, strict=True)]
         row_regions = [str(r) for r in (regions or [""] * n)]
         self._add_names(species, qualified)
-        self.vectors = np.concatenate([self.vectors, vectors])
+        self.vectors = self._append_vectors(vectors)
         self.labels = np.concatenate([self.labels, np.asarray(species, dtype=object)])
         self.groups = np.concatenate([self.groups, np.asarray(qualified, dtype=object)])
         self.ids = np.concatenate([self.ids, np.asarray(ids, dtype=object)])
@@ -131,10 +134,25 @@ class EnrolledRows:
         self.keys = np.concatenate([self.keys, keys])
         self.vector_sum += vectors.sum(axis=0, dtype=np.float64)
         self._id_set.update(ids)
+        if self._id_array is not None:
+            self._id_array = pa.concat_arrays([self._id_array, pa.array(ids, pa.string())])
         self._count_regions(species, row_regions, 1)
         self.index.add(vectors, keys, kept=self.vectors)  # one copy of the rows
         self._tables()
         return n
+
+    def _append_vectors(self, vectors: np.ndarray) -> np.ndarray:
+        """The rows with ``vectors`` appended, as a view of a buffer with room to grow (an
+        eighth more each time it is reallocated): appending copies only the new rows. Rows
+        already in the buffer are never written again, so earlier views stay valid."""
+        n, k = len(self), vectors.shape[0]
+        buffer = self._buffer
+        if buffer is None or buffer.shape[0] < n + k:  # None: the rows are not in it
+            buffer = np.empty((n + k + (n + k) // 8, self.dim), np.float32)
+            buffer[:n] = self.vectors
+            self._buffer = buffer
+        buffer[n : n + k] = vectors
+        return buffer[: n + k]
 
     def _add_names(self, species: list[str], qualified: list[str]) -> None:
         """Species and group indices of new rows (``y`` / ``g`` appended), merging new names
@@ -181,6 +199,13 @@ class EnrolledRows:
                 if not texts:
                     del self._region_texts[name]
 
+    def id_array(self) -> pa.Array:
+        """The ids as an Arrow string array (kept in step with the rows once made), for
+        set operations against a store's ``id`` column."""
+        if self._id_array is None:
+            self._id_array = pa.array(self.ids.tolist(), pa.string())
+        return self._id_array
+
     def rows_of_ids(self, specimen_ids: Sequence[str]) -> np.ndarray:
         """Boolean mask of the rows with these ids; raises :class:`SpecimenNotFoundError` for
         an id that is not enrolled."""
@@ -200,8 +225,11 @@ class EnrolledRows:
         keep = ~mask
         kept = self.vectors[keep]
         self.index.remove(self.keys[mask], kept=kept)
+        self._buffer = None
         self.vector_sum -= self.vectors[mask].sum(axis=0, dtype=np.float64)
         self._id_set.difference_update(self.ids[mask].tolist())
+        if self._id_array is not None:
+            self._id_array = self._id_array.filter(pa.array(keep))
         self._count_regions(self.labels[mask].tolist(), self.row_regions[mask].tolist(), -1)
         self.vectors = kept
         self.labels = self.labels[keep]
@@ -260,7 +288,7 @@ class EnrolledRows:
             or (n and (y.max() >= len(species) or g.max() >= names.size))
         ):
             raise ValueError("saved rows do not fit together")
-        self.vectors = vectors
+        self.vectors, self._buffer = vectors, None
         self.keys = np.asarray(arrays["keys"], np.int64)
         self.y, self.g, self.species, self.group_names = y, g, species, names
         self.labels = np.asarray(species, dtype=object)[y] if n else np.zeros(0, dtype=object)
@@ -273,6 +301,7 @@ class EnrolledRows:
         self._next_key = int(meta["next_key"])
         self._region_texts = {str(k): dict(v) for k, v in meta["region_texts"].items()}
         self._id_set = set(self.ids.tolist())
+        self._id_array = None
         self._tables()
 
     # ------------------------------------------------------------------ lookups

@@ -424,7 +424,8 @@ class Snapshots:
             info = self.fs.get_file_info(path)
             if info.type != pafs.FileType.File:
                 return None
-            with self.fs.open_input_file(path) as file:
+            local = isinstance(self.fs, pafs.LocalFileSystem)  # mapped: no copy of the arrays
+            with pa.memory_map(path) if local else self.fs.open_input_file(path) as file:
                 reader = _Reader(file)
                 saved = SnapshotKey(**reader.header["key"])
                 if not saved.same_kind(key):
@@ -538,7 +539,7 @@ def read_difference(
         if version
         else pa.array([], pa.string())
     )
-    known = pa.array(identifier.rows.ids.tolist(), pa.string())
+    known = identifier.rows.id_array()
     added_ids = pc.filter(stored, pc.invert(pc.is_in(stored, value_set=known)))
     gone = pc.filter(known, pc.invert(pc.is_in(known, value_set=stored)))
     compared = time.perf_counter()

@@ -365,3 +365,15 @@ def test_the_engine_starts_from_its_snapshot_and_refreshes_by_difference(store, 
     identifier = engine.identifier
     assert identifier is not None and identifier.settled
     assert_same_answers(identifier, fresh(store)[0], queries(store))
+
+
+def test_arrow_ids_follow_the_rows():
+    from index.enrolled import EnrolledRows
+
+    rows_ = EnrolledRows(DIM)
+    rng = np.random.default_rng(1)
+    rows_.add(unit(rng.normal(size=(6, DIM))), ["A"] * 6, specimen_ids=list("abcdef"))
+    assert rows_.id_array().to_pylist() == list("abcdef")
+    rows_.add(unit(rng.normal(size=(2, DIM))), ["B"] * 2, specimen_ids=["g", "h"])
+    rows_.drop(np.isin(rows_.ids, ["b", "g"]))
+    assert rows_.id_array().to_pylist() == rows_.ids.tolist() == list("acdefh")
