@@ -9,15 +9,20 @@ import re
 from typing import Any
 
 # the forms index.workflows.distributed.check_address accepts (kept light: no index import)
-_ADDRESS = re.compile(r"^(local|auto|(ray|anyscale)://\S+|[\w.-]+:\d+)$")
+_ADDRESS = re.compile(r"^(local|auto|[\w.-]+:\d+)$")
 
 
 def ray_address(text: str) -> str:
     """argparse type of ``--ray``: a Ray address, or a one-line usage error."""
+    if text.strip().startswith(("ray://", "anyscale://")):
+        raise argparse.ArgumentTypeError(
+            "Ray Data does not run through Ray Client (ray://): run shellid on a node of the "
+            "cluster with --ray auto or --ray HEAD:6379"
+        )
     if not _ADDRESS.match(text.strip()):
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a Ray address (local, auto, ray://HOST:10001 or HOST:6379); to run "
-            "on a local Ray write --ray after the photos"
+            f"{text!r} is not a Ray address (local, auto or HOST:6379); to run on a local Ray "
+            "write --ray after the photos"
         )
     return text.strip()
 
@@ -36,8 +41,8 @@ def add_ray_options(
         const="local",
         type=ray_address,
         metavar="ADDRESS",
-        help="run on Ray: auto (the cluster this machine is part of), ray://HOST:10001, "
-        "HOST:6379; without ADDRESS a local Ray on this machine",
+        help="run on Ray: auto (the cluster this machine is part of) or HEAD:6379; without "
+        "ADDRESS a local Ray on this machine",
     )
     group.add_argument(
         "--ray-workers",
@@ -80,10 +85,11 @@ def add_ray_options(
 
 def ray_options(args: argparse.Namespace, batch_size: int | None = None) -> Any:
     """The :class:`index.workflows.distributed.RayOptions` of parsed ``args``; fails in one
-    line when Ray is not installed."""
-    from index.workflows.distributed import RayOptions, require_ray
+    line when Ray is not installed or the cluster's address accepts no connection."""
+    from index.workflows.distributed import RayOptions, probe, require_ray
 
     require_ray()
+    probe(args.ray)  # an unreachable cluster fails before the model loads
     return RayOptions(
         address=args.ray,
         workers=args.ray_workers,

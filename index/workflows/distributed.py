@@ -25,6 +25,7 @@ import hashlib
 import io
 import logging
 import re
+import socket
 import tempfile
 import time
 import warnings
@@ -61,7 +62,12 @@ MAX_BLOCKS = 256
 #: where a local Ray keeps its sockets and logs (a short path: sockets have a length limit)
 LOCAL_TEMP_DIR = "/tmp/shellid-ray"
 
-_ADDRESS = re.compile(r"^(local|auto|(ray|anyscale)://\S+|[\w.-]+:\d+)$")
+_ADDRESS = re.compile(r"^(local|auto|[\w.-]+:\d+)$")
+#: why ``ray://`` addresses are refused
+RAY_CLIENT_REFUSED = (
+    "Ray Data does not run through Ray Client (ray://): run shellid on a node of the cluster "
+    "with --ray auto or --ray HEAD:6379 (e.g. ray job submit -- shellid ... --ray auto)"
+)
 
 
 class RayUnavailableError(RuntimeError):
@@ -73,11 +79,13 @@ class RayClusterError(RuntimeError):
 
 
 def check_address(address: str) -> str:
-    """``address`` when it names a Ray cluster (``local``, ``auto``, ``ray://HOST:PORT``,
-    ``HOST:PORT``), else ValueError saying what is expected."""
+    """``address`` when it names a Ray cluster (``local``, ``auto``, ``HOST:PORT`` of its
+    head), else ValueError saying what is expected."""
+    if address.strip().startswith(("ray://", "anyscale://")):
+        raise ValueError(RAY_CLIENT_REFUSED)
     if not _ADDRESS.match(address.strip()):
         raise ValueError(
-            f"{address!r} is not a Ray address (local, auto, ray://HOST:10001 or HOST:6379); "
+            f"{address!r} is not a Ray address (local, auto or HOST:6379); "
             "to run on a local Ray write --ray after the photos"
         )
     return address.strip()
@@ -189,7 +197,22 @@ def ray_session(options: RayOptions, timing: RunTiming | None = None) -> Iterato
             ray.shutdown()
 
 
+def probe(address: str, timeout: float = 5.0) -> None:
+    """Fail at once, in one line, when ``address`` names a host and port that accept no
+    connection (Ray itself waits minutes for a cluster that is not there)."""
+    found = re.match(r"^([\w.-]+):(\d+)$", address)
+    if address in ("local", "auto") or found is None:
+        return
+    host, port = found.group(1), int(found.group(2))
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__.replace("Error", " error").lower()
+        raise RayClusterError(f"cannot reach Ray at {address}: {why}") from None
+
+
 def _connect(ray: ModuleType, options: RayOptions) -> None:
+    probe(options.address)
     common: dict[str, Any] = {
         "logging_level": logging.ERROR,
         "log_to_driver": False,  # actor output stays in the session's logs
@@ -407,7 +430,9 @@ def _map(items: list[dict[str, Any]], worker: type, plan: _Plan, batch_size: int
     ``ray.data.Dataset`` of the actors' output batches)."""
     import ray.data
 
-    blocks = max(1, min(MAX_BLOCKS, -(-len(items) // batch_size)))
+    batches = -(-len(items) // batch_size)
+    workers = max(1, min(plan.workers, batches))  # no worker starts for want of a batch
+    blocks = max(workers, min(MAX_BLOCKS, batches))
     dataset = ray.data.from_items(items, override_num_blocks=blocks)
     with warnings.catch_warnings():  # max_restarts has no named parameter yet
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*is deprecated")
@@ -416,7 +441,7 @@ def _map(items: list[dict[str, Any]], worker: type, plan: _Plan, batch_size: int
             batch_size=batch_size,
             batch_format="numpy",
             fn_constructor_kwargs={"batch_size": batch_size, "cpus": plan.cpus, **kwargs},
-            compute=ray.data.ActorPoolStrategy(size=plan.workers),
+            compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=plan.cpus,
             num_gpus=plan.gpus,
             max_restarts=0,  # a worker that dies fails the job; running it again resumes
