@@ -290,7 +290,7 @@ class ModelSource:
     default), or a MODEL.pt's bytes (so workers need no shared file system)."""
 
     name: str | None
-    data: bytes | None = None
+    data: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def of(cls, spec: str | Path | None) -> ModelSource:
@@ -409,10 +409,9 @@ class _StoredWorker:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from ..store import sql_string
-
-        began = time.time()
         from .collection import _stored_image
 
+        began = time.time()
         ids = [str(i) for i in batch["id"]]
         table = self.store.select(["id", "image"], f"id IN ({', '.join(map(sql_string, ids))})")
         blobs = dict(zip(table["id"].to_pylist(), table["image"].to_pylist(), strict=True))
@@ -500,6 +499,35 @@ def _known_photos(collection: Collection) -> dict[str, str]:
     return dict(zip(table["sha256"].to_pylist(), table["species"].to_pylist(), strict=True))
 
 
+def _take(
+    out: dict[str, np.ndarray], n: int, name: str, batch: _Pending, report: EnrollReport
+) -> bool:
+    """Row ``n`` of a worker's output into the job's report (skipped: a duplicate; unusable:
+    an error) or its pending commit; True for a photo to commit."""
+    status = str(out["status"][n])
+    if status == "skipped":
+        report.duplicates.append(name)
+        return False
+    if status == "error":
+        key = name if name not in report.errors else f"{name} ({len(report.errors) + 1})"
+        report.errors[key] = str(out["detail"][n])
+        return False
+    stored = bytes(out["stored"][n])
+    batch.photos.append(
+        PreparedImage(
+            name=name,
+            sha256=str(out["detail"][n]),
+            image=Image.open(io.BytesIO(stored)),  # lazy: enroll_embedded reads no pixels
+            stored=stored,
+            thumbnail=bytes(out["thumbnail"][n]),
+            width=int(out["width"][n]),
+            height=int(out["height"][n]),
+        )
+    )
+    batch.vectors.append(out["vector"][n])
+    return True
+
+
 def enroll_on_ray(
     collection: Collection,
     jobs: Sequence[EnrolJob],
@@ -570,41 +598,19 @@ def enroll_on_ray(
                 touched: set[int] = set()
                 for n, row in enumerate(out["row"]):
                     j, k = where[int(row)]
-                    job, batch, report = jobs[j], pending[j], reports[j]
-                    name, status = job.files[k].name, str(out["status"][n])
-                    if status == "skipped":
-                        report.duplicates.append(name)
-                    elif status == "error":
-                        key = (
-                            name
-                            if name not in report.errors
-                            else f"{name} ({len(report.errors) + 1})"
-                        )
-                        report.errors[key] = str(out["detail"][n])
-                    else:
-                        stored = bytes(out["stored"][n])
-                        batch.photos.append(
-                            PreparedImage(
-                                name=name,
-                                sha256=str(out["detail"][n]),
-                                image=Image.open(io.BytesIO(stored)),  # lazy: never decoded
-                                stored=stored,
-                                thumbnail=bytes(out["thumbnail"][n]),
-                                width=int(out["width"][n]),
-                                height=int(out["height"][n]),
-                            )
-                        )
-                        batch.vectors.append(out["vector"][n])
-                        batch.groups.append(job.groups[k] if job.groups is not None else "")
+                    job = jobs[j]
+                    if _take(out, n, job.files[k].name, pending[j], reports[j]):
+                        pending[j].groups.append(job.groups[k] if job.groups is not None else "")
                         timing.embedded += 1
-                    batch.left -= 1
+                    pending[j].left -= 1
                     touched.add(j)
                 for j in sorted(touched):
                     if pending[j].left == 0 or len(pending[j].photos) >= options.commit_photos:
                         commit(j)
                 bar.update(timing.saw(out))
-    for j in range(len(jobs)):
-        commit(j)  # nothing left when every photo came back; kept for safety
+    lost = sum(p.left for p in pending)
+    if lost:  # Ray Data returns every row; this would be a bug, not a photo's fault
+        raise RayClusterError(f"{lost} photo(s) did not come back from the workers; run again")
     info = collection.store.info()
     if any(r.added for r in reports) or (
         len(collection) and info.get("calibrated_version") != collection.store.version
