@@ -291,7 +291,7 @@ class Collection:
         species. ``group_pattern``: regex or preset naming the specimen in file names (see
         ``embedder.datasets.GROUP_PRESETS``). Thresholds are recalibrated once at the end."""
         root = Path(root)
-        batches = _folder_batches(root, species, group_pattern, taxonomy_csv, taxonomy)
+        batches = folder_batches(root, species, group_pattern, taxonomy_csv, taxonomy)
         source = source if source is not None else root.name
         reports: list[EnrollReport] = []
         total = sum(len(b[1]) for b in batches)
@@ -426,7 +426,7 @@ class Collection:
             with tqdm(total=total, desc="re-embedding", unit="img", disable=not progress) as bar:
                 for batch_ids, blobs in self.store.iter_images(EMBED_CHUNK):
                     images = [
-                        _stored_image(i, blob) for i, blob in zip(batch_ids, blobs, strict=True)
+                        stored_image(i, blob) for i, blob in zip(batch_ids, blobs, strict=True)
                     ]
                     parts.append(np.asarray(new_embedder.embed_images(images), np.float32))
                     ids += batch_ids
@@ -455,7 +455,7 @@ class Collection:
             return count
 
 
-def _stored_image(specimen_id: str, blob: bytes) -> Image.Image:
+def stored_image(specimen_id: str, blob: bytes) -> Image.Image:
     """A stored normalised copy decoded: exactly the pixels enrollment embedded."""
     try:
         return decode_image(blob, label=specimen_id)
@@ -463,7 +463,7 @@ def _stored_image(specimen_id: str, blob: bytes) -> Image.Image:
         raise StoreError(f"stored image {specimen_id} cannot be decoded ({exc.reason})") from None
 
 
-def _folder_batches(
+def folder_batches(
     root: Path,
     species: str | None,
     group_pattern: str | None,

@@ -409,7 +409,7 @@ class _StoredWorker:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from ..store import sql_string
-        from .collection import _stored_image
+        from .collection import stored_image
 
         began = time.time()
         ids = [str(i) for i in batch["id"]]
@@ -420,7 +420,7 @@ class _StoredWorker:
             raise RayClusterError(
                 f"stored image {missing[0]} vanished during re-embedding; run reindex again"
             )
-        images = [_stored_image(i, blobs[i]) for i in ids]
+        images = [stored_image(i, blobs[i]) for i in ids]
         return _stamped({"id": batch["id"], "vector": self.embedder.embed_images(images)}, began)
 
 
@@ -469,13 +469,13 @@ def folder_jobs(
 ) -> list[EnrolJob]:
     """The species of a class-folder tree ``root/<Genus_species>/*.jpg`` as
     :meth:`Collection.enroll_folder` reads them (the same groups, taxonomy and source)."""
-    from .collection import _folder_batches
+    from .collection import folder_batches
 
     root = Path(root)
     source = source if source is not None else root.name
     return [
         EnrolJob(name, files, groups, info, source)
-        for name, files, groups, info in _folder_batches(
+        for name, files, groups, info in folder_batches(
             root, None, group_pattern, taxonomy_csv, None
         )
     ]
