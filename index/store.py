@@ -133,12 +133,20 @@ class SpecimenStore:
             raise StoreError(f"cannot open store {self.uri}: {storage_problem(exc)}") from None
         if not names and not create and not _is_local(self.uri):
             raise StoreError(missing)  # an object-store prefix exists once a table is written
+        self._specimens = self._open_if_made(SPECIMENS_TABLE, names)
+        self._info = self._open_if_made(INFO_TABLE, names)
+
+    def _open_if_made(self, name: str, names: set[str] | list[str]) -> Any:
+        """The table ``name`` when it exists, else None; a table another process is creating
+        right now (listed, its first commit not landed yet) counts as not made yet, and is
+        opened on a later read."""
+        if name not in names:
+            return None
         try:
-            self._specimens = (
-                self._db.open_table(SPECIMENS_TABLE) if SPECIMENS_TABLE in names else None
-            )
-            self._info = self._db.open_table(INFO_TABLE) if INFO_TABLE in names else None
+            return self._db.open_table(name)
         except Exception as exc:
+            if "not found" in str(exc).lower() or "was not found" in str(exc).lower():
+                return None
             raise StoreError(f"cannot open store {self.uri}: {storage_problem(exc)}") from exc
 
     def _table_names(self) -> list[str]:
@@ -154,8 +162,8 @@ class SpecimenStore:
     # ------------------------------------------------------------------ info
     def _open_info(self) -> None:
         """Open ``store_info`` if another process has created it since this store opened."""
-        if self._info is None and INFO_TABLE in self._table_names():
-            self._info = self._db.open_table(INFO_TABLE)
+        if self._info is None:
+            self._info = self._open_if_made(INFO_TABLE, self._table_names())
 
     def info(self) -> dict[str, Any]:
         """The ``store_info`` entries (empty for a new store)."""
@@ -250,9 +258,8 @@ class SpecimenStore:
     def latest_version(self) -> int:
         """The newest committed version (another process may have written)."""
         if self._specimens is None:
-            if SPECIMENS_TABLE in self._table_names():
-                self._specimens = self._db.open_table(SPECIMENS_TABLE)
-            else:
+            self._specimens = self._open_if_made(SPECIMENS_TABLE, self._table_names())
+            if self._specimens is None:
                 return 0
         self._specimens.checkout_latest()
         return int(self._specimens.version)
