@@ -31,6 +31,7 @@ import gc
 import hashlib
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -179,6 +180,23 @@ def _fmt(seconds: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.2f}" for k, v in seconds.items())
 
 
+def _ready_in_new_process(uri: str, dim: int) -> float:
+    """Seconds from interpreter start to a loaded identifier, in a fresh process."""
+    code = (
+        "import time; t = time.perf_counter()\n"
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from index.config import IdentifierConfig\n"
+        "from index.snapshot import Snapshots, load_state\n"
+        "from index.store import SpecimenStore\n"
+        "state = load_state(SpecimenStore(sys.argv[2], create=False), int(sys.argv[3]), "
+        "sys.argv[4], IdentifierConfig(), None, Snapshots(sys.argv[2]))\n"
+        "assert state.source == 'snapshot', state.source\n"
+        "print(time.perf_counter() - t)\n"
+    )
+    args = [sys.executable, "-c", code, str(REPO), uri, str(dim), FINGERPRINT]
+    return float(subprocess.run(args, check=True, capture_output=True, text=True).stdout)
+
+
 def run_size(n: int, dim: int, added: int) -> dict[str, Any]:
     """All measurements for one store size (on a copy of the cached store)."""
     cached = synthetic_store(n, dim)
@@ -212,7 +230,12 @@ def run_size(n: int, dim: int, added: int) -> dict[str, Any]:
         result["snapshot_mb"] = size / 2**20
         print(f"  snapshot saved in {result['save_s']:.1f} s, {size / 2**20:.0f} MB", flush=True)
 
-        # ---- ready from the snapshot (checked against the store's ids)
+        # ---- ready from the snapshot in a new process (a server starting), imports included
+        fresh = [_ready_in_new_process(uri, dim) for _ in range(2)]
+        result["snapshot_new_process_s"] = min(fresh)
+        print(f"  ready from snapshot in a new process: {' / '.join(f'{t:.2f}' for t in fresh)} s")
+
+        # ---- ready from the snapshot (checked against the store's ids), in this process
         gc.collect()
         started = time.perf_counter()
         state = load_state(
@@ -269,6 +292,7 @@ def run_size(n: int, dim: int, added: int) -> dict[str, Any]:
             f"({_fmt(again.seconds)})",
             flush=True,
         )
+        writer.write_info(calibrated_version=writer.latest_version())  # as its writer would
         settle(identifier, SpecimenStore(uri, create=False), writer.latest_version())
         gc.collect()
         started = time.perf_counter()
@@ -299,17 +323,20 @@ def main() -> None:
         results.append(run_size(n, dim, args.added))
     print()
     print(
-        "| photos | dim | rebuild s | snapshot s | ratio | catch-up 1k s | full reload s | ratio |"
+        "| photos | dim | rebuild s | snapshot s (new process incl. imports / in process) "
+        "| ratio (in process) "
+        "| catch-up 1k s (first / next) | full reload s | ratio (next) |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
         print(
-            f"| {r['n']:,} | {r['dim']} | {r['rebuild_s']:.1f} | {r['snapshot_s']:.2f} | "
+            f"| {r['n']:,} | {r['dim']} | {r['rebuild_s']:.1f} | "
+            f"{r['snapshot_new_process_s']:.2f} / {r['snapshot_s']:.2f} | "
             f"{r['rebuild_s'] / r['snapshot_s']:.0f}x | {r['catch_up_s']:.2f} / "
             f"{r['catch_up_again_s']:.2f} | {r['reload_s']:.1f} | "
             f"{r['reload_s'] / r['catch_up_again_s']:.0f}x |"
         )
-    worst = max(r["snapshot_s"] for r in results)
+    worst = max(r["snapshot_new_process_s"] for r in results)
     print(
         f"goal: ready in <= {GOAL_READY_S:.0f} s: {'met' if worst <= GOAL_READY_S else 'NOT met'} "
         f"(slowest {worst:.2f} s)"
