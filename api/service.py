@@ -201,12 +201,13 @@ class ShellidService:
         return self
 
     def _follow_store(self) -> None:
-        """Reload the collection when another process committed to the store (a cheap
-        version check every ``refresh_seconds``; queries keep the previous state meanwhile)."""
+        """Catch up with other processes' commits to the store (a cheap version check every
+        ``refresh_seconds``, then only the difference; queries keep the previous state
+        meanwhile)."""
         while not self._stopping.wait(self.settings.refresh_seconds):
             try:
                 if self.collection.refresh():
-                    log.info("store changed by another process: reloaded")
+                    log.info("store changed by another process: caught up")
             except Exception:  # a store hiccup must not end the watch
                 log.exception("could not check the store for other processes' writes")
 
@@ -216,6 +217,11 @@ class ShellidService:
             self._watch.join(10)
         self.batcher.stop()
         self.collection.use_embedder(self.model)  # the collection outlives the service
+        try:  # the next start begins from here
+            if self.collection.index.save_snapshot(force=True):
+                log.info("saved the snapshot of the collection for the next start")
+        except Exception:  # the store stays the truth: a lost snapshot only slows a start
+            log.exception("could not save the snapshot of the collection")
 
     # ------------------------------------------------------------------ reads
     async def identify(

@@ -86,3 +86,29 @@ def test_two_processes_that_opened_an_empty_store_can_both_write(tmp_path):
     second.enroll(NEW, sorted((photos / NEW).iterdir()))  # tables made by the other: opened
     third = Collection.open(store, model=FakeEmbedder())
     assert {s.species for s in third.species()} == {FIRST, NEW}
+
+
+def test_a_stopping_service_leaves_a_snapshot_the_next_start_begins_from(tmp_path, monkeypatch):
+    photos = make_collection(tmp_path / "photos", specimens=2, views=1, size=64)
+    store = tmp_path / "store"
+    served = Collection.open(store, model=FakeEmbedder(), create=True)
+    served.enroll(FIRST, sorted((photos / FIRST).iterdir()))
+    folder = store / "_snapshots"
+
+    def saved() -> dict[str, int]:
+        return {p.name: p.stat().st_mtime_ns for p in folder.glob("identifier-*.snap")}
+
+    with TestClient(create_app(ServiceSettings(store=str(store), refresh_seconds=0), served)):
+        other = Collection.open(store, model=FakeEmbedder())  # a write the server catches up
+        other.enroll(NEW, sorted((photos / NEW).iterdir()))
+        assert served.refresh()
+        before = saved()
+    after = saved()
+    assert after and after != before  # written at shutdown, at the version it had caught up to
+
+    def no_rebuild(*args, **kwargs):
+        raise AssertionError("started from the store, not from the shutdown's snapshot")
+
+    monkeypatch.setattr("index.snapshot.rebuild", no_rebuild)
+    again = Collection.open(store, model=FakeEmbedder())  # caught up: nothing to add
+    assert {s.species for s in again.species()} == {FIRST, NEW}
