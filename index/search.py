@@ -44,6 +44,23 @@ def configure_threads(threads: int | None = None) -> int:
     return wanted
 
 
+class IndexFile:
+    """A FAISS index saved in a local file of its own: :meth:`VectorIndex.restore_state`
+    memory-maps it; called as ``read(n)`` it streams the file like any other reader."""
+
+    def __init__(self, path: str) -> None:
+        self.path = str(path)
+        self._file: Any = None
+
+    def __call__(self, n: int) -> bytes:
+        if self._file is None:
+            self._file = open(self.path, "rb")  # noqa: SIM115 - closed at the end of the file
+        data: bytes = self._file.read(int(n))
+        if not data:
+            self._file.close()
+        return data
+
+
 def _as_matrix(vectors: np.ndarray, dim: int) -> np.ndarray:
     array = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
     if array.ndim == 1:
@@ -109,6 +126,7 @@ class VectorIndex:
         self._kind = "flat"
         self._trained_size = 0
         self._gpu_resources: Any = None
+        self._mapped = False  # the IVF lists are a read-only memory map of a snapshot file
         self._build()
 
     # ------------------------------------------------------------------ state
@@ -166,6 +184,7 @@ class VectorIndex:
         if n:
             index.add_with_ids(self._vectors, self._ids)
         self._index = index
+        self._mapped = False
         self._kind = kind
         self._trained_size = n
         self._tune()
@@ -282,6 +301,7 @@ class VectorIndex:
                 self._build()
             else:
                 assert self._index is not None
+                self._own()
                 self._index.add_with_ids(vectors, ids)
 
     def remove(self, ids: np.ndarray, *, kept: np.ndarray | None = None) -> int:
@@ -304,6 +324,7 @@ class VectorIndex:
                 self._build()
                 return removed
             assert self._index is not None
+            self._own()
             try:
                 done = self._index.remove_ids(faiss.IDSelectorBatch(ids))
             except RuntimeError:  # HNSW, GPU indexes: cannot delete in place
@@ -324,6 +345,29 @@ class VectorIndex:
             self._vectors = vectors.copy()
             self._ids = ids.copy()
             self._build()
+
+    @property
+    def mapped(self) -> bool:
+        """Whether the index's lists are read from a memory-mapped file (until the first
+        change, which copies them: :meth:`restore_state`)."""
+        return self._mapped
+
+    def _own(self) -> None:
+        """Copy memory-mapped IVF lists into memory before a change (FAISS aborts the process
+        on a write to a mapped list): one pass over the lists, then a normal index."""
+        if not self._mapped or self._index is None:
+            return
+        ivf = faiss.extract_index_ivf(self._index)
+        mapped = ivf.invlists
+        assert mapped is not None
+        lists = faiss.ArrayInvertedLists(mapped.nlist, mapped.code_size)
+        for number in range(mapped.nlist):
+            size = mapped.list_size(number)
+            if size:
+                lists.add_entries(number, size, mapped.get_ids(number), mapped.get_codes(number))
+        ivf.replace_invlists(lists, True)
+        lists.this.disown()  # type: ignore[attr-defined]  # owned by the index now
+        self._mapped = False
 
     # ------------------------------------------------------------------ persistence
     def export_state(self) -> dict[str, Any]:
@@ -358,12 +402,15 @@ class VectorIndex:
         vectors: np.ndarray,
         ids: np.ndarray,
         state: dict[str, Any],
-        read: Callable[[int], bytes] | None = None,
+        read: Callable[[int], bytes] | IndexFile | str | None = None,
     ) -> None:
         """Take over a saved index: ``vectors`` / ``ids`` as kept, ``state`` from
         :meth:`export_state` and, for an approximate index, ``read`` streaming what
-        :meth:`write_index` wrote (no training, no tuning). ``vectors`` is kept as is (not
-        copied; it is never written to). Raises ValueError when the parts do not fit."""
+        :meth:`write_index` wrote, or the path of a local file holding it (no training, no
+        tuning). ``vectors`` is kept as is (not copied; it is never written to). An IVF index
+        from a file is memory-mapped (``IO_FLAG_MMAP_IFC``: nothing read until a query probes
+        a list; the file must not be overwritten in place meanwhile) and copied into memory at
+        the first change (:meth:`_own`). Raises ValueError when the parts do not fit."""
         vectors = np.asarray(vectors, np.float32)
         ids = np.asarray(ids, np.int64).ravel()
         kind = str(state["kind"])
@@ -377,11 +424,17 @@ class VectorIndex:
                 return
             if read is None:
                 raise ValueError("saved search index: the FAISS index is missing")
-            reader = faiss.PyCallbackIOReader(read, 1 << 22)  # type: ignore[attr-defined]
-            index = faiss.read_index(reader)
+            path = read.path if isinstance(read, IndexFile) else read
+            mapped = isinstance(path, str) and "IVF" in kind and not self.use_gpu
+            if isinstance(path, str):
+                index = faiss.read_index(path, faiss.IO_FLAG_MMAP_IFC if mapped else 0)
+            else:
+                reader = faiss.PyCallbackIOReader(read, 1 << 22)  # type: ignore[attr-defined]
+                index = faiss.read_index(reader)
             if index.ntotal != ids.size or index.d != self.dim:
                 raise ValueError("saved search index: the FAISS index does not hold these vectors")
             self._index = self._to_gpu(index)
+            self._mapped = mapped
             self._kind = kind
             self._trained_size = int(state["trained_size"])
             self._nlist = int(state["nlist"])

@@ -53,11 +53,13 @@ from .classifier import VectorIdentifier
 from .config import IdentifierConfig
 from .results import Thresholds
 from .schema import INDEX_COLUMNS
+from .search import IndexFile
 from .store import SpecimenStore, sql_string
 from .whitening import WithinSpeciesPrior
 
 __all__ = [
     "Difference",
+    "DuplicateTable",
     "LoadedState",
     "SnapshotError",
     "SnapshotKey",
@@ -87,6 +89,10 @@ CATCH_UP_FLOOR = 1_000
 #: added rows read per filtered query (``id IN (...)``).
 READ_CHUNK = 5_000
 TAXONOMY_COLUMNS = ("genus", "family", "region")
+#: bytes at each end of a separate FAISS file checked (CRC-32) when it is mapped at start-up.
+FAISS_CHECKED_ENDS = 1 << 20
+#: differences kept for a duplicate table not built yet; one more builds it.
+PENDING_DIFFERENCES = 64
 
 
 class SnapshotError(ValueError):
@@ -179,6 +185,9 @@ def _strings_to_arrays(values: np.ndarray) -> dict[str, np.ndarray]:
     ]
     indices = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), np.int32)
     return {"indices": indices, "offsets": offsets - offsets[0], "data": data}
+
+
+PARTS = ("indices", "offsets", "data")
 
 
 def _arrays_to_strings(indices: np.ndarray, offsets: np.ndarray, data: np.ndarray) -> np.ndarray:
@@ -318,12 +327,87 @@ class _Reader:
 
 
 # ====================================================================== saving and loading
+class DuplicateTable:
+    """The duplicate table (SHA-256 -> (species, id)), built on first use: a snapshot keeps
+    the SHA-256 of every row as three arrays (memory-mapped for a local file), and a server
+    that only answers queries never needs a million-entry dict. Differences applied before it
+    is built are kept (their hash, species and id columns) and replayed when it is. Not
+    thread-safe by itself: :class:`~index.specimens.SpecimenIndex` uses it under its write
+    lock."""
+
+    def __init__(
+        self,
+        table: dict[str, tuple[str, str]] | None = None,
+        build: Callable[[], dict[str, tuple[str, str]]] | None = None,
+    ) -> None:
+        if (table is None) == (build is None):
+            raise ValueError("a table or a way to build one")
+        self._table = table
+        self._build = build
+        self._pending: list[Difference] = []
+
+    @property
+    def built(self) -> bool:
+        return self._table is not None
+
+    def table(self) -> dict[str, tuple[str, str]]:
+        """The dict (built now if it was not yet)."""
+        if self._table is None:
+            assert self._build is not None
+            table = self._build()
+            for difference in self._pending:
+                update_duplicates(table, difference)
+            self._table, self._build, self._pending = table, None, []
+        return self._table
+
+    def apply(self, difference: Difference) -> None:
+        """Apply a difference now (built) or when built."""
+        if self._table is not None:
+            update_duplicates(self._table, difference)
+        elif difference:
+            added = difference.added
+            kept = added.select(["sha256", "species", "id"]) if added.num_rows else added
+            self._pending.append(
+                Difference(difference.from_version, difference.to_version, kept, difference.removed)
+            )
+            if len(self._pending) > PENDING_DIFFERENCES:  # bounded memory: build it now
+                self.table()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, DuplicateTable):
+            other = other.table()
+        return self.table() == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _sha_builder(
+    indices: np.ndarray, offsets: np.ndarray, data: np.ndarray, labels: np.ndarray, ids: np.ndarray
+) -> Callable[[], dict[str, tuple[str, str]]]:
+    """Builds the duplicate table of a snapshot's rows (``labels`` / ``ids``: its rows' species
+    and ids as loaded; arrays are replaced, never written to, so holding them is safe)."""
+
+    def build() -> dict[str, tuple[str, str]]:
+        sha256 = _arrays_to_strings(indices, offsets, data)
+        return {
+            h: (s, i)
+            for h, s, i in zip(sha256.tolist(), labels.tolist(), ids.tolist(), strict=True)
+            if h
+        }
+
+    return build
+
+
+def _faiss_name(key: SnapshotKey, token: str) -> str:
+    return f"{key.name.removesuffix('.snap')}.{token}.faiss"
+
+
 @dataclass
 class Snapshot:
     """A loaded snapshot: the identifier, the duplicate table, and the key it was made at."""
 
     identifier: VectorIdentifier
-    sha: dict[str, tuple[str, str]]
+    sha: DuplicateTable
     key: SnapshotKey
     saved_at: float
 
@@ -381,9 +465,14 @@ class Snapshots:
         now = time.time()
         final = self.path(key)
         local = isinstance(self.fs, pafs.LocalFileSystem)
-        target = f"{final}.{uuid.uuid4().hex[:8]}.tmp" if local else final
+        token = uuid.uuid4().hex[:8]
+        target = f"{final}.{token}.tmp" if local else final
         self.fs.create_dir(self.folder, recursive=True)
+        faiss_file: dict[str, Any] | None = None
+        faiss_path = f"{self.folder}/{_faiss_name(key, token)}"
         try:
+            if local:  # the FAISS index in a file of its own, memory-mapped when read
+                faiss_file = self._save_faiss(identifier, faiss_path)
             with self.fs.open_output_stream(target) as stream:
                 writer = _Writer(stream)
                 for name, array in arrays.items():
@@ -392,11 +481,13 @@ class Snapshots:
                             writer.array(f"{name}.{part}", values)
                     else:
                         writer.array(name, array)
-                writer.stream_section("faiss", identifier.rows.index.write_index)
+                if not local:
+                    writer.stream_section("faiss", identifier.rows.index.write_index)
                 writer.finish(
                     {
                         "key": key.__dict__,
                         "saved_at": now,
+                        "faiss_file": faiss_file,
                         "strings": [n for n, a in arrays.items() if a.dtype == object],
                         "identifier": meta,
                     }
@@ -405,10 +496,119 @@ class Snapshots:
                 self.fs.move(target, final)
         except BaseException:
             if local:
-                with contextlib.suppress(OSError):
-                    self.fs.delete_file(target)
+                for path in (target, faiss_path):
+                    with contextlib.suppress(OSError):
+                        self.fs.delete_file(path)
             raise
+        if local:
+            self._drop_old_faiss(key, faiss_path if faiss_file else None)
         self.saved_version, self.saved_at = key.version, now
+        return True
+
+    def _save_faiss(self, identifier: VectorIdentifier, path: str) -> dict[str, Any] | None:
+        """Write the FAISS index to ``path`` (a temporary name, then renamed); what the
+        snapshot records of it (name, size, CRC-32 of all of it and of each end), or None for
+        an exact index (nothing written)."""
+        crc, size, head = 0, 0, bytearray()
+
+        def write(data: bytes) -> int:
+            nonlocal crc, size
+            crc = zlib.crc32(data, crc)
+            size += len(data)
+            if len(head) < FAISS_CHECKED_ENDS:
+                head.extend(data[: FAISS_CHECKED_ENDS - len(head)])
+            stream.write(data)
+            return len(data)
+
+        temporary = f"{path}.tmp"
+        try:
+            with self.fs.open_output_stream(temporary) as stream:
+                written = identifier.rows.index.write_index(write)
+            if not written:
+                self.fs.delete_file(temporary)
+                return None
+            with pa.memory_map(temporary) as file:
+                tail = _read(
+                    file, min(size, FAISS_CHECKED_ENDS), size - min(size, FAISS_CHECKED_ENDS)
+                )
+                tail_crc = zlib.crc32(memoryview(tail))
+            self.fs.move(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                self.fs.delete_file(temporary)
+            raise
+        return {
+            "name": path.rsplit("/", 1)[-1],
+            "size": size,
+            "crc": crc,
+            "head_crc": zlib.crc32(bytes(head)),
+            "tail_crc": tail_crc,
+        }
+
+    def _drop_old_faiss(self, key: SnapshotKey, current: str | None) -> None:
+        """Delete this kind's FAISS files but ``current`` (a process still mapping one keeps
+        reading it: the file lives on until it is unmapped)."""
+        stem = key.name.removesuffix(".snap") + "."
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(self.folder))
+        except OSError:  # pragma: no cover - the folder was just written
+            return
+        for info in infos:
+            name = info.base_name
+            if name.startswith(stem) and ".faiss" in name and info.path != current:
+                if (
+                    name.endswith(".tmp")
+                    and time.time() - (info.mtime.timestamp() if info.mtime else 0) < 3600
+                ):
+                    continue  # another process writing its snapshot right now
+                with contextlib.suppress(OSError):
+                    self.fs.delete_file(info.path)
+
+    def _faiss_file(self, record: Mapping[str, Any]) -> IndexFile:
+        """The separate FAISS file a snapshot names, checked cheaply (size, and the CRC-32 of
+        its first and last :data:`FAISS_CHECKED_ENDS` bytes: the index header, the trained
+        quantizer and the end of the lists; the whole file's CRC is recorded too, checked by
+        :meth:`verify`). A file replaced or truncated meanwhile is refused."""
+        path = f"{self.folder}/{record['name']}"
+        size = int(record["size"])
+        with pa.memory_map(path) as file:
+            if file.size() != size:
+                raise SnapshotError("FAISS file has the wrong size")
+            ends = min(size, FAISS_CHECKED_ENDS)
+            if (
+                zlib.crc32(memoryview(_read(file, ends, 0))) != record["head_crc"]
+                or zlib.crc32(memoryview(_read(file, ends, size - ends))) != record["tail_crc"]
+            ):
+                raise SnapshotError("FAISS file is damaged")
+        return IndexFile(path)
+
+    def verify(self, key: SnapshotKey) -> bool:
+        """Whether the snapshot of ``key``'s kind is whole: every section's CRC-32 and, for a
+        separate FAISS file, the CRC-32 of all of it (start-up checks only its ends)."""
+        try:
+            local = isinstance(self.fs, pafs.LocalFileSystem)
+            path = self.path(key)
+            with pa.memory_map(path) if local else self.fs.open_input_file(path) as file:
+                reader = _Reader(file)
+                for name in reader.sections:
+                    if name == "faiss":
+                        read = reader.stream(name)
+                        while read(1 << 24):
+                            pass
+                    else:
+                        reader.array(name)
+                record = reader.header.get("faiss_file")
+            if record:
+                self._faiss_file(record)
+                crc = 0
+                with pa.memory_map(f"{self.folder}/{record['name']}") as faiss_file:
+                    for offset in range(0, int(record["size"]), 1 << 24):
+                        size = min(1 << 24, int(record["size"]) - offset)
+                        crc = zlib.crc32(memoryview(_read(faiss_file, size, offset)), crc)
+                if crc != record["crc"]:
+                    return False
+        except (SnapshotError, OSError, ValueError, KeyError):
+            return False
         return True
 
     def load(
@@ -431,35 +631,32 @@ class Snapshots:
                 if not saved.same_kind(key):
                     log.warning("snapshot %s belongs to another model or config; ignored", path)
                     return None
-                strings = set(reader.header["strings"])
+                strings = set(reader.header["strings"]) - {"rows.sha256"}  # decoded when used
                 arrays = {
                     name: reader.array(name)
                     for name in reader.sections
                     if name != "faiss" and name.rsplit(".", 1)[0] not in strings
                 }
-                for name in reader.header["strings"]:
+                for name in strings:
                     arrays[name] = reader.strings(name)
-                read = reader.stream("faiss") if reader.has("faiss") else None
+                sha_parts = [arrays.pop(f"rows.sha256.{part}") for part in PARTS]
+                read: Callable[[int], bytes] | None = None
+                if reader.header.get("faiss_file"):
+                    read = self._faiss_file(reader.header["faiss_file"])
+                elif reader.has("faiss"):
+                    read = reader.stream("faiss")
                 identifier = VectorIdentifier.from_state(
                     arrays, reader.header["identifier"], config, prior, read
                 )
         except (SnapshotError, ValueError, KeyError, TypeError, OSError, RuntimeError) as exc:
             log.warning("snapshot %s cannot be used (%s); rebuilding from the store", path, exc)
             return None
-        sha256 = arrays["rows.sha256"]
-        if len(sha256) != len(identifier):
+        if len(sha_parts[0]) != len(identifier):
             log.warning("snapshot %s: duplicate table does not fit; rebuilding", path)
             return None
-        sha = {
-            h: (s, i)
-            for h, s, i in zip(
-                sha256.tolist(),
-                identifier.rows.labels.tolist(),
-                identifier.rows.ids.tolist(),
-                strict=True,
-            )
-            if h
-        }
+        rows = identifier.rows
+        indices, offsets, data = sha_parts
+        sha = DuplicateTable(build=_sha_builder(indices, offsets, data, rows.labels, rows.ids))
         self.saved_version, self.saved_at = saved.version, float(reader.header["saved_at"])
         return Snapshot(identifier, sha, saved, self.saved_at)
 
@@ -563,9 +760,13 @@ def read_difference(
         order = pc.index_in(stored, value_set=added["id"])  # store order of the added rows
         added = added.take(pc.filter(order, pc.is_valid(order)))
     else:
-        added = pa.table({c: pa.array([], pa.string()) for c in ("id", "species", "sha256")})
+        added = _no_rows()
     seconds = {"ids": compared - started, "read": time.perf_counter() - compared}
     return Difference(None, version, added, [str(i) for i in gone.to_pylist()], seconds)
+
+
+def _no_rows() -> pa.Table:
+    return pa.table({c: pa.array([], pa.string()) for c in ("id", "species", "sha256")})
 
 
 def apply_difference(identifier: VectorIdentifier, difference: Difference) -> None:
@@ -689,7 +890,7 @@ class LoadedState:
     """What :func:`load_state` produced and how."""
 
     identifier: VectorIdentifier
-    sha: dict[str, tuple[str, str]]
+    sha: DuplicateTable
     version: int
     source: str  # "snapshot", "snapshot+catch-up" or "rebuild"
     difference: Difference | None = None
@@ -716,7 +917,12 @@ def load_state(
     if snapshot is not None:
         identifier, sha = snapshot.identifier, snapshot.sha
         try:
-            difference = catch_up(identifier, store, version)
+            if snapshot.key.version == version and store.count() == len(identifier):
+                # made at this very version (rows are never updated in place, so its rows
+                # are the store's): no need to read and compare a million ids
+                difference = Difference(None, version, _no_rows(), [])
+            else:
+                difference = catch_up(identifier, store, version)
         except TooDifferent as exc:
             log.info(
                 "snapshot of version %s is too far behind (%s); rebuilding",
@@ -728,7 +934,7 @@ def load_state(
             caught = time.perf_counter()
             seconds = {"snapshot": loaded - started, "check": caught - loaded}
             if difference:
-                update_duplicates(sha, difference)
+                sha.apply(difference)
                 settle(identifier, store, version)
                 seconds["settle"] = time.perf_counter() - caught
                 return LoadedState(
@@ -741,7 +947,12 @@ def load_state(
                 if settle_thresholds is not None:
                     identifier.thresholds = settle_thresholds
             return LoadedState(identifier, sha, version, "snapshot", difference, seconds)
-    identifier, sha, version = rebuild(store, dim, config, prior, version)
+    identifier, table, version = rebuild(store, dim, config, prior, version)
     return LoadedState(
-        identifier, sha, version, "rebuild", None, {"rebuild": time.perf_counter() - loaded}
+        identifier,
+        DuplicateTable(table),
+        version,
+        "rebuild",
+        None,
+        {"rebuild": time.perf_counter() - loaded},
     )

@@ -47,6 +47,7 @@ from .results import (
     Thresholds,
 )
 from .snapshot import (
+    DuplicateTable,
     SnapshotKey,
     Snapshots,
     TooDifferent,
@@ -54,7 +55,6 @@ from .snapshot import (
     load_state,
     read_difference,
     settle,
-    update_duplicates,
 )
 from .store import SpecimenStore, sql_string
 from .whitening import WithinSpeciesPrior
@@ -194,7 +194,7 @@ class SpecimenIndex:
         self.lock = threading.RLock()  # in-memory state
         self.write_lock = threading.RLock()  # one writer at a time
         self._identifier: VectorIdentifier | None = None
-        self._sha: dict[str, tuple[str, str]] = {}
+        self._duplicates = DuplicateTable({})  # SHA-256 -> (species, id), built on first use
         self._loaded_version = -1
         self._snapshot_files: Snapshots | bool | None = None  # False: none for this URI
         self._fingerprint = ""  # the model of the loaded vectors
@@ -206,7 +206,7 @@ class SpecimenIndex:
         with the store by difference, else from every row (:mod:`index.snapshot`)."""
         dim = self.store.dim or self.dim
         identifier = None
-        sha: dict[str, tuple[str, str]] = {}
+        sha = DuplicateTable({})
         version = self.store.latest_version()
         if dim is not None:
             fingerprint = str(self.store.info().get("fingerprint") or "")
@@ -223,7 +223,7 @@ class SpecimenIndex:
             self._fingerprint = fingerprint
         with self.lock:
             self._identifier = identifier
-            self._sha = sha
+            self._duplicates = sha
             self._loaded_version = version
         if identifier is not None:
             self.save_snapshot()
@@ -251,11 +251,23 @@ class SpecimenIndex:
                 return True
             with self.lock:
                 apply_difference(identifier, difference)
-                update_duplicates(self._sha, difference)
+                self._duplicates.apply(difference)  # now, or when the table is first used
                 self._loaded_version = version
             if difference:
                 settle(identifier, self.store, version, lock=self.lock)
             return True
+
+    @property
+    def _sha(self) -> dict[str, tuple[str, str]]:
+        """The duplicate table (SHA-256 -> (species, id)): built from the snapshot at its
+        first use (the duplicate rules of a write, a snapshot save), not at start-up."""
+        with self.write_lock:
+            return self._duplicates.table()
+
+    @_sha.setter
+    def _sha(self, table: dict[str, tuple[str, str]]) -> None:
+        with self.write_lock:
+            self._duplicates = DuplicateTable(table)
 
     def _snapshots(self) -> Snapshots | None:
         """The snapshot files of this store (None where pyarrow cannot reach its URI)."""

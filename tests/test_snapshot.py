@@ -360,6 +360,7 @@ def test_the_engine_starts_from_its_snapshot_and_refreshes_by_difference(store, 
     other.delete_ids([f"{i:016x}" for i in (0, 1)])
     assert engine.refresh() and not engine.refresh()
     assert len(engine) == 150
+    assert not engine._duplicates.built  # differences kept for it, not applied yet
     assert engine._sha == fresh(store)[1]  # the duplicate table followed
     monkeypatch.undo()
     identifier = engine.identifier
@@ -377,3 +378,104 @@ def test_arrow_ids_follow_the_rows():
     rows_.add(unit(rng.normal(size=(2, DIM))), ["B"] * 2, specimen_ids=["g", "h"])
     rows_.drop(np.isin(rows_.ids, ["b", "g"]))
     assert rows_.id_array().to_pylist() == rows_.ids.tolist() == list("acdefh")
+
+
+def test_faiss_index_is_a_mapped_file_of_its_own_and_copied_on_first_write(store):
+    """Local snapshots keep the FAISS index in a file beside the .snap, memory-mapped at
+    start-up (answers as the in-memory index); the first change copies the lists into memory,
+    and a snapshot saved after it holds the change (the previous FAISS file is dropped)."""
+    config = IdentifierConfig(ann_threshold=50)
+    snapshots = saved(store, config)
+    folder = Path(store.uri, "_snapshots")
+    first = list(folder.glob("identifier-*.faiss"))
+    assert len(first) == 1
+    state = load_state(store, DIM, FINGERPRINT, config, None, Snapshots(store.uri))
+    index = state.identifier.rows.index
+    assert state.source == "snapshot" and index.mapped and "IVF" in index.kind
+    identifier, _, _ = fresh(store, config)
+    assert not identifier.rows.index.mapped
+    assert_same_answers(state.identifier, identifier, queries(store))
+    probes = queries(store)
+    np.testing.assert_array_equal(
+        index.search(probes, 5)[1], identifier.rows.index.search(probes, 5)[1]
+    )
+    # a write after the mapped load: another process enrols and removes, this one catches up
+    store.add(rows(store, 144, 10, seed=8))
+    store.delete_ids([f"{i:016x}" for i in (7, 8)])
+    loaded = state.identifier
+    difference = catch_up(loaded, store)
+    assert difference and not index.mapped and len(loaded) == 152
+    settle(loaded, store, difference.to_version)
+    rebuilt, _, version = fresh(store, config)
+    assert_same_answers(loaded, rebuilt, queries(store))
+    # ... and persists: a snapshot of it, read in a "new process", answers the same
+    key = SnapshotKey.of(FINGERPRINT, DIM, config, None, version)
+    assert snapshots.save(loaded, key, state.sha.table())
+    files = list(folder.glob("identifier-*.faiss"))
+    assert len(files) == 1 and files != first  # the old one is gone
+    again = load_state(store, DIM, FINGERPRINT, config, None, Snapshots(store.uri))
+    assert again.source == "snapshot" and again.identifier.rows.index.mapped
+    assert_same_answers(again.identifier, loaded, queries(store))
+    assert_same_answers(again.identifier, rebuilt, queries(store))
+    assert Snapshots(store.uri).verify(key)
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncate", "head", "tail", "middle"])
+def test_damaged_faiss_file(store, caplog, damage):
+    """A missing, truncated or damaged FAISS file is refused at start-up (its size and the
+    CRC-32 of its ends are checked) and the identifier rebuilt; damage in the middle is
+    found by Snapshots.verify (the whole file's CRC)."""
+    config = IdentifierConfig(ann_threshold=50)
+    snapshots = saved(store, config)
+    (path,) = Path(store.uri, "_snapshots").glob("identifier-*.faiss")
+    data = bytearray(path.read_bytes())
+    if damage == "missing":
+        path.unlink()
+    elif damage == "truncate":
+        path.write_bytes(bytes(data[:-100]))
+    else:
+        spot = {"head": 50, "tail": len(data) - 50, "middle": len(data) // 2}[damage]
+        data[spot] ^= 0xFF
+        path.write_bytes(bytes(data))
+    key = SnapshotKey.of(FINGERPRINT, DIM, config, None)
+    if damage == "middle" and len(data) > 2 * (1 << 20):  # pragma: no cover - big indexes
+        assert not snapshots.verify(key)
+        return
+    assert not snapshots.verify(key)
+    with caplog.at_level(logging.WARNING, logger="shellid.index"):
+        state = load_state(store, DIM, FINGERPRINT, config, None, Snapshots(store.uri))
+    assert state.source == "rebuild" and "cannot be used" in caplog.text
+    assert_same_answers(state.identifier, fresh(store, config)[0], queries(store))
+
+
+def test_duplicate_table_built_on_first_use_refuses_as_before(store):
+    """An engine started from a snapshot builds its duplicate table at the first write, not at
+    start-up; it refuses a photo enrolled under another species, and skips one enrolled under
+    the same species, exactly as an engine that rebuilt everything does."""
+    from index.config import IndexSettings
+    from index.results import EnrollReport
+    from index.specimens import ModelRecord, SpecimenIndex, StoredPhoto
+
+    store.write_info(fingerprint=FINGERPRINT)
+    settings, config = IndexSettings(), IdentifierConfig()
+    rebuilt = SpecimenIndex(SpecimenStore(store.uri, create=False), settings, config, dim=DIM)
+    assert rebuilt._duplicates.built  # rebuilt: the table came with the rows
+    engine = SpecimenIndex(SpecimenStore(store.uri, create=False), settings, config, dim=DIM)
+    assert not engine._duplicates.built  # from the snapshot: not built yet
+    model = ModelRecord(FINGERPRINT, "test", "", DIM)
+    own = hashlib.sha256(b"0").hexdigest()  # row 0: Genus0_species0, id 0000000000000000
+
+    def enrol(index: SpecimenIndex, species: str) -> EnrollReport:
+        photo = StoredPhoto("again.jpg", own, b"i", b"t", 1, 1)
+        vectors = unit(np.random.default_rng(3).normal(size=(1, DIM)))
+        return index.add_photos(species, [photo], vectors, model)
+
+    for species in ("Genus1_species1", "Genus0_species0"):
+        mine, before = enrol(engine, species), enrol(rebuilt, species)
+        assert engine._duplicates.built
+        assert mine.model_dump() == before.model_dump()
+        assert mine.added == 0 and (mine.refused or mine.duplicates)
+    assert "already enrolled as Genus0_species0 (specimen 0000000000000000)" in str(
+        enrol(engine, "Genus1_species1").refused
+    )
+    assert engine._sha == rebuilt._sha == fresh(store)[1]
