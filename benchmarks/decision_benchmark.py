@@ -12,7 +12,10 @@ known queries. Columns:
 - ``previous``: the index as of commit :data:`BASELINE_COMMIT` (prototype + nearest-specimen
   cosine, temperature fitted without a "none of these" outcome), imported from git.
 - ``prototypes``: today's index with ``method="prototype"`` (CL2N prototype cosine).
-- ``default``: today's default (whitened prototypes, see index/whitening.py).
+- ``default``: today's default (whitened prototypes on Hellinger-mapped vectors, see
+  index/whitening.py and ``IdentifierConfig.feature_power``).
+- ``unmapped``: the default with ``feature_power=1`` (vectors as embedded; OOD floor 0.40,
+  its raw-cosine value).
 - ``probe``: class-balanced logistic regression fitted on the enrolled vectors (C=10),
   open-set score 1 - max probability; a closed-set reference with no thresholds.
 
@@ -64,7 +67,7 @@ DATASETS = {
     "birds-cub-base100": "image",
 }
 SHOTS: tuple[int | str, ...] = (1, 5, 20, "all")
-METHODS = ("previous", "prototypes", "default", "probe")
+METHODS = ("previous", "prototypes", "unmapped", "default", "probe")
 
 
 def baseline_identifier(commit: str) -> type:
@@ -148,7 +151,11 @@ def evaluate(method, previous_cls, enrolled, vx, queries, qx, strangers, sx, pri
     if method == "previous":
         identifier = previous_cls.fit(**args)
     else:
-        config = IdentifierConfig(method="prototype") if method == "prototypes" else None
+        config = {
+            "prototypes": IdentifierConfig(method="prototype"),
+            # the raw-cosine floor of the OOD threshold that went with vectors as embedded
+            "unmapped": IdentifierConfig(feature_power=1.0, fallback_ood_similarity=0.40),
+        }.get(method)
         identifier = VectorIdentifier.fit(**args, config=config, prior=prior)
     known = identifier.score_batch(qx)
     assert known.species == names

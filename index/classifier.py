@@ -34,7 +34,7 @@ from .decision import DecisionPolicy
 from .decision import candidate_mask as species_mask
 from .enrolled import EnrolledRows
 from .errors import EmptyCollectionError, InvalidQueryError
-from .prototypes import fuse_views, l2_normalise
+from .prototypes import fuse_views, power_normalise
 from .results import (
     REJECTIONS,
     BatchScores,
@@ -173,7 +173,13 @@ class VectorIdentifier:
     ) -> None:
         """Enroll more vectors (same arguments as :meth:`fit`); no retraining is involved."""
         added = self.rows.add(
-            vectors, species, taxonomy, specimen_ids, groups, sources=sources, regions=regions
+            self.features(vectors),
+            species,
+            taxonomy,
+            specimen_ids,
+            groups,
+            sources=sources,
+            regions=regions,
         )
         if not added:
             return
@@ -304,6 +310,7 @@ class VectorIdentifier:
 
     @property
     def vectors(self) -> np.ndarray:
+        """The enrolled vectors as this identifier works on them (:meth:`features`)."""
         return self.rows.vectors.copy()
 
     def counts(self) -> dict[str, int]:
@@ -409,7 +416,12 @@ class VectorIdentifier:
             raise InvalidQueryError("query vectors contain NaN or infinite values")
         if len(self) == 0:
             raise EmptyCollectionError("the collection is empty: enroll some species first")
-        return l2_normalise(queries)
+        return self.features(queries)
+
+    def features(self, vectors: np.ndarray) -> np.ndarray:
+        """Embeddings -> the vectors this identifier works on (``config.feature_power``, unit
+        length): what it stores for enrolled rows and compares queries as."""
+        return power_normalise(vectors, self.config.feature_power)
 
     def candidate_mask(
         self, region: str | None = None, genus: str | None = None, family: str | None = None

@@ -13,6 +13,22 @@ from scipy import sparse
 from embedder.vectors import EPS, l2_normalise
 
 
+def power_normalise(vectors: np.ndarray, power: float) -> np.ndarray:
+    """Each component raised to ``power`` with its sign kept, then L2-normalised (``power=1``:
+    plain normalisation). At 0.5 this is the Hellinger map of non-negative (pooled ReLU)
+    features: it evens out the few bursty components that dominate raw cosines."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if power == 1.0:
+        return l2_normalise(vectors)
+    mapped = np.abs(vectors)  # one copy, worked on in place (10^6 x 1280 is 5 GB)
+    if power == 0.5:
+        np.sqrt(mapped, out=mapped)  # the default; 3x faster than np.power
+    else:
+        np.power(mapped, np.float32(power), out=mapped)
+    np.copysign(mapped, vectors, out=mapped)
+    return l2_normalise(mapped)
+
+
 def fuse_views(views: np.ndarray) -> np.ndarray:
     """One vector for several views of one specimen: mean of the normalised views, renormalised."""
     views = np.asarray(views, dtype=np.float32)

@@ -42,7 +42,8 @@ class Candidate(BaseModel):
 
 
 class SimilarSpecimen(BaseModel):
-    """One enrolled image close to the query (cosine ``score`` in the model's space)."""
+    """One enrolled image close to the query (cosine ``score`` of the identifier's mapped
+    vectors, see ``IdentifierConfig.feature_power``)."""
 
     specimen_id: str
     species: str

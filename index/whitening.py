@@ -28,7 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
-from .prototypes import centre, l2_normalise
+from .config import IdentifierConfig
+from .prototypes import centre, l2_normalise, power_normalise
 
 #: specimens sampled for the covariance at most (bounded refit cost on huge collections).
 MAX_COVARIANCE_SPECIMENS = 20_000
@@ -91,10 +92,12 @@ class WithinSpeciesPrior:
         species: np.ndarray,
         specimens: np.ndarray,
         components: int = PRIOR_COMPONENTS,
+        config: IdentifierConfig | None = None,
     ) -> WithinSpeciesPrior | None:
-        """The prior of a labelled collection's unit vectors, centred as the index centres an
-        enrolled collection (CL2N on its own mean)."""
-        vectors = np.asarray(vectors, np.float32)
+        """The prior of a labelled collection's embeddings, mapped and centred as an identifier
+        with ``config`` (default: the default one) maps and centres an enrolled collection
+        (``feature_power``, then CL2N on its own mean)."""
+        vectors = power_normalise(vectors, (config or IdentifierConfig()).feature_power)
         if len(vectors) == 0:
             return None
         return cls.fit(centre(vectors, vectors.mean(axis=0)), species, specimens, components)

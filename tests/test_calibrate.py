@@ -16,6 +16,7 @@ from index.calibration import (
 )
 from index.config import IdentifierConfig
 from index.enrolled import EnrolledRows
+from index.prototypes import power_normalise
 from index.scorers import Cl2n, OodScorer, species_scorer
 from tests.clusters import specimens_around, unit
 
@@ -34,7 +35,7 @@ def synthetic(specimens=(5, 5, 5, 5, 2, 1)) -> tuple[np.ndarray, list[str], list
 def enrolled(specimens=(5, 5, 5, 5, 2, 1)) -> EnrolledRows:
     vectors, labels, groups = synthetic(specimens)
     rows = EnrolledRows(DIM)
-    rows.add(vectors, labels, groups=groups)
+    rows.add(power_normalise(vectors, CONFIG.feature_power), labels, groups=groups)  # as mapped
     return rows
 
 

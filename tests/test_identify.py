@@ -10,7 +10,7 @@ import pytest
 
 from index import EmptyCollectionError, IdentifierConfig, InvalidQueryError, VectorIdentifier
 from index.calibration import auroc, fit_temperature, softmax
-from index.prototypes import fuse_views, l2_normalise
+from index.prototypes import fuse_views, l2_normalise, power_normalise
 
 DIM = 32
 
@@ -158,7 +158,14 @@ def test_look_alike_species_of_one_genus_roll_up_to_the_genus():
             vectors.append(centres[c] + 0.25 * rng.normal(size=DIM) / np.sqrt(DIM) * 3)
             labels.append(name)
             groups.append(f"{name}-{p}")
-    identifier = VectorIdentifier.fit(l2_normalise(np.array(vectors)), labels, groups=groups)
+    # vectors as given (feature_power 1): the signed power map spreads these synthetic
+    # near-zero components, and look-alikes built in raw cosine would drift apart by chance
+    identifier = VectorIdentifier.fit(
+        l2_normalise(np.array(vectors)),
+        labels,
+        groups=groups,
+        config=IdentifierConfig(feature_power=1.0),
+    )
     result = identifier.identify(centres[:1])
     assert result.decision == "genus"
     assert result.genus == "Conus" and result.species is None
@@ -290,3 +297,32 @@ def test_removal_updates_candidates_and_search():
     identifier.remove_species("Genus0_species0")
     assert "Genus0_species0" not in {c.species for c in identifier.identify(query).candidates}
     assert len(identifier.species) == 3
+
+
+def test_the_hellinger_map_keeps_signs_and_unit_length_and_tames_a_bursty_component():
+    raw = np.array([[16.0, -4.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0]], np.float32)
+    mapped = power_normalise(raw, 0.5)
+    np.testing.assert_allclose(
+        mapped[0], np.array([4.0, -2.0, 1.0, 0.0]) / np.sqrt(21.0), rtol=1e-6
+    )
+    assert np.all(mapped[1] == 0.0)  # a zero vector stays zero
+    np.testing.assert_allclose(power_normalise(raw, 1.0), l2_normalise(raw))
+    # two photos sharing one dominant component but nothing else: near-identical in raw
+    # cosine, told apart once the map evens the components out
+    a = np.array([10.0, 1.0, 0.0, 0.0], np.float32)
+    b = np.array([10.0, 0.0, 1.0, 0.0], np.float32)
+    raw_cos = float(l2_normalise(a) @ l2_normalise(b))
+    mapped_cos = float(power_normalise(a, 0.5) @ power_normalise(b, 0.5))
+    assert raw_cos > 0.99 and 1.0 - mapped_cos > 5 * (1.0 - raw_cos)
+
+
+def test_queries_are_compared_in_the_space_the_rows_are_stored_in():
+    rng = np.random.default_rng(5)
+    vectors = np.abs(rng.normal(size=(12, DIM))).astype(np.float32)  # pooled ReLU-like
+    names = [f"Genus_s{i % 4}" for i in range(12)]
+    identifier = VectorIdentifier.fit(vectors, names, calibrate=False)
+    assert identifier.config.feature_power == 0.5  # the default maps
+    np.testing.assert_allclose(identifier.vectors, power_normalise(vectors, 0.5), atol=1e-6)
+    for row in (0, 7):
+        best = identifier.search(vectors[row] * 3.0, k=1)[0]  # scale does not matter
+        assert best.specimen_id == str(row) and best.score == pytest.approx(1.0, abs=1e-5)

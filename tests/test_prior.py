@@ -20,7 +20,8 @@ from tests.conftest import GENERATED_SPECIES, make_collection
 from tests.fake_embedder import FakeEmbedder
 
 DIM = 24
-CONFIG = IdentifierConfig(use_gpu=False)
+#: vectors as given (feature_power 1): the domain below is built in raw cosine.
+CONFIG = IdentifierConfig(use_gpu=False, feature_power=1.0)
 #: one direction every species varies along (say, lighting): large within-species spread.
 NUISANCE = np.eye(DIM)[3]
 
@@ -40,7 +41,9 @@ def domain(species: int, specimens: int, seed: int):
 
 def training_prior(seed: int = 0) -> WithinSpeciesPrior:
     vectors, labels, groups = domain(30, 6, seed)
-    prior = WithinSpeciesPrior.of_collection(vectors, labels, np.char.add(labels, groups))
+    prior = WithinSpeciesPrior.of_collection(
+        vectors, labels, np.char.add(labels, groups), config=CONFIG
+    )
     assert prior is not None
     return prior
 
