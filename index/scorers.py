@@ -340,14 +340,15 @@ class WhitenedScorer:
         specimens: each row is scored by prototypes *and* a whitening estimated without its
         fold (a species' specimens are dealt round-robin to the folds, so a species with two
         specimens keeps one). Refitting the whitening matters: with few specimens a covariance
-        that has seen the query makes it look closer than a new specimen would be."""
+        that has seen the query makes it look closer than a new specimen would be. The folds
+        come from :func:`fold_of_rows` (enrolment order, not specimen ids, which may be
+        random: the same collection enrolled in the same order gets the same thresholds)."""
+        return self._held_out_in_folds(rows, fold_of_rows(self.rows, self.config.seed))
+
+    def _held_out_in_folds(self, rows: np.ndarray, fold: np.ndarray) -> np.ndarray:
+        """Held-out scores of ``rows`` with every enrolled row's fold given by ``fold``."""
         enrolled, centred = self.rows, self.cl2n.centred
         S = len(enrolled.species)
-        fold_of_group = np.zeros(int(enrolled.g.max()) + 1, np.int64)
-        for species_rows in enrolled.rows_by_species:
-            groups = np.unique(enrolled.g[species_rows])
-            fold_of_group[groups] = np.arange(groups.size) % HELD_OUT_FOLDS
-        fold = fold_of_group[enrolled.g]
         sims = np.full((len(rows), S), -np.inf, np.float32)
         for f in np.unique(fold[rows]):
             train = fold != f
@@ -370,6 +371,23 @@ class WhitenedScorer:
             block[:, present] = queries @ prototypes.T
             sims[here] = block
         return sims
+
+
+def fold_of_rows(rows: EnrolledRows, seed: int) -> np.ndarray:
+    """The fold (of :data:`HELD_OUT_FOLDS`) of every enrolled row, by specimen: within a
+    species the specimens are taken in enrolment order (their first row), shuffled by a
+    generator seeded with ``seed`` and dealt round-robin."""
+    first_row = np.full(int(rows.g.max()) + 1 if rows.g.size else 0, len(rows.g), np.int64)
+    np.minimum.at(first_row, rows.g, np.arange(len(rows.g)))
+    rng = np.random.default_rng(seed)
+    fold_of_group = np.zeros(first_row.size, np.int64)
+    for species_rows in rows.rows_by_species:
+        groups = np.unique(rows.g[species_rows])
+        groups = groups[np.argsort(first_row[groups], kind="stable")]
+        fold_of_group[groups[rng.permutation(groups.size)]] = (
+            np.arange(groups.size) % HELD_OUT_FOLDS
+        )
+    return fold_of_group[rows.g]
 
 
 def species_scorer(

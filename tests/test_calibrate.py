@@ -171,3 +171,20 @@ def test_a_sharp_none_temperature_keeps_the_order_and_the_tie_at_the_threshold()
         assert none[2] == pytest.approx(species[2].max(), abs=1e-5)
     assert sharp[1][0] < soft[1][0]  # far above the threshold "none" all but vanishes
     assert sharp[1][1] > soft[1][1]
+
+
+def test_the_thresholds_do_not_depend_on_the_specimen_ids():
+    """Specimen ids may be random (the store's are): the held-out folds follow the enrolment
+    order, so the same photos enrolled in the same order get the same thresholds."""
+    vectors, labels, groups = synthetic()
+    names = sorted(set(groups))
+    renamed = {g: f"{len(names) - i:04d}-{g}" for i, g in enumerate(names)}  # order reversed
+    first = VectorIdentifier.fit(vectors, labels, groups=groups, config=CONFIG)
+    second = VectorIdentifier.fit(
+        vectors, labels, groups=[renamed[g] for g in groups], config=CONFIG
+    )
+    assert first.thresholds.source == "calibrated"
+    for name in ("unknown", "temperature", "ood"):  # up to the order of float sums
+        assert getattr(second.thresholds, name) == pytest.approx(
+            getattr(first.thresholds, name), rel=1e-6
+        )

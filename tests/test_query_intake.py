@@ -79,3 +79,38 @@ def test_the_image_limits_are_settings_the_command_line_honours(
     collection = Collection.open(store, model=FakeEmbedder())  # and the collection itself
     with pytest.raises(ImageIntakeError):
         collection.identify([Image.new("RGB", (400, 100))])
+
+
+class RecordingEmbedder(FakeEmbedder):
+    """The fake embedder, keeping the pixels of every image it embeds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list = []
+
+    def embed_images(self, images):
+        import numpy as np
+
+        self.seen += [np.asarray(im.convert("RGB")) for im in images]
+        return super().embed_images(images)
+
+
+def test_a_photo_asked_is_embedded_from_the_same_pixels_as_once_enrolled(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    noisy = Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8))
+    path = tmp_path / "Conus_textile" / "a.png"  # lossless: the stored copy is a JPEG
+    path.parent.mkdir()
+    noisy.save(path)
+    embedder = RecordingEmbedder()
+    collection = Collection.open(tmp_path / "store", model=embedder)
+    collection.enroll("Conus textile", [path])
+    enrolled = embedder.seen[-1]
+    collection.search([query_image(path)], k=1)
+    asked = embedder.seen[-1]
+    assert asked.shape == enrolled.shape
+    assert np.array_equal(asked, enrolled)  # the stored copy's pixels, not the PNG's
+    assert not np.array_equal(asked, np.asarray(noisy.convert("RGB")))
+    best = collection.search([query_image(path)], k=1)[0]
+    assert best.score == pytest.approx(1.0, abs=1e-6)

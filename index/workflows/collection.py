@@ -40,6 +40,7 @@ from .imaging import (
     AcceptedImage,
     ImageInput,
     PreparedImage,
+    as_stored,
     check_decoded,
     normalise_size,
     prepare_accepted,
@@ -312,12 +313,14 @@ class Collection:
     ) -> np.ndarray:
         """Vectors of query photos decoded by the caller (paths and bytes go through
         :func:`index.workflows.imaging.query_image`): the intake's size and shape checks
-        first, so no photo costs more to resize and embed than an accepted one."""
+        first, so no photo costs more to resize and embed than an accepted one. Each is
+        embedded from its would-be stored copy (:func:`as_stored`), as enrolled photos are:
+        the calibration's held-out photos and the queries then see the same pixels."""
         if not images:
             raise InvalidQueryError("no image given")
         for image in images:
             check_decoded(image, limits or self._limits)
-        return self._embed([normalise_size(im.convert("RGB")) for im in images])
+        return self._embed([as_stored(normalise_size(im.convert("RGB")))[0] for im in images])
 
     def identify(
         self,

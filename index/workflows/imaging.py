@@ -157,12 +157,19 @@ def prepare_image(name: str, data: bytes, limits: IntakeLimits | None = None) ->
     return prepare_accepted(accept_image(name, data, limits))
 
 
+def as_stored(image: Image.Image, label: str = "") -> tuple[Image.Image, bytes]:
+    """``(image, stored JPEG)``: a normalised-size image as the store keeps it, decoded back
+    from its stored copy. Enrolled photos are embedded from it (exactly what ``reindex`` will
+    see) and so are queries, so a photo asked is embedded as it would be once enrolled."""
+    stored = jpeg_bytes(image, STORED_QUALITY)
+    return decode_image(stored, label=label or None), stored
+
+
 def prepare_accepted(accepted: AcceptedImage) -> PreparedImage:
     """The stored copy and thumbnail of an accepted image; the image to embed is decoded
-    back from the stored copy (exactly what ``reindex`` will see)."""
+    back from the stored copy (:func:`as_stored`)."""
     resized = accepted.image
-    stored = jpeg_bytes(resized, STORED_QUALITY)
-    image = decode_image(stored, label=accepted.name)
+    image, stored = as_stored(resized, accepted.name)
     return PreparedImage(
         name=accepted.name,
         sha256=accepted.sha256,
