@@ -93,7 +93,8 @@ def test_a_bad_file_shows_the_error_in_the_page(page, tmp_path):
 def test_enrolling_a_species_shows_it_in_the_collection(page, tmp_path, shots):
     photos = [write_photo(tmp_path, f"delta{i}.png", "Cypraea_delta", 5000 + i) for i in range(2)]
     page.click("nav >> text=Add a species")
-    assert page.is_visible("#api-key")  # this server needs a key to write
+    # this server needs a key to write: the field appears once /v1/info has said so
+    page.wait_for_selector("#api-key", state="visible", timeout=10_000)
     page.fill("#enroll-name", "Cypraea_delta")
     page.fill("#enroll-family", "Cypraeidae")
     page.set_input_files("#enroll-photos", [str(p) for p in photos])

@@ -157,7 +157,8 @@ def test_deleting_and_adding_on_a_species_page_need_the_key(browser, server, tmp
     context, page = open_page(browser, server)
     try:
         open_species(page, "Murex epsilon")
-        assert page.is_visible("#sp-api-key")  # this server needs a key to write
+        # this server needs a key to write: the field appears once /v1/info has said so
+        page.wait_for_selector("#sp-api-key", state="visible", timeout=10_000)
         page.fill("#sp-api-key", "wrong-key")
         page.locator("#sp-photos li").first.locator("button.delete-photo").click()
         page.wait_for_selector("#error:not([hidden])")
