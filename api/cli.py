@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "demo": "demo_cmd",
     "evaluate": "evaluate_cmd",
     "audit": "audit_cmd",
+    "doctor": "doctor_cmd",
 }
 
 

@@ -29,6 +29,7 @@ from index.errors import (
     SpeciesNotFoundError,
     SpecimenNotFoundError,
     StoreError,
+    StoreWriteError,
 )
 
 log = logging.getLogger("shellid.api")
@@ -74,9 +75,14 @@ INDEX_ERRORS: dict[type[CollectionError], tuple[int, str]] = {
     ModelMismatchError: (409, "model_mismatch"),
     ModelNotLoadedError: (409, "model_not_loaded"),
     InvalidQueryError: (422, "invalid_query"),
+    StoreWriteError: (503, "store_write_failed"),
     StoreError: (500, "store_error"),
     CollectionError: (400, "collection_error"),
 }
+
+
+#: seconds a client is told to wait (``Retry-After``) before sending a failed write again.
+RETRY_AFTER_SECONDS = 5
 
 
 def index_error_answer(exc: CollectionError) -> tuple[int, str]:
@@ -189,7 +195,8 @@ def install_error_handlers(app: FastAPI) -> None:
         status, code = index_error_answer(exc)
         if status >= 500:
             log.error("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc)
-        return error_response(status, code, str(exc))
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else None
+        return error_response(status, code, str(exc), headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -243,3 +243,32 @@ class TrySpecimen(BaseModel):
 
 class TryTheseList(BaseModel):
     items: list[TrySpecimen] = Field(description="Empty unless the store was filled by the demo.")
+
+
+class TaxonSpecies(BaseModel):
+    """An enrolled species as the filters know it."""
+
+    species: str = Field(description="As stored, e.g. 'Conus_textile'.")
+    name: str = Field(description="As shown, e.g. 'Conus textile', 'Bellamya sp.'.")
+    genus: Annotated[str | None, BlankIsNone] = None
+    family: Annotated[str | None, BlankIsNone] = None
+    regions: list[str] = []
+
+
+class TaxaList(BaseModel):
+    """What the identify filters (region, genus, family, subset) can name, each sorted."""
+
+    regions: list[str]
+    genera: list[str]
+    families: list[str]
+    species: list[TaxonSpecies]
+
+
+class SubjectIn(BaseModel):
+    subject: str = Field(description="One noun for what the collection holds: shell, fish...")
+
+
+class SubjectOut(BaseModel):
+    subject: str = Field(
+        description="The word in use ($SHELLID_SUBJECT overrides the store's, if set)."
+    )

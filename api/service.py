@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 
+from . import subject
 from .batcher import BatchedModel, EmbeddingBatcher
 from .schemas import (
     EnrollResponse,
@@ -31,10 +32,14 @@ from .uploads import Upload
 from .wording import words_for
 
 if TYPE_CHECKING:
+    from index.taxa import KnownTaxa
     from index.workflows.collection import Collection
 
 
 log = logging.getLogger("shellid.api")
+#: how long the store's subject word is reused before it is read again (another process may
+#: set it: shellid enroll --subject)
+SUBJECT_SECONDS = 5.0
 
 
 def image_url(specimen_id: str) -> str:
@@ -176,6 +181,7 @@ class ShellidService:
         collection.use_embedder(BatchedModel(embedder, self.batcher))
         self._stopping = threading.Event()
         self._watch: threading.Thread | None = None
+        self._subject: tuple[str, float] | None = None  # (word, when read from the store)
 
     def use_planned_threads(self) -> None:
         """Apply the planned torch thread count to the calling thread (OpenMP keeps it per
@@ -232,9 +238,11 @@ class ShellidService:
         region: str | None = None,
         genus: str | None = None,
         family: str | None = None,
+        subset: list[str] | None = None,
     ) -> IdentifyResponse:
-        """Identify the specimen the uploaded photos show (views of one specimen); an empty
-        collection is the index's EmptyCollectionError (409 empty_collection)."""
+        """Identify the specimen the uploaded photos show (views of one specimen) among the
+        species the filters and ``subset`` allow; an empty collection is the index's
+        EmptyCollectionError (409 empty_collection)."""
         result = await run_in_threadpool(
             self.collection.identify,
             [upload.image for upload in uploads],
@@ -243,10 +251,11 @@ class ShellidService:
             genus=genus,
             family=family,
             limits=self.settings.intake_limits(),
+            subset=subset,
         )
         timings = {k: round(float(v), 2) for k, v in result.timings_ms.items()}
         timings.update(decode=_ms(decode_seconds), total=timings["total"] + _ms(decode_seconds))
-        words = words_for(result, self.settings.subject)
+        words = words_for(result, await self.subject())
         return IdentifyResponse.model_validate(
             {
                 **result.model_dump(exclude={"similar", "timings_ms"}),
@@ -278,6 +287,27 @@ class ShellidService:
                 "total": _ms(decode_seconds + time.perf_counter() - started),
             },
         )
+
+    async def subject(self) -> str:
+        """What the collection holds ($SHELLID_SUBJECT, else the store's word, else "shell"),
+        read from the store at most every :data:`SUBJECT_SECONDS`."""
+        if self.settings.subject:
+            return self.settings.subject
+        now = time.monotonic()
+        if self._subject is None or now - self._subject[1] > SUBJECT_SECONDS:
+            word = await run_in_threadpool(subject.resolve, None, self.collection.store)
+            self._subject = (word, now)
+        return self._subject[0]
+
+    async def set_subject(self, word: str) -> str:
+        """Keep ``word`` as the collection's subject in the store (InvalidQueryError when it
+        is not one usable noun)."""
+        noun = await run_in_threadpool(subject.record, self.collection.store, word)
+        self._subject = (noun, time.monotonic())
+        return await self.subject()
+
+    async def taxa(self) -> KnownTaxa:
+        return await run_in_threadpool(self.collection.taxa)
 
     async def species(self) -> SpeciesList:
         summaries = await run_in_threadpool(self.collection.species)

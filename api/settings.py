@@ -91,10 +91,12 @@ class ServiceSettings(IndexSettings):
         description="How often the service looks for writes other processes committed to the "
         "store (shellid enroll / remove on the same store) and reloads; 0 = never.",
     )
-    subject: str = Field(
-        default="shell",
-        description="What the collection holds, in words for the web page "
-        "('This does not look like a shell').",
+    subject: str | None = Field(
+        default=None,
+        description="What the collection holds, one noun for the page and the command line "
+        "('This does not look like a fish'); overrides the store's own (set by shellid demo, "
+        "shellid enroll --subject or PUT /v1/subject).",
+        json_schema_extra={"default_text": "the store's, else shell"},
     )
 
     @field_validator("api_key", "read_key")

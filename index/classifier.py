@@ -424,11 +424,15 @@ class VectorIdentifier:
         return power_normalise(vectors, self.config.feature_power)
 
     def candidate_mask(
-        self, region: str | None = None, genus: str | None = None, family: str | None = None
+        self,
+        region: str | None = None,
+        genus: str | None = None,
+        family: str | None = None,
+        subset: Sequence[str] | None = None,
     ) -> np.ndarray:
-        """Species allowed by the filters (case-insensitive); raises InvalidQueryError when
-        no enrolled species passes them."""
-        return species_mask(self.rows, region, genus, family)
+        """Species allowed by the filters and the subset (:func:`index.decision.candidate_mask`:
+        an unknown value raises InvalidQueryError naming the closest known ones)."""
+        return species_mask(self.rows, region, genus, family, subset)
 
     def score_batch(self, queries: np.ndarray) -> BatchScores:
         """Score many single-vector queries: similarities and probabilities over
@@ -458,12 +462,14 @@ class VectorIdentifier:
         region: str | None = None,
         genus: str | None = None,
         family: str | None = None,
+        subset: Sequence[str] | None = None,
     ) -> Identification:
-        """Identify ONE specimen from the embeddings of its views ``(v, d)`` (fused first)."""
+        """Identify ONE specimen from the embeddings of its views ``(v, d)`` (fused first),
+        among the species the filters and ``subset`` (species, genus or family names) allow."""
         started = time.perf_counter()
         views = self._check_queries(query)
         q = fuse_views(views)[None, :]
-        mask = self.candidate_mask(region, genus, family)
+        mask = self.candidate_mask(region, genus, family, subset)
         sims = self.scorer.scores(q)
         sims[:, ~mask] = -np.inf
         th = self._thresholds

@@ -199,10 +199,21 @@ class IndexSettings(EmbedderSettings, DecisionOptions):
     keep_versions_minutes: float = Field(
         default=10.0,
         ge=0.0,
-        description="old store versions kept this long before compaction removes them",
+        description="retention of old store versions: kept this long (the grace for readers "
+        "of an older version in flight, other replicas' included), then removed by the next "
+        "compaction; the newest version is always kept",
     )
     compact_every: int = Field(
-        default=20, ge=1, description="compact the store after this many writes"
+        default=20,
+        ge=1,
+        description="compact the store (merge small data files, remove versions past "
+        "keep_versions_minutes) after this many writes, counted in the store by all replicas",
+    )
+    keep_snapshots_days: float = Field(
+        default=7.0,
+        ge=0.0,
+        description="retention of snapshots of another model or config (the current one is "
+        "rewritten in place): removed, with their FAISS files, when not written for this long",
     )
     max_pixels: int = Field(
         default=DEFAULT_MAX_PIXELS,

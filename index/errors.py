@@ -16,6 +16,11 @@ class StoreError(CollectionError, RuntimeError):
     """The LanceDB store cannot be opened, read or written (path, permissions, damage)."""
 
 
+class StoreWriteError(StoreError):
+    """A write the storage refused or could not finish (disk full, object-store error or
+    timeout): nothing of it is visible, and the same request can be sent again."""
+
+
 class ModelMismatchError(CollectionError, RuntimeError):
     """The store's vectors were made by another embedding model than the one loaded."""
 

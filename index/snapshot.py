@@ -91,6 +91,8 @@ READ_CHUNK = 5_000
 TAXONOMY_COLUMNS = ("genus", "family", "region")
 #: bytes at each end of a separate FAISS file checked (CRC-32) when it is mapped at start-up.
 FAISS_CHECKED_ENDS = 1 << 20
+#: a temporary snapshot or FAISS file this old was left by a writer that died: deleted.
+STALE_TEMPORARY_SECONDS = 3600.0
 #: differences kept for a duplicate table not built yet; one more builds it.
 PENDING_DIFFERENCES = 64
 
@@ -558,7 +560,8 @@ class Snapshots:
             if name.startswith(stem) and ".faiss" in name and info.path != current:
                 if (
                     name.endswith(".tmp")
-                    and time.time() - (info.mtime.timestamp() if info.mtime else 0) < 3600
+                    and time.time() - (info.mtime.timestamp() if info.mtime else 0)
+                    < STALE_TEMPORARY_SECONDS
                 ):
                     continue  # another process writing its snapshot right now
                 with contextlib.suppress(OSError):
@@ -585,9 +588,13 @@ class Snapshots:
     def verify(self, key: SnapshotKey) -> bool:
         """Whether the snapshot of ``key``'s kind is whole: every section's CRC-32 and, for a
         separate FAISS file, the CRC-32 of all of it (start-up checks only its ends)."""
+        return self.verify_file(key.name)
+
+    def verify_file(self, name: str) -> bool:
+        """:meth:`verify` for the snapshot file ``name`` in the folder (any kind)."""
         try:
             local = isinstance(self.fs, pafs.LocalFileSystem)
-            path = self.path(key)
+            path = f"{self.folder}/{name}"
             with pa.memory_map(path) if local else self.fs.open_input_file(path) as file:
                 reader = _Reader(file)
                 for name in reader.sections:
@@ -610,6 +617,46 @@ class Snapshots:
         except (SnapshotError, OSError, ValueError, KeyError):
             return False
         return True
+
+    # ------------------------------------------------------------------ housekeeping
+    def listing(self) -> list[pafs.FileInfo]:
+        """The files in the snapshot folder (none when it does not exist yet)."""
+        try:
+            found = self.fs.get_file_info(pafs.FileSelector(self.folder, allow_not_found=True))
+        except OSError:
+            return []
+        return [info for info in found if info.type == pafs.FileType.File]
+
+    def drop(self, name: str) -> None:
+        """Delete the snapshot file ``name`` and the FAISS files of its kind (it is rebuilt
+        from the store at the next start)."""
+        stem = name.removesuffix(".snap") + "."
+        for info in self.listing():
+            if info.base_name == name or (
+                info.base_name.startswith(stem) and ".faiss" in info.base_name
+            ):
+                with contextlib.suppress(OSError):
+                    self.fs.delete_file(info.path)
+
+    def clean(self, keep: str, older_than: float, now: float | None = None) -> list[str]:
+        """Retention: delete the snapshots of other kinds (another model, config or prior)
+        not written for ``older_than`` seconds, with their FAISS files, and temporary files
+        left by a writer that died, an hour old or more. ``keep`` (the name of this process's
+        kind) is never deleted. Returns the names deleted."""
+        now = time.time() if now is None else now
+        gone: list[str] = []
+        for info in self.listing():
+            name, age = info.base_name, now - (info.mtime.timestamp() if info.mtime else now)
+            stale_tmp = name.endswith(".tmp") and age >= STALE_TEMPORARY_SECONDS
+            stale_kind = name.endswith(".snap") and name != keep and age >= older_than
+            if stale_kind:
+                self.drop(name)
+                gone.append(name)
+            elif stale_tmp:
+                with contextlib.suppress(OSError):
+                    self.fs.delete_file(info.path)
+                    gone.append(name)
+        return gone
 
     def load(
         self,

@@ -295,10 +295,14 @@ class SpecimenIndex:
                 fingerprint, identifier.dim, self.config, identifier.prior, version
             )
             try:
-                return snapshots.save(identifier, key, self._sha)
+                saved = snapshots.save(identifier, key, self._sha)
             except Exception as exc:  # a snapshot is an optimisation: the store stays
                 log.warning("saving the snapshot of store %s failed: %s", self.store.uri, exc)
                 return False
+            retention = self.settings.keep_snapshots_days * 86400.0
+            for name in snapshots.clean(key.name, retention):  # other kinds' stale files
+                log.info("removed %s from the snapshots of store %s", name, self.store.uri)
+            return saved
 
     def prior(self) -> WithinSpeciesPrior | None:
         """The model's within-species prior as the store recorded it (None: it has none)."""
@@ -596,12 +600,13 @@ class SpecimenIndex:
         region: str | None = None,
         genus: str | None = None,
         family: str | None = None,
+        subset: Sequence[str] | None = None,
     ) -> Identification:
         """Identify one specimen from the embeddings ``(v, d)`` of its views."""
         identifier = self.need_identifier()
         with self.lock:
             return identifier.identify(
-                vectors, top_k=top_k, region=region, genus=genus, family=family
+                vectors, top_k=top_k, region=region, genus=genus, family=family, subset=subset
             )
 
     def search(

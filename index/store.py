@@ -26,7 +26,7 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 
-from .errors import SpecimenNotFoundError, StoreError
+from .errors import SpecimenNotFoundError, StoreError, StoreWriteError
 from .schema import (
     INDEX_COLUMNS,
     INFO_TABLE,
@@ -62,7 +62,18 @@ _STORAGE_PROBLEMS = (
     ("InvalidAccessKeyId", "access denied (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"),
     ("SignatureDoesNotMatch", "access denied (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"),
     ("AccessDenied", "access denied (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"),
+    ("os error 28", "no space left on the store's disk"),
+    ("No space left", "no space left on the store's disk"),
+    ("os error 122", "disk quota exceeded on the store's disk"),
+    ("os error 30", "the store's file system is read-only"),
+    ("timed out", "the object store timed out"),
+    ("SlowDown", "the object store is overloaded (HTTP 503 SlowDown)"),
+    ("503 Service Unavailable", "the object store is unavailable (HTTP 503)"),
+    ("500 Internal Server Error", "the object store failed (HTTP 500)"),
 )
+
+
+_RUST_SOURCE = re.compile(r",\s*/\S+\.rs:\d+:\d+")
 
 
 def _is_conflict(exc: BaseException) -> bool:
@@ -93,7 +104,13 @@ def storage_problem(exc: BaseException) -> str:
         if needle in text:
             return meaning
     line = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    line = _RUST_SOURCE.sub("", line)  # lance appends where in its source it failed
     return line if len(line) <= 300 else line[:297] + "..."
+
+
+def doctor_hint(uri: str) -> str:
+    """What to run about a store that cannot be read (appended to such errors)."""
+    return f"; check it with: shellid doctor --store {uri}"
 
 
 class SpecimenStore:
@@ -147,7 +164,9 @@ class SpecimenStore:
         except Exception as exc:
             if "not found" in str(exc).lower() or "was not found" in str(exc).lower():
                 return None
-            raise StoreError(f"cannot open store {self.uri}: {storage_problem(exc)}") from exc
+            raise StoreError(
+                f"cannot open store {self.uri}: {storage_problem(exc)}{doctor_hint(self.uri)}"
+            ) from exc
 
     def _table_names(self) -> list[str]:
         names: list[str] = []
@@ -183,7 +202,7 @@ class SpecimenStore:
             try:
                 return retry_conflicts(lambda: self._merge_info(updates))
             except Exception as exc:
-                raise StoreError(
+                raise StoreWriteError(
                     f"cannot write store info to {self.uri}: {storage_problem(exc)}"
                 ) from exc
 
@@ -239,7 +258,7 @@ class SpecimenStore:
             try:
                 retry_conflicts(write)
             except Exception as exc:
-                raise StoreError(
+                raise StoreWriteError(
                     f"cannot write the model prior to {self.uri}: {storage_problem(exc)}"
                 ) from exc
 
@@ -295,7 +314,7 @@ class SpecimenStore:
                 if SPECIMENS_TABLE in self._table_names():  # another replica made it first
                     self.ensure_table(dim)
                     return
-                raise StoreError(
+                raise StoreWriteError(
                     f"cannot create the specimens table in {self.uri}: {storage_problem(exc)}"
                 ) from exc
 
@@ -307,7 +326,9 @@ class SpecimenStore:
         try:
             return self._specimens.search().select(columns).limit(None).to_arrow()
         except Exception as exc:
-            raise StoreError(f"cannot read store {self.uri}: {exc}") from exc
+            raise StoreError(
+                f"cannot read store {self.uri}: {storage_problem(exc)}{doctor_hint(self.uri)}"
+            ) from exc
 
     def select(self, columns: list[str], where: str) -> pa.Table:
         """The rows matching the filter ``where``, ``columns`` only (never the image bytes
@@ -318,7 +339,9 @@ class SpecimenStore:
             query = self._specimens.search().where(where).select(columns).limit(None)
             return query.to_arrow()
         except Exception as exc:
-            raise StoreError(f"cannot read store {self.uri}: {exc}") from exc
+            raise StoreError(
+                f"cannot read store {self.uri}: {storage_problem(exc)}{doctor_hint(self.uri)}"
+            ) from exc
 
     def read_version(self, columns: list[str], version: int, where: str | None = None) -> pa.Table:
         """``columns`` of the rows of the specimens table as of ``version`` (a pinned read:
@@ -329,7 +352,10 @@ class SpecimenStore:
             query = table.search().select(columns).limit(None)
             return (query.where(where) if where else query).to_arrow()
         except Exception as exc:
-            raise StoreError(f"cannot read version {version} of store {self.uri}: {exc}") from exc
+            raise StoreError(
+                f"cannot read version {version} of store {self.uri}: {storage_problem(exc)}"
+                f"{doctor_hint(self.uri)}"
+            ) from exc
 
     def make_rows(self, rows: dict[str, list[Any]], vectors: np.ndarray) -> pa.Table:
         """An arrow table for :meth:`add` from column lists plus the vector matrix."""
@@ -354,7 +380,7 @@ class SpecimenStore:
                 self._specimens.add(table)
             except Exception as exc:
                 self._withdraw(ids)  # in case the commit landed before the failure
-                raise StoreError(
+                raise StoreWriteError(
                     f"writing to store {self.uri} failed; nothing was added "
                     f"({storage_problem(exc)})"
                 ) from exc
@@ -425,8 +451,9 @@ class SpecimenStore:
             try:
                 retry_conflicts(lambda: self._specimens.delete(where))  # type: ignore[union-attr]
             except Exception as exc:
-                raise StoreError(
-                    f"deleting from store {self.uri} failed: {storage_problem(exc)}"
+                raise StoreWriteError(
+                    f"deleting from store {self.uri} failed; nothing was deleted "
+                    f"({storage_problem(exc)})"
                 ) from exc
             self._committed()
             self._after_write()
@@ -531,8 +558,9 @@ class SpecimenStore:
             except Exception as exc:
                 self._specimens = self._db.open_table(SPECIMENS_TABLE)
                 self.rollback(before)
-                raise StoreError(
-                    f"re-embedding store {self.uri} failed; it is unchanged ({exc})"
+                raise StoreWriteError(
+                    f"re-embedding store {self.uri} failed; it is unchanged "
+                    f"({storage_problem(exc)})"
                 ) from exc
             self._committed()
             self._after_write()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Depends, File, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+
+from index.taxa import read_subset
 
 from ..deps import ServiceDep, SettingsDep, require_read_key
 from ..errors import UPLOAD_ERRORS, ErrorBody
@@ -19,6 +21,18 @@ PHOTOS = File(
     min_length=1,
 )
 
+SUBSET_QUERY = Query(
+    None,
+    description="Only consider these taxa: species, genus or family names (repeat the "
+    "parameter; GET /v1/taxa lists them). An unknown name is answered 422 with the closest "
+    "known ones.",
+)
+SUBSET_FORM = Form(
+    None,
+    alias="subset",
+    description="The subset as a form field: one name per line (for a long list).",
+)
+
 
 @router.post(
     "/identify",
@@ -27,6 +41,11 @@ PHOTOS = File(
     responses={
         **UPLOAD_ERRORS,
         409: {"model": ErrorBody, "description": "The collection is empty."},
+        422: {
+            "model": ErrorBody,
+            "description": "A photo cannot be used, or a filter or subset names a taxon the "
+            "collection does not know (the closest known ones are named).",
+        },
     },
 )
 async def identify(
@@ -37,7 +56,10 @@ async def identify(
     region: str | None = Query(None, description="Only consider species of this region."),
     genus: str | None = Query(None, description="Only consider species of this genus."),
     family: str | None = Query(None, description="Only consider species of this family."),
+    subset: list[str] | None = SUBSET_QUERY,
+    subset_list: str | None = SUBSET_FORM,
 ) -> IdentifyResponse:
+    names = [*(subset or []), *read_subset(subset_list or "")]
     started = time.perf_counter()
     uploads = await read_uploads(images, settings, settings.max_query_files)
     return await service.identify(
@@ -47,6 +69,7 @@ async def identify(
         region=region or None,
         genus=genus or None,
         family=family or None,
+        subset=names if subset is not None or subset_list is not None else None,
     )
 
 

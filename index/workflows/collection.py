@@ -36,6 +36,7 @@ from ..results import (
 )
 from ..specimens import SpecimenIndex
 from ..store import SpecimenStore
+from ..taxa import KnownTaxa, known_taxa
 from .imaging import (
     AcceptedImage,
     ImageInput,
@@ -330,14 +331,16 @@ class Collection:
         genus: str | None = None,
         family: str | None = None,
         limits: IntakeLimits | None = None,
+        subset: Sequence[str] | None = None,
     ) -> Identification:
         """Identify one specimen from one or several photos of it (views are fused);
-        ``limits``: the intake's (default: the settings')."""
+        ``limits``: the intake's (default: the settings'); ``subset``: species, genus or
+        family names to choose among (:func:`index.decision.candidate_mask`)."""
         self.index.need_identifier()
         started = time.perf_counter()
         vectors = self._embed_queries(images, limits)
         embedded = time.perf_counter()
-        result = self.index.identify(vectors, top_k, region, genus, family)
+        result = self.index.identify(vectors, top_k, region, genus, family, subset)
         done = time.perf_counter()
         result.timings_ms["embed"] = round((embedded - started) * 1e3, 3)
         result.timings_ms["identify"] = round((done - embedded) * 1e3, 3)
@@ -383,6 +386,14 @@ class Collection:
 
     def species_info(self, name: str) -> SpeciesSummary:
         return self.index.species_info(name)
+
+    def taxa(self) -> KnownTaxa:
+        """The regions, genera, families and species the filters can name."""
+        identifier = self.index.identifier
+        if identifier is None:
+            return KnownTaxa()
+        with self.index.lock:
+            return known_taxa(identifier.rows)
 
     def species_photos(self, name: str, offset: int = 0, limit: int | None = None) -> SpeciesPhotos:
         """A page of a species' photos with their provenance (see the engine's)."""

@@ -1,0 +1,66 @@
+"""``shellid doctor``: check a store, list what is damaged and what can be recovered, and
+repair what is safe with ``--repair`` (index/doctor.py says what is checked and repaired)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ._collection import add_store_option, store_uri
+
+HELP = "check a store (tables, versions, data files, vectors, photos, snapshots); --repair fixes"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_store_option(parser)
+    parser.add_argument(
+        "--repair",
+        action="store_true",
+        help="repair what is safe: set unreadable manifests aside, restore the newest version "
+        "that reads whole, delete damaged snapshots (rebuilt at the next start)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the findings as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Exit status 0: healthy (or everything found was repaired); 1: damage is left."""
+    from index.doctor import check_store
+
+    uri = store_uri(args)
+
+    def progress(text: str) -> None:
+        if not args.json:
+            print(f"shellid doctor: {text} ...", file=sys.stderr, flush=True)
+
+    checkup = check_store(uri, repair=args.repair, progress=progress)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "store": uri,
+                    "healthy": checkup.healthy,
+                    "facts": checkup.facts,
+                    "passed": checkup.passed,
+                    "findings": [vars(f) for f in checkup.findings],
+                },
+                default=str,
+            )
+        )
+        return 0 if checkup.healthy else 1
+    facts = ", ".join(f"{k} {v}" for k, v in checkup.facts.items())
+    print(f"store {uri}: {facts or 'empty'}")
+    for line in checkup.passed:
+        print(f"ok        {line}")
+    for finding in checkup.findings:
+        print(finding.line())
+    left = [f for f in checkup.findings if not f.repaired]
+    if not left:
+        print("healthy" if not checkup.findings else "repaired: the store is healthy again")
+        return 0
+    fixable = [f for f in left if f.repair]
+    if fixable and not args.repair:
+        print(f"{len(fixable)} can be repaired: shellid doctor --store {uri} --repair")
+    elif left:
+        print(f"{len(left)} cannot be repaired here (see above)")
+    return 1
