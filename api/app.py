@@ -19,7 +19,7 @@ from fastapi_offline import FastAPIOffline
 from .deps import Runtime
 from .errors import ServerErrorAnswer, install_error_handlers
 from .metrics import ServiceMetrics
-from .routes import health, identify, species, species_pages, try_these
+from .routes import health, identify, species, species_pages, taxa, try_these
 from .service import ShellidService
 from .settings import ServiceSettings, load_settings
 from .uploads import BodyLimitMiddleware
@@ -118,6 +118,7 @@ def create_app(
     app.include_router(species.router)
     app.include_router(species_pages.router)
     app.include_router(try_these.router)
+    app.include_router(taxa.router)
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:

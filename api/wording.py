@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from embedder.datasets import species_display
+from index.names import display_name as species_display
 from index.results import REJECTIONS
 
 

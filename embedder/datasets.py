@@ -57,11 +57,6 @@ def genus_of(species: str) -> str:
     return parts[0] if len(parts) >= 2 and parts[0][:1].isupper() else ""
 
 
-def species_display(name: str | None) -> str:
-    """How a taxon name is shown: ``Conus_textile`` -> ``Conus textile`` ('' for None)."""
-    return (name or "").replace("_", " ").strip()
-
-
 def load_taxonomy(path: Path) -> dict[str, dict[str, str]]:
     """Read ``taxonomy.csv`` (a ``species`` column plus genus, family, region, ...)."""
     with path.open(newline="", encoding="utf-8-sig") as handle:

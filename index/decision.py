@@ -8,12 +8,15 @@ genus), ``family``; else ``uncertain``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from scipy import sparse
 
 from .enrolled import EnrolledRows, regions_of
 from .errors import InvalidQueryError
 from .results import Decision, Thresholds
+from .taxa import check_known, known_taxa, subset_mask
 
 
 def rollup_matrix(parents: list[str]) -> tuple[sparse.csr_matrix, list[str]]:
@@ -83,10 +86,19 @@ def candidate_mask(
     region: str | None = None,
     genus: str | None = None,
     family: str | None = None,
+    subset: Sequence[str] | None = None,
 ) -> np.ndarray:
-    """Species allowed by the filters (case-insensitive); raises InvalidQueryError when no
-    enrolled species passes them."""
+    """Species allowed by the filters (case-insensitive) and by ``subset`` (species, genus or
+    family names: any of them). A value the collection does not know raises
+    InvalidQueryError naming the closest known ones (:mod:`index.taxa`); so does a set of
+    known values that no enrolled species passes together."""
     mask = np.ones(len(rows.species), bool)
+    if not (region or genus or family or subset is not None):
+        return mask
+    taxa = known_taxa(rows)
+    check_known(taxa, region, genus, family)
+    if subset is not None:
+        mask &= subset_mask(taxa, subset)
     if genus:
         mask &= np.array([g.lower() == genus.strip().lower() for g in rows.genus], bool)
     if family:
@@ -98,5 +110,6 @@ def candidate_mask(
         asked = ", ".join(
             f"{k}={v!r}" for k, v in (("region", region), ("genus", genus), ("family", family)) if v
         )
-        raise InvalidQueryError(f"no enrolled species matches {asked}")
+        asked += " and the subset" if asked and subset is not None else ""
+        raise InvalidQueryError(f"no enrolled species matches {asked or 'the subset'}")
     return mask

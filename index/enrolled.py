@@ -199,6 +199,10 @@ class EnrolledRows:
                 if not texts:
                     del self._region_texts[name]
 
+    def region_texts(self, species: str) -> list[str]:
+        """The region texts the rows of ``species`` were enrolled with, as given."""
+        return list(self._region_texts.get(species, {}))
+
     def id_array(self) -> pa.Array:
         """The ids as an Arrow string array (kept in step with the rows once made), for
         set operations against a store's ``id`` column."""

@@ -35,3 +35,31 @@ def canonical_species(name: str) -> str:
     if not text.strip("."):
         raise InvalidQueryError(f"species name {name!r} is not usable (a path segment)")
     return text
+
+
+#: second words that stand for "species not named": ``Bellamya_species`` -> ``Bellamya sp.``
+_PLACEHOLDERS = {"species", "sp", "sp.", "spp", "spp.", "indet", "indet.", "unknown"}
+
+
+def display_name(name: str | None) -> str:
+    """How a taxon name is shown, the one place for it (web page via ``/v1/taxa``, API words
+    and the command line): ``Conus_textile`` -> ``Conus textile``; a genus with a placeholder
+    for its species (``Bellamya_species``, ``Bellamya spp``) -> ``Bellamya sp.``; ``''`` for
+    None."""
+    words = re.sub(r"[_\s]+", " ", name or "").strip().split(" ")
+    if len(words) == 2 and words[0][:1].isupper() and words[1].lower() in _PLACEHOLDERS:
+        words[1] = "sp."
+    return " ".join(words)
+
+
+def accepted_species(accepted_name: str) -> str:
+    """The stored spelling of an accepted name, its authority left out:
+    ``"Anadara consociata (E.A. Smith 1885)"`` -> ``"Anadara_consociata"``,
+    ``"Bellamya sp."`` -> ``"Bellamya_sp."`` (InvalidQueryError as canonical_species)."""
+    words = str(accepted_name).split()
+    kept = words[:1]
+    for word in words[1:]:
+        if word[:1] in "([" or word[:1].isupper() or any(c.isdigit() for c in word):
+            break  # the authority begins: (Linnaeus 1758), Habe 1952
+        kept.append(word)
+    return canonical_species(" ".join(kept))

@@ -107,8 +107,17 @@ def test_candidate_mask_filters_case_insensitively():
 
 
 def test_candidate_mask_raises_naming_the_filters_when_nothing_passes():
-    with pytest.raises(InvalidQueryError, match="region='Arctic', genus='Conus'"):
+    with pytest.raises(InvalidQueryError, match="region='Atlantic', genus='Conus'"):
+        candidate_mask(rows(), region="Atlantic", genus="Conus")
+
+
+def test_candidate_mask_names_the_closest_known_value_of_an_unknown_one():
+    with pytest.raises(
+        InvalidQueryError, match=r"unknown region 'Arctic' \(closest known: 'Atlantic'\)"
+    ):
         candidate_mask(rows(), region="Arctic", genus="Conus")
+    with pytest.raises(InvalidQueryError, match=r"unknown family 'Olivdae'.*'Olividae'"):
+        candidate_mask(rows(), family="Olivdae")
 
 
 def _random_collection(rng: np.random.Generator):

@@ -61,6 +61,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "species keeps at least one enrolled specimen)",
     )
     parser.add_argument(
+        "--subject",
+        metavar="WORD",
+        help="what the collection holds, for the page's words (default: shell for the sample; "
+        "a --data collection keeps the store's)",
+    )
+    parser.add_argument(
         "--if-empty",
         action="store_true",
         help="do nothing when the store already holds photos; when no sample is found, "
@@ -117,12 +123,24 @@ def _natural(text: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
+def species_name(record) -> str:
+    """The name a record is enrolled under: the taxonomy's ``accepted_name`` (its authority
+    left out) when it gives one, else the folder's (``Aandara_consociata`` -> the source's
+    ``Anadara_consociata``)."""
+    from index.names import accepted_species
+
+    accepted = record.taxonomy.get("accepted_name", "")
+    return accepted_species(accepted) if accepted.strip() else record.species
+
+
 def plan(records: list, hold_out: int) -> tuple[dict[str, list], list[dict]]:
-    """``({species: records to enrol}, [kept-back specimen])``: per species, the last
-    ``hold_out`` specimens in natural order (specimen 10 after 9) are kept back, never all."""
+    """``({species: records to enrol}, [kept-back specimen])``, species by
+    :func:`species_name`: per species, the last ``hold_out`` specimens in natural order
+    (specimen 10 after 9) are kept back, never all."""
     by_species: dict[str, dict[str, list]] = {}
     for record in records:
-        by_species.setdefault(record.species, {}).setdefault(record.group, []).append(record)
+        name = species_name(record)
+        by_species.setdefault(name, {}).setdefault(record.group, []).append(record)
     enrol: dict[str, list] = {}
     kept: list[dict] = []
     for species, groups in by_species.items():
@@ -165,6 +183,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.hold_out < 0:
         raise ValueError("--hold-out must be 0 or more")
+    if args.subject is not None:
+        from api.subject import clean
+
+        args.subject = clean(args.subject)  # a bad word fails before anything is enrolled
     settings = load_settings(store=args.store, model=args.model)
     check_model_option(settings.model)
     collection = None
@@ -186,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
         raise
     from tqdm import tqdm
 
-    from api import try_these
+    from api import subject, try_these
     from embedder.datasets import scan_collection
 
     records = scan_collection(data, group_pattern=args.group_regex, taxonomy_csv=taxonomy_csv)
@@ -214,6 +236,9 @@ def run(args: argparse.Namespace) -> int:
         collection.calibrate()
     unseen = withdraw(collection, kept)  # a store filled before: the kept-back must be unseen
     try_these.record(collection, kept)
+    word = args.subject or (None if args.data is not None else "shell")
+    if word:
+        subject.record(collection.store, word)
     if unseen:
         print(f"shellid demo: removed {unseen} photos of kept-back specimens enrolled before")
     added = sum(r.added for r in reports)

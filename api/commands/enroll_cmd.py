@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from embedder.datasets import species_display
+from index.names import display_name as species_display
 
 from ._collection import add_model_option, add_store_option, open_collection
 from ._ray import add_ray_options
@@ -44,6 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tax.add_argument("--region")
     parser.add_argument(
         "--source", help="provenance recorded with each photo (default: folder name)"
+    )
+    parser.add_argument(
+        "--subject",
+        metavar="WORD",
+        help="what the collection holds, one noun for the page's words (shell, fish, bird); "
+        "kept in the store",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON report per species")
     add_ray_options(parser, commit=True)
@@ -82,7 +88,16 @@ def run(args: argparse.Namespace) -> int:
 
         row = load_taxonomy(Path(args.taxonomy)).get(args.species.strip().replace(" ", "_"), {})
         taxonomy = row | taxonomy
+    subject_word = None
+    if args.subject is not None:
+        from ..subject import clean
+
+        subject_word = clean(args.subject)  # a bad word fails before anything is read
     collection = open_collection(args, create=True)
+    if subject_word is not None:
+        from ..subject import record
+
+        record(collection.store, subject_word)
     progress = sys.stderr.isatty() or not args.json
     if args.species:
         from ._inputs import group_photos

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from embedder.datasets import species_display
+from index.names import display_name as species_display
 
 from ._collection import (
     add_filter_options,
@@ -74,6 +74,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ".txt) gives the format when --format is not given",
     )
     add_filter_options(parser)
+    parser.add_argument(
+        "--subset",
+        metavar="FILE",
+        type=Path,
+        help="only the taxa listed in FILE, one per line: species, genus or family names "
+        "(# starts a comment); an unknown name is answered with the closest known ones",
+    )
     add_store_option(parser)
     add_model_option(parser)
     add_threshold_options(parser)
@@ -131,14 +138,48 @@ def photo_label(similar, names: dict[str, str] | None) -> str:
     return f"{source}/{name}" if source else name
 
 
-def _subject() -> str:
-    """What the collection holds in the service's words ($SHELLID_SUBJECT, default shell)."""
+def _subject(store: Any = None) -> str:
+    """What the collection holds in the service's words ($SHELLID_SUBJECT, else the store's
+    word, else shell: :mod:`api.subject`)."""
+    from ..subject import resolve
+
     try:
         from ..settings import ServiceSettings
 
-        return ServiceSettings().subject or "shell"
+        override = ServiceSettings().subject
     except Exception:  # an unrelated bad setting must not stop identification
-        return "shell"
+        override = None
+    return resolve(override, store)
+
+
+def read_subset_file(path: Path | None) -> list[str] | None:
+    """The names of a ``--subset`` file (None without one); one line for a missing, unreadable
+    or empty file."""
+    if path is None:
+        return None
+    from index.taxa import read_subset
+
+    try:
+        names = read_subset(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise ValueError(f"--subset {path}: cannot read it ({reason})") from None
+    if not names:
+        raise ValueError(f"--subset {path}: names no taxon (one name per line)")
+    return names
+
+
+def check_filters(collection: Any, args: Any, subset: list[str] | None) -> None:
+    """Refuse an unknown filter value or subset name before any photo is embedded (one line
+    naming the closest known ones)."""
+    if not (args.region or args.genus or args.family or subset is not None):
+        return
+    from index.taxa import check_known, subset_mask
+
+    taxa = collection.taxa()
+    check_known(taxa, args.region, args.genus, args.family)
+    if subset is not None:
+        subset_mask(taxa, subset)
 
 
 def as_json(
@@ -254,6 +295,7 @@ def run(args: argparse.Namespace) -> int:
 
         output = check_output(args.output, suffix=suffixes[fmt], option="--output")
     queries = plan_queries(args)
+    subset = read_subset_file(args.subset)
 
     from embedder.intake import ImageIntakeError
     from index.workflows.imaging import query_image
@@ -263,7 +305,8 @@ def run(args: argparse.Namespace) -> int:
     if len(queries) == 1:  # one specimen: every photo must load before the model does
         preloaded = [query_image(p, limits) for p in queries[0][1]]
     collection = open_collection(args)
-    subject = _subject()
+    check_filters(collection, args, subset)
+    subject = _subject(collection.store)
     taxonomy = collection.enrolled_taxonomy()
     names = collection.photo_names()
     stream: TextIO = io.StringIO() if output else sys.stdout
@@ -295,7 +338,12 @@ def run(args: argparse.Namespace) -> int:
                     stream.write(json.dumps(records[-1]) + "\n")
                 continue
             result = collection.identify(
-                images, top_k=args.top_k, region=args.region, genus=args.genus, family=args.family
+                images,
+                top_k=args.top_k,
+                region=args.region,
+                genus=args.genus,
+                family=args.family,
+                subset=subset,
             )
             answered += 1
             if fmt == "text":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from embedder.datasets import species_display
+from index.names import display_name as species_display
 
 from ._collection import (
     add_filter_options,

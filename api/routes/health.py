@@ -57,7 +57,7 @@ def metrics(runtime: RuntimeDep) -> Response:
     response_model=ServiceInfo,
     summary="Model, store size, limits and whether keys are needed (always open)",
 )
-def info(runtime: RuntimeDep, service: ServiceDep) -> ServiceInfo:
+async def info(runtime: RuntimeDep, service: ServiceDep) -> ServiceInfo:
     settings = runtime.settings
     collection = service.collection
     embedder = collection.embedder
@@ -69,7 +69,7 @@ def info(runtime: RuntimeDep, service: ServiceDep) -> ServiceInfo:
         specimens=len(collection),
         writes_need_key=settings.writes_need_key(),
         reads_need_key=settings.reads_need_key(),
-        subject=settings.subject,
+        subject=await service.subject(),
         limits=Limits(
             max_file_bytes=settings.max_file_bytes,
             max_query_files=settings.max_query_files,
