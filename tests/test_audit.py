@@ -11,9 +11,21 @@ import pytest
 from PIL import Image, ImageDraw
 
 from api.cli import main
-from index.workflows.audit import CSV_COLUMNS, AuditConfig, audit_collection, read_csv, write_csv
+from index.workflows.audit import (
+    CSV_COLUMNS,
+    KINDS,
+    SEVERITIES,
+    AuditConfig,
+    AuditResult,
+    Finding,
+    audit_collection,
+    read_csv,
+    write_audit_report,
+    write_csv,
+)
 from index.workflows.audit.embedding_checks import nearest_neighbours, robust_z
 from index.workflows.audit.files import difference_hash, hamming_pairs, inspect_file
+from index.workflows.audit.findings import action_rank, group_findings, sort_findings
 from tests.conftest import make_collection
 
 
@@ -228,3 +240,52 @@ def test_audit_flags_real_drawing_and_mislabel_among_real_shells(shared, tmp_pat
     assert "off_domain" in kinds_of(result, planted)
     assert "mislabel" in kinds_of(result, moved)
     assert {f.path for f in result.findings if f.kind == "off_domain"} == {str(planted)}
+
+
+def _finding(kind: str, severity: str, n: int, species: str = "Conus_alpha") -> Finding:
+    return Finding(kind, severity, f"/data/{species}/{kind}_{n}.png", species, f"{kind} {n}")
+
+
+def test_findings_come_in_the_order_a_curator_acts_on_them():
+    findings = (
+        [_finding("tiny", "warning", i) for i in range(30)]
+        + [_finding("near_duplicate", "warning", 1)]  # within one species
+        + [_finding("off_domain", "warning", 1)]
+        + [_finding("exact_duplicate", "error", 1)]  # across species
+        + [_finding("mislabel", "warning", i) for i in range(2)]
+        + [_finding("corrupt", "error", 1), _finding("grayscale", "info", 1)]
+    )
+    titles = [group.key for group, _ in group_findings(findings)]
+    assert titles == [
+        "mislabel",
+        "duplicates-across-species",
+        "off_domain",
+        "corrupt",
+        "duplicates-within-species",
+        "tiny",
+        "grayscale",
+    ]
+    ordered = sort_findings(findings)
+    assert [f.kind for f in ordered[:4]] == [
+        "mislabel",
+        "mislabel",
+        "exact_duplicate",
+        "off_domain",
+    ]
+    every = [Finding(k, s, "p", "s", "d") for k in KINDS for s in SEVERITIES]
+    assert all(isinstance(action_rank(f), int) for f in every)  # every finding has a group
+
+
+def test_audit_report_puts_mislabels_on_top_and_folds_long_groups(tmp_path):
+    findings = [_finding("tiny", "warning", i) for i in range(103)] + [
+        _finding("mislabel", "warning", 1, "Cypraea_gamma")
+    ]
+    result = AuditResult(Path("/data"), sort_findings(findings), 104, 2, 104, "test model")
+    html = write_audit_report(result, tmp_path / "report").read_text()
+    assert html.index('id="mislabel"') < html.index('id="tiny"')
+    assert '<details id="mislabel" class="group" open>' in html  # short: open
+    assert '<details id="tiny" class="group">' in html  # 103 findings: folded
+    assert 'Too small <span class="count">(103)</span>' in html
+    plan = html[html.index('<ol class="plan">') : html.index("</ol>")]
+    assert plan.index("Possibly mislabelled") < plan.index("Too small")
+    assert '<table class="summary"' not in html  # no wide table to clip on a phone

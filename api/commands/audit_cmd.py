@@ -79,27 +79,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def print_summary(result, out: TextIO | None = None, examples: int = 3) -> None:
-    """Counts per kind and severity, then a few example findings of each kind."""
-    from index.workflows.audit import KINDS, SEVERITIES
+    """Counts per group of findings, in the order to act on them (mislabels, the same photo
+    under two species, off-domain, then quality), each with a few examples."""
+    from index.workflows.audit import SEVERITIES
+    from index.workflows.audit.findings import group_findings
 
     out = out or sys.stdout
-    from index.workflows.audit.findings import summary_counts
-
-    counts = summary_counts(result.findings)
     print(
         f"audited {result.images} images of {result.species} species in {result.root} "
         f"({result.embedded} embedded with {result.model}): {len(result.findings)} findings",
         file=out,
     )
-    if not counts:
+    groups = group_findings(result.findings)
+    if not groups:
         print("no problems found", file=out)
         return
-    for kind in KINDS:
-        if kind not in counts:
-            continue
-        parts = ", ".join(f"{counts[kind][s]} {s}" for s in SEVERITIES if s in counts[kind])
-        print(f"  {kind:16} {parts:32} {KINDS[kind]}", file=out)
-        for finding in [f for f in result.findings if f.kind == kind][:examples]:
+    for group, rows in groups:
+        parts = ", ".join(
+            f"{n} {s}" for s in SEVERITIES if (n := sum(f.severity == s for f in rows))
+        )
+        kinds = ", ".join(sorted({f.kind for f in rows}))
+        print(f"  {group.title}: {len(rows)} ({parts}) [{kinds}]", file=out)
+        for finding in rows[:examples]:
             related = f" <-> {finding.related_path}" if finding.related_path else ""
             print(f"      {finding.path}{related}: {finding.detail}", file=out)
 

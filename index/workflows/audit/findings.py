@@ -27,6 +27,83 @@ KINDS: dict[str, str] = {
 
 CSV_COLUMNS = ("kind", "severity", "path", "species", "detail", "related_path")
 
+DUPLICATE_KINDS = ("exact_duplicate", "near_duplicate")
+
+
+@dataclass(frozen=True)
+class ActionGroup:
+    """Findings a curator handles together, in the order to act on them."""
+
+    key: str  #: anchor on the page
+    title: str
+    meaning: str  #: what the findings mean, in one sentence
+    kinds: tuple[str, ...]
+    across_species: bool | None = None  #: duplicates only: across (True) or within (False)
+
+    def holds(self, finding: Finding) -> bool:
+        if finding.kind not in self.kinds:
+            return False
+        if self.across_species is None:
+            return True
+        return (finding.severity == "error") == self.across_species  # across = error
+
+
+#: What a curator should act on first: wrong labels, the same photo under two species, photos
+#: that are not of the subject, then the quality of single files and species.
+ACTION_GROUPS: tuple[ActionGroup, ...] = (
+    ActionGroup(
+        "mislabel",
+        "Possibly mislabelled",
+        "Its nearest photos all belong to one other species: check which species it shows.",
+        ("mislabel",),
+    ),
+    ActionGroup(
+        "duplicates-across-species",
+        "The same photo under two species",
+        "A copy (byte-identical or visually the same) is filed under another species: one of "
+        "the two labels is wrong.",
+        DUPLICATE_KINDS,
+        across_species=True,
+    ),
+    ActionGroup(
+        "off_domain",
+        "Not like the rest of the collection",
+        KINDS["off_domain"] + ".",
+        ("off_domain",),
+    ),
+    ActionGroup("corrupt", "Cannot be read", KINDS["corrupt"] + ".", ("corrupt",)),
+    ActionGroup(
+        "few_images", "Species with too few photos", KINDS["few_images"] + ".", ("few_images",)
+    ),
+    ActionGroup(
+        "duplicates-within-species",
+        "Duplicates within a species",
+        "Copies of a photo under the same species: harmless for naming, but they count twice.",
+        DUPLICATE_KINDS,
+        across_species=False,
+    ),
+    ActionGroup(
+        "outlier", "Far from the rest of its species", KINDS["outlier"] + ".", ("outlier",)
+    ),
+    ActionGroup("tiny", "Too small", KINDS["tiny"] + ".", ("tiny",)),
+    ActionGroup("grayscale", "No colour", KINDS["grayscale"] + ".", ("grayscale",)),
+    ActionGroup("cmyk", "CMYK files", KINDS["cmyk"] + ".", ("cmyk",)),
+)
+
+
+def action_rank(finding: Finding) -> int:
+    """Position of the finding's group in :data:`ACTION_GROUPS`."""
+    return next(i for i, group in enumerate(ACTION_GROUPS) if group.holds(finding))
+
+
+def group_findings(findings: Iterable[Finding]) -> list[tuple[ActionGroup, list[Finding]]]:
+    """The non-empty :data:`ACTION_GROUPS` with their findings (in :func:`sort_findings`
+    order), in the order to act on them."""
+    ordered = sort_findings(findings)
+    return [
+        (group, rows) for group in ACTION_GROUPS if (rows := [f for f in ordered if group.holds(f)])
+    ]
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -47,11 +124,18 @@ class Finding:
 
 
 def sort_findings(findings: Iterable[Finding]) -> list[Finding]:
-    """Most serious first, then by kind (in :data:`KINDS` order), species and path."""
+    """In the order to act on them (:data:`ACTION_GROUPS`), then most serious first, by kind
+    (in :data:`KINDS` order), species and path."""
     order = {k: i for i, k in enumerate(KINDS)}
     return sorted(
         findings,
-        key=lambda f: (SEVERITIES.index(f.severity), order[f.kind], f.species, f.path),
+        key=lambda f: (
+            action_rank(f),
+            SEVERITIES.index(f.severity),
+            order[f.kind],
+            f.species,
+            f.path,
+        ),
     )
 
 

@@ -1,11 +1,15 @@
-"""The HTML page of ``shellid audit --report DIR``: findings grouped by kind with small JPEG
-thumbnails written beside the page (``DIR/thumbs/``); self-contained, no scripts. The summary
-links only the kinds that have a list on the page, and the page fits a 390 px phone screen
-(tables scroll inside their own box)."""
+"""The HTML page of ``shellid audit --report DIR``: findings in the order a curator should act
+on them (:data:`~index.workflows.audit.findings.ACTION_GROUPS`: mislabels, the same photo under
+two species, off-domain photos, then the quality of files and species), each group a
+``<details>`` with its count (long groups folded), small JPEG thumbnails written beside the page
+(``DIR/thumbs/``); self-contained, no scripts, readable on a 390 px phone (the summary is a list,
+findings are cards there).
+"""
 
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -13,11 +17,13 @@ from PIL import Image
 
 from embedder.intake import ImageIntakeError, load_image
 
-from .findings import KINDS, SEVERITIES, summary_counts
+from .findings import SEVERITIES, group_findings
 from .runner import AuditResult
 
 THUMB_SIDE = 160
 MAX_ROWS_PER_KIND = 200
+#: groups with more findings than this start folded
+FOLD_AFTER = 10
 
 
 def write_thumbnail(path: str | Path, directory: Path, side: int = THUMB_SIDE) -> str | None:
@@ -51,16 +57,20 @@ def write_audit_report(result: AuditResult, directory: str | Path) -> Path:
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     thumbs_dir = out / "thumbs"
-    sections = []
-    shown: dict[str, int] = {}
+    groups = []
     thumbs: dict[str, str] = {}
-    for kind in KINDS:
-        rows = [f for f in result.findings if f.kind == kind]
-        if not rows:
-            continue
-        sections.append((kind, rows))
-        shown[kind] = min(len(rows), MAX_ROWS_PER_KIND)
-        for finding in rows[: shown[kind]]:
+    for group, rows in group_findings(result.findings):
+        severity = Counter(f.severity for f in rows)
+        groups.append(
+            {
+                "group": group,
+                "rows": rows,
+                "shown": min(len(rows), MAX_ROWS_PER_KIND),
+                "open": len(rows) <= FOLD_AFTER,
+                "severities": [(s, severity[s]) for s in SEVERITIES if severity[s]],
+            }
+        )
+        for finding in rows[:MAX_ROWS_PER_KIND]:
             for path in (finding.path, finding.related_path):
                 if path and path not in thumbs and Path(path).is_file():
                     name = write_thumbnail(path, thumbs_dir)
@@ -72,14 +82,7 @@ def write_audit_report(result: AuditResult, directory: str | Path) -> Path:
     )
     env.filters["shown_path"] = shown_path
     html = env.get_template("audit.html.j2").render(
-        r=result,
-        kinds=KINDS,
-        severities=SEVERITIES,
-        counts=summary_counts(result.findings),
-        sections=sections,
-        listed={kind for kind, _ in sections},
-        shown=shown,
-        thumbs=thumbs,
+        r=result, groups=groups, thumbs=thumbs, fold_after=FOLD_AFTER
     )
     page = out / "index.html"
     page.write_text(html, encoding="utf-8")

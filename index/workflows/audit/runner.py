@@ -47,7 +47,8 @@ class AuditConfig:
 
 @dataclass
 class AuditResult:
-    """All findings of one audit, most serious first, and what was audited."""
+    """All findings of one audit, in the order to act on them (:func:`findings.sort_findings`),
+    and what was audited."""
 
     root: Path
     findings: list[Finding]
