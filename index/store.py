@@ -67,6 +67,7 @@ _STORAGE_PROBLEMS = (
     ("os error 122", "disk quota exceeded on the store's disk"),
     ("os error 30", "the store's file system is read-only"),
     ("timed out", "the object store timed out"),
+    ("error sending request", "the object store did not answer in time (AWS_TIMEOUT)"),
     ("SlowDown", "the object store is overloaded (HTTP 503 SlowDown)"),
     ("503 Service Unavailable", "the object store is unavailable (HTTP 503)"),
     ("500 Internal Server Error", "the object store failed (HTTP 500)"),
@@ -81,6 +82,11 @@ def _is_conflict(exc: BaseException) -> bool:
     process created first."""
     text = str(exc)
     return any(k in text for k in ("commit conflict", "preempted by concurrent", "already exists"))
+
+
+def _is_cleaned_up(exc: BaseException) -> bool:
+    """A version that no longer exists (removed by a compaction's cleanup)."""
+    return "no longer exists" in str(exc) or "was it cleaned up" in str(exc).lower()
 
 
 def retry_conflicts(write: Callable[[], T], attempts: int = 8) -> T:
@@ -343,12 +349,34 @@ class SpecimenStore:
                 f"cannot read store {self.uri}: {storage_problem(exc)}{doctor_hint(self.uri)}"
             ) from exc
 
+    def _at_version(self, version: int) -> tuple[Any, int]:
+        """The specimens table checked out at ``version``; when that version has been cleaned
+        up meanwhile (another replica's retention, or its clock running ahead), at the newest
+        one instead, and which one it is. Catch-up compares ids, so a read of a later version
+        than asked is taken in whole, never half (the next refresh settles the number)."""
+        table = self._db.open_table(SPECIMENS_TABLE)
+        try:
+            table.checkout(version)
+            return table, version
+        except Exception as exc:
+            if not _is_cleaned_up(exc):
+                raise
+        table.checkout_latest()
+        log.warning(
+            "store %s: version %s was cleaned up while being read; read version %s instead "
+            "(keep_versions_minutes shorter than a read, or a replica's clock ahead)",
+            self.uri,
+            version,
+            table.version,
+        )
+        return table, int(table.version)
+
     def read_version(self, columns: list[str], version: int, where: str | None = None) -> pa.Table:
         """``columns`` of the rows of the specimens table as of ``version`` (a pinned read:
-        commits made meanwhile are not mixed in), optionally filtered by ``where``."""
+        commits made meanwhile are not mixed in), optionally filtered by ``where``; a version
+        cleaned up meanwhile is read as the newest (:meth:`_at_version`)."""
         try:
-            table = self._db.open_table(SPECIMENS_TABLE)
-            table.checkout(version)
+            table, _ = self._at_version(version)
             query = table.search().select(columns).limit(None)
             return (query.where(where) if where else query).to_arrow()
         except Exception as exc:
@@ -467,9 +495,13 @@ class SpecimenStore:
         if version < 1 or not sha256s or self._specimens is None:
             return {}
         where = "sha256 IN (" + ", ".join(sql_string(h) for h in sorted(set(sha256s))) + ")"
+        own: set[str] = set()
         try:
-            table = self._db.open_table(SPECIMENS_TABLE)
-            table.checkout(version)
+            table, read = self._at_version(version)
+            if read != version and self._last_added is not None:
+                # cleaned up: a later version holds the same rows plus this writer's own
+                # commit (version + 1, whose rows are left out) and maybe later commits
+                own = set(self._last_added[1])
             rows = table.search().where(where).select(["sha256", "species", "id"]).limit(None)
             found = rows.to_arrow()
         except Exception as exc:
@@ -481,7 +513,8 @@ class SpecimenStore:
             found["id"].to_pylist(),
             strict=True,
         ):
-            owners.setdefault(sha, (species, specimen_id))
+            if specimen_id not in own:
+                owners.setdefault(sha, (species, specimen_id))
         return owners
 
     def delete_ids(self, ids: list[str]) -> int:
