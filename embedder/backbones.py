@@ -28,7 +28,7 @@ import timm
 import torch
 from torch import nn
 
-from .settings import DEFAULT_BACKBONE
+from .settings import DEFAULT_BACKBONE, PROFILE_NAMES
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig
 
 #: TensorFlow's EfficientNet input scaling: pixels mapped to [-1, 1].
@@ -219,11 +219,17 @@ def create_backbone(
     ``None``/``"random"`` (no pretraining) or a local checkpoint path. The preprocessing is the
     registry's for a name in :data:`BACKBONES` (what the packaged weights were trained with),
     timm's for hub weights and unregistered names. With ``keep_classifier=True`` the ImageNet
-    classifier stays (for checks); otherwise it is removed.
+    classifier stays (for checks); otherwise it is removed. A profile name
+    (:data:`embedder.profiles.PROFILES`) builds that profile (``weights`` offline or None).
     """
+    if name in PROFILE_NAMES:
+        from .profiles import create_profile  # it builds on this module
+
+        return create_profile(name, weights=None if weights is None else str(weights))
     if not timm.is_model(name):
         raise BackboneError(
-            f"unknown backbone {name!r}; packaged (offline) backbones: {', '.join(BACKBONES)}"
+            f"unknown backbone {name!r}; packaged (offline) backbones: {', '.join(BACKBONES)}; "
+            f"profiles: {', '.join(PROFILE_NAMES)}"
         )
     pretrained = weights == "hub"
     try:

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import BACKBONES, DEFAULT_BACKBONE, Backbone, BackboneError, create_backbone
-from .settings import HEAD_KINDS
+from .profiles import Profile, create_profile, profile_of
+from .settings import HEAD_KINDS, MODEL_NAMES, PROFILE_NAMES
 from .transforms import PreprocessConfig
 
 MODEL_FORMAT = "shellid-model/1"
@@ -163,11 +164,13 @@ class EmbeddingModel(nn.Module):
         """Write ``MODEL.pt`` atomically (temp file + rename)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        profile = profile_of(self.backbone)
         payload = {
             "format": MODEL_FORMAT,
             "backbone_name": self.backbone.name,
             "backbone_weights_source": self.backbone.weights_source,
             "backbone_state_dict": self.backbone.model.state_dict(),
+            "profile": None if profile is None else profile.config(),
             "head_config": self.head_config,
             "head_state_dict": self.head.state_dict(),
             "embedding_dim": self.dim,
@@ -207,7 +210,7 @@ class EmbeddingModel(nn.Module):
                 f"{path}: not a shellid model file (format {MODEL_FORMAT} expected)"
             )
         try:
-            backbone = create_backbone(payload["backbone_name"], weights=None)
+            backbone = _empty_backbone(payload)
             backbone.model.load_state_dict(payload["backbone_state_dict"])
         except (BackboneError, RuntimeError, KeyError) as exc:
             raise ModelFileError(f"{path}: backbone weights do not load ({exc})") from None
@@ -239,6 +242,15 @@ class EmbeddingModel(nn.Module):
         return model
 
 
+def _empty_backbone(payload: dict[str, Any]) -> Backbone:
+    """The saved model's backbone with random weights: its profile recipe when the file
+    carries one (profiles travel with the model), else the named backbone."""
+    recipe = payload.get("profile")
+    if recipe:
+        return create_profile(Profile.from_config(recipe), weights=None)
+    return create_backbone(payload["backbone_name"], weights=None)
+
+
 def _prior_arrays(stored: Any, path: Path) -> dict[str, np.ndarray] | None:
     """The ``within_species_prior`` entry of a model file as numpy arrays (None if absent)."""
     if stored is None:
@@ -260,17 +272,19 @@ def default_model(
 def load_model(
     model: str | Path | None = None, device: str | torch.device | None = None
 ) -> EmbeddingModel:
-    """A ``MODEL.pt`` path, a packaged backbone name (frozen, e.g. ``tf_efficientnet_lite2``)
-    or ``None`` (the frozen default backbone); on GPU when one is present."""
+    """A ``MODEL.pt`` path, a packaged backbone or profile name (frozen, e.g.
+    ``tf_efficientnet_lite2``, ``lite012-ensemble``) or ``None`` (the frozen default backbone);
+    on GPU when one is present."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if model is None:
         loaded = default_model()
     elif Path(model).is_file():
         loaded = EmbeddingModel.load(model)
-    elif str(model) in BACKBONES:
+    elif str(model) in BACKBONES or str(model) in PROFILE_NAMES:
         loaded = default_model(str(model))
     else:
         raise ModelFileError(
-            f"model file {model} not found (nor is it a packaged backbone: {', '.join(BACKBONES)})"
+            f"model file {model} not found (nor is it a packaged backbone or profile: "
+            f"{', '.join(MODEL_NAMES)})"
         )
     return loaded.eval().to(device)

@@ -35,6 +35,10 @@ BACKBONE_NAMES = (
 DEFAULT_BACKBONE = BACKBONE_NAMES[0]
 #: The backbone the first release used by default (stores built with it need ``reindex``).
 LEGACY_BACKBONE = "efficientnet_lite0"
+#: Model profiles (``embedder.profiles.PROFILES``): frozen recipes over the packaged backbones.
+PROFILE_NAMES = ("lite012-ensemble",)
+#: Every name ``--model`` / ``SHELLID_MODEL`` takes besides a MODEL.pt path.
+MODEL_NAMES = BACKBONE_NAMES + PROFILE_NAMES
 #: Head kinds known to ``embedder.model.create_head`` (``residual`` keeps the input size).
 HEAD_KINDS = ("identity", "linear", "mlp", "residual")
 LOSS_KINDS = ("multisimilarity", "supcon", "proxyanchor", "triplet")

@@ -31,13 +31,13 @@ def add_store_option(parser: argparse.ArgumentParser) -> None:
 
 def check_model_option(model: str | None) -> None:
     """Fail early, in one line and without importing torch, on a ``--model`` that is neither a
-    packaged backbone name nor a readable ``MODEL.pt`` (a torch zip archive)."""
-    from embedder.settings import BACKBONE_NAMES
+    packaged backbone or profile name nor a readable ``MODEL.pt`` (a torch zip archive)."""
+    from embedder.settings import MODEL_NAMES
 
-    if not model or model in BACKBONE_NAMES:
+    if not model or model in MODEL_NAMES:
         return
     path = Path(model).expanduser()
-    names = ", ".join(BACKBONE_NAMES)
+    names = ", ".join(MODEL_NAMES)
     if not path.is_file():
         raise FileNotFoundError(f"--model {model}: no such file (or a packaged backbone: {names})")
     import zipfile
