@@ -15,6 +15,7 @@ const state = {
   page: null, // the species page on show: { name, next, total }
   references: new Map(), // species -> Promise of a few of its photos
   flash: "", // said once the next view has loaded
+  names: new Map(), // stored species name -> as shown (GET /v1/taxa)
 };
 
 const $ = (id) => document.getElementById(id);
@@ -66,8 +67,18 @@ function speciesHref(name) {
   return `#species/${encodeURIComponent(name)}`;
 }
 
+// A taxon name as shown: the server's spelling (GET /v1/taxa, index.names.display_name) when
+// it lists the name, else the same rule here (underscores as spaces, "Genus species" as
+// "Genus sp.").
 function displayName(name) {
-  return (name || "").replace(/_/g, " ");
+  const known = state.names.get(name || "");
+  if (known) return known;
+  const words = (name || "").replace(/[_\s]+/g, " ").trim().split(" ");
+  const placeholder = ["species", "sp", "sp.", "spp", "spp.", "indet", "indet.", "unknown"];
+  if (words.length === 2 && /^[A-Z]/.test(words[0]) && placeholder.includes(words[1].toLowerCase())) {
+    words[1] = "sp.";
+  }
+  return words.join(" ");
 }
 
 // Number format of the server's wording (api/wording.py percent): never claims certainty.
@@ -77,10 +88,10 @@ function percent(p) {
   return `${Math.round(100 * p)} %`;
 }
 
-// Family, and the genus when it is not simply the first word of the species name.
+// Genus then family (rank order); the genus only when it is not the first word of the name.
 function taxonText(c) {
   const genus = c.genus && !c.species.startsWith(`${c.genus}_`) ? displayName(c.genus) : "";
-  return [c.family, genus].filter(Boolean).join(", ");
+  return [genus, c.family].filter(Boolean).join(", ");
 }
 
 function readKey() {
@@ -442,6 +453,8 @@ async function identify(event) {
     const value = $(`filter-${key}`).value.trim();
     if (value) params.set(key, value);
   }
+  const subset = $("filter-subset").value.trim();
+  if (subset) form.append("subset", subset); // one name per line, checked by the server
   const button = $("identify-submit");
   button.disabled = true;
   showError("");
@@ -451,13 +464,62 @@ async function identify(event) {
     const result = await api(`/v1/identify${query}`, { method: "POST", body: form });
     renderResult(result);
     setStatus("");
+    revealResult();
   } catch (err) {
     $("result").hidden = true;
     setStatus("");
     showError(err.message);
+    $("error").scrollIntoView({ block: "center" });
   } finally {
     button.disabled = state.photos.length === 0;
   }
+}
+
+// Bring the answer into view (on a phone it starts below the form) and move the focus to it,
+// so a screen reader reads it next.
+function revealResult() {
+  const box = $("result");
+  const still = window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+  box.focus({ preventScroll: true });
+  box.scrollIntoView({ behavior: still ? "auto" : "smooth", block: "start" });
+}
+
+// ------------------------------------------------------------------ taxa
+// What the filters can name (GET /v1/taxa): suggestions for the region, genus and family
+// fields and the taxa list, and each species' name as the server spells it.
+async function loadTaxa() {
+  let taxa = null;
+  try {
+    taxa = await api("/v1/taxa");
+  } catch (err) {
+    return; // suggestions are optional: the fields still take any text
+  }
+  state.names = new Map(taxa.species.map((s) => [s.species, s.name]));
+  const fill = (id, values) => {
+    $(id).replaceChildren(
+      ...values.map((value) => {
+        const option = document.createElement("option");
+        option.value = value;
+        return option;
+      }),
+    );
+  };
+  fill("known-regions", taxa.regions);
+  fill("known-genera", taxa.genera);
+  fill("known-families", taxa.families);
+  fill("known-taxa", [...taxa.species.map((s) => s.name), ...taxa.genera, ...taxa.families]);
+}
+
+// A name picked from the suggestions joins the taxa list (one per line).
+function addTaxon() {
+  const input = $("filter-add-taxon");
+  const name = input.value.trim();
+  const known = Array.from($("known-taxa").options, (o) => o.value);
+  if (!known.includes(name)) return;
+  const list = $("filter-subset");
+  const names = list.value.split("\n").map((line) => line.trim()).filter(Boolean);
+  if (!names.includes(name)) list.value = [...names, name].join("\n");
+  input.value = "";
 }
 
 // -------------------------------------------------------------- try these
@@ -550,6 +612,7 @@ async function enroll(event) {
     const done = $("enroll-result");
     done.textContent = message;
     done.hidden = false;
+    loadTaxa(); // a new species, genus or region to offer
     $("enroll-photos").value = "";
     setNotice("enroll-notice", "");
     state.references.delete(report.species);
@@ -849,6 +912,7 @@ async function loadInfo() {
     $("sp-key-field").hidden = !state.info.writes_need_key;
     $("read-key-bar").hidden = !state.info.reads_need_key;
     setStatus("");
+    loadTaxa();
     loadTryThese();
   } catch (err) {
     setStatus("The server cannot be reached.");
@@ -873,6 +937,7 @@ function wire() {
   $("sp-more").addEventListener("click", morePhotos);
   $("identify-photos").addEventListener("change", (e) => choosePhotos(e.target.files));
   $("identify-form").addEventListener("submit", identify);
+  $("filter-add-taxon").addEventListener("change", addTaxon);
   $("enroll-form").addEventListener("submit", enroll);
 
   const zone = $("dropzone");
