@@ -90,7 +90,7 @@ def closest(value: str, known: Iterable[str], n: int = 3) -> list[str]:
     by_key: dict[str, str] = {}
     for name in known:
         by_key.setdefault(_key(name), name)
-    found = difflib.get_close_matches(_key(value), list(by_key), n=n, cutoff=0.5)
+    found = difflib.get_close_matches(_key(value), list(by_key), n=n, cutoff=0.6)
     return [by_key[k] for k in found]
 
 
