@@ -435,6 +435,7 @@ class SpecimenStore:
         except Exception as exc:  # pragma: no cover - storage failure during recovery
             raise StoreError(
                 f"store {self.uri}: withdrawing {len(ids)} rows failed ({storage_problem(exc)})"
+                f"{doctor_hint(self.uri)}"
             ) from exc
 
     def rollback(self, version: int) -> None:
@@ -532,13 +533,18 @@ class SpecimenStore:
             raise ValueError(f"not a blob column: {column}")
         if not ID_PATTERN.match(str(specimen_id)) or self._specimens is None:
             raise SpecimenNotFoundError(f"no enrolled specimen with id {specimen_id!r}")
-        table = (
-            self._specimens.search()
-            .where(f"id = {sql_string(specimen_id)}")
-            .select([column])
-            .limit(1)
-            .to_arrow()
-        )
+        try:
+            table = (
+                self._specimens.search()
+                .where(f"id = {sql_string(specimen_id)}")
+                .select([column])
+                .limit(1)
+                .to_arrow()
+            )
+        except Exception as exc:
+            raise StoreError(
+                f"cannot read store {self.uri}: {storage_problem(exc)}{doctor_hint(self.uri)}"
+            ) from exc
         if table.num_rows == 0:
             raise SpecimenNotFoundError(f"no enrolled specimen with id {specimen_id!r}")
         return bytes(table[column][0].as_py())
