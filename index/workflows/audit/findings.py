@@ -68,12 +68,20 @@ ACTION_GROUPS: tuple[ActionGroup, ...] = (
     ActionGroup(
         "off_domain",
         "Not like the rest of the collection",
-        KINDS["off_domain"] + ".",
+        "A drawing, text, an X-ray or another subject? Remove it or move it out.",
         ("off_domain",),
     ),
-    ActionGroup("corrupt", "Cannot be read", KINDS["corrupt"] + ".", ("corrupt",)),
     ActionGroup(
-        "few_images", "Species with too few photos", KINDS["few_images"] + ".", ("few_images",)
+        "corrupt",
+        "Cannot be read",
+        "The file is not a usable photo (truncated, corrupt, empty or an unsupported format).",
+        ("corrupt",),
+    ),
+    ActionGroup(
+        "few_images",
+        "Species with too few photos",
+        "Too few photos or specimens to enrol the species or to check it reliably.",
+        ("few_images",),
     ),
     ActionGroup(
         "duplicates-within-species",
@@ -83,11 +91,29 @@ ACTION_GROUPS: tuple[ActionGroup, ...] = (
         across_species=False,
     ),
     ActionGroup(
-        "outlier", "Far from the rest of its species", KINDS["outlier"] + ".", ("outlier",)
+        "outlier",
+        "Far from the rest of its species",
+        "An unusual view, a juvenile or a wrong label? Worth a look when there is time.",
+        ("outlier",),
     ),
-    ActionGroup("tiny", "Too small", KINDS["tiny"] + ".", ("tiny",)),
-    ActionGroup("grayscale", "No colour", KINDS["grayscale"] + ".", ("grayscale",)),
-    ActionGroup("cmyk", "CMYK files", KINDS["cmyk"] + ".", ("cmyk",)),
+    ActionGroup(
+        "tiny",
+        "Too small",
+        "The photo is too small to identify reliably.",
+        ("tiny",),
+    ),
+    ActionGroup(
+        "grayscale",
+        "No colour",
+        "A scan, X-ray or black-and-white photo in a colour collection?",
+        ("grayscale",),
+    ),
+    ActionGroup(
+        "cmyk",
+        "CMYK files",
+        "A print export: colours may shift when it is converted to RGB.",
+        ("cmyk",),
+    ),
 )
 
 
