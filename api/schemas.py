@@ -24,12 +24,33 @@ class CandidateOut(BaseModel):
     species: str
     genus: Annotated[str | None, BlankIsNone] = None
     family: Annotated[str | None, BlankIsNone] = None
-    score: float = Field(description="Cosine similarity of the query to the species prototype.")
+    score: float = Field(
+        description="Species score the candidates are ranked by (cosine to the species "
+        "prototype in the collection's whitened space; compare it only between the candidates "
+        "of one answer)."
+    )
     probability: float | None = Field(
         None,
         description="Calibrated probability that this is the species (with none_probability, "
         "the probabilities sum to at most 1); null when the decision is unknown_species or "
-        "out_of_domain: then the candidates are only the closest species, read `score`.",
+        "out_of_domain: then the candidates are only the closest species.",
+    )
+    similarity: float | None = Field(
+        None,
+        description="Cosine similarity of the query to the species' closest enrolled photo: "
+        "the scale of `similar[].score`, shown as 'similarity' on the page and in the CLI; "
+        "it does not change when other species are enrolled.",
+    )
+
+
+class PlacementOut(BaseModel):
+    """Where the specimen's species most likely sits in the tree, enrolled or not."""
+
+    rank: Literal["genus", "family"]
+    name: str
+    probability: float = Field(
+        description="Calibrated probability that the species belongs to this taxon (fitted by "
+        "holding each enrolled species out in turn)."
     )
 
 
@@ -39,7 +60,9 @@ class SimilarOut(BaseModel):
     specimen_id: str
     species: str
     genus: Annotated[str | None, BlankIsNone] = None
-    score: float = Field(description="Cosine similarity to the query.")
+    score: float = Field(
+        description="Cosine similarity to the query (the scale of `candidates[].similarity`)."
+    )
     image_url: str = Field(description="JPEG thumbnail of the reference photo.")
 
 
@@ -79,6 +102,13 @@ class IdentifyResponse(BaseModel):
     region_votes: dict[str, float] = {}
     ood_score: float = Field(0.0, description="Higher = less like anything enrolled.")
     unknown_score: float = Field(0.0, description="Higher = more likely a species not enrolled.")
+    placement: PlacementOut | None = Field(
+        None,
+        description="The genus (else family) the specimen's species most likely belongs to, "
+        "enrolled or not, e.g. {rank: genus, name: Conus, probability: 0.8}: only on genus, "
+        "family, uncertain and unknown_species answers whose placement clears the collection's "
+        "stated precision (SHELLID_PLACEMENT_PRECISION); null otherwise or without taxonomy.",
+    )
     timings_ms: dict[str, float] = Field(description="Where the time went (decode, embed, ...).")
 
 

@@ -4,8 +4,13 @@ the API's words verbatim), the HTTP API and the ``shellid identify`` CLI.
 Every decision gets a headline (:func:`summarize`), a one-sentence detail (:func:`explain`) and
 headings for the candidate list and the photo gallery (:func:`headings`), all consistent with
 what is shown under them: when the answer is a rejection (``unknown_species``,
-``out_of_domain``) the candidates are the *closest* species with their cosine similarity, never
-a probability of being right, and no rejection wording contains a percentage.
+``out_of_domain``) the candidates are the *closest* species with their similarity, never a
+probability of being right, and no rejection wording gives a species a percentage. A
+placement (the genus, else family, the species most likely belongs to: index.placement) is
+said with its own probability and rank: "probably a new Conus (genus, 80 %)".
+
+"similarity" is always the cosine similarity of the query to an enrolled photo (for a species:
+its closest photo), the one scale the page, the CLI and the CSV show.
 """
 
 from __future__ import annotations
@@ -47,6 +52,13 @@ def _article(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
 
 
+def placed(placement: Any) -> str:
+    """``{rank: genus, name: Conus, probability: 0.8}`` -> ``Conus (genus, 80 %)``."""
+    name = species_display(_field(placement, "name"))
+    probability = percent(float(_field(placement, "probability")))
+    return f"{name} ({_field(placement, 'rank')}, {probability})"
+
+
 def summarize(
     decision: str,
     species: str | None,
@@ -54,20 +66,29 @@ def summarize(
     family: str | None,
     confidence: float,
     subject: str = "shell",
+    placement: Any = None,
 ) -> str:
     """The headline for a decision: 'Conus textile, 94 %', 'Probably genus Conus — species
-    uncertain', 'Not a species in this collection', 'This does not look like a shell'."""
+    uncertain', 'Not a species in this collection — probably a new Conus (genus, 80 %)',
+    'This does not look like a shell'. ``placement``: the answer's placement (or None)."""
     if decision == "species" and species:
         return f"{species_display(species)}, {percent(confidence)}"
-    if decision == "genus" and genus:
-        return f"Probably genus {species_display(genus)} — species uncertain"
-    if decision == "family" and family:
-        return f"Probably family {species_display(family)} — genus and species uncertain"
     if decision == "out_of_domain":
         return f"This does not look like {_article(subject)} {subject}"
     if decision == "unknown_species":
+        if placement:
+            return f"Not a species in this collection — probably a new {placed(placement)}"
         return "Not a species in this collection"
-    return "Uncertain — several species are possible"
+    if decision == "genus" and genus:
+        headline = f"Probably genus {species_display(genus)} — species uncertain"
+    elif decision == "family" and family:
+        headline = f"Probably family {species_display(family)} — genus and species uncertain"
+    else:
+        headline = "Uncertain — several species are possible"
+    taxon = genus if decision == "genus" else family if decision == "family" else None
+    if placement and _field(placement, "name") != taxon:
+        headline += f"; probably {_article(_field(placement, 'name'))} {placed(placement)}"
+    return headline
 
 
 def _named(candidate: Any) -> str:
@@ -97,16 +118,14 @@ def explain(
     probability; ``none_probability``: the probability of none of the enrolled species."""
     best = candidates[0] if candidates else None
     if decision == "out_of_domain":
-        return (
-            "Nothing in the collection is close; the nearest photos are shown only for comparison."
-        )
+        return "Nothing in the collection is close."
     if decision == "unknown_species":
         if best is None:
             return "No enrolled species is close enough to name it."
         return (
             f"It looks most like {species_display(_field(best, 'species'))} "
-            f"({similarity(float(_field(best, 'score', 0.0)))}), but not closely enough to name "
-            "it; the closest enrolled photos are shown for comparison."
+            f"({similarity(float(_field(best, 'similarity', 0.0) or 0.0))}), but not closely "
+            "enough to name it."
         )
     if decision in ("genus", "family") and (genus if decision == "genus" else family):
         taxon = species_display(genus if decision == "genus" else family)
@@ -166,6 +185,7 @@ def words_for(result: Any, subject: str = "shell") -> Wording:
             "species": _field(c, "species"),
             "score": float(_field(c, "score", 0.0)),
             "probability": _field(c, "probability"),
+            "similarity": _field(c, "similarity"),
         }
         for c in (_field(result, "candidates") or [])
     ]
@@ -179,6 +199,7 @@ def words_for(result: Any, subject: str = "shell") -> Wording:
             _field(result, "family"),
             float(_field(result, "confidence", 0.0) or 0.0),
             subject,
+            _field(result, "placement"),
         ),
         detail=explain(
             decision,

@@ -6,7 +6,8 @@ threshold; leave-one-species-out samples (own species removed) set the OOD thres
 in-domain but unknown species are answered ``unknown_species`` rather than ``out_of_domain``.
 Together the two thresholds accept ``target_recall`` of the known-species samples. Then the
 softmax temperature is fitted on the known samples (smoothed minimum NLL); answers put the
-species in one softmax with a "none of these" outcome scored at the unknown threshold.
+species in one softmax with a "none of these" outcome scored at the unknown threshold. The
+leave-one-species-out scores also fit the placement map (:mod:`index.placement`).
 Collections too small for a step keep a documented fallback (see ``stats.notes``). The maths
 lives in :mod:`index.calibration`.
 """
@@ -27,8 +28,9 @@ from .calibration import (
 )
 from .config import IdentifierConfig
 from .enrolled import EnrolledRows
+from .placement import fit_placement
 from .results import CalibrationStats, Thresholds
-from .scorers import OodScorer, SpeciesScorer, unknown_scores
+from .scorers import OodScorer, SpeciesScorer, WhitenedScorer, unknown_scores
 
 #: floating-point operations allowed for one calibration (caps held-out queries on big stores).
 CALIBRATION_FLOPS = 6e10
@@ -81,6 +83,7 @@ class HeldOutScores:
     y: np.ndarray  # (m,) species of each image
     known: np.ndarray  # (m,) bool
     n_species: int
+    rows: np.ndarray  # (m,) the enrolled rows held out
 
     @classmethod
     def of(
@@ -101,7 +104,7 @@ class HeldOutScores:
         known = (rows.group_counts[y] > 1) & np.isfinite(sims[m, y])
         sims_unknown = sims.copy()
         sims_unknown[m, y] = -np.inf
-        return cls(sims, sims_unknown, ood_known, ood_unknown, y, known, len(rows.species))
+        return cls(sims, sims_unknown, ood_known, ood_unknown, y, known, len(rows.species), queries)
 
     def passes_ood(self, threshold: float) -> np.ndarray:
         """Which known images the OOD filter at ``threshold`` lets through."""
@@ -135,10 +138,29 @@ def calibrate(
         _fit_temperature(th, scores, config, stats, notes),
     ]
     _measure(th, scores, stats)
+    th.placement = fit_placement(
+        _unseen_species_scores(rows, scorer, scores),
+        scores.y,
+        {"genus": list(rows.genus), "family": list(rows.family)},
+        th.temperature,
+        config.placement_precision,
+    )
     stats.notes = notes
     th.source = "calibrated" if all(fitted) else "fallback"
     th.stats = stats
     return th
+
+
+def _unseen_species_scores(
+    rows: EnrolledRows, scorer: SpeciesScorer, scores: HeldOutScores
+) -> np.ndarray:
+    """Species scores of the held-out images as photos of species the collection lacks: for
+    the whitened scorer refit without their species (:meth:`WhitenedScorer.
+    held_out_species_scores`), else their species' column removed (the other scorers keep
+    nothing of a species but its own rows)."""
+    if isinstance(scorer, WhitenedScorer) and scores.n_species > 1:
+        return scorer.held_out_species_scores(scores.rows)
+    return scores.sims_unknown
 
 
 def _fit_ood(

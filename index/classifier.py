@@ -34,12 +34,14 @@ from .decision import DecisionPolicy
 from .decision import candidate_mask as species_mask
 from .enrolled import EnrolledRows
 from .errors import EmptyCollectionError, InvalidQueryError
+from .placement import place
 from .prototypes import fuse_views, power_normalise
 from .results import (
     REJECTIONS,
     BatchScores,
     Candidate,
     Identification,
+    Placement,
     SimilarSpecimen,
     Thresholds,
 )
@@ -453,7 +455,19 @@ class VectorIdentifier:
             ood.astype(np.float32),
             decisions,
             none,
+            self.place(sims),
         )
+
+    def place(self, sims: np.ndarray) -> list[Placement | None]:
+        """The placement (genus, else family, with its probability) of queries with species
+        scores ``sims`` (see :mod:`index.placement`); None where none is likely enough."""
+        taxa = {"genus": list(self.rows.genus), "family": list(self.rows.family)}
+        return place(self._calibrated.placement, sims, taxa)
+
+    def _closest_photo(self, q: np.ndarray, species: int) -> float:
+        """Cosine similarity of the (mapped) query to the species' closest enrolled photo."""
+        rows = self.rows.rows_by_species[species]
+        return float(np.max(self.rows.vectors[rows] @ q[0])) if len(rows) else float("nan")
 
     def identify(
         self,
@@ -488,9 +502,13 @@ class VectorIdentifier:
                 family=rows.family[j],
                 score=round(float(sims[0, j]), 6),
                 probability=None if rejected else round(float(probs[0, j]), 6),
+                similarity=round(self._closest_photo(q, j), 6),
             )
             for j in order
         ]
+        placement = None
+        if decision not in ("species", "out_of_domain"):
+            placement = self.place(sims)[0]
         similar = self._similar(q, max(1, top_k), mask)
         votes = self._region_votes(q, mask)
         species_name = genus_name = family_name = None
@@ -520,6 +538,7 @@ class VectorIdentifier:
             region_votes=votes,
             ood_score=round(float(np.nan_to_num(ood[0], nan=2.0)), 6),
             unknown_score=round(float(unknown[0]), 6),
+            placement=placement,
             timings_ms={
                 "classify": round((scored - started) * 1e3, 3),
                 "search": round((time.perf_counter() - scored) * 1e3, 3),

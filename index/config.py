@@ -72,6 +72,14 @@ class DecisionOptions(BaseModel):
         le=1.0,
         description="probability a family needs when no genus reaches genus_probability",
     )
+    placement_precision: float = Field(
+        default=0.8,
+        gt=0.5,
+        lt=1.0,
+        description="share of placements (an answer's 'probably a new <genus>') that must be "
+        "right on the collection's own species held out one at a time; the genus (else "
+        "family) is named only above the probability that keeps it",
+    )
     ann_threshold: int = Field(
         default=100_000, ge=1, description="specimens above which search uses an approximate index"
     )

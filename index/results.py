@@ -37,8 +37,30 @@ class Candidate(BaseModel):
     species: str
     genus: str = ""
     family: str = ""
-    score: float
+    score: float = Field(
+        description="species score the answer ranks by (cosine to the species' prototype in "
+        "the collection's whitened space: comparable between the candidates of one answer only)"
+    )
     probability: float | None = None
+    similarity: float | None = Field(
+        None,
+        description="cosine similarity of the query to the species' closest enrolled photo "
+        "(the scale of SimilarSpecimen.score; unaffected by other species being enrolled)",
+    )
+
+
+class Placement(BaseModel):
+    """Where in the tree the photo's species most likely sits, enrolled or not: a genus (else
+    a family) with its calibrated probability of being right (see index.placement)."""
+
+    rank: Literal["genus", "family"]
+    name: str
+    probability: float
+
+
+#: the ``source`` recorded for photos sent to the service without one (the command line
+#: records the folder the photos were enrolled from: ``index.workflows.collection.enrolled_from``)
+UPLOAD_SOURCE = "upload"
 
 
 class SimilarSpecimen(BaseModel):
@@ -76,6 +98,12 @@ class Identification(BaseModel):
     region_votes: dict[str, float] = Field(default_factory=dict)
     ood_score: float = 0.0
     unknown_score: float = 0.0
+    placement: Placement | None = Field(
+        None,
+        description="the genus (else family) the specimen's species most likely belongs to, "
+        "whether enrolled or not; only on genus, family, uncertain and unknown_species answers, "
+        "and only when its calibrated probability clears the collection's placement threshold",
+    )
     timings_ms: dict[str, float] = Field(default_factory=dict)
 
 
@@ -143,6 +171,35 @@ class CalibrationStats(BaseModel):
     notes: list[str] = Field(default_factory=list)
 
 
+class RankCalibration(BaseModel):
+    """The fitted placement map of one rank and what it achieved on the held-out species."""
+
+    model_config = ConfigDict(ser_json_inf_nan="strings")
+
+    rank: Literal["genus", "family"]
+    weights: list[float]  # logit of the summed probability, z-scored best score, bias
+    score_centre: float
+    score_scale: float
+    threshold: float  # calibrated probability at which a taxon is named (inf: never)
+    samples: int = 0
+    species: int = 0
+    coverage: float | None = None  # held-out photos placed
+    precision: float | None = None  # of those, placed in their own taxon
+    nearest_right: float | None = None  # held-out photos whose most probable taxon is right
+    ece: float | None = None
+
+
+class PlacementCalibration(BaseModel):
+    """Placement maps, most specific rank first (index.placement)."""
+
+    model_config = ConfigDict(ser_json_inf_nan="strings")
+
+    target_precision: float
+    temperature: float
+    ranks: list[RankCalibration] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+
+
 class Thresholds(BaseModel):
     """Decision thresholds of an identifier (stored with the store, overridable).
 
@@ -163,6 +220,7 @@ class Thresholds(BaseModel):
     source: Literal["calibrated", "fallback", "default"] = "default"
     overridden: list[str] = Field(default_factory=list)
     stats: CalibrationStats = Field(default_factory=CalibrationStats)
+    placement: PlacementCalibration | None = None
 
     def with_overrides(self, **values: float | None) -> Thresholds:
         """A copy with the given (non-None) fields replaced and listed in ``overridden``."""
@@ -185,6 +243,8 @@ class BatchScores:
     ood_score: np.ndarray
     decisions: list[str] = field(default_factory=list)
     none_probability: np.ndarray | None = None
+    #: placement of every query, whatever its decision (identify shows it only on some)
+    placements: list[Placement | None] = field(default_factory=list)
 
     def top(self, k: int = 1) -> list[list[str]]:
         """The ``k`` most probable species per query (ranked by similarity, which orders them

@@ -345,6 +345,16 @@ class WhitenedScorer:
         random: the same collection enrolled in the same order gets the same thresholds)."""
         return self._held_out_in_folds(rows, fold_of_rows(self.rows, self.config.seed))
 
+    def held_out_species_scores(self, rows: np.ndarray) -> np.ndarray:
+        """Scores of enrolled ``rows`` as photos of species the collection lacks: species are
+        dealt to :data:`HELD_OUT_FOLDS` folds and each row is scored by the prototypes and the
+        whitening of the other folds' species (its own species' column is ``-inf``). What
+        placement is calibrated on: a whitening that has seen the species makes its photos
+        look closer to their relatives than an unseen species' are."""
+        rng = np.random.default_rng(self.config.seed)
+        species_fold = rng.permutation(len(self.rows.species)) % HELD_OUT_FOLDS
+        return self._held_out_in_folds(rows, species_fold[self.rows.y])
+
     def _held_out_in_folds(self, rows: np.ndarray, fold: np.ndarray) -> np.ndarray:
         """Held-out scores of ``rows`` with every enrolled row's fold given by ``fold``."""
         enrolled, centred = self.rows, self.cl2n.centred

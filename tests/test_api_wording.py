@@ -43,9 +43,9 @@ def test_percentages_never_claim_certainty():
 
 # ------------------------------------------------------------- one answer, one story
 CANDIDATES = [
-    {"species": "Conus_textile", "score": 0.5412, "probability": 0.48},
-    {"species": "Conus_marmoreus", "score": 0.51, "probability": 0.30},
-    {"species": "Cypraea_tigris", "score": 0.32, "probability": 0.07},
+    {"species": "Conus_textile", "score": 0.41, "probability": 0.48, "similarity": 0.5412},
+    {"species": "Conus_marmoreus", "score": 0.40, "probability": 0.30, "similarity": 0.51},
+    {"species": "Cypraea_tigris", "score": 0.22, "probability": 0.07, "similarity": 0.32},
 ]
 
 
@@ -93,16 +93,17 @@ def test_no_rejection_wording_claims_a_probability(decision):
     assert "not a match" in words.candidates_heading
 
 
-def test_unknown_species_names_the_closest_species_by_similarity():
+def test_unknown_species_names_the_closest_species_by_its_closest_photo_similarity():
+    """One similarity scale: the species' closest enrolled photo (as the photo gallery shows),
+    not the species score the candidates are ranked by."""
     assert words_for(identification("unknown_species")).detail == (
-        "It looks most like Conus textile (similarity 0.54), but not closely enough to name it; "
-        "the closest enrolled photos are shown for comparison."
+        "It looks most like Conus textile (similarity 0.54), but not closely enough to name it."
     )
 
 
-def test_out_of_domain_says_the_photos_are_only_for_comparison():
+def test_out_of_domain_names_nothing():
     assert words_for(identification("out_of_domain")).detail == (
-        "Nothing in the collection is close; the nearest photos are shown only for comparison."
+        "Nothing in the collection is close."
     )
 
 

@@ -180,10 +180,7 @@ EXPECTED = {
         "Not a species in this collection",
         "It looks most like Conus alpha (similarity ",
     ),
-    "out_of_domain": (
-        "This does not look like a shell",
-        "Nothing in the collection is close; the nearest photos are shown only for comparison.",
-    ),
+    "out_of_domain": ("This does not look like a shell", "Nothing in the collection is close."),
 }
 REJECTIONS = {"unknown_species", "out_of_domain"}
 
@@ -239,28 +236,29 @@ def test_every_decision_reads_as_one_story(browser, taxonomy_server, tmp_path, s
         shown_detail = page.inner_text("#result-detail")
         assert shown_detail == body["detail"] and shown_detail.startswith(detail)
         assert shown_detail.endswith(".")
-        assert page.inner_text("#result-candidates-title") == body["candidates_heading"]
-        assert page.inner_text("#result-similar-title") == body["similar_heading"]
-
         candidates = page.locator("#result-candidates")
-        assert candidates.locator("li").first.inner_text().startswith("Conus alpha")
-        if decision in REJECTIONS:
+        if decision in REJECTIONS:  # only the detail line: no candidates, no "not a match" photos
             assert "%" not in page.inner_text("#result-summary") + shown_detail
-            assert "%" not in candidates.inner_text()
-            assert candidates.locator("[role=meter]").count() == 0
-            assert "similarity" in candidates.locator("li").first.inner_text()
-            assert "not a match" in page.inner_text("#result-candidates-title")
+            for part in ("candidates-title", "candidates", "similar-title", "similar"):
+                assert not page.is_visible(f"#result-{part}")
+            assert page.locator("#result [role=meter]").count() == 0
+            if decision == "unknown_species":
+                assert "similarity" in shown_detail
         else:
+            assert page.inner_text("#result-candidates-title") == body["candidates_heading"]
+            assert page.inner_text("#result-similar-title") == body["similar_heading"]
+            assert candidates.locator("li").first.inner_text().startswith("Conus alpha")
             assert candidates.locator("[role=meter]").count() >= 1
             none_rows = candidates.locator("li.none")
             assert none_rows.count() == (0 if body["none_probability"] is None else 1)
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
-        if decision in {"species", "unknown_species"}:
-            page.locator("#result-similar li").last.scroll_into_view_if_needed()
-            page.wait_for_function(
-                "Array.from(document.querySelectorAll('#result-similar img'))"
-                ".every(img => img.complete && img.naturalWidth > 0)"
-            )
+        if decision in {"species", "unknown_species", "out_of_domain"}:
+            if decision == "species":
+                page.locator("#result-similar li").last.scroll_into_view_if_needed()
+                page.wait_for_function(
+                    "Array.from(document.querySelectorAll('#result-similar img'))"
+                    ".every(img => img.complete && img.naturalWidth > 0)"
+                )
             page.screenshot(path=str(shots / f"{decision}-390px.png"), full_page=True)
             page.set_viewport_size({"width": 1280, "height": 900})
             page.screenshot(path=str(shots / f"{decision}-1280px.png"), full_page=True)
@@ -311,3 +309,55 @@ def test_probabilities_end_with_a_none_of_these_row(browser, taxonomy_server, tm
     finally:
         context.close()
         identifier.set_overrides(**dict.fromkeys(THRESHOLD_KEYS))
+
+
+def test_a_placed_answer_says_where_the_species_belongs(browser, taxonomy_server, tmp_path, shots):
+    """An unknown species placed in a genus: the headline says 'probably a new Conus (genus,
+    80 %)' as the API does, and nothing else on the page claims a species."""
+    import math
+
+    from index.results import PlacementCalibration, RankCalibration
+
+    url, collection = taxonomy_server
+    identifier = collection.identifier
+    calibrated = identifier.calibrated_thresholds
+    genus = RankCalibration(  # probability 0.8 whatever the scores: logit(0.8) = 1.386
+        rank="genus",
+        weights=[0.0, 0.0, math.log(4)],
+        score_centre=0.0,
+        score_scale=1.0,
+        threshold=0.5,
+    )
+    identifier.thresholds = calibrated.model_copy(
+        update={
+            "placement": PlacementCalibration(
+                target_precision=0.8, temperature=calibrated.temperature, ranks=[genus]
+            )
+        }
+    )
+    identifier.set_overrides(**FORCE["unknown_species"])
+    context = browser.new_context(viewport=PHONE, device_scale_factor=1)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        page.goto(url)
+        photo = write_photo(tmp_path, "query.png", "Conus_alpha", seed=4343)
+        page.set_input_files("#identify-photos", str(photo))
+        with page.expect_response(lambda r: "/v1/identify" in r.url) as answer:
+            page.click("#identify-submit")
+        body = answer.value.json()
+        page.wait_for_selector("#result:not([hidden])")
+        assert body["decision"] == "unknown_species"
+        assert body["placement"] == {"rank": "genus", "name": "Conus", "probability": 0.8}
+        headline = "Not a species in this collection — probably a new Conus (genus, 80 %)"
+        assert body["summary"] == headline
+        assert page.inner_text("#result-summary") == headline
+        assert not page.is_visible("#result-candidates")
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        page.screenshot(path=str(shots / "placed-390px.png"), full_page=True)
+        page.set_viewport_size({"width": 1280, "height": 900})
+        page.screenshot(path=str(shots / "placed-1280px.png"), full_page=True)
+    finally:
+        context.close()
+        identifier.set_overrides(**dict.fromkeys(THRESHOLD_KEYS))
+        identifier.thresholds = calibrated

@@ -63,13 +63,16 @@ def test_identify_a_pattern_gives_one_answer_per_photo_in_csv(store, photos, tmp
     assert "wrote 5 answers" in capsys.readouterr().err
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 5 * 3  # one row per candidate
-    assert list(rows[0])[:8] == [
+    assert list(rows[0])[:11] == [
         "query",
         "specimen",
         "photos",
         "decision",
         "answer",
         "confidence",
+        "placement_rank",
+        "placement",
+        "placement_probability",
         "rank",
         "species",
     ]

@@ -109,10 +109,19 @@ def test_identify_rejection_shows_similarity_and_no_probability(store, photos, c
     assert main(["identify", *files, "--store", store, "--unknown-threshold", "-10", "--json"]) == 0
     answer = json.loads(capsys.readouterr().out)
     assert answer["decision"] == "unknown_species"
-    assert answer["summary"] == "Not a species in this collection"
+    assert answer["summary"].startswith("Not a species in this collection")
+    if answer["placement"] is not None:  # a Conus: placed in its genus, with its own probability
+        assert answer["placement"]["name"] == "Conus"
+        assert answer["summary"].endswith(f"probably a new Conus (genus, {percent_of(answer)})")
     assert answer["detail"].startswith("It looks most like Conus beta (similarity ")
     assert all(c["probability"] is None for c in answer["candidates"])
     assert answer["none_probability"] is None
+
+
+def percent_of(answer: dict) -> str:
+    from api.wording import percent
+
+    return percent(answer["placement"]["probability"])
 
 
 def test_identify_with_a_filter(store, photos, capsys):

@@ -31,8 +31,21 @@ from ._collection import (
 
 HELP = "identify the species in photos, folders or patterns (one answer per specimen or photo)"
 FORMATS = ("text", "json", "jsonl", "csv")
-#: CSV columns before the taxonomy fields of the candidate; then probability, similarity
-CSV_HEAD = ["query", "specimen", "photos", "decision", "answer", "confidence", "rank", "species"]
+#: CSV columns before the taxonomy fields of the candidate; then probability, similarity (the
+#: cosine similarity to the species' closest enrolled photo)
+CSV_HEAD = [
+    "query",
+    "specimen",
+    "photos",
+    "decision",
+    "answer",
+    "confidence",
+    "placement_rank",
+    "placement",
+    "placement_probability",
+    "rank",
+    "species",
+]
 CSV_TAIL = ["probability", "similarity", "error"]
 TAXONOMY_FIRST = ("genus", "family", "region")
 
@@ -108,7 +121,7 @@ def describe(result, files: list[str], subject: str = "shell", names=None) -> st
                     c.genus or "-",
                     c.family or "-",
                     "-" if p is None else f"{p:.3f}",
-                    f"{c.score:.3f}",
+                    "-" if c.similarity is None else f"{c.similarity:.3f}",
                 ]
             )
         if result.none_probability is not None:
@@ -227,10 +240,14 @@ def csv_rows(record: dict[str, Any], extra: list[str]) -> Iterator[dict[str, Any
         yield base | {"error": record.get("message") or record["error"]}
         return
     named = record.get(record["decision"]) if record["decision"] in TAXONOMY_FIRST else None
+    placement = record.get("placement") or {}
     base |= {
         "decision": record["decision"],
         "answer": named or record["species"] or "",
         "confidence": f"{record['confidence']:.4f}",
+        "placement_rank": placement.get("rank", ""),
+        "placement": placement.get("name", ""),
+        "placement_probability": f"{placement['probability']:.4f}" if placement else "",
     }
     if not record["candidates"]:
         yield base
@@ -241,7 +258,7 @@ def csv_rows(record: dict[str, Any], extra: list[str]) -> Iterator[dict[str, Any
             "species": c["species"],
             **{k: c.get(k) or "" for k in (*TAXONOMY_FIRST, *extra)},
             "probability": "" if p is None else f"{p:.4f}",
-            "similarity": f"{c['score']:.4f}",
+            "similarity": "" if c.get("similarity") is None else f"{c['similarity']:.4f}",
         }
 
 
@@ -260,7 +277,7 @@ def write_answers(records: list[dict[str, Any]], fmt: str, out: TextIO) -> None:
                 for r in records
                 for c in r.get("candidates", [])
                 for k in c
-                if k not in {"species", "score", "probability", *TAXONOMY_FIRST}
+                if k not in {"species", "score", "probability", "similarity", *TAXONOMY_FIRST}
             }
         )
         columns = [*CSV_HEAD, *TAXONOMY_FIRST, *extra, *CSV_TAIL]

@@ -296,9 +296,9 @@ function renderPreviews() {
   $("result").hidden = true;
 }
 
-// A candidate row: the name (and family / genus), then either a probability with its bar or,
-// when the answer is a rejection (probability null), its similarity on a neutral scale.
-function candidateRow(label, taxon, probability, score, species = null) {
+// A candidate row: the name (and family / genus), then its probability with its bar
+// (rejections show no candidate rows: see renderResult).
+function candidateRow(label, taxon, probability, species = null) {
   const item = document.createElement("li");
   const name = document.createElement(species ? "a" : "span");
   if (species) {
@@ -328,13 +328,6 @@ function candidateRow(label, taxon, probability, score, species = null) {
     bar.setAttribute("aria-valuenow", String(Math.round(100 * probability)));
     bar.setAttribute("aria-label", `Probability for ${label}`);
     fill.style.width = `${Math.max(0, Math.min(100, 100 * probability)).toFixed(1)}%`;
-  } else {
-    item.className = "similarity";
-    value.className = "sim";
-    value.textContent = `similarity ${score.toFixed(2)}`;
-    bar.className = "simbar";
-    bar.setAttribute("aria-hidden", "true");
-    fill.style.width = `${Math.max(0, Math.min(100, 100 * score)).toFixed(1)}%`;
   }
   item.append(name, value, bar);
   if (species) item.append(referencePhotos(species, label));
@@ -399,25 +392,31 @@ function renderResult(result) {
   detail.hidden = !result.detail;
   $("result-candidates-title").textContent = result.candidates_heading || "";
   $("result-similar-title").textContent = result.similar_heading || "";
+  // A rejection names no species: the detail line (the closest species and its similarity)
+  // is all it shows, without candidate rows or "not a match" photos.
+  const rejected = result.decision === "unknown_species" || result.decision === "out_of_domain";
+  for (const part of ["candidates-title", "candidates", "similar-title", "similar"]) {
+    $(`result-${part}`).hidden = rejected;
+  }
 
   const list = $("result-candidates");
   list.replaceChildren();
   list.className = `candidates ${result.decision}`;
-  for (const c of result.candidates) {
+  for (const c of rejected ? [] : result.candidates) {
     list.append(
-      candidateRow(displayName(c.species), taxonText(c), c.probability, c.score, c.species),
+      candidateRow(displayName(c.species), taxonText(c), c.probability, c.species),
     );
   }
   const none = result.none_probability;
   if (none !== null && none !== undefined && result.candidates.some((c) => c.probability != null)) {
-    const row = candidateRow("None of these", "", none, 0);
+    const row = candidateRow("None of these", "", none);
     row.classList.add("none");
     list.append(row);
   }
 
   const gallery = $("result-similar");
   gallery.replaceChildren();
-  for (const s of result.similar) {
+  for (const s of rejected ? [] : result.similar) {
     const item = document.createElement("li");
     const figure = document.createElement("figure");
     const img = document.createElement("img");

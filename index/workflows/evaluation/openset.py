@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from index.calibration import auroc
-from index.results import DECISIONS
+from index.calibration import auroc, expected_calibration_error
+from index.results import DECISIONS, Placement
 
 from .metrics import REPORTED_KNOWN_RECALL, fpr_at_recall
 
@@ -81,4 +81,42 @@ def open_set_figures(
         if decisions is not None
         else None
     )
+    return figures
+
+
+def placement_figures(
+    placements: Sequence[Placement | None],
+    decisions: Sequence[str],
+    truth: Mapping[str, Sequence[str]],
+    enrolled: Mapping[str, set[str]],
+) -> dict[str, dict[str, float | int]]:
+    """Per rank (genus, family): how the photos of never-enrolled species were placed.
+
+    ``truth``: rank -> each photo's own taxon ('' = unknown). A placement counts where the
+    answer shows it (decisions other than species and out_of_domain). ``coverage``: photos
+    placed at that rank; ``precision``: of those, placed in their own taxon; ``ece``: of the
+    placement probability against being right; ``in_collection``: photos whose taxon has an
+    enrolled species (``enrolled``: rank -> enrolled taxa; no placement can be right for the
+    others)."""
+    shown = [
+        p if p is not None and d not in ("species", "out_of_domain") else None
+        for p, d in zip(placements, decisions, strict=True)
+    ]
+    figures: dict[str, dict[str, float | int]] = {}
+    for rank, own in truth.items():
+        placed = [
+            (p, t) for p, t in zip(shown, own, strict=True) if p is not None and p.rank == rank
+        ]
+        right = np.array([p.name == t for p, t in placed], float)
+        probability = np.array([p.probability for p, _ in placed])
+        figures[rank] = {
+            "queries": len(own),
+            "in_collection": float(np.mean([t in enrolled.get(rank, set()) for t in own]))
+            if len(own)
+            else float("nan"),
+            "placed": len(placed),
+            "coverage": len(placed) / len(own) if len(own) else float("nan"),
+            "precision": float(right.mean()) if placed else float("nan"),
+            "ece": expected_calibration_error(probability, right) if placed else float("nan"),
+        }
     return figures

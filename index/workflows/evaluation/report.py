@@ -89,6 +89,21 @@ def summary_rows(f: dict) -> list[tuple[str, list[str]]]:
             [pct(open_set[m]["unknown"]["fpr_at_recall"]) for m in methods],
         )
     )
+    for rank in ("genus", "family"):
+        placed = {m: open_set[m].get("placement", {}).get(rank) for m in methods}
+        if not any(placed.values()):
+            continue
+        for key, label in (
+            ("coverage", "placed"),
+            ("precision", "right"),
+            ("ece", "calibration error"),
+        ):
+            rows.append(
+                (
+                    f"unknown species: {label} in their {rank}",
+                    [pct(v[key]) if v else "–" for v in placed.values()],
+                )
+            )
     for folder in f["open_set"]["ood_queries"]:
         rows.append(
             (

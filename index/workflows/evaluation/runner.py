@@ -33,7 +33,7 @@ from embedder.episodes import summarize
 from embedder.vectors import l2_normalise
 from index.classifier import VectorIdentifier
 from index.config import DEFAULT_TARGET_RECALL, IdentifierConfig
-from index.results import REJECTIONS
+from index.results import REJECTIONS, Placement
 from index.whitening import WithinSpeciesPrior
 
 from .bootstrap import bootstrap_f1
@@ -45,7 +45,7 @@ from .fewshot import (
     prototype_predict,
 )
 from .metrics import closed_set_metrics
-from .openset import decision_rates, holdout_species, open_set_figures
+from .openset import decision_rates, holdout_species, open_set_figures, placement_figures
 
 SCHEMA_VERSION = 1
 IDENTIFIER = "the default identifier (index.VectorIdentifier)"
@@ -292,6 +292,7 @@ class QueryScores:
     unknown: np.ndarray  # higher = more likely an unknown species
     ood: np.ndarray  # higher = more likely off-domain
     decisions: list[str] | None  # None for the probe (no open-set decisions)
+    placements: list[Placement | None] = field(default_factory=list)  # identifier only
 
 
 @dataclass
@@ -337,7 +338,11 @@ def _fit_and_score(
             if len(q):
                 batch = ident.score_batch(q)
                 scores[name] = QueryScores(
-                    batch.probabilities, batch.unknown_score, batch.ood_score, batch.decisions
+                    batch.probabilities,
+                    batch.unknown_score,
+                    batch.ood_score,
+                    batch.decisions,
+                    batch.placements,
                 )
             else:
                 scores[name] = QueryScores(
@@ -541,6 +546,15 @@ def _open_set(records, vectors, methods, caches, cfg, plots, progress) -> dict:
                 for d, j, t in zip(decisions["known"], best, truth, strict=True)
             ]
             figures["known_species_correct"] = float(np.mean(named)) if named else float("nan")
+            figures["placement"] = placement_figures(
+                scored["unknown"].placements,
+                decisions["unknown"],
+                {rank: [getattr(r, rank) for r in unknown_recs] for rank in ("genus", "family")},
+                {
+                    rank: {getattr(r, rank) for r in train_recs} - {""}
+                    for rank in ("genus", "family")
+                },
+            )
         result["methods"][method.name] = figures
         plots["scores"][method.name] = {
             name: {"unknown": np.asarray(v.unknown), "ood": np.asarray(v.ood)}

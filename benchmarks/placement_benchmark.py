@@ -1,0 +1,240 @@
+"""Placement benchmark: photos of species the collection lacks, placed in their genus (issue 22),
+beside today's answers (a ``genus`` / ``family`` roll-up decision only), in one run.
+
+    .venv/bin/python benchmarks/placement_benchmark.py [--seeds 2] [--shots 1 5 20]
+
+Data: ../shared/datasets, embedded once with the default backbone (the evaluation cache,
+``$SHELLID_CACHE_DIR``). Taxonomy is built here, never read from the folders:
+
+- ``birds-cub-base100``: folders are CUB common names (``Black_footed_Albatross``); the genus
+  column is the LAST word of the common name (Albatross, Auklet, Blackbird, Bunting, ...), a
+  stand-in for the genus that groups look-alike species the way a genus does. No family.
+- ``fish4k-23``: folders ``fish_01`` ... ``fish_23`` are the Fish4Knowledge ground-truth classes
+  (Boom et al., ICPR 2012), whose scientific names give genus and family (:data:`FISH`; class 18
+  is the family Scaridae, no genus). Only Chaetodon and Hemigymnus have two species, so fish
+  are also run holding out one species of every *family* with two or more species.
+
+Per dataset, rank and seed: one species of every taxon (at that rank) with two or more species
+is never enrolled ("unseen"); of the other species K photos from distinct specimens / tracks
+are enrolled (K = 1, 5, 20) and their other photos are the known queries. Columns:
+
+- ``placed``: share of unseen species' photos whose answer names a taxon above species (today:
+  a ``genus`` / ``family`` decision; new: the answer's ``placement``, else such a decision);
+- ``right``: of those, the share whose named taxon is the photo's own (at the taxon's rank);
+- ``ECE``: calibration of the probability shown with the named taxon (decision confidence
+  today, placement probability new) against being right;
+- ``nearest``: unseen photos whose most probable taxon (summed species probability) is right;
+- ``named``: known photos named right (a ``species`` decision for their species);
+- ``rejected``: unseen photos answered ``unknown_species`` or ``out_of_domain``.
+
+``today`` is the index of commit :data:`BASELINE_COMMIT` imported from git (as
+benchmarks/decision_benchmark.py does), ``new`` the working tree's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from decision_benchmark import baseline_identifier, embed  # noqa: E402
+
+from embedder import Embedder, load_model  # noqa: E402
+from embedder.datasets import ImageRecord, scan_collection, shots_split  # noqa: E402
+from index.calibration import expected_calibration_error  # noqa: E402
+from index.classifier import VectorIdentifier  # noqa: E402
+from index.results import REJECTIONS  # noqa: E402
+from index.workflows.evaluation.cache import EmbeddingCache  # noqa: E402
+
+#: the index before placement (issue 22).
+BASELINE_COMMIT = "b1acf63"
+DATA = REPO.parent / "shared" / "datasets"
+#: Fish4Knowledge's 23 classes: (scientific name, family); class 18 is a family.
+FISH = {
+    "fish_01": ("Dascyllus reticulatus", "Pomacentridae"),
+    "fish_02": ("Plectroglyphidodon dickii", "Pomacentridae"),
+    "fish_03": ("Chromis chrysura", "Pomacentridae"),
+    "fish_04": ("Amphiprion clarkii", "Pomacentridae"),
+    "fish_05": ("Chaetodon lunulatus", "Chaetodontidae"),
+    "fish_06": ("Chaetodon trifascialis", "Chaetodontidae"),
+    "fish_07": ("Myripristis kuntee", "Holocentridae"),
+    "fish_08": ("Acanthurus nigrofuscus", "Acanthuridae"),
+    "fish_09": ("Hemigymnus fasciatus", "Labridae"),
+    "fish_10": ("Neoniphon sammara", "Holocentridae"),
+    "fish_11": ("Abudefduf vaigiensis", "Pomacentridae"),
+    "fish_12": ("Canthigaster valentini", "Tetraodontidae"),
+    "fish_13": ("Pomacentrus moluccensis", "Pomacentridae"),
+    "fish_14": ("Zebrasoma scopas", "Acanthuridae"),
+    "fish_15": ("Hemigymnus melapterus", "Labridae"),
+    "fish_16": ("Lutjanus fulvus", "Lutjanidae"),
+    "fish_17": ("Scolopsis bilineata", "Nemipteridae"),
+    "fish_18": ("", "Scaridae"),
+    "fish_19": ("Pempheris vanicolensis", "Pempheridae"),
+    "fish_20": ("Zanclus cornutus", "Zanclidae"),
+    "fish_21": ("Neoglyphidodon nigroris", "Pomacentridae"),
+    "fish_22": ("Balistapus undulatus", "Balistidae"),
+    "fish_23": ("Siganus fuscescens", "Siganidae"),
+}
+#: (dataset, specimen grouping, rank whose taxa lose one species each)
+RUNS = (
+    ("birds-cub-base100", "image", "genus"),
+    ("fish4k-23", "track", "genus"),
+    ("fish4k-23", "track", "family"),
+)
+MAX_QUERIES = 1500
+
+
+def taxonomy_of(dataset: str, species: list[str]) -> dict[str, dict[str, str]]:
+    """species -> {genus, family} by the rules in the module doc."""
+    if dataset == "birds-cub-base100":
+        return {s: {"genus": s.split("_")[-1], "family": ""} for s in species}
+    if dataset == "fish4k-23":
+        return {
+            s: {"genus": FISH[s][0].split(" ")[0] if FISH[s][0] else "", "family": FISH[s][1]}
+            for s in species
+        }
+    raise ValueError(f"no taxonomy rule for {dataset}")
+
+
+def split(records: list[ImageRecord], taxonomy, rank: str, shots: int, seed: int):
+    """(enrolled, known queries, unseen photos): one species of every ``rank`` taxon with 2+
+    species never enrolled."""
+    rng = np.random.default_rng(seed)
+    members: dict[str, list[str]] = defaultdict(list)
+    for s in sorted({r.species for r in records}):
+        if taxonomy[s][rank]:
+            members[taxonomy[s][rank]].append(s)
+    unseen = {rng.choice(group) for group in members.values() if len(group) >= 2}
+    enrolled, queries = shots_split([r for r in records if r.species not in unseen], shots, seed)
+    strangers = [r for r in records if r.species in unseen]
+    cap = lambda part: [part[i] for i in sorted(rng.permutation(len(part))[:MAX_QUERIES])]  # noqa: E731
+    return enrolled, cap(queries), cap(strangers), sorted(unseen)
+
+
+def truth_at(taxonomy, records, rank: str) -> np.ndarray:
+    return np.array([taxonomy[r.species][rank] for r in records], dtype=object)
+
+
+def named_taxa(identifier, batch) -> list[tuple[str, str, float]]:
+    """(rank, taxon, probability) each answer names above species ('' when none), from the
+    decision policy (what today's index answers)."""
+    th = identifier.thresholds
+    out = []
+    for decision, taxon, p in identifier.policy.decide(
+        batch.probabilities, batch.unknown_score, batch.ood_score, th
+    ):
+        out.append((decision, taxon or "", p) if decision in ("genus", "family") else ("", "", 0))
+    return out
+
+
+def nearest_right(identifier, batch, taxonomy, records, rank: str) -> float:
+    """Unseen photos whose most probable ``rank`` taxon is their own."""
+    names = batch.species
+    parents = np.array([taxonomy[s][rank] for s in names], dtype=object)
+    taxa = sorted(set(parents) - {""})
+    mass = np.stack([batch.probabilities[:, parents == t].sum(1) for t in taxa], 1)
+    best = np.array(taxa, dtype=object)[mass.argmax(1)]
+    return float(np.mean(best == truth_at(taxonomy, records, rank)))
+
+
+def figures(identifier, enrolled_taxonomy, parts, rank: str, new: bool) -> dict[str, float]:
+    _, queries, qx, strangers, sx = parts
+    known = identifier.score_batch(qx)
+    truth = np.array([known.species.index(r.species) for r in queries])
+    named = (np.array(known.decisions) == "species") & (known.similarities.argmax(1) == truth)
+    unseen = identifier.score_batch(sx)
+    answers = named_taxa(identifier, unseen)
+    if new:
+        answers = [
+            (p.rank, p.name, p.probability)
+            if p is not None and d not in ("species", "out_of_domain")
+            else a
+            for p, d, a in zip(unseen.placements, unseen.decisions, answers, strict=True)
+        ]
+    placed = np.array([bool(t) for _, t, _ in answers])
+    right = np.array(
+        [
+            bool(t) and enrolled_taxonomy[r.species].get(k, "") == t
+            for (k, t, _), r in zip(answers, strangers, strict=True)
+        ]
+    )
+    probability = np.array([p for _, _, p in answers])
+    return {
+        "placed": float(placed.mean()),
+        "right": float(right[placed].mean()) if placed.any() else float("nan"),
+        "ece": expected_calibration_error(probability[placed], right[placed])
+        if placed.any()
+        else float("nan"),
+        "nearest": nearest_right(identifier, unseen, enrolled_taxonomy, strangers, rank),
+        "named": float(named.mean()),
+        "rejected": float(np.isin(unseen.decisions, list(REJECTIONS)).mean()),
+    }
+
+
+def run(dataset: str, grouping: str, rank: str, args, cache, previous_cls) -> None:
+    records = scan_collection(DATA / dataset, group_pattern=grouping)
+    records, vectors = embed(records, cache, dataset)
+    taxonomy = taxonomy_of(dataset, sorted({r.species for r in records}))
+    row = {str(r.path): i for i, r in enumerate(records)}
+
+    def take(part):
+        return vectors[[row[str(r.path)] for r in part]]
+
+    table: dict = defaultdict(lambda: defaultdict(list))
+    held: set[str] = set()
+    for shots in args.shots:
+        for seed in range(args.seeds):
+            enrolled, queries, strangers, unseen = split(records, taxonomy, rank, shots, seed)
+            held.update(unseen)
+            fit = dict(
+                vectors=take(enrolled),
+                species=[r.species for r in enrolled],
+                groups=[r.group for r in enrolled],
+                taxonomy={s: taxonomy[s] for s in {r.species for r in enrolled}},
+            )
+            parts = (None, queries, take(queries), strangers, take(strangers))
+            for label, cls in (("today", previous_cls), ("new", VectorIdentifier)):
+                identifier = cls.fit(**fit)
+                result = figures(identifier, taxonomy, parts, rank, label == "new")
+                for key, value in result.items():
+                    table[shots][(label, key)].append(value)
+    print(
+        f"\n{dataset}: one species of every {rank} with 2+ species never enrolled "
+        f"({len(held)} species over the splits); % of photos, mean of {args.seeds} seeds"
+    )
+    keys = ("placed", "right", "ece", "nearest", "named", "rejected")
+    print(f"  {'K':>3} " + "".join(f"{k:>17}" for k in keys))
+    print(f"  {'':>3} " + "".join(f"{'today':>9}{'new':>8}" for _ in keys))
+    for shots, cells in table.items():
+        line = f"  {shots:>3} "
+        for key in keys:
+            scale = 1.0 if key == "ece" else 100.0
+            fmt = "{:9.3f}{:8.3f}" if key == "ece" else "{:9.1f}{:8.1f}"
+            line += fmt.format(
+                scale * np.nanmean(cells[("today", key)]), scale * np.nanmean(cells[("new", key)])
+            )
+        print(line, flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--shots", type=int, nargs="+", default=[1, 5, 20])
+    parser.add_argument("--datasets", nargs="+", default=sorted({d for d, _, _ in RUNS}))
+    args = parser.parse_args()
+    cache = EmbeddingCache(Embedder(load_model(None)))
+    previous_cls = baseline_identifier(BASELINE_COMMIT)
+    for dataset, grouping, rank in RUNS:
+        if dataset in args.datasets:
+            run(dataset, grouping, rank, args, cache, previous_cls)
+
+
+if __name__ == "__main__":
+    main()
