@@ -6,6 +6,7 @@ is there, and the store takes writes again."""
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,9 @@ def image(i: int) -> Image.Image:
     return Image.open(io.BytesIO(photo(i)[1]))
 
 
-def test_a_data_file_deleted_under_a_running_service_is_named_and_repaired(tmp_path: Path):
+def test_a_data_file_deleted_under_a_running_service_is_named_and_repaired(
+    tmp_path: Path, record_property
+):
     path = tmp_path / "store"
     acknowledged = enrolled_store(path)
     running = Collection.open(str(path), model=FakeEmbedder(), create=False)
@@ -43,8 +46,11 @@ def test_a_data_file_deleted_under_a_running_service_is_named_and_repaired(tmp_p
         assert answer.status_code == 500  # damage, not a passing fault: no Retry-After
         assert "shellid doctor" in answer.json()["detail"] and "Retry-After" not in answer.headers
 
+    started = time.monotonic()
     assert main(["doctor", "--store", str(path), "--repair"]) == 0
     restarted = Collection.open(str(path), model=FakeEmbedder(), create=False)
+    record_property("recover_s", round(time.monotonic() - started, 3))
+    record_property("rows_in_lost_file", len(lost))
     stored = set(restarted.store.select(["id"], "true")["id"].to_pylist())
     assert stored == set().union(*acknowledged.values()) - lost  # only the lost file's rows
     assert len(restarted) == len(stored)  # the snapshot caught up with the restored version

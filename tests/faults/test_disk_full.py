@@ -65,7 +65,9 @@ def names_of(store: Path) -> set[str]:
     return set(collection.store.select(["filename"], "true")["filename"].to_pylist())
 
 
-def test_a_full_disk_loses_no_acknowledged_enrolment_and_writes_resume_when_freed(small_disk):
+def test_a_full_disk_loses_no_acknowledged_enrolment_and_writes_resume_when_freed(
+    small_disk, record_property
+):
     store = small_disk / "store"
     collection = Collection.open(str(store), model=FakeEmbedder(), create=True)
     acknowledged: set[str] = set()
@@ -78,9 +80,11 @@ def test_a_full_disk_loses_no_acknowledged_enrolment_and_writes_resume_when_free
     ballast = fill(small_disk, HEADROOM)
     for i in range(60):
         batch = [photo(1000 + 2 * i + k) for k in range(2)]
+        started = time.monotonic()
         try:
             collection.enroll(f"Genus_species{i % 3}", batch, calibrate=i % 3 == 0)
         except StoreWriteError as exc:
+            record_property("failed_write_s", round(time.monotonic() - started, 3))
             message = str(exc)
             assert "no space left" in message and "\n" not in message, message
             failed.append({name for name, _ in batch})
@@ -109,6 +113,8 @@ def test_a_full_disk_loses_no_acknowledged_enrolment_and_writes_resume_when_free
     report = collection.enroll("Genus_species9", [photo(5000)])
     recovered = time.monotonic() - started
     assert report.added == 1 and recovered < 30
+    record_property("acknowledged", len(acknowledged))
+    record_property("recover_s", round(recovered, 3))
     assert acknowledged | {"p5000.png"} <= names_of(store)
     checkup = check_store(str(store))
     assert checkup.healthy, [f.line() for f in checkup.findings]

@@ -63,7 +63,7 @@ def _kill_mid_commit(process, marker: Path, after: int, delay: float) -> str:
     return _lines(marker)[-1]
 
 
-def test_a_replica_killed_mid_commit_loses_no_acknowledged_write(tmp_path: Path):
+def test_a_replica_killed_mid_commit_loses_no_acknowledged_write(tmp_path: Path, record_property):
     store = str(tmp_path / "store")
     Collection.open(store, model=FakeEmbedder(), create=True).enroll(
         "Seed_species", [photo(1), photo(2)]
@@ -97,19 +97,25 @@ def test_a_replica_killed_mid_commit_loses_no_acknowledged_write(tmp_path: Path)
         )
         victim.start()
         seen = len(_lines(files["b.mark"]))  # the second commit of this life, at varied points
-        in_flight.append(_kill_mid_commit(victim, files["b.mark"], seen + 1, 0.003 * kill))
+        in_flight.append(
+            _kill_mid_commit(victim, files["b.mark"], seen + 1, (0.0, 0.02, 0.05)[kill % 3])
+        )
         assert victim.exitcode == -signal.SIGKILL
     files["stop"].touch()
     survivor.join(120)
     assert survivor.exitcode == 0
 
+    started = time.monotonic()
     fresh = Collection.open(store, model=FakeEmbedder(), create=False)  # a restart
+    record_property("recover_s", round(time.monotonic() - started, 3))
     stored = set(fresh.store.select(["filename"], "true")["filename"].to_pylist())
     acknowledged = {
         n for line in _lines(files["a.ack"]) + _lines(files["b.ack"]) for n in line.split(",")
     }
     assert len(_lines(files["a.ack"])) >= 2 and len(_lines(files["b.ack"])) >= KILLS
     assert acknowledged | {"p1.png", "p2.png"} <= stored  # nothing acknowledged is lost
+    record_property("acknowledged", len(acknowledged) + 2)
+    record_property("killed_commits_landed", sum(set(x.split(",")) <= stored for x in in_flight))
     for line in in_flight:  # each killed commit is whole or absent
         batch = set(line.split(","))
         assert batch <= stored or not (batch & stored), (batch, batch & stored)

@@ -145,10 +145,14 @@ def acknowledged_names(collection: Collection) -> set[str]:
     return set(collection.store.select(["filename"], "true")["filename"].to_pylist())
 
 
-def test_transient_object_store_errors_are_retried_and_the_write_lands(s3_env, collection):
+def test_transient_object_store_errors_are_retried_and_the_write_lands(
+    s3_env, collection, record_property
+):
     before = acknowledged_names(collection)
     s3_env.faults = [Fault(MANIFEST_PUT, 503, times=2), Fault(DATA_PUT, 500, times=2)]
+    started = time.monotonic()
     report = collection.enroll("Genus_species5", [photo(500), photo(501)])
+    record_property("retried_write_s", round(time.monotonic() - started, 3))
     assert report.added == 2
     assert all(f.hits == f.times for f in s3_env.faults)  # the errors did happen
     assert stored_names(collection.store.uri) == before | {"p500.png", "p501.png"}
@@ -156,7 +160,7 @@ def test_transient_object_store_errors_are_retried_and_the_write_lands(s3_env, c
 
 @pytest.mark.parametrize("status", [503, 500])
 def test_an_object_store_that_keeps_failing_fails_the_write_whole_and_then_recovers(
-    s3_env, collection, status
+    s3_env, collection, status, record_property
 ):
     before = acknowledged_names(collection)
     s3_env.faults = [Fault(MANIFEST_PUT, status)]
@@ -170,22 +174,33 @@ def test_an_object_store_that_keeps_failing_fails_the_write_whole_and_then_recov
     assert stored_names(collection.store.uri) == before  # nothing of the failed write
     assert len(collection) == len(before)
     s3_env.faults = []  # the store recovers: the same request, sent again, lands
+    started = time.monotonic()
     assert collection.enroll("Genus_species5", [photo(600), photo(601)]).added == 2
+    record_property("failed_write_s", round(gave_up, 3))
+    record_property("recover_s", round(time.monotonic() - started, 3))
+    record_property("acknowledged", len(before) + 2)
     assert stored_names(collection.store.uri) == before | {"p600.png", "p601.png"}
 
 
-def test_a_commit_that_times_out_is_whole_or_absent_and_refresh_takes_it_in(s3_env, collection):
+def test_a_commit_that_times_out_is_whole_or_absent_and_refresh_takes_it_in(
+    s3_env, collection, record_property
+):
     before = acknowledged_names(collection)
     batch = {"p700.png", "p701.png"}
     # the manifest PUT reaches the server only after the client gave up (AWS_TIMEOUT=1s)
     s3_env.faults = [Fault(MANIFEST_PUT, status=0, delay=2.5, times=1)]
+    started = time.monotonic()
     with pytest.raises(StoreWriteError, match="did not answer in time"):
         collection.enroll("Genus_species7", [photo(700), photo(701)], calibrate=False)
+    record_property("failed_write_s", round(time.monotonic() - started, 3))
     time.sleep(3)  # the delayed request finishes on the server meanwhile
     stored = stored_names(collection.store.uri)
     assert before <= stored  # every acknowledged write
     assert batch <= stored or not (batch & stored)  # the timed-out one whole, or not at all
+    started = time.monotonic()
     collection.refresh()
+    record_property("recover_s", round(time.monotonic() - started, 3))
+    record_property("timed_out_write_landed", batch <= stored)
     assert acknowledged_names(collection) == stored
     assert len(collection) == len(stored)  # the running process sees what the store holds
     report = collection.enroll("Genus_species7", [photo(700), photo(701)])  # sent again
