@@ -19,7 +19,7 @@ from fastapi_offline import FastAPIOffline
 from .deps import Runtime
 from .errors import ServerErrorAnswer, install_error_handlers
 from .metrics import ServiceMetrics
-from .routes import health, identify, species, species_pages, taxa, try_these
+from .routes import cli_answers, health, identify, species, species_pages, taxa, try_these
 from .service import ShellidService
 from .settings import ServiceSettings, load_settings
 from .uploads import BodyLimitMiddleware
@@ -115,6 +115,7 @@ def create_app(
     runtime.metrics.install(app)  # added last = outermost: refused bodies are counted too
     app.include_router(health.router)
     app.include_router(identify.router)
+    app.include_router(cli_answers.router)
     app.include_router(species.router)
     app.include_router(species_pages.router)
     app.include_router(try_these.router)

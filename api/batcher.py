@@ -180,7 +180,9 @@ class BatchedModel:
 
     @property
     def name(self) -> str:
-        return str(getattr(self.model, "name", type(self.model).__name__))
+        from index.workflows.models import model_name
+
+        return model_name(self.model)
 
     @property
     def within_species_prior(self) -> Any:

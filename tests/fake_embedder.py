@@ -40,9 +40,9 @@ class FakeEmbedder:
         return np.asarray(rows, np.float32).reshape(len(rows), self.dim)
 
 
-def fake_make_embedder(model):
+def fake_make_embedder(model, *, exported: bool = False):
     """Drop-in for ``index.workflows.collection.make_embedder``: ``"other"`` in the model name gives
-    variant 1, anything else variant 0."""
+    variant 1, anything else variant 0 (``exported`` makes no difference to a fake)."""
     if model is not None and hasattr(model, "embed_images"):
         return model, ""
     variant = 1 if model is not None and "other" in str(model) else 0

@@ -6,6 +6,7 @@ embedder of tests/fake_embedder.py, not the real model."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -63,7 +64,9 @@ def test_every_photo_is_listed_once_across_pages_with_its_provenance(api):
     photo = everything["photos"][0]
     assert photo["filename"] == "Conus_alpha_1_A.png"
     assert photo["specimen"] == "Conus_alpha_1"
-    assert photo["source"] == "photos"
+    # enrolled from a folder without --source: the source is that folder, so with the file
+    # name it gives the photo's path
+    assert Path(photo["source"], photo["filename"]).is_file()
     assert (photo["width"], photo["height"]) == (64, 64)
     created = datetime.fromisoformat(photo["created"])
     assert abs(datetime.now(UTC) - created) < timedelta(minutes=10)

@@ -95,11 +95,13 @@ def open_collection(
     need_model: bool = True,
     create: bool = False,
     check_model: bool = True,
+    exported_model: bool = False,
 ):
     """Open the collection the options name (a missing store is an error unless ``create``).
 
     The model is checked here (a wrong ``--model`` fails before the store opens) but loaded
-    only when the first photo is embedded."""
+    only when the first photo is embedded; with ``exported_model`` from its cached ONNX
+    export without PyTorch when it can (one-off answers: identify, search, enroll)."""
     settings = settings_from(args)
     if need_model:
         check_model_option(settings.model)
@@ -117,6 +119,7 @@ def open_collection(
         settings=settings,
         need_model=need_model,
         check_model=check_model,
+        exported_model=exported_model,
     )
 
 

@@ -7,6 +7,7 @@ import glob
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from embedder.datasets import IMAGE_SUFFIXES, compile_group_pattern, group_of
 
@@ -76,3 +77,31 @@ def group_photos(photos: Sequence[Path], group_regex: str | None) -> list[tuple[
             name, key = photo.stem, (photo, "")
         groups.setdefault(key, (name, []))[1].append(photo)
     return list(groups.values())
+
+
+def unreadable_photos(photos: Sequence[Path], limits: Any) -> dict[Path, Exception]:
+    """The photos that cannot be used, each with its :class:`embedder.intake.ImageIntakeError`,
+    found from their headers alone (no pixel decoded, no model or store opened): empty files,
+    files that are no image (a text file named .jpg), images too small, too large or too
+    elongated. ``limits``: :class:`embedder.intake.IntakeLimits` (the decoding-cost limit is
+    checked later, at the stored size). The full intake still runs when a photo is used."""
+    from dataclasses import replace
+
+    from embedder.intake import ImageIntakeError, check_header, read_header
+
+    header_limits = replace(limits, max_cost=float("inf"))
+    refused: dict[Path, Exception] = {}
+    for photo in photos:
+        try:
+            data = photo.read_bytes()
+            if not data:
+                raise ImageIntakeError("empty", "the file is empty", str(photo))
+            _, header = read_header(data, str(photo))
+            check_header(header, header_limits, str(photo))
+        except ImageIntakeError as exc:
+            refused[photo] = exc
+        except OSError as exc:
+            refused[photo] = ImageIntakeError(
+                "unreadable", f"cannot read file ({exc.strerror or exc})", str(photo)
+            )
+    return refused

@@ -1,4 +1,5 @@
-"""Checks on output files made before long work starts, so a bad path fails in one line."""
+"""What the commands write: checks on output files made before long work starts (a bad path
+fails in one line), and counts in words."""
 
 from __future__ import annotations
 
@@ -38,3 +39,14 @@ def check_output(
     finally:
         probe.unlink(missing_ok=True)
     return path
+
+
+#: plurals that do not add an s
+PLURALS = {"species": "species", "specimen": "specimens", "family": "families", "genus": "genera"}
+
+
+def counted(count: int, noun: str) -> str:
+    """``1 photo``, ``2 photos``, ``1 species``, ``3 families``."""
+    if count == 1:
+        return f"{count} {noun}"
+    return f"{count} {PLURALS.get(noun, noun + 's')}"

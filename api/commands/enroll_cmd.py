@@ -10,6 +10,7 @@ import sys
 from index.names import display_name as species_display
 
 from ._collection import add_model_option, add_store_option, open_collection
+from ._output import counted
 from ._ray import add_ray_options
 
 HELP = "enroll species from photos (folders with a folder per species, or --species NAME PHOTOS)"
@@ -43,7 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tax.add_argument("--family")
     tax.add_argument("--region")
     parser.add_argument(
-        "--source", help="provenance recorded with each photo (default: folder name)"
+        "--source",
+        help="provenance recorded with each photo (default: the folder the photos are in, so "
+        "that the source and file name give each photo's path)",
     )
     parser.add_argument(
         "--subject",
@@ -62,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.species:
         photos, _ = expand_photos(args.data)  # a missing path fails here, at once
+        refuse_unreadable(photos, args)
     else:
         for item in args.data:
             path = Path(item)
@@ -93,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         from ..subject import clean
 
         subject_word = clean(args.subject)  # a bad word fails before anything is read
-    collection = open_collection(args, create=True)
+    collection = open_collection(args, create=True, exported_model=True)
     if subject_word is not None:
         from ..subject import record
 
@@ -103,8 +107,9 @@ def run(args: argparse.Namespace) -> int:
         from ._inputs import group_photos
 
         groups = {p: name for name, files in group_photos(photos, args.group_regex) for p in files}
-        parents = {p.parent for p in photos}
-        source = args.source or (parents.pop().name if len(parents) == 1 else "cli")
+        from index.workflows.collection import enrolled_from
+
+        source = args.source or enrolled_from(photos)
         if ray is not None:
             from index.workflows.distributed import EnrolJob, enroll_on_ray
 
@@ -146,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
             notes.append(f"{len(report.errors)} unreadable")
         extra = f" ({', '.join(notes)})" if notes else ""
         print(
-            f"{species_display(report.species)}: +{report.added} photos{extra}, "
+            f"{species_display(report.species)}: +{counted(report.added, 'photo')}{extra}, "
             f"{report.total} in the store"
         )
         for name, why in {**report.refused, **report.errors}.items():
@@ -156,8 +161,9 @@ def run(args: argparse.Namespace) -> int:
         th = collection.thresholds
         species = sum(1 for r in reports if r.added)
         print(
-            f"enrolled {added} photos of {species} species into {collection.store.uri} "
-            f"({len(collection)} photos, {len(collection.species())} species in all; "
+            f"enrolled {counted(added, 'photo')} of {counted(species, 'species')} into "
+            f"{collection.store.uri} ({counted(len(collection), 'photo')}, "
+            f"{counted(len(collection.species()), 'species')} in all; "
             f"thresholds {th.source})"
         )
     from ._listing import write_listing
@@ -165,6 +171,23 @@ def run(args: argparse.Namespace) -> int:
     write_listing(collection)  # keeps 'shellid species' fast
     failed = all(r.added == 0 and not r.duplicates for r in reports)
     return 1 if failed else 0
+
+
+def refuse_unreadable(photos: list, args: argparse.Namespace) -> None:
+    """When no photo given can be read (a text file named .jpg), say so before the store or
+    the model is opened: one line per photo. Some unreadable among good ones are reported
+    with the enrolment, as before."""
+    from ._collection import settings_from
+    from ._inputs import unreadable_photos
+
+    refused = unreadable_photos(photos, settings_from(args).intake_limits())
+    if len(refused) < len(photos):
+        return
+    if len(photos) == 1:
+        raise refused[photos[0]]
+    for reason in refused.values():
+        print(f"shellid: error: {reason}", file=sys.stderr)
+    raise ValueError(f"none of the {len(photos)} photos can be read; nothing was enrolled")
 
 
 def _enroll_folders_on_ray(args: argparse.Namespace, collection, options, progress: bool):

@@ -25,9 +25,11 @@ from ._collection import (
     add_threshold_options,
     open_collection,
     settings_from,
+    store_uri,
     table,
     taxonomy_value,
 )
+from ._server import add_server_option
 
 HELP = "identify the species in photos, folders or patterns (one answer per specimen or photo)"
 FORMATS = ("text", "json", "jsonl", "csv")
@@ -95,6 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(# starts a comment); an unknown name is answered with the closest known ones",
     )
     add_store_option(parser)
+    add_server_option(parser)
     add_model_option(parser)
     add_threshold_options(parser)
 
@@ -143,12 +146,17 @@ def describe(result, files: list[str], subject: str = "shell", names=None) -> st
 
 
 def photo_label(similar, names: dict[str, str] | None) -> str:
-    """An enrolled photo as people know it: its file name (and source), else its id."""
+    """An enrolled photo as people know it: the path it was enrolled from (its source folder
+    and file name), ``name (upload)`` for one sent to the service, else its id."""
+    from index.results import UPLOAD_SOURCE
+
     name = (names or {}).get(similar.specimen_id, "")
     if not name:
         return similar.specimen_id
     source = getattr(similar, "source", "")
-    return f"{source}/{name}" if source else name
+    if source == UPLOAD_SOURCE:
+        return f"{name} ({UPLOAD_SOURCE})"
+    return f"{source.rstrip('/')}/{name}" if source else name
 
 
 def _subject(store: Any = None) -> str:
@@ -300,6 +308,35 @@ def plan_queries(args: argparse.Namespace) -> list[tuple[str, list[Path]]]:
     return [(photos[0].stem if len(photos) == 1 else "specimen", photos)]
 
 
+class LocalAnswers:
+    """Identification in this process: the store opened here, the model run from its cached
+    ONNX export when there is one (:class:`index.workflows.models.LazyEmbedder`); the photos
+    of ``first`` (the one specimen asked about) decoded before the model loads."""
+
+    def __init__(
+        self, args: argparse.Namespace, subset: list[str] | None, limits, first: list[Path] | None
+    ) -> None:
+        from index.workflows.imaging import query_image
+
+        self.query_image = query_image
+        self.limits = limits
+        self.preloaded = [query_image(p, limits) for p in first] if first else None
+        self.collection = open_collection(args, exported_model=True)
+        check_filters(self.collection, args, subset)
+        self.subject = _subject(self.collection.store)
+        self.taxonomy = self.collection.enrolled_taxonomy()
+        self.names = self.collection.photo_names()
+
+    def load(self, photos: list[Path]) -> list[Any]:
+        if self.preloaded is not None:
+            images, self.preloaded = self.preloaded, None
+            return images
+        return [self.query_image(p, self.limits) for p in photos]
+
+    def identify(self, images: list[Any], **options: Any) -> Any:
+        return self.collection.identify(images, **options)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise ValueError("--top-k must be at least 1")
@@ -315,17 +352,19 @@ def run(args: argparse.Namespace) -> int:
     subset = read_subset_file(args.subset)
 
     from embedder.intake import ImageIntakeError
-    from index.workflows.imaging import query_image
+
+    from ._inputs import unreadable_photos
+    from ._server import RemoteAnswers
 
     limits = settings_from(args).intake_limits()
-    preloaded = None
-    if len(queries) == 1:  # one specimen: every photo must load before the model does
-        preloaded = [query_image(p, limits) for p in queries[0][1]]
-    collection = open_collection(args)
-    check_filters(collection, args, subset)
-    subject = _subject(collection.store)
-    taxonomy = collection.enrolled_taxonomy()
-    names = collection.photo_names()
+    refused = unreadable_photos([p for _, photos in queries for p in photos], limits)
+    if len(queries) == 1 and refused:  # one specimen: refused before anything else loads
+        raise next(iter(refused.values()))
+    answers: LocalAnswers | RemoteAnswers | None = None
+    if any(p not in refused for _, photos in queries for p in photos):
+        answers = RemoteAnswers.start(args, store_uri(args)) or LocalAnswers(
+            args, subset, limits, queries[0][1] if len(queries) == 1 else None
+        )
     stream: TextIO = io.StringIO() if output else sys.stdout
     records: list[dict[str, Any]] = []
     status = answered = 0
@@ -344,7 +383,10 @@ def run(args: argparse.Namespace) -> int:
             files = [str(p) for p in photos]
             bar.update(1)
             try:
-                images = preloaded or [query_image(p, limits) for p in photos]
+                for photo in (p for p in photos if p in refused):
+                    raise refused[photo]
+                assert answers is not None  # some photo was not refused
+                images = answers.load(photos)
             except ImageIntakeError as exc:
                 status = 1
                 record = {"query": files, "specimen": specimen}
@@ -354,7 +396,7 @@ def run(args: argparse.Namespace) -> int:
                 elif fmt == "jsonl":
                     stream.write(json.dumps(records[-1]) + "\n")
                 continue
-            result = collection.identify(
+            result = answers.identify(
                 images,
                 top_k=args.top_k,
                 region=args.region,
@@ -365,12 +407,12 @@ def run(args: argparse.Namespace) -> int:
             answered += 1
             if fmt == "text":
                 bar.clear()
-                print(describe(result, files, subject, names), file=stream)
+                print(describe(result, files, answers.subject, answers.names), file=stream)
                 continue
             record = {
                 "query": files,
                 "specimen": specimen,
-                **as_json(result, subject, taxonomy, names),
+                **as_json(result, answers.subject, answers.taxonomy, answers.names),
             }
             records.append(record)
             if fmt == "jsonl":  # streamed: a long batch shows answers as they come

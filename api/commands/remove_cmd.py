@@ -8,6 +8,7 @@ import sys
 from index.names import display_name as species_display
 
 from ._collection import add_store_option, open_collection, store_uri
+from ._output import counted
 
 HELP = "remove a species (--species NAME) or one enrolled photo (--specimen ID)"
 
@@ -22,14 +23,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_store_option(parser)
 
 
-def confirm(question: str) -> bool:
-    """Ask on the terminal; a non-interactive run (no terminal) answers no."""
+def confirm(question: str) -> bool | None:
+    """Ask on the terminal: True for yes, False for no; None when there is no terminal to
+    ask on (a script: nothing is removed without --yes)."""
     if not sys.stdin.isatty():
-        return False
+        return None
     try:
         return input(f"{question} [y/N] ").strip().lower() in {"y", "yes"}
     except EOFError:
         return False
+
+
+def species_removal(name: str, photos: int, specimens: int, uri: str) -> str:
+    """``Conus textile: 1 photo of 1 specimen from STORE``."""
+    return (
+        f"{species_display(name)}: {counted(photos, 'photo')} of "
+        f"{counted(specimens, 'specimen')} from {uri}"
+    )
+
+
+def ask_to_remove(what: str) -> bool:
+    """Whether to remove ``what``: the user's answer; without a terminal, no, saying how to
+    remove it from a script (no such advice after the user has said no)."""
+    answer = confirm(f"remove {what}?")
+    if answer:
+        return True
+    if answer is None:
+        print(
+            f"shellid: not removed (would remove {what}); there is no terminal to ask on: "
+            "pass --yes to remove it",
+            file=sys.stderr,
+        )
+    else:
+        print("shellid: not removed", file=sys.stderr)
+    return False
 
 
 def _declined(args: argparse.Namespace) -> bool:
@@ -49,17 +76,10 @@ def _declined(args: argparse.Namespace) -> bool:
         from index.errors import SpeciesNotFoundError
 
         raise SpeciesNotFoundError(f"species {args.species!r} is not enrolled")
-    what = (
-        f"{species_display(name)}: {entry['count']} photos of {entry['specimens']} specimens "
-        f"from {listing['uri']}"
-    )
-    if confirm(f"remove {what}?"):
+    what = species_removal(name, entry["count"], entry["specimens"], listing["uri"])
+    if ask_to_remove(what):
         args.yes = True
         return False
-    print(
-        f"shellid: not removed (would remove {what}); pass --yes to remove without asking",
-        file=sys.stderr,
-    )
     return True
 
 
@@ -71,18 +91,14 @@ def run(args: argparse.Namespace) -> int:
     collection = open_collection(args, need_model=False)
     if args.species:
         info = collection.species_info(args.species)  # SpeciesNotFoundError when not enrolled
-        what = (
-            f"{species_display(info.species)}: {info.count} photos of {info.specimens} specimens "
-            f"from {collection.store.uri}"
-        )
-        if not args.yes and not confirm(f"remove {what}?"):
-            print(
-                f"shellid: not removed (would remove {what}); pass --yes to remove without asking",
-                file=sys.stderr,
-            )
+        what = species_removal(info.species, info.count, info.specimens, collection.store.uri)
+        if not args.yes and not ask_to_remove(what):
             return 1
         removed = collection.remove_species(args.species)
-        print(f"removed {species_display(info.species)}: {removed} photos ({len(collection)} left)")
+        print(
+            f"removed {species_display(info.species)}: {counted(removed, 'photo')} "
+            f"({len(collection)} left)"
+        )
     else:
         record = collection.remove_specimen(args.specimen)
         left = len(collection)

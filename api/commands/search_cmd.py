@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     photos, _ = expand_photos(args.images)
     limits = settings_from(args).intake_limits()
     images = [query_image(f, limits) for f in photos]
-    collection = open_collection(args)
+    collection = open_collection(args, exported_model=True)
     found = collection.search(
         images, k=args.k, region=args.region, genus=args.genus, family=args.family
     )
@@ -52,19 +52,20 @@ def run(args: argparse.Namespace) -> int:
             listed.append({k: taxonomy_value(v) for k, v in row.items()})
         print(json.dumps(listed))
         return 0
+    from .identify_cmd import photo_label
+
     rows = [
         [
             str(i),
             f"{s.score:.3f}",
             species_display(s.species),
-            names.get(s.specimen_id) or "-",
-            s.source or "-",
+            photo_label(s, names),
             s.specimen,
             s.region or "-",
             s.specimen_id,
         ]
         for i, s in enumerate(found, 1)
     ]
-    header = ["#", "similarity", "species", "photo", "source", "specimen", "region", "id"]
+    header = ["#", "similarity", "species", "photo", "specimen", "region", "id"]
     print(table(rows, header, {1}))
     return 0

@@ -83,5 +83,11 @@ def run(args: argparse.Namespace) -> int:
         f"shellid: serving http://{shown_host}:{args.port}/ (API docs at /docs"
         f"{'; ' + ', '.join(keys) if keys else ''}); Ctrl+C stops"
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    from ._server import announce, client_url, withdraw
+
+    announced = announce(str(settings.store), client_url(args.host, args.port))
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    finally:  # a clean stop removes it; a killed server's file is ignored (its process is gone)
+        withdraw(announced)
     return 0

@@ -8,6 +8,8 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
+from index.workflows.models import model_label
+
 from ..deps import RuntimeDep, ServiceDep
 from ..schemas import Health, Inference, Limits, Readiness, ServiceInfo
 
@@ -63,7 +65,7 @@ async def info(runtime: RuntimeDep, service: ServiceDep) -> ServiceInfo:
     embedder = collection.embedder
     return ServiceInfo(
         version=_version(),
-        model=getattr(getattr(embedder, "model", None), "name", type(embedder).__name__),
+        model=model_label(embedder, collection.model_path),
         fingerprint=embedder.fingerprint,
         embedding_dim=embedder.dim,
         specimens=len(collection),

@@ -7,6 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Form, Path, UploadFile
 from fastapi.responses import Response
 
+from index.results import UPLOAD_SOURCE
+
 from ..deps import ServiceDep, SettingsDep, require_read_key, require_write_key
 from ..errors import COMMON_ERRORS, UPLOAD_ERRORS, ErrorBody
 from ..schemas import EnrollResponse, SpeciesList, SpeciesOut, SpeciesRemoved, SpecimenRemoved
@@ -49,7 +51,10 @@ async def enroll(
     family: str | None = Form(None),
     order: str | None = Form(None),
     region: str | None = Form(None, description="Where the species lives, e.g. 'Indo-Pacific'."),
-    source: str = Form("", description="Where the photos come from (collection, author)."),
+    source: str = Form(
+        "",
+        description="Where the photos come from (collection, author); default 'upload'.",
+    ),
 ) -> EnrollResponse:
     from index.names import canonical_species
 
@@ -65,7 +70,7 @@ async def enroll(
         }.items()
         if value and value.strip()
     }
-    return await service.enroll(name, uploads, taxonomy, source.strip())
+    return await service.enroll(name, uploads, taxonomy, source.strip() or UPLOAD_SOURCE)
 
 
 @router.get(

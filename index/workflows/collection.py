@@ -96,9 +96,12 @@ class Collection:
         config: IdentifierConfig | None = None,
         need_model: bool = True,
         check_model: bool = True,
+        exported_model: bool = False,
     ) -> Collection:
         """Open (or create) the collection at ``uri`` (default ``SHELLID_STORE`` or
-        ``./shellid-data``) with ``model`` (default ``SHELLID_MODEL`` or the frozen backbone).
+        ``./shellid-data``) with ``model`` (default ``SHELLID_MODEL`` or the frozen backbone;
+        ``exported_model``: run its cached ONNX export without PyTorch when there is one, see
+        :class:`~index.workflows.models.LazyEmbedder`).
 
         Refuses a store whose vectors another model made (:class:`ModelMismatchError`) unless
         ``check_model=False`` (for ``reindex``). ``need_model=False`` skips loading the model
@@ -113,7 +116,9 @@ class Collection:
         )
         embedder, path = (None, "")
         if need_model:
-            embedder, path = make_embedder(model if model is not None else settings.model)
+            embedder, path = make_embedder(
+                model if model is not None else settings.model, exported=exported_model
+            )
         if check_model and embedder is not None and not isinstance(embedder, LazyEmbedder):
             check_fingerprint(store, embedder)  # a lazy model is checked when it loads
         return cls(
@@ -294,14 +299,14 @@ class Collection:
         ``embedder.datasets.GROUP_PRESETS``). Thresholds are recalibrated once at the end."""
         root = Path(root)
         batches = folder_batches(root, species, group_pattern, taxonomy_csv, taxonomy)
-        source = source if source is not None else root.name
         reports: list[EnrollReport] = []
         total = sum(len(b[1]) for b in batches)
         with tqdm(total=total, desc="enrolling", unit="img", disable=not progress) as bar:
             for name, files, groups, info in batches:
                 bar.set_postfix_str(name[:40])
+                origin = source if source is not None else enrolled_from(files)
                 reports.append(
-                    self.enroll(name, files, info, source, groups=groups, calibrate=False)
+                    self.enroll(name, files, info, origin, groups=groups, calibrate=False)
                 )
                 bar.update(len(files))
         if any(r.added for r in reports):
@@ -475,6 +480,18 @@ def stored_image(specimen_id: str, blob: bytes) -> Image.Image:
         return decode_image(blob, label=specimen_id)
     except ImageIntakeError as exc:  # pragma: no cover - store damage
         raise StoreError(f"stored image {specimen_id} cannot be decoded ({exc.reason})") from None
+
+
+def enrolled_from(files: Sequence[str | Path]) -> str:
+    """The ``source`` recorded for photos enrolled from ``files`` when none is given: the
+    folder holding them (absolute; their common folder when several), so that the source and
+    a photo's file name give its path (photos sent to the service: ``UPLOAD_SOURCE`` of
+    :mod:`index.results`)."""
+    import os
+
+    if not files:
+        return ""
+    return os.path.commonpath([str(Path(f).resolve().parent) for f in files])
 
 
 def folder_batches(

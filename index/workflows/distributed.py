@@ -469,12 +469,11 @@ def folder_jobs(
 ) -> list[EnrolJob]:
     """The species of a class-folder tree ``root/<Genus_species>/*.jpg`` as
     :meth:`Collection.enroll_folder` reads them (the same groups, taxonomy and source)."""
-    from .collection import folder_batches
+    from .collection import enrolled_from, folder_batches
 
     root = Path(root)
-    source = source if source is not None else root.name
     return [
-        EnrolJob(name, files, groups, info, source)
+        EnrolJob(name, files, groups, info, source if source is not None else enrolled_from(files))
         for name, files, groups, info in folder_batches(
             root, None, group_pattern, taxonomy_csv, None
         )

@@ -4,6 +4,7 @@ is the one whose vectors a store holds."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,8 @@ from PIL import Image
 from ..errors import ModelMismatchError
 from ..specimens import ModelRecord
 from ..store import SpecimenStore
+
+log = logging.getLogger(__name__)
 
 #: ``model_name`` recorded by stores that the first release's default (frozen) model built.
 LEGACY_FROZEN_MODEL = "efficientnet_lite0/frozen"
@@ -33,12 +36,25 @@ class ImageEmbedder(Protocol):
 
 
 def model_name(embedder: Any) -> str:
-    """The name a store records for ``embedder``'s model."""
-    for owner in (embedder, getattr(embedder, "model", None)):
+    """The name a store records for ``embedder``'s model (``tf_efficientnet_lite0/frozen``):
+    the first ``name`` down the chain of wrappers (``.model`` of a batcher, of an embedder),
+    the class name only when none has one."""
+    owner = embedder
+    for _ in range(4):
         name = getattr(owner, "name", None)
         if isinstance(name, str) and name:
             return name
+        owner = getattr(owner, "model", None)
+        if owner is None:
+            break
     return type(embedder).__name__
+
+
+def model_label(embedder: Any, path: str = "") -> str:
+    """How people are told which model answers: its name, and the file it came from when it
+    is a ``MODEL.pt`` (``tf_efficientnet_lite0/trained (shells.pt)``)."""
+    name = model_name(embedder)
+    return f"{name} ({Path(path).name})" if path and Path(path).suffix else name
 
 
 def model_record(embedder: ImageEmbedder, path: str) -> ModelRecord:
@@ -54,10 +70,16 @@ def model_record(embedder: ImageEmbedder, path: str) -> ModelRecord:
 
 class LazyEmbedder:
     """A model named by a path or backbone name, built on first use (torch, timm and the
-    weights load only when something is embedded, or the fingerprint is asked for)."""
+    weights load only when something is embedded, or the fingerprint is asked for).
 
-    def __init__(self, model: str | None) -> None:
+    With ``exported=True`` (one-off command-line answers) the model's cached ONNX export is
+    run without PyTorch when there is one (:func:`embedder.onnx_session.open_cached`: about
+    0.2 s instead of several seconds); otherwise, and whenever it is not usable, the model
+    loads with PyTorch, which leaves that export and its records for the next time."""
+
+    def __init__(self, model: str | None, *, exported: bool = False) -> None:
         self.spec = model
+        self.exported = exported
         self._real: ImageEmbedder | None = None
         self._lock = threading.Lock()
 
@@ -67,11 +89,17 @@ class LazyEmbedder:
 
     def load(self) -> ImageEmbedder:
         with self._lock:
+            if self._real is None and self.exported:
+                from embedder.onnx_session import open_cached
+
+                self._real = open_cached(self.spec)
             if self._real is None:
                 from embedder import load_model
                 from embedder.embedding import Embedder
 
-                self._real = Embedder(load_model(self.spec))
+                real = Embedder(load_model(self.spec))
+                remember_export(self.spec, real)
+                self._real = real
             return self._real
 
     @property
@@ -86,21 +114,32 @@ class LazyEmbedder:
         return self.load().embed_images(images)
 
 
-def make_embedder(model: Any) -> tuple[ImageEmbedder, str]:
+def remember_export(spec: str | None, embedder: Any) -> None:
+    """Leave the records that let the next command run ``embedder``'s ONNX export without
+    PyTorch (:func:`embedder.onnx_session.remember`); a failure only costs that speed."""
+    from embedder.onnx_session import remember
+
+    try:
+        remember(spec, embedder)
+    except Exception as exc:
+        log.info("no ONNX records for model %s: %s", spec or "default", exc)
+
+
+def make_embedder(model: Any, *, exported: bool = False) -> tuple[ImageEmbedder, str]:
     """``(embedder, model path or '')`` from None (frozen default), a packaged backbone name
     (frozen), a MODEL.pt path, an ``EmbeddingModel`` or anything with ``embed_images`` /
-    ``dim`` / ``fingerprint``. A name or path gives a :class:`LazyEmbedder`: nothing heavy is
-    imported or loaded until the first embedding."""
+    ``dim`` / ``fingerprint``. A name or path gives a :class:`LazyEmbedder` (``exported``:
+    see there): nothing heavy is imported or loaded until the first embedding."""
     if model is not None and hasattr(model, "embed_images"):
         return model, ""
     if model is None:
-        return LazyEmbedder(None), ""
+        return LazyEmbedder(None, exported=exported), ""
     if isinstance(model, str | Path):
         file = Path(model).expanduser()
         if not file.is_file():  # a packaged backbone name (load_model says if it is not)
-            return LazyEmbedder(str(model)), str(model)
+            return LazyEmbedder(str(model), exported=exported), str(model)
         path = str(file.resolve())
-        return LazyEmbedder(path), path
+        return LazyEmbedder(path, exported=exported), path
     from embedder import EmbeddingModel
     from embedder.embedding import Embedder
 
