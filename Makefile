@@ -6,15 +6,28 @@ STORE ?= shellid-data
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve demo test test-fast lint typecheck benchmarks browser notebooks clean
+# Two installs: the runtime (what serving and the command line need: FAISS, LanceDB, ONNX
+# Runtime, PyTorch/timm for the one-off ONNX export, the packaged weights) for serve and demo,
+# and the runtime plus the development tools (pytest, ruff, mypy, Playwright, JupyterLab, Ray,
+# moto) for test, lint, typecheck and notebooks. docs/deployment.md has their sizes and times.
+RUNTIME_STAMP := $(VENV)/.installed-runtime
+DEV_STAMP := $(VENV)/.installed-dev
 
-$(BIN)/shellid: pyproject.toml
+.PHONY: install install-dev serve demo test test-fast lint typecheck benchmarks browser notebooks clean
+
+$(RUNTIME_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(BIN)/shellid
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
 
-install: $(BIN)/shellid
+$(DEV_STAMP): pyproject.toml $(RUNTIME_STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(RUNTIME_STAMP)
+
+install-dev: $(DEV_STAMP)
 
 # The main job: fill the embedded default store with the sample shells (once), then serve.
 serve: install
@@ -32,20 +45,20 @@ browser:
 # shellid; NOTEBOOK_ARGS passes options, e.g. NOTEBOOK_ARGS="--no-browser --port 8890". As root
 # (containers) JupyterLab needs --allow-root.
 NOTEBOOK_ARGS ?=
-notebooks: install
+notebooks: install-dev
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(NOTEBOOK_ARGS)
 
-test: install browser
+test: install-dev browser
 	$(BIN)/python -m pytest -ra
 
-test-fast: install
+test-fast: install-dev
 	$(BIN)/python -m pytest -ra -m "not slow and not browser"
 
-lint: install
+lint: install-dev
 	$(BIN)/ruff check embedder index api tests benchmarks
 	$(BIN)/ruff format --check embedder index api tests benchmarks
 
-typecheck: install
+typecheck: install-dev
 	$(BIN)/mypy
 
 clean:
