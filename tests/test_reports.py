@@ -263,7 +263,8 @@ def test_evaluation_report_explains_an_f1_vs_images_plot_it_cannot_draw(evaluati
 
 def test_audit_report_links_only_anchors_that_exist(audit_report):
     html = audit_report.read_text()
-    assert 'href="#exact_duplicate"' in html and 'id="exact_duplicate"' in html
+    across = "duplicates-across-species"  # the planted copy: a group of its own, linked
+    assert f'href="#{across}"' in html and f'<details id="{across}"' in html
     assert 'href="#corrupt"' not in html, "no corrupt file, so no link to a missing list"
     assert broken_links(audit_report) == []
 
