@@ -10,6 +10,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .lance_startup import defer_namespace_client
+
+defer_namespace_client()  # before anything imports LanceDB (see index.lance_startup)
+
 if TYPE_CHECKING:  # the real names for type checkers and IDEs
     from .classifier import VectorIdentifier
     from .config import IdentifierConfig, IndexSettings

@@ -224,3 +224,17 @@ def test_a_stale_server_file_is_ignored(tmp_path):
     assert chosen_server(argparse.Namespace(server="auto", model="x.pt"), str(tmp_path)) is None
     with pytest.raises(ValueError, match="not an http"):
         chosen_server(argparse.Namespace(server="ftp://x"), str(tmp_path))
+
+
+def test_lancedb_imports_without_building_its_rest_client_until_it_is_used():
+    code = (
+        "import sys, index, lancedb\n"
+        "client = 'lance_namespace_urllib3_client'\n"
+        "deferred = client + '.api' not in sys.modules\n"
+        "from lance_namespace_urllib3_client import ApiClient, Configuration\n"
+        "print(deferred, client + '.api' in sys.modules, ApiClient.__name__)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert run.stdout.split() == ["True", "True", "ApiClient"], run.stderr
