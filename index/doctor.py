@@ -223,10 +223,10 @@ def _check_data(db: Any, name: str, table: Any, checkup: Checkup, repair: bool) 
 
 def _check_versions(name: str, table: Any, checkup: Checkup, repair: bool) -> None:
     versions = table.list_versions()
-    checkup.facts[f"{name} versions kept"] = len(versions)
+    checkup.facts.setdefault("versions kept", {})[name] = len(versions)
     stamps = [v["timestamp"] for v in versions if v.get("timestamp") is not None]
-    if stamps:
-        checkup.facts[f"{name} oldest version"] = str(min(stamps))[:19]
+    if stamps and name == SPECIMENS_TABLE:
+        checkup.facts["oldest version"] = str(min(stamps))[:19]
     table_dir = _table_dir(checkup.uri, name)
     hinted = _hinted_version(table_dir) if table_dir is not None else None
     if table_dir is None or hinted is None or hinted <= int(table.version):
@@ -417,7 +417,7 @@ def check_store(
     say("checking snapshots")
     _check_snapshots(checkup, repair, time.time())
     if local is not None:
-        checkup.facts["size on disk (MiB)"] = round(
+        checkup.facts["MiB on disk"] = round(
             sum(f.stat().st_size for f in local.parent.rglob("*") if f.is_file()) / 2**20, 2
         )
     return checkup

@@ -43,6 +43,28 @@ ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")
 log = logging.getLogger("shellid.index")
 
 
+#: bytes of each of LanceDB's caches (table metadata, indices), one set per process. Its
+#: default (1 GB of metadata, 6 GB of indices) lets a long-running server grow by the
+#: manifests of every version it ever read: measured 70 KiB per write, RSS +120 MiB per 1,000
+#: writes; bounded, RSS levels off (issue 25, docs/deployment.md). The store uses no lance
+#: vector index (search is FAISS), and 64 MiB of metadata holds the manifests of thousands
+#: of versions.
+CACHE_BYTES = 64 * 1024 * 1024
+_SESSION: lancedb.Session | None = None
+_SESSION_LOCK = threading.Lock()
+
+
+def _session() -> lancedb.Session:
+    """The process's LanceDB session (bounded caches shared by every store it opens)."""
+    global _SESSION
+    with _SESSION_LOCK:
+        if _SESSION is None:
+            _SESSION = lancedb.Session(
+                index_cache_size_bytes=CACHE_BYTES, metadata_cache_size_bytes=CACHE_BYTES
+            )
+        return _SESSION
+
+
 def sql_string(value: str) -> str:
     """A SQL string literal for LanceDB filters (single quotes doubled)."""
     return "'" + str(value).replace("'", "''") + "'"
@@ -150,7 +172,7 @@ class SpecimenStore:
             if not path.exists() and not create:
                 raise StoreError(missing)
         try:
-            self._db = lancedb.connect(self.uri)
+            self._db = lancedb.connect(self.uri, session=_session())
             names = set(self._table_names())
         except Exception as exc:
             raise StoreError(f"cannot open store {self.uri}: {storage_problem(exc)}") from None

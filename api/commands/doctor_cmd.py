@@ -48,7 +48,10 @@ def run(args: argparse.Namespace) -> int:
             )
         )
         return 0 if checkup.healthy else 1
-    facts = ", ".join(f"{k} {v}" for k, v in checkup.facts.items())
+    facts = ", ".join(
+        f"{k} " + (" ".join(f"{t}={n}" for t, n in v.items()) if isinstance(v, dict) else str(v))
+        for k, v in checkup.facts.items()
+    )
     print(f"store {uri}: {facts or 'empty'}")
     for line in checkup.passed:
         print(f"ok        {line}")
