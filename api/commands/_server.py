@@ -187,7 +187,7 @@ def ask(server: Server, files: list[tuple[str, bytes]], params: dict[str, Any]) 
         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
         method="POST",
     )
-    key = os.environ.get("SHELLID_READ_KEY") or os.environ.get("SHELLID_API_KEY")
+    key = _read_key()
     if key:
         request.add_header("Authorization", f"Bearer {key}")
     try:
@@ -208,6 +208,21 @@ def ask(server: Server, files: list[tuple[str, bytes]], params: dict[str, Any]) 
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise ServerUnavailable(f"cannot reach {server.url} ({reason})") from None
+
+
+def _read_key() -> str:
+    """The key this machine's settings give for reading (``SHELLID_READ_KEY``, else the
+    write key ``SHELLID_API_KEY``; '' when neither is set or the settings do not load)."""
+    from ..settings import ServiceSettings
+
+    try:
+        settings = ServiceSettings()
+    except Exception:  # a bad unrelated setting: ask without a key (the server says if needed)
+        return ""
+    for key in (settings.read_key, settings.api_key):
+        if key is not None and key.get_secret_value():
+            return key.get_secret_value()
+    return ""
 
 
 def _opener(server: Server) -> urllib.request.OpenerDirector:
