@@ -308,3 +308,24 @@ def test_report_fits_the_screen_with_no_broken_image_or_link(request, browser, s
     overflow = seen["scroll"] - seen["width"]
     assert overflow <= 0, f"{overflow} px of horizontal overflow at {width} px: {seen['wide']}"
     assert seen["wide"] == [], f"elements past the right edge: {seen['wide']}"
+
+
+def test_evaluation_report_speaks_plainly_with_a_glossary_line_per_figure(
+    evaluation, evaluation_report
+):
+    from index.workflows.evaluation.report import GLOSSARY, glossary, summary_rows
+
+    html = evaluation_report.read_text()
+    text = re.sub(r"<[^>]+>", " ", html)
+    assert "VectorIdentifier" not in html
+    assert "fingerprint" not in text  # the weights' hash is said in words
+    assert "ECE" not in text.replace("calibration error (ECE)", "")
+    for leaked in ("unknown_species", "out_of_domain"):
+        assert leaked not in text, leaked
+    assert "<dt>backbone</dt>" in html and "<dt>probe</dt>" in html  # each method explained
+    rows = summary_rows(evaluation.figures)
+    terms = glossary(rows)
+    for label, _ in rows:  # every figure of the summary has its line
+        assert any(part in label for part, _, _ in GLOSSARY), label
+    for term, meaning in terms:
+        assert f"<dt>{term}</dt><dd>{meaning}</dd>".replace("'", "&#39;") in html

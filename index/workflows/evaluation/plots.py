@@ -16,7 +16,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-COLOURS = {"model": "#1f77b4", "frozen": "#ff7f0e", "probe": "#2ca02c"}
+#: a colour per method, by its JSON name and by the name the report shows (report.shown)
+COLOURS = {
+    "model": "#1f77b4",
+    "frozen": "#ff7f0e",
+    "probe": "#2ca02c",
+    "your model": "#1f77b4",
+    "backbone": "#ff7f0e",
+}
 DPI = 110
 
 
@@ -214,10 +221,11 @@ def reliability_plot(
                 linewidth=0.8,
             )
             ax.plot(conf[b], acc[b], "o", color="black", markersize=3)
-            ax.text(
-                edges[b] + width[b] / 2,
-                min(acc[b], 0.93) + 0.015,
+            ax.annotate(  # above the bar and its dot; the axes leave room up to 1.2
                 str(count[b]),
+                (edges[b] + width[b] / 2, acc[b]),
+                xytext=(0, 4),
+                textcoords="offset points",
                 ha="center",
                 va="bottom",
                 fontsize=7,
@@ -225,9 +233,13 @@ def reliability_plot(
             )
         total = int(count.sum())
         ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.05)
+        ax.set_ylim(0, 1.2)
+        ax.set_yticks(np.linspace(0, 1, 6))
         ax.set_xlabel("confidence (top-1 probability)")
-        ax.set_title(f"{method}: ECE {100 * eces[method]:.1f} %, {total} test images", fontsize=10)
+        ax.set_title(
+            f"{method}: calibration error {100 * eces[method]:.1f} %, {total} test images",
+            fontsize=10,
+        )
     axes[0, 0].set_ylabel("accuracy of the bin")
     handles = [
         Patch(facecolor="#888888", alpha=0.8, label="bin (number: its test images)"),

@@ -57,7 +57,7 @@ def summary_rows(f: dict) -> list[tuple[str, list[str]]]:
             ],
         ),
         ("weighted F1", [pct(closed[m]["weighted"]["f1"]) for m in methods]),
-        ("ECE of the probabilities shown", [pct(closed[m]["ece"]) for m in methods]),
+        ("calibration error (ECE)", [pct(closed[m]["ece"]) for m in methods]),
     ]
     for k, entry in f["few_shot"]["episodic"].items():
         label = f"{entry['n_way']}-way {k}-shot episodes"
@@ -120,6 +120,144 @@ def summary_rows(f: dict) -> list[tuple[str, list[str]]]:
     return rows
 
 
+#: what each method is, in words: (the name the page shows, one sentence)
+METHOD_WORDS = {
+    "model": (
+        "your model",
+        "shellid's identifier (as the service answers: each species' mean photo, calibrated "
+        "probabilities and rejections) on the embeddings of the model given with --model.",
+    ),
+    "frozen": (
+        "backbone",
+        "the same identifier on the pretrained backbone as shipped, with no training of yours: "
+        "the baseline a trained model should beat.",
+    ),
+    "probe": (
+        "probe",
+        "a logistic regression fitted on the embeddings of the enrolled photos: the standard "
+        "yardstick of papers on image embeddings. It only ranks species; it cannot say "
+        "'not in the collection'.",
+    ),
+}
+
+#: the decisions as the page names them (the service's words, index.results.DECISIONS keys)
+DECISION_WORDS = {
+    "species": "species named",
+    "genus": "genus named",
+    "family": "family named",
+    "uncertain": "uncertain",
+    "unknown_species": "not in the collection",
+    "out_of_domain": "not like the collection",
+}
+
+#: one line per kind of figure of the summary: (text its label contains, term, meaning)
+GLOSSARY: tuple[tuple[str, str, str], ...] = (
+    (
+        "accuracy (top-1)",
+        "accuracy",
+        "share of test photos whose most likely species is the right one. [95 % CI]: the "
+        "range the figure would likely fall in with other photos of the same species "
+        "(bootstrap).",
+    ),
+    (
+        "top-5 accuracy",
+        "top-5 accuracy",
+        "share of test photos whose right species is among the five most likely.",
+    ),
+    (
+        "specimen accuracy",
+        "specimen accuracy",
+        "the same for whole specimens: all photos of one specimen (its views) answered together.",
+    ),
+    (
+        "macro F1",
+        "F1",
+        "combines precision and recall (their harmonic mean); macro: averaged over species, "
+        "so a rare species counts as much as a common one.",
+    ),
+    (
+        "macro precision",
+        "precision / recall",
+        "precision: of the photos named species X, the share that show X; recall: of the "
+        "photos of X, the share named X.",
+    ),
+    ("weighted F1", "weighted F1", "F1 averaged over species, each weighted by its photos."),
+    (
+        "calibration error (ECE)",
+        "calibration error (ECE)",
+        "how far the probabilities shown are from how often they are right (expected "
+        "calibration error); 0 % means a shown 80 % is right 80 % of the time.",
+    ),
+    (
+        "all-way",
+        "all-way K-shot",
+        "one test with every species at once, each enrolled from only K photos.",
+    ),
+    (
+        "-shot episodes",
+        "N-way K-shot episodes",
+        "many small tests with N species, each enrolled from only K photos (mean ± 95 % "
+        "interval): how well a species is named from a few photos.",
+    ),
+    (
+        " in their ",
+        "placed / right in their genus or family",
+        "placed: share of never-enrolled-species photos given a genus (family); right: share "
+        "of those placements that are correct; calibration error as above.",
+    ),
+    (
+        ": AUROC",
+        "AUROC",
+        "how well the scores tell photos of never-enrolled species (or off-domain photos) from "
+        "photos of enrolled species: 100 % always, 50 % no better than chance (area under the "
+        "ROC curve).",
+    ),
+    (
+        ": FPR",
+        "FPR at N % recall",
+        "false-positive rate: share of never-enrolled-species (or off-domain) photos still "
+        "named as an enrolled species when the thresholds keep N % (recall) of the "
+        "enrolled-species photos; lower is better.",
+    ),
+    (
+        "off-domain ",
+        "off-domain FOLDER",
+        "photos of a folder given with --ood that do not show the subject at all (rocks, "
+        "drawings...): the service should answer them 'not like the collection'.",
+    ),
+)
+
+
+def glossary(rows: list[tuple[str, list[str]]]) -> list[tuple[str, str]]:
+    """``(term, meaning)`` for each kind of figure the summary shows, in its order."""
+    out: list[tuple[str, str]] = []
+    for label, _ in rows:
+        for part, term, meaning in GLOSSARY:
+            if part in label and (term, meaning) not in out:
+                out.append((term, meaning))
+    return out
+
+
+def shown(method: str) -> str:
+    """The name the page and its figures give a method (or embedding): "your model",
+    "backbone", "probe"."""
+    return METHOD_WORDS.get(method, (method, ""))[0]
+
+
+def method_words(f: dict) -> dict[str, tuple[str, str]]:
+    """Each method's shown name and sentence; the probe's says which embedding it used."""
+    out = {}
+    for name, described in f["methods"].items():
+        label, sentence = METHOD_WORDS.get(name, (name, described.get("classifier", "")))
+        if name == "probe":
+            on = METHOD_WORDS.get(described.get("embedding", ""), ("", ""))[0]
+            sentence = sentence.replace(
+                "the embeddings", f"the {on} embeddings" if on else "the embeddings"
+            )
+        out[name] = (label, sentence)
+    return out
+
+
 def _per_species_rows(f: dict) -> list[dict]:
     methods = list(f["methods"])
     closed = f["closed_set"]["methods"]
@@ -158,10 +296,16 @@ def write_report(
     )
     env.globals["pct"] = pct
     f = result.figures
+    summary = summary_rows(f)
+    words = method_words(f)
     html = env.get_template("evaluation.html.j2").render(
         f=f,
         methods=list(f["methods"]),
-        summary=summary_rows(f),
+        labels={name: label for name, (label, _) in words.items()},
+        method_words=words,
+        glossary=glossary(summary),
+        decision_words=DECISION_WORDS,
+        summary=summary,
         decisions=DECISIONS,
         figures=figures,
         per_species=_per_species_rows(f),
@@ -187,7 +331,7 @@ def _confusion_figures(result: EvaluationResult, out: Path) -> list[dict]:
         if "VectorIdentifier" not in described["classifier"]:
             continue
         cm = closed[m]["confusion_matrix"]
-        title = f"Confusion matrix — {m}"
+        title = f"Confusion matrix — {METHOD_WORDS.get(m, (m, ''))[0]}"
         plots.confusion_matrix_plot(cm["species"], cm["counts"], out / f"confusion_{m}.png", title)
         figures.append(
             _figure(
@@ -206,7 +350,7 @@ def _closed_set_figures(result: EvaluationResult, out: Path) -> list[dict]:
     closed = f["closed_set"]["methods"]
     methods = list(f["methods"])
     plots.per_species_f1_plot(
-        {m: closed[m]["bootstrap"] for m in methods}, out / "per_species_f1.png"
+        {shown(m): closed[m]["bootstrap"] for m in methods}, out / "per_species_f1.png"
     )
     figures = [
         _figure(
@@ -223,7 +367,7 @@ def _closed_set_figures(result: EvaluationResult, out: Path) -> list[dict]:
         )
     else:
         plots.f1_vs_images_plot(
-            {m: closed[m]["per_species"] for m in methods},
+            {shown(m): closed[m]["per_species"] for m in methods},
             p["train_counts"],
             out / "f1_vs_images.png",
         )
@@ -237,8 +381,8 @@ def _closed_set_figures(result: EvaluationResult, out: Path) -> list[dict]:
             )
         )
     plots.reliability_plot(
-        {m: closed[m]["reliability"] for m in methods},
-        {m: closed[m]["ece"] for m in methods},
+        {shown(m): closed[m]["reliability"] for m in methods},
+        {shown(m): closed[m]["ece"] for m in methods},
         out / "reliability.png",
     )
     figures.append(
@@ -247,8 +391,9 @@ def _closed_set_figures(result: EvaluationResult, out: Path) -> list[dict]:
             "Reliability diagram",
             "reliability.png",
             "The test images grouped by their top-1 probability (for the identifier, "
-            "the answers that show one: not unknown_species / out_of_domain): each bar is one "
-            "bin, its height the bin's accuracy, the number on it the bin's images; hatched "
+            "the answers that show one: not 'not in the collection' or 'not like the "
+            "collection'): each bar is one "
+            "bin, its height the bin's accuracy, the number above it the bin's images; hatched "
             f"bins hold fewer than {plots.SPARSE_BIN} images and say little. Where the bars "
             "reach the diagonal the probabilities can be read as chances.",
         )
@@ -261,7 +406,9 @@ def _open_set_figures(result: EvaluationResult, out: Path) -> list[dict]:
     f, p = result.figures, result.plots
     figures = []
     if p.get("scores"):
-        plots.score_histograms_plot(p["scores"], out / "scores.png")
+        plots.score_histograms_plot(
+            {shown(m): scores for m, scores in p["scores"].items()}, out / "scores.png"
+        )
         figures.append(
             _figure(
                 "scores",
@@ -272,7 +419,11 @@ def _open_set_figures(result: EvaluationResult, out: Path) -> list[dict]:
             )
         )
     if p.get("prototypes"):
-        plots.prototype_map_plot(p["prototypes"], out / "prototypes.png", seed=f["config"]["seed"])
+        prototypes = {
+            **p["prototypes"],
+            "vectors": {shown(e): v for e, v in p["prototypes"]["vectors"].items()},
+        }
+        plots.prototype_map_plot(prototypes, out / "prototypes.png", seed=f["config"]["seed"])
         grouping = plots.prototype_groups(p["prototypes"])
         colour = (
             f"coloured by {grouping[1]}: related species should sit together"
