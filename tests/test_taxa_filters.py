@@ -11,8 +11,8 @@ import json
 
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
 
+import api.service
 from api.app import create_app
 from api.cli import main
 from api.settings import ServiceSettings
@@ -187,17 +187,17 @@ def test_the_subject_noun_comes_from_the_store_and_the_env_overrides_it(
     assert main(["enroll", str(root), "--store", store, "--subject", "fish"]) == 0
     capsys.readouterr()
     collection = Collection.open(store, model=FakeEmbedder(), create=False)
+    worded = []
+    real_words = api.service.words_for
+    monkeypatch.setattr(
+        api.service,
+        "words_for",
+        lambda result, noun: worded.append(noun) or real_words(result, noun),
+    )
     with TestClient(create_app(ServiceSettings(store=store), collection)) as client:
         assert client.get("/v1/info").json()["subject"] == "fish"
-        blank = Image.new("RGB", (96, 96), (255, 255, 255))
-        buffer = io.BytesIO()
-        blank.save(buffer, format="PNG")
-        # the wording of an off-domain answer names the store's subject
-        from api.wording import summarize
-
-        assert summarize("out_of_domain", None, None, None, 0.0, "fish") == (
-            "This does not look like a fish"
-        )
+        assert identify(client).status_code == 200
+        assert worded == ["fish"]  # the answer is worded with the store's noun
     with TestClient(
         create_app(ServiceSettings(store=store, subject="butterfly"), collection)
     ) as client:
@@ -277,3 +277,28 @@ def test_helpers_read_subset_files_and_rank_close_names():
         from index.taxa import KnownTaxa, subset_mask
 
         subset_mask(KnownTaxa(), ["  "])
+
+
+def test_demo_keeps_its_subject_in_the_store_and_refuses_a_bad_one_first(
+    tmp_path, monkeypatch, capsys
+):
+    import api.app
+    from api.subject import recorded
+
+    opened = []
+
+    def open_fake(settings):
+        opened.append(settings.store)
+        return Collection.open(settings.store, model=FakeEmbedder(), create=True)
+
+    monkeypatch.setattr(api.app, "open_collection", open_fake)
+    data = make_collection(tmp_path / "sample", specimens=2, views=1)
+    store = str(tmp_path / "store")
+    assert main(["demo", "--store", store, "--data", str(data), "--subject", "fish"]) == 0
+    capsys.readouterr()
+    assert recorded(Collection.open(store, model=FakeEmbedder(), create=False).store) == "fish"
+    opened.clear()
+    bad = ["demo", "--store", str(tmp_path / "other"), "--data", str(data), "--subject", "1/2"]
+    assert main(bad) == 2
+    assert "subject '1/2' is not usable" in capsys.readouterr().err
+    assert opened == []  # refused before any store was opened
