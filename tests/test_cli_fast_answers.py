@@ -224,6 +224,8 @@ def test_a_stale_server_file_is_ignored(tmp_path):
     assert chosen_server(argparse.Namespace(server="auto", model="x.pt"), str(tmp_path)) is None
     with pytest.raises(ValueError, match="not an http"):
         chosen_server(argparse.Namespace(server="ftp://x"), str(tmp_path))
+    with pytest.raises(ValueError, match="drop --target-recall"):
+        chosen_server(argparse.Namespace(server="http://h:1", target_recall=0.8), str(tmp_path))
 
 
 def test_lancedb_imports_without_building_its_rest_client_until_it_is_used():

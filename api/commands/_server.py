@@ -143,12 +143,19 @@ def chosen_server(args: argparse.Namespace, store: str) -> Server | None:
     wanted = (getattr(args, "server", None) or "auto").strip()
     if wanted.lower() == "none":
         return None
+    local_only = [n for n in LOCAL_ONLY_OPTIONS if getattr(args, n, None) not in (None, "")]
     if wanted.lower() != "auto":
+        if local_only:
+            option = "--" + local_only[0].replace("_", "-")
+            raise ValueError(
+                f"--server answers with the server's own model and thresholds: drop {option}, "
+                "or drop --server to answer here"
+            )
         parsed = urllib.parse.urlparse(wanted if "://" in wanted else f"http://{wanted}")
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ValueError(f"--server {wanted}: not an http(s) URL (or auto, none)")
         return Server(parsed.geturl().rstrip("/"), found=False)
-    if any(getattr(args, name, None) not in (None, "") for name in LOCAL_ONLY_OPTIONS):
+    if local_only:
         return None
     url = announced_url(store)
     return Server(url, found=True) if url else None

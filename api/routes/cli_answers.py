@@ -28,7 +28,7 @@ async def identify_for_cli(
     settings: SettingsDep,
     service: ServiceDep,
     images: list[UploadFile] = PHOTOS,
-    top_k: int = Query(5, ge=1, le=50),
+    top_k: int = Query(5, ge=1),
     region: str | None = Query(None),
     genus: str | None = Query(None),
     family: str | None = Query(None),
