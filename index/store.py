@@ -45,11 +45,10 @@ log = logging.getLogger("shellid.index")
 
 #: bytes of each of LanceDB's caches (table metadata, indices), one set per process. Its
 #: default (1 GB of metadata, 6 GB of indices) lets a long-running server grow by the
-#: manifests of every version it ever read: measured 70 KiB per write, RSS +120 MiB per 1,000
-#: writes; bounded, RSS levels off (issue 25, docs/deployment.md). The store uses no lance
-#: vector index (search is FAISS), and 64 MiB of metadata holds the manifests of thousands
-#: of versions.
-CACHE_BYTES = 64 * 1024 * 1024
+#: manifests of every version it ever read, until 7 GB (benchmarks/store_cache_benchmark.py,
+#: docs/deployment.md). The store uses no lance vector index (search is FAISS); 32 MiB of
+#: metadata holds the manifests of hundreds of versions, more than a retention keeps.
+CACHE_BYTES = 32 * 1024 * 1024
 _SESSION: lancedb.Session | None = None
 _SESSION_LOCK = threading.Lock()
 
