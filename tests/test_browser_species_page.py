@@ -133,6 +133,7 @@ def test_a_collection_card_opens_the_species_page_with_provenance_and_counts(bro
         assert page.inner_text("#sp-counts") == "6 photos of 3 specimens."
         taxonomy = page.inner_text("#sp-taxonomy")
         assert "Cypraeidae" in taxonomy and "Red Sea" in taxonomy and "Cypraea" in taxonomy
+        assert taxonomy.index("Genus") < taxonomy.index("Family")  # rank order
         chips = page.locator("#sp-specimens li")
         assert chips.all_inner_texts() == [f"Cypraea_gamma_{i}: 2" for i in (1, 2, 3)]
         cards = page.locator("#sp-photos li")

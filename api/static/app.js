@@ -708,7 +708,7 @@ function renderSpeciesHeader(page) {
   const taxonomy = { ...page.taxonomy };
   if (page.genus) taxonomy.genus = page.genus;
   if (page.family) taxonomy.family = page.family;
-  const order = ["family", "genus", "order", "region"];
+  const order = ["accepted_name", "genus", "family", "order", "region"]; // rank order
   const keys = [
     ...order.filter((k) => taxonomy[k]),
     ...Object.keys(taxonomy).filter((k) => !order.includes(k) && taxonomy[k]).sort(),
