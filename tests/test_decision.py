@@ -113,9 +113,11 @@ def test_candidate_mask_raises_naming_the_filters_when_nothing_passes():
 
 def test_candidate_mask_names_the_closest_known_value_of_an_unknown_one():
     with pytest.raises(
-        InvalidQueryError, match=r"unknown region 'Arctic' \(closest known: 'Atlantic'\)"
+        InvalidQueryError, match=r"unknown region 'Atlantik' \(closest known: 'Atlantic'\)"
     ):
-        candidate_mask(rows(), region="Arctic", genus="Conus")
+        candidate_mask(rows(), region="Atlantik", genus="Conus")
+    with pytest.raises(InvalidQueryError, match=r"unknown region 'Arctic' \(known: 'Atlantic', "):
+        candidate_mask(rows(), region="Arctic")  # nothing close: the known ones
     with pytest.raises(InvalidQueryError, match=r"unknown family 'Olivdae'.*'Olividae'"):
         candidate_mask(rows(), family="Olivdae")
 
