@@ -103,6 +103,10 @@ def withdraw(path: Path | None) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (POSIX; elsewhere no server is looked for: Windows'
+    ``os.kill`` would stop it)."""
+    if os.name != "posix":
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
