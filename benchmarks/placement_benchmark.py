@@ -25,10 +25,18 @@ are enrolled (K = 1, 5, 20) and their other photos are the known queries. Column
   today, placement probability new) against being right;
 - ``nearest``: unseen photos whose most probable taxon (summed species probability) is right;
 - ``named``: known photos named right (a ``species`` decision for their species);
-- ``rejected``: unseen photos answered ``unknown_species`` or ``out_of_domain``.
+- ``rejected``: unseen photos answered ``unknown_species`` or ``out_of_domain``;
+- ``placement alone``: the new answers' ``placement`` only (where identify shows it): the
+  share of unseen photos placed, right, and ECE of its probability.
 
 ``today`` is the index of commit :data:`BASELINE_COMMIT` imported from git (as
 benchmarks/decision_benchmark.py does), ``new`` the working tree's.
+
+Part 2 (``--parts stability``), on fish4k-23 and shells-zhang8: 2 or 3 species enrolled (half
+of their specimens), one photo of a further species added; the share of the other answers
+(the rest of their specimens and 40 photos of other species) whose decision or named taxon
+changes, and the exported similarity of their top candidate before -> after (today: the
+candidate ``score`` the CSV exported; new: ``similarity``, the cosine to its closest photo).
 """
 
 from __future__ import annotations
@@ -144,20 +152,8 @@ def nearest_right(identifier, batch, taxonomy, records, rank: str) -> float:
     return float(np.mean(best == truth_at(taxonomy, records, rank)))
 
 
-def figures(identifier, enrolled_taxonomy, parts, rank: str, new: bool) -> dict[str, float]:
-    _, queries, qx, strangers, sx = parts
-    known = identifier.score_batch(qx)
-    truth = np.array([known.species.index(r.species) for r in queries])
-    named = (np.array(known.decisions) == "species") & (known.similarities.argmax(1) == truth)
-    unseen = identifier.score_batch(sx)
-    answers = named_taxa(identifier, unseen)
-    if new:
-        answers = [
-            (p.rank, p.name, p.probability)
-            if p is not None and d not in ("species", "out_of_domain")
-            else a
-            for p, d, a in zip(unseen.placements, unseen.decisions, answers, strict=True)
-        ]
+def taxon_figures(answers, strangers, enrolled_taxonomy) -> tuple[float, float, float]:
+    """(share placed, share of those right, ECE) of (rank, taxon, probability) answers."""
     placed = np.array([bool(t) for _, t, _ in answers])
     right = np.array(
         [
@@ -166,16 +162,36 @@ def figures(identifier, enrolled_taxonomy, parts, rank: str, new: bool) -> dict[
         ]
     )
     probability = np.array([p for _, _, p in answers])
-    return {
-        "placed": float(placed.mean()),
-        "right": float(right[placed].mean()) if placed.any() else float("nan"),
-        "ece": expected_calibration_error(probability[placed], right[placed])
-        if placed.any()
-        else float("nan"),
-        "nearest": nearest_right(identifier, unseen, enrolled_taxonomy, strangers, rank),
-        "named": float(named.mean()),
-        "rejected": float(np.isin(unseen.decisions, list(REJECTIONS)).mean()),
-    }
+    if not placed.any():
+        return 0.0, float("nan"), float("nan")
+    ece = expected_calibration_error(probability[placed], right[placed])
+    return float(placed.mean()), float(right[placed].mean()), ece
+
+
+def figures(identifier, enrolled_taxonomy, parts, rank: str, new: bool) -> dict[str, float]:
+    _, queries, qx, strangers, sx = parts
+    known = identifier.score_batch(qx)
+    truth = np.array([known.species.index(r.species) for r in queries])
+    named = (np.array(known.decisions) == "species") & (known.similarities.argmax(1) == truth)
+    unseen = identifier.score_batch(sx)
+    answers = named_taxa(identifier, unseen)
+    out: dict[str, float] = {}
+    if new:
+        shown = [
+            (p.rank, p.name, p.probability)
+            if p is not None and d not in ("species", "out_of_domain")
+            else ("", "", 0.0)
+            for p, d in zip(unseen.placements, unseen.decisions, strict=True)
+        ]
+        out["p.placed"], out["p.right"], out["p.ece"] = taxon_figures(
+            shown, strangers, enrolled_taxonomy
+        )
+        answers = [s if s[1] else a for s, a in zip(shown, answers, strict=True)]
+    out["placed"], out["right"], out["ece"] = taxon_figures(answers, strangers, enrolled_taxonomy)
+    out["nearest"] = nearest_right(identifier, unseen, enrolled_taxonomy, strangers, rank)
+    out["named"] = float(named.mean())
+    out["rejected"] = float(np.isin(unseen.decisions, list(REJECTIONS)).mean())
+    return out
 
 
 def run(dataset: str, grouping: str, rank: str, args, cache, previous_cls) -> None:
@@ -210,8 +226,12 @@ def run(dataset: str, grouping: str, rank: str, args, cache, previous_cls) -> No
         f"({len(held)} species over the splits); % of photos, mean of {args.seeds} seeds"
     )
     keys = ("placed", "right", "ece", "nearest", "named", "rejected")
-    print(f"  {'K':>3} " + "".join(f"{k:>17}" for k in keys))
-    print(f"  {'':>3} " + "".join(f"{'today':>9}{'new':>8}" for _ in keys))
+    print(f"  {'K':>3} " + "".join(f"{k:>17}" for k in keys) + "   placement alone")
+    print(
+        f"  {'':>3} "
+        + "".join(f"{'today':>9}{'new':>8}" for _ in keys)
+        + f"{'placed':>9}{'right':>7}{'ece':>7}"
+    )
     for shots, cells in table.items():
         line = f"  {shots:>3} "
         for key in keys:
@@ -220,7 +240,84 @@ def run(dataset: str, grouping: str, rank: str, args, cache, previous_cls) -> No
             line += fmt.format(
                 scale * np.nanmean(cells[("today", key)]), scale * np.nanmean(cells[("new", key)])
             )
+        alone = [np.nanmean(cells[("new", f"p.{k}")]) for k in ("placed", "right", "ece")]
+        line += f"{100 * alone[0]:9.1f}{100 * alone[1]:7.1f}{alone[2]:7.3f}"
         print(line, flush=True)
+
+
+def stability_split(records, enrolled_species: int, rng):
+    """(enrolled rows, query rows, the one photo added): ``enrolled_species`` species with half
+    of their specimens enrolled, the other half and 40 photos of other species asked, and one
+    photo of a further species (unrelated: none of the enrolled ones) added."""
+    species = sorted({r.species for r in records})
+    chosen = list(rng.choice(species, enrolled_species + 1, replace=False))
+    rows = {s: [i for i, r in enumerate(records) if r.species == s] for s in chosen}
+    enrol: list[int] = []
+    query: list[int] = []
+    for s in chosen[:-1]:
+        groups = sorted({records[i].group for i in rows[s]})
+        half = {groups[j] for j in rng.permutation(len(groups))[: max(1, len(groups) // 2)]}
+        enrol += [i for i in rows[s] if records[i].group in half]
+        query += [i for i in rows[s] if records[i].group not in half]
+    others = [i for i, r in enumerate(records) if r.species not in chosen]
+    query += [int(i) for i in rng.choice(others, min(40, len(others)), replace=False)]
+    return enrol, query, int(rng.choice(rows[chosen[-1]]))
+
+
+def exported(answer, new: bool) -> float:
+    """The similarity the answer exports for its top candidate (CSV ``similarity``)."""
+    top = answer.candidates[0]
+    return float(top.similarity if new else top.score)
+
+
+def stability(dataset: str, grouping: str, args, cache, previous_cls) -> None:
+    """Issue 22's stability check: enrol 2-3 species, add one photo of an unrelated species,
+    count the other answers whose decision (or named taxon) changes and the shift of the
+    exported similarity of their top candidate."""
+    records = scan_collection(DATA / dataset, group_pattern=grouping)
+    records, vectors = embed(records, cache, dataset)
+    table: dict = defaultdict(lambda: defaultdict(list))
+    for seed in range(args.stability_seeds):
+        rng = np.random.default_rng(1000 + seed)
+        for enrolled_species in (2, 3):
+            enrol, query, one = stability_split(records, enrolled_species, rng)
+            for label, cls in (("today", previous_cls), ("new", VectorIdentifier)):
+                answers = []
+                for rows in (enrol, [*enrol, one]):
+                    identifier = cls.fit(
+                        vectors[rows],
+                        [records[i].species for i in rows],
+                        groups=[records[i].group for i in rows],
+                    )
+                    answers.append([identifier.identify(vectors[i][None, :]) for i in query])
+                before, after = answers
+                changed = [
+                    (a.decision, a.species, a.genus) != (b.decision, b.species, b.genus)
+                    for a, b in zip(before, after, strict=True)
+                ]
+                shift = [
+                    abs(exported(a, label == "new") - exported(b, label == "new"))
+                    for a, b in zip(before, after, strict=True)
+                ]
+                cell = table[(enrolled_species, label)]
+                cell["changed"].append(float(np.mean(changed)))
+                cell["shift"].append(float(np.mean(shift)))
+                cell["before"].append(np.mean([exported(a, label == "new") for a in before]))
+                cell["after"].append(np.mean([exported(b, label == "new") for b in after]))
+                cell["queries"].append(len(query))
+    print(
+        f"\n{dataset}: enrol 2 or 3 species, then one photo of an unrelated species; "
+        f"mean of {args.stability_seeds} draws"
+    )
+    print(f"  {'species':>8} {'':>6} {'queries':>8} {'changed %':>10} {'exported similarity':>30}")
+    for (enrolled_species, label), cell in sorted(table.items()):
+        mean = {k: float(np.mean(v)) for k, v in cell.items()}
+        print(
+            f"  {enrolled_species:>8} {label:>6} {mean['queries']:8.0f} "
+            f"{100 * mean['changed']:10.1f} {mean['before']:10.2f} -> {mean['after']:.2f}"
+            f" (mean |change| {mean['shift']:.3f})",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -228,12 +325,18 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 5, 20])
     parser.add_argument("--datasets", nargs="+", default=sorted({d for d, _, _ in RUNS}))
+    parser.add_argument("--parts", nargs="+", default=["placement", "stability"])
+    parser.add_argument("--stability-seeds", type=int, default=6)
     args = parser.parse_args()
     cache = EmbeddingCache(Embedder(load_model(None)))
     previous_cls = baseline_identifier(BASELINE_COMMIT)
-    for dataset, grouping, rank in RUNS:
-        if dataset in args.datasets:
-            run(dataset, grouping, rank, args, cache, previous_cls)
+    if "placement" in args.parts:
+        for dataset, grouping, rank in RUNS:
+            if dataset in args.datasets:
+                run(dataset, grouping, rank, args, cache, previous_cls)
+    if "stability" in args.parts:
+        for dataset, grouping in (("fish4k-23", "track"), ("shells-zhang8", "specimen")):
+            stability(dataset, grouping, args, cache, previous_cls)
 
 
 if __name__ == "__main__":

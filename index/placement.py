@@ -3,16 +3,20 @@
 A species that is not in the collection still sits somewhere in the tree: its photos tend to be
 closest to the species of its own genus. The placement score of a query at a rank (genus or
 family) is the taxon with the most species probability (softmax over the enrolled species at
-the calibrated temperature, summed per taxon), described by two features: the logit of that
-summed probability and the best species score. A logistic map of the features (Platt scaling
+the calibrated temperature, summed per taxon), described by three features: the logit of that
+summed probability, the best species score and the log of the taxon's number of species (a big
+taxon gathers probability by its size alone). A logistic map of the features (Platt scaling
 with a Gaussian prior centred on "probability = summed probability", so that few samples shrink
 toward it) turns them into P(the taxon is right).
 
 The map is fitted leave-one-species-out on the collection itself (:func:`fit_placement`, from
 the held-out scores :mod:`index.calibrate` computes anyway): each held-out photo is scored with
 its own species removed, and the question is whether the taxon with the most probability is its
-own. Only photos of species whose taxon has another enrolled species count (a species alone in
-its genus cannot come back to it). A taxon is named when its probability reaches the rank's
+own. Photos of species alone in their taxon count too, as placements that can only be wrong:
+the collection's own share of such species is its best guess at how often a species it lacks
+belongs to a taxon it lacks too (a map fitted without them names the biggest taxon for
+everything). A rank needs photos of two or more species with an enrolled relative. A taxon is
+named when its probability reaches the rank's
 threshold, the lowest at which the held-out placements are right at least ``target_precision``
 of the time (Laplace-smoothed). With no taxonomy, or too few samples, there is no placement.
 """
@@ -124,11 +128,13 @@ def _fit_rank(
 ) -> RankCalibration | None:
     own = np.asarray([parents[s] for s in y], dtype=object)
     members = {p: sum(1 for q in parents if q == p) for p in set(parents) if p}
-    eligible = np.asarray([bool(t) and members.get(t, 0) > 1 for t in own], bool)
+    # photos of every species with a taxon; those alone in theirs can only be placed wrong
+    eligible = np.asarray([bool(t) for t in own], bool)
     features = taxon_features(sims_without_own[eligible], parents, temperature)
     scored = features.best >= 0
-    species = np.unique(y[eligible][scored]).size
-    if scored.sum() < MIN_PLACEMENT_SAMPLES or species < MIN_PLACEMENT_SPECIES:
+    mates = np.asarray([members.get(t, 0) > 1 for t in own[eligible]], bool)
+    species = np.unique(y[eligible][scored & mates]).size
+    if (scored & mates).sum() < MIN_PLACEMENT_SAMPLES or species < MIN_PLACEMENT_SPECIES:
         notes.append(
             f"{rank}: no placement (needs {MIN_PLACEMENT_SAMPLES}+ photos of "
             f"{MIN_PLACEMENT_SPECIES}+ species whose {rank} has another enrolled species)"

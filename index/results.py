@@ -177,7 +177,7 @@ class RankCalibration(BaseModel):
     model_config = ConfigDict(ser_json_inf_nan="strings")
 
     rank: Literal["genus", "family"]
-    weights: list[float]  # logit of the summed probability, z-scored best score, bias
+    weights: list[float]  # logit of the summed probability, z-scored best score, log size, bias
     score_centre: float
     score_scale: float
     threshold: float  # calibrated probability at which a taxon is named (inf: never)

@@ -288,7 +288,7 @@ def test_evaluate_json_keys_are_stable(evaluated):
     code, figures, _ = evaluated
     assert code == 0
     assert set(figures) == TOP_KEYS
-    assert figures["schema_version"] == 1
+    assert figures["schema_version"] == 2
     assert figures["model_is_frozen"] is True
     assert set(figures["methods"]) == {"frozen", "probe"}
     closed = figures["closed_set"]
@@ -319,6 +319,16 @@ def test_evaluate_json_keys_are_stable(evaluated):
         "decision_rates",
         "thresholds",
         "known_species_correct",
+        "placement",
+    }
+    assert set(frozen_open["placement"]) == {"genus", "family"}
+    assert set(frozen_open["placement"]["genus"]) == {
+        "queries",
+        "in_collection",
+        "placed",
+        "coverage",
+        "precision",
+        "ece",
     }
     assert set(frozen_open["ood"]) == {"drawings"}
     assert set(frozen_open["decision_rates"]) == {"known", "unknown", "ood:drawings"}

@@ -47,7 +47,7 @@ from .fewshot import (
 from .metrics import closed_set_metrics
 from .openset import decision_rates, holdout_species, open_set_figures, placement_figures
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: open_set methods gain placement
 IDENTIFIER = "the default identifier (index.VectorIdentifier)"
 PROBE = "logistic regression (scikit-learn, C=1)"
 
