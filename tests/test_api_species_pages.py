@@ -188,3 +188,20 @@ def test_the_photo_list_answers_options_and_refuses_other_methods(api):
     wrong = api.delete(f"/v1/species/{SPECIES}/photos", headers=AUTH)
     assert wrong.status_code == 405 and "GET" in wrong.headers["allow"]
     assert api.get(f"/v1/species/{SPECIES}/photos").json()["total"] == 12
+
+
+def test_photos_sent_without_a_source_are_recorded_as_uploads(api):
+    import io
+
+    from tests.conftest import draw_specimen
+
+    buffer = io.BytesIO()
+    draw_specimen("ring", (20, 90, 200), 77, 80).save(buffer, format="PNG")
+    sent = api.post(
+        "/v1/species/Novel_species/images",
+        files=[("images", ("mine.png", buffer.getvalue(), "image/png"))],
+        headers=AUTH,
+    )
+    assert sent.status_code == 201, sent.text
+    photo = api.get("/v1/species/Novel_species/photos").json()["photos"][0]
+    assert (photo["filename"], photo["source"]) == ("mine.png", "upload")
