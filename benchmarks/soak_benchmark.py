@@ -306,20 +306,25 @@ def main() -> int:
             replica.stop()
 
 
-def soak(args: argparse.Namespace, replicas: list[Replica], store: Path) -> int:
-    """Seed the collection, drive both replicas, sample each minute, report."""
-    first = replicas[0]
-    shares = np.asarray([float(x) for x in args.mix.split(",")], float)
-    mix = list(shares / shares.sum())
+def seed(replica: Replica) -> Ledger:
+    """Enrol the collection identify answers from (five photos per species)."""
     ledger = Ledger()
     rng = np.random.default_rng(0)
-    for k, name in enumerate(SPECIES):  # the collection identify answers from
+    for k, name in enumerate(SPECIES):
         files = [("images", (f"s{j}.png", photo(k, rng), "image/png")) for j in range(5)]
-        answer = first.client.post(f"/v1/species/{name}/images", files=files)
+        answer = replica.client.post(f"/v1/species/{name}/images", files=files)
         answer.raise_for_status()
         for specimen_id in answer.json()["specimen_ids"]:
             ledger.live[specimen_id] = k
             ledger.enrolled += 1
+    return ledger
+
+
+def soak(args: argparse.Namespace, replicas: list[Replica], store: Path) -> int:
+    """Seed the collection, drive both replicas, sample each minute, report."""
+    shares = np.asarray([float(x) for x in args.mix.split(",")], float)
+    mix = list(shares / shares.sum())
+    ledger = seed(replicas[0])
     print(
         f"soak: {args.minutes:g} min, {args.rate:g} requests/s over 2 replicas, mix "
         f"identify/enrol/delete {args.mix}, keep versions {args.keep_versions_minutes:g} min, "
