@@ -87,9 +87,10 @@ def test_a_replica_with_its_clock_hours_ahead_loses_and_hides_no_write(tmp_path:
     mine.refresh()
     assert len(mine) == len(stored)  # my view hides none of the skewed replica's writes
     assert int((tmp_path / "skewed.ack.seen").read_text()) == len(stored)  # nor its of mine
-    assert SpecimenStore(store).stats()["versions"] <= 3  # its cleanup did run
-    header_times = [p.stat().st_mtime for p in snapshot_files(Path(store))]
-    assert header_times  # a snapshot was left, written by either clock
+    # its cleanup did run: of the 14 commits or more, at most the 3 after its last cleanup
+    # and my 6 (if they all came after it) are kept
+    assert SpecimenStore(store).stats()["versions"] <= 9
+    assert snapshot_files(Path(store))  # a snapshot was left, written by either clock
     restarted = Collection.open(store, model=FakeEmbedder(), create=False)
     assert len(restarted) == len(stored)
     assert {s.species for s in restarted.species()} == {s.species for s in mine.species()}
