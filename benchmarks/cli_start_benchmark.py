@@ -49,7 +49,11 @@ COMMANDS: list[tuple[str, list[str]]] = [
 ]
 
 
-CLI = "import sys; from api.cli import main; sys.exit(main(sys.argv[1:]))"
+#: the ``shellid`` executable of a tree: ``api.cli.entry`` where it exists, else ``main``
+CLI = (
+    "import sys, api.cli as c; f = getattr(c, 'entry', None); "
+    "f() if f else sys.exit(c.main(sys.argv[1:]))"
+)
 
 
 def cli_env(tree: Path) -> dict[str, str]:

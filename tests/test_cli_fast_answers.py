@@ -240,3 +240,22 @@ def test_lancedb_imports_without_building_its_rest_client_until_it_is_used():
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False
     )
     assert run.stdout.split() == ["True", "True", "ApiClient"], run.stderr
+
+
+def test_the_executable_ends_a_one_off_answer_quickly_with_every_line_written(setup, tmp_path):
+    env, store, model, query = setup["env"], setup["store"], setup["model"], str(setup["query"])
+    argv = ["identify", query, "--store", store, "--model", model, "--format", "jsonl"]
+    executable = [sys.executable, "-m", "api.cli"]
+    run = subprocess.run(
+        [*executable, *argv], env=env, cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["candidates"][0]["species"] == SPECIES
+    assert run.stdout == shellid(env, *argv).stdout
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a photo\n")
+    run = subprocess.run(
+        [*executable, "identify", str(text), "--store", store],
+        env=env, cwd=REPO, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert run.returncode == 2 and "not an image file" in run.stderr
