@@ -41,6 +41,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image
+from tqdm.auto import tqdm
 
 from .schema import INFO_TABLE, PRIOR_TABLE, SPECIMENS_TABLE
 from .snapshot import STALE_TEMPORARY_SECONDS, Snapshots
@@ -258,14 +259,16 @@ def _image_ok(data: bytes | None) -> bool:
     return True
 
 
-def _check_rows(table: Any, info: dict[str, Any], checkup: Checkup) -> None:
-    """Vectors, ids, photos and thumbnails of the specimens table."""
+def _check_rows(table: Any, info: dict[str, Any], checkup: Checkup, bar: bool) -> None:
+    """Vectors, ids, photos and thumbnails of the specimens table (``bar``: a progress bar)."""
     dim = int(table.schema.field("vector").type.list_size)
     rows, ids = 0, []
     bad_vectors, bad_photos = [], []
     fingerprints: set[str] = set()
     columns = ["id", "vector", "image", "thumbnail", "fingerprint"]
+    meter = tqdm(total=table.count_rows(), desc="checking rows", unit="row", disable=not bar)
     for batch in _scan(table, columns):
+        meter.update(batch.num_rows)
         rows += batch.num_rows
         batch_ids = [str(i) for i in batch.column("id").to_pylist()]
         ids += batch_ids
@@ -290,6 +293,7 @@ def _check_rows(table: Any, info: dict[str, Any], checkup: Checkup) -> None:
             if not (_image_ok(image) and _image_ok(thumb)):
                 bad_photos.append(row_id)
         fingerprints.update(str(f) for f in batch.column("fingerprint").to_pylist())
+    meter.close()
     checkup.facts["rows"] = rows
     _report_rows(checkup, dim, info, ids, bad_vectors, bad_photos, fingerprints)
 
@@ -378,9 +382,13 @@ def _check_snapshots(checkup: Checkup, repair: bool, now: float) -> None:
 
 
 def check_store(
-    uri: str, repair: bool = False, progress: Callable[[str], None] | None = None
+    uri: str,
+    repair: bool = False,
+    progress: Callable[[str], None] | None = None,
+    bar: bool = False,
 ) -> Checkup:
-    """Check (and with ``repair`` repair) the store at ``uri``; see the module doc."""
+    """Check (and with ``repair`` repair) the store at ``uri``; see the module doc.
+    ``progress`` is told each step, ``bar`` draws a progress bar over the rows."""
     say = progress or (lambda _text: None)
     checkup = Checkup(str(uri))
     local = _table_dir(checkup.uri, SPECIMENS_TABLE)
@@ -411,7 +419,7 @@ def check_store(
             info = _read_info(table)
         elif name == SPECIMENS_TABLE:
             say("reading every row (vectors, photos, thumbnails)")
-            _check_rows(table, info, checkup)
+            _check_rows(table, info, checkup, bar)
     if SPECIMENS_TABLE not in names:
         checkup.passed.append("no specimens table yet (nothing enrolled)")
     say("checking snapshots")

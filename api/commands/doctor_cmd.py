@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"shellid doctor: {text} ...", file=sys.stderr, flush=True)
 
-    checkup = check_store(uri, repair=args.repair, progress=progress)
+    bar = sys.stderr.isatty() and not args.json
+    checkup = check_store(uri, repair=args.repair, progress=progress, bar=bar)
     if args.json:
         print(
             json.dumps(
