@@ -115,10 +115,13 @@ class IdentifierConfig(DecisionOptions):
     centre: bool = Field(
         default=True, description="centre on the collection mean before prototypes (CL2N)"
     )
-    min_species_to_centre: int = Field(
-        default=3,
+    centre_full_species: int = Field(
+        default=10,
         ge=1,
-        description="fewer species than this: no centring (the mean is not a domain mean)",
+        description="species from which the whole collection mean is subtracted; with S < "
+        "this the mean is scaled by (S - 1) / (this - 1) (the mean of a few species is not a "
+        "domain mean), so an enrolment moves every score a little instead of switching the "
+        "centring on at once (measured in docs/index.md, 'Stability')",
     )
     min_specimens_per_prototype: int = Field(
         default=3,

@@ -67,8 +67,9 @@ def unknown_scores(similarities: np.ndarray) -> np.ndarray:
 
 
 class Cl2n:
-    """CL2N centring of a collection: the mean of its rows (when it has enough species) and
-    the rows centred on it. Call :meth:`fit` after the rows change.
+    """CL2N centring of a collection: the mean of its rows (scaled down while it has fewer
+    than ``centre_full_species`` species: :meth:`weight`) and the rows centred on it. Call
+    :meth:`fit` after the rows change.
 
     The mean comes from the rows' running sum (O(d) per change); the centred copy of the rows
     is made only when something asks for it (calibration, the whitening's refit, the
@@ -85,10 +86,17 @@ class Cl2n:
     def fit(self) -> None:
         cfg, rows = self.config, self.rows
         self.mean = None
-        if cfg.centre and cfg.min_species_to_centre <= len(rows.species) and len(rows):
-            self.mean = (rows.vector_sum / len(rows)).astype(np.float32)
+        weight = self.weight(len(rows.species))
+        if cfg.centre and weight > 0 and len(rows):
+            self.mean = (weight * rows.vector_sum / len(rows)).astype(np.float32)
         self._centred = None
         self._centred_of = None
+
+    def weight(self, species: int) -> float:
+        """The share of the collection mean subtracted with ``species`` species enrolled: 0 for
+        one, rising linearly to 1 at ``config.centre_full_species``."""
+        full = self.config.centre_full_species
+        return 1.0 if full <= 1 else float(np.clip((species - 1) / (full - 1), 0.0, 1.0))
 
     @property
     def centred(self) -> np.ndarray:

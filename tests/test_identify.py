@@ -197,7 +197,9 @@ def test_region_is_voted_by_the_nearest_specimens(world):
 
 def test_views_of_one_specimen_are_fused():
     vectors, names, groups, centres = clustered(seed=4, species=3)
-    identifier = VectorIdentifier.fit(vectors, names, groups=groups)
+    # the three species fully centred, as in a bigger collection (fusion is what is checked)
+    config = IdentifierConfig(centre_full_species=3)
+    identifier = VectorIdentifier.fit(vectors, names, groups=groups, config=config)
     a, b, c = centres
     view1 = l2_normalise(0.55 * a + 0.45 * b)
     view2 = l2_normalise(0.55 * a + 0.45 * c)

@@ -220,3 +220,30 @@ def test_the_answer_says_where_it_is_placed_in_words():
         }
     )
     assert words_for(family).summary.endswith("probably a new Conidae (family, 90 %)")
+
+
+def test_an_unrelated_species_leaves_other_answers_and_similarities_alone():
+    """Two enrolled species, then one photo of a far-away third (the centring fades in, so it
+    is not switched on by the third species): the other answers keep their decisions and the
+    exported similarity of every candidate is unchanged (it depends on no other species)."""
+    rng = np.random.default_rng(11)
+    centres = unit(rng.normal(size=(3, DIM)))
+    vectors, labels, groups = specimens_around(
+        centres[:2], [8, 8], rng, 0.35 / np.sqrt(DIM) * 4, 0.02, lambda s: f"Genus{s}_sp"
+    )
+    vectors = unit(vectors)
+    queries = unit(centres[:2].repeat(20, axis=0) + 0.3 * rng.normal(size=(40, DIM)))
+    before = VectorIdentifier.fit(vectors, labels, groups=groups)
+    far = unit(centres[2] + 0.05 * rng.normal(size=DIM))[None, :]
+    after = VectorIdentifier.fit(
+        np.vstack([vectors, far]), [*labels, "Other_sp"], groups=[*groups, "far"]
+    )
+    changed = 0
+    for q in queries:
+        a, b = before.identify(q[None, :]), after.identify(q[None, :])
+        changed += (a.decision, a.species) != (b.decision, b.species)
+        similarity = {c.species: c.similarity for c in a.candidates}
+        for c in b.candidates:
+            if c.species in similarity:
+                assert c.similarity == similarity[c.species]
+    assert changed <= 1, f"{changed} of {len(queries)} answers changed"

@@ -22,7 +22,8 @@ from index.scorers import (
 from tests.clusters import specimens_around, unit
 
 DIM = 16
-CONFIG = IdentifierConfig(use_gpu=False)
+#: the whole collection mean subtracted, as in a collection of many species
+CONFIG = IdentifierConfig(use_gpu=False, centre_full_species=1)
 
 
 def world(config: IdentifierConfig = CONFIG, species: int = 4, specimens: int = 3):
@@ -45,13 +46,20 @@ def centred_by_hand(rows: EnrolledRows, x: np.ndarray) -> np.ndarray:
     return unit(unit(x) - mean)
 
 
-def test_centring_uses_the_collection_mean_only_with_enough_species():
-    rows, cl2n, queries = world()
+def test_centring_fades_in_with_the_number_of_species():
+    """The whole collection mean from ``centre_full_species`` species on; a share of it below
+    (none with one species), so no enrolment switches the centring on at once."""
+    rows, cl2n, queries = world(IdentifierConfig(use_gpu=False, centre_full_species=4))
+    species = len(rows.species)
     assert np.allclose(cl2n(queries), centred_by_hand(rows, queries), atol=1e-6)
-    few = Cl2n(rows, IdentifierConfig(min_species_to_centre=5, use_gpu=False))
+    few = Cl2n(rows, IdentifierConfig(centre_full_species=2 * species - 1, use_gpu=False))
     few.fit()
-    assert few.mean is None
-    assert np.allclose(few(queries), queries, atol=1e-6)
+    assert few.mean is not None
+    assert np.allclose(few.mean, 0.5 * rows.vectors.mean(axis=0), atol=1e-6)
+    weights = [few.weight(s) for s in range(1, 2 * species + 1)]
+    assert weights[0] == 0.0 and weights[-1] == 1.0
+    steps = np.diff(weights)
+    assert (steps >= 0).all() and (steps <= 1.0 / (2 * species - 2) + 1e-9).all()
 
 
 def test_prototype_scores_are_cosines_to_the_centred_species_means():
@@ -59,7 +67,7 @@ def test_prototype_scores_are_cosines_to_the_centred_species_means():
     scorer = PrototypeScorer(rows, cl2n, CONFIG)
     scorer.fit()
     centred = centred_by_hand(rows, rows.vectors)
-    protos = unit(np.stack([centred[rows.y == s].mean(axis=0) for s in range(4)]))
+    protos = unit(np.stack([centred[rows.y == s].mean(axis=0) for s in range(len(rows.species))]))
     expected = centred_by_hand(rows, queries) @ protos.T
     assert np.allclose(scorer.scores(queries), expected, atol=1e-5)
 
@@ -68,7 +76,8 @@ def test_nearest_specimen_scores_take_the_best_row_of_each_species():
     rows, cl2n, queries = world()
     scorer = NearestSpecimenScorer(rows, cl2n, CONFIG)
     dense = centred_by_hand(rows, queries) @ centred_by_hand(rows, rows.vectors).T
-    expected = np.stack([dense[:, rows.y == s].max(axis=1) for s in range(4)], axis=1)
+    species = range(len(rows.species))
+    expected = np.stack([dense[:, rows.y == s].max(axis=1) for s in species], axis=1)
     assert np.allclose(scorer.scores(queries), expected, atol=1e-5)
 
 
