@@ -36,7 +36,7 @@ DEFAULT_BACKBONE = BACKBONE_NAMES[0]
 #: The backbone the first release used by default (stores built with it need ``reindex``).
 LEGACY_BACKBONE = "efficientnet_lite0"
 #: Model profiles (``embedder.profiles.PROFILES``): frozen recipes over the packaged backbones.
-PROFILE_NAMES = ("lite012-ensemble",)
+PROFILE_NAMES = ("lite02-ensemble",)
 #: Every name ``--model`` / ``SHELLID_MODEL`` takes besides a MODEL.pt path.
 MODEL_NAMES = BACKBONE_NAMES + PROFILE_NAMES
 #: Head kinds known to ``embedder.model.create_head`` (``residual`` keeps the input size).
