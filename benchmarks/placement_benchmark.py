@@ -36,7 +36,12 @@ Part 2 (``--parts stability``), on fish4k-23 and shells-zhang8: 2 or 3 species e
 of their specimens), one photo of a further species added; the share of the other answers
 (the rest of their specimens and 40 photos of other species) whose decision or named taxon
 changes, and the exported similarity of their top candidate before -> after (today: the
-candidate ``score`` the CSV exported; new: ``similarity``, the cosine to its closest photo).
+candidate ``score`` the CSV exported; new: ``similarity``, the cosine to its closest photo);
+``named`` / ``rejected``: before the addition, the enrolled species' photos named right and
+the other species' photos rejected (what the stabler centring costs or gains).
+
+Part 3 (``--parts unusual``): shells-zhang8 enrolled whole plus 3 photos (3 tracks) of one
+fish4k-23 species; the share of that fish's other photos named right, per fish species.
 """
 
 from __future__ import annotations
@@ -194,6 +199,12 @@ def figures(identifier, enrolled_taxonomy, parts, rank: str, new: bool) -> dict[
     return out
 
 
+def mean_of(values: list[float]) -> float:
+    """Mean of the values that are not NaN (NaN when none is)."""
+    kept = [v for v in values if not np.isnan(v)]
+    return float(np.mean(kept)) if kept else float("nan")
+
+
 def run(dataset: str, grouping: str, rank: str, args, cache, previous_cls) -> None:
     records = scan_collection(DATA / dataset, group_pattern=grouping)
     records, vectors = embed(records, cache, dataset)
@@ -240,7 +251,7 @@ def run(dataset: str, grouping: str, rank: str, args, cache, previous_cls) -> No
             line += fmt.format(
                 scale * np.nanmean(cells[("today", key)]), scale * np.nanmean(cells[("new", key)])
             )
-        alone = [np.nanmean(cells[("new", f"p.{k}")]) for k in ("placed", "right", "ece")]
+        alone = [mean_of(cells[("new", f"p.{k}")]) for k in ("placed", "right", "ece")]
         line += f"{100 * alone[0]:9.1f}{100 * alone[1]:7.1f}{alone[2]:7.3f}"
         print(line, flush=True)
 
@@ -305,17 +316,87 @@ def stability(dataset: str, grouping: str, args, cache, previous_cls) -> None:
                 cell["before"].append(np.mean([exported(a, label == "new") for a in before]))
                 cell["after"].append(np.mean([exported(b, label == "new") for b in after]))
                 cell["queries"].append(len(query))
+                enrolled = {records[i].species for i in enrol}
+                known = [records[i].species in enrolled for i in query]
+                cell["named"].append(
+                    np.mean(
+                        [
+                            a.decision == "species" and a.species == records[i].species
+                            for a, i, k in zip(before, query, known, strict=True)
+                            if k
+                        ]
+                    )
+                )
+                cell["rejected"].append(
+                    np.mean(
+                        [
+                            a.decision in REJECTIONS
+                            for a, k in zip(before, known, strict=True)
+                            if not k
+                        ]
+                    )
+                )
     print(
         f"\n{dataset}: enrol 2 or 3 species, then one photo of an unrelated species; "
         f"mean of {args.stability_seeds} draws"
     )
-    print(f"  {'species':>8} {'':>6} {'queries':>8} {'changed %':>10} {'exported similarity':>30}")
+    print(
+        f"  {'species':>8} {'':>6} {'queries':>8} {'named %':>8} {'rejected %':>11} "
+        f"{'changed %':>10} {'exported similarity':>30}"
+    )
     for (enrolled_species, label), cell in sorted(table.items()):
         mean = {k: float(np.mean(v)) for k, v in cell.items()}
         print(
             f"  {enrolled_species:>8} {label:>6} {mean['queries']:8.0f} "
+            f"{100 * mean['named']:8.1f} {100 * mean['rejected']:11.1f} "
             f"{100 * mean['changed']:10.1f} {mean['before']:10.2f} -> {mean['after']:.2f}"
             f" (mean |change| {mean['shift']:.3f})",
+            flush=True,
+        )
+
+
+def unusual(args, cache, previous_cls) -> None:
+    """Issue 22's species unlike the rest: all of shells-zhang8 enrolled (studio shells) plus 3
+    photos (3 tracks) of one fish4k-23 species (underwater); the share of that fish's other
+    photos named right (a ``species`` decision for it), and how the rest are answered."""
+    shells, shell_x = embed(
+        scan_collection(DATA / "shells-zhang8", group_pattern="specimen"), cache, "shells-zhang8"
+    )
+    fish, fish_x = embed(scan_collection(DATA / "fish4k-23", group_pattern="track"), cache, "fish")
+    table: dict = defaultdict(lambda: defaultdict(list))
+    rng = np.random.default_rng(7)
+    for species in sorted({r.species for r in fish})[: args.unusual_species]:
+        rows = [i for i, r in enumerate(fish) if r.species == species]
+        tracks = sorted({fish[i].group for i in rows})
+        if len(tracks) < 4:
+            continue
+        chosen = {tracks[j] for j in rng.permutation(len(tracks))[:3]}
+        enrol = [next(i for i in rows if fish[i].group == t) for t in sorted(chosen)]
+        asked = [i for i in rows if fish[i].group not in chosen]
+        vectors = np.vstack([shell_x, fish_x[enrol]])
+        labels = [r.species for r in shells] + [species] * 3
+        groups = [r.group for r in shells] + [f"t{k}" for k in range(3)]
+        for label, cls in (("today", previous_cls), ("new", VectorIdentifier)):
+            identifier = cls.fit(vectors, labels, groups=groups)
+            batch = identifier.score_batch(fish_x[asked])
+            top = [batch.species[j] for j in batch.similarities.argmax(1)]
+            decisions = np.array(batch.decisions)
+            cell = table[label]
+            cell["named"].append(
+                float(np.mean((decisions == "species") & (np.array(top) == species)))
+            )
+            for decision in ("out_of_domain", "unknown_species", "uncertain"):
+                cell[decision].append(float(np.mean(decisions == decision)))
+    print(
+        "\nshells-zhang8 + 3 photos of one fish4k-23 species: that fish's other photos "
+        f"(% , mean over {len(table['new']['named'])} fish species)"
+    )
+    print(f"  {'':>6} {'named':>7} {'out_of_domain':>14} {'unknown':>8} {'uncertain':>10}")
+    for label, cell in table.items():
+        mean = {k: 100 * float(np.mean(v)) for k, v in cell.items()}
+        print(
+            f"  {label:>6} {mean['named']:7.1f} {mean['out_of_domain']:14.1f} "
+            f"{mean['unknown_species']:8.1f} {mean['uncertain']:10.1f}",
             flush=True,
         )
 
@@ -325,7 +406,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 5, 20])
     parser.add_argument("--datasets", nargs="+", default=sorted({d for d, _, _ in RUNS}))
-    parser.add_argument("--parts", nargs="+", default=["placement", "stability"])
+    parser.add_argument("--parts", nargs="+", default=["placement", "stability", "unusual"])
+    parser.add_argument("--unusual-species", type=int, default=8)
     parser.add_argument("--stability-seeds", type=int, default=6)
     args = parser.parse_args()
     cache = EmbeddingCache(Embedder(load_model(None)))
@@ -337,6 +419,8 @@ def main() -> None:
     if "stability" in args.parts:
         for dataset, grouping in (("fish4k-23", "track"), ("shells-zhang8", "specimen")):
             stability(dataset, grouping, args, cache, previous_cls)
+    if "unusual" in args.parts:
+        unusual(args, cache, previous_cls)
 
 
 if __name__ == "__main__":

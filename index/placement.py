@@ -16,9 +16,10 @@ own. Photos of species alone in their taxon count too, as placements that can on
 the collection's own share of such species is its best guess at how often a species it lacks
 belongs to a taxon it lacks too (a map fitted without them names the biggest taxon for
 everything). A rank needs photos of two or more species with an enrolled relative. A taxon is
-named when its probability reaches the rank's
-threshold, the lowest at which the held-out placements are right at least ``target_precision``
-of the time (Laplace-smoothed). With no taxonomy, or too few samples, there is no placement.
+named when its probability reaches the rank's threshold, the lowest at which the held-out
+placements are right at least ``target_precision`` of the time (Laplace-smoothed), judged on
+probabilities from maps fitted without the photo's species (5 folds of species). With no
+taxonomy, or too few samples, there is no placement.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ PLACEMENT_RANKS: tuple[str, ...] = ("genus", "family")
 #: fewest held-out photos (and species) a rank's map is fitted on; below it, no placement.
 MIN_PLACEMENT_SAMPLES = 10
 MIN_PLACEMENT_SPECIES = 2
+#: folds of species the threshold is chosen on (out-of-fold probabilities).
+MAP_FOLDS = 5
 #: standard deviation of the Gaussian prior on each weight (in feature units: logit, z-score).
 PRIOR_SCALE = 1.0
 #: the prior's weights: probability = the taxon's summed probability.
@@ -103,6 +106,23 @@ def _fit_weights(x: np.ndarray, right: np.ndarray) -> np.ndarray:
     return np.asarray(minimize(loss, PRIOR_WEIGHTS.copy(), jac=True, method="L-BFGS-B").x)
 
 
+def _out_of_fold(x: np.ndarray, right: np.ndarray, species: np.ndarray) -> np.ndarray:
+    """Each sample's probability under a map fitted on the other :data:`MAP_FOLDS` folds of
+    species (a map judged on the photos it was fitted on looks better than it is)."""
+    names = np.unique(species)
+    fold = np.random.default_rng(0).permutation(names.size) % MAP_FOLDS
+    of_sample = fold[np.searchsorted(names, species)]
+    probability = np.zeros(len(right))
+    for f in range(MAP_FOLDS):
+        test = of_sample == f
+        if not test.any():
+            continue
+        train = ~test
+        weights = _fit_weights(x[train], right[train]) if train.any() else PRIOR_WEIGHTS
+        probability[test] = 1.0 / (1.0 + np.exp(-(x[test] @ weights)))
+    return probability
+
+
 def precision_threshold(probability: np.ndarray, right: np.ndarray, target: float) -> float:
     """The lowest probability at which placing every sample at or above it keeps the
     Laplace-smoothed precision ``(right + 1) / (placed + 2)`` at ``target`` or more (inf: no
@@ -146,7 +166,8 @@ def _fit_rank(
     centre, scale = float(np.mean(score)), float(np.std(score) or 1.0)
     x = features.design(centre, scale)[scored]
     weights = _fit_weights(x, right)
-    probability = 1.0 / (1.0 + np.exp(-(x @ weights)))
+    # the threshold and the figures come from maps fitted without the photo's species
+    probability = _out_of_fold(x, right, y[eligible][scored])
     threshold = precision_threshold(probability, right, target)
     placed = probability >= threshold
     return RankCalibration(
