@@ -37,6 +37,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,6 +210,40 @@ def run_candidate(
     return row
 
 
+def identify_p50(models: list[str | None], data: dict, queries: int, shots: int = 5) -> list:
+    """Per model (a name; None: the default), the median ms of ``Collection.identify`` (one
+    photo, embedding included) on a store of the first dataset's species, ``shots`` photos
+    each; queries are other photos of those species, asked of the stores in turn (the CPU is
+    shared: every model sees the same load)."""
+    from PIL import Image
+
+    from index.workflows.collection import Collection
+
+    _, paths, labels, _ = next(iter(data.values()))
+    enrolled: dict[str, list[Path]] = {}
+    rest: list[Path] = []
+    for path, species in zip(paths, labels, strict=True):
+        chosen = enrolled.setdefault(species, [])
+        (chosen if len(chosen) < shots else rest).append(path)
+    with tempfile.TemporaryDirectory() as folder:
+        collections = []
+        for index, model in enumerate(models):
+            collection = Collection.open(Path(folder) / f"store-{index}", model=model)
+            for species, files in enrolled.items():
+                collection.enroll(species, files, calibrate=False)
+            collection.calibrate()  # once, at the end
+            collections.append(collection)
+        times: list[list[float]] = [[] for _ in models]
+        for path in rest[:: max(1, len(rest) // queries)][:queries]:
+            with Image.open(path) as image:
+                image.load()
+            for collection, spent in zip(collections, times, strict=True):
+                started = time.perf_counter()
+                collection.identify([image])
+                spent.append(1000 * (time.perf_counter() - started))
+    return [float(np.median(spent)) for spent in times]
+
+
 COLUMNS = (
     ("1shot", "1-shot"),
     ("5shot", "5-shot"),
@@ -258,6 +293,12 @@ def main() -> int:
     parser.add_argument("--timing", type=int, default=96, help="photos timed per row")
     parser.add_argument("--single", type=int, default=15, help="one-photo embeddings timed")
     parser.add_argument("--rounds", type=int, default=4, help="timing rounds (best kept)")
+    parser.add_argument(
+        "--identify",
+        type=int,
+        default=30,
+        help="identify requests timed per shipped model (0: none)",
+    )
     parser.add_argument("--only", help="comma-separated row numbers (0, the baseline, always)")
     parser.add_argument("--cache", type=Path, default=default_cache_dir() / "profile-benchmark")
     parser.add_argument("--json", type=Path)
@@ -285,11 +326,19 @@ def main() -> int:
         )
         if args.json:
             args.json.write_text(json.dumps(report, indent=2))
+    if args.identify:
+        names: list[str | None] = [None, *PROFILES]
+        p50 = identify_p50(names, data, args.identify)
+        report["identify_p50_ms"] = {
+            name or BASELINE.label: ms for name, ms in zip(names, p50, strict=True)
+        }
     report["load_average_1min"] = os.getloadavg()[0]
     print("\nWith the index's Hellinger map (what the product scores):")
     print_table(report)
     print("\nUnmapped (plain L2-normalised vectors):")
     print_table(report, "unmapped")
+    for name, ms in report.get("identify_p50_ms", {}).items():
+        print(f"identify p50, {name}: {ms:.0f} ms (one photo, {args.identify} queries)")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 0
