@@ -167,3 +167,13 @@ def test_a_store_built_with_the_default_refuses_a_profile_until_reindexed(
     assert reopened.fingerprint == frozen(name).fingerprint
     with pytest.raises(ModelMismatchError):
         Collection.open(store).identify(query)  # and now the default is the other model
+
+
+def test_the_command_line_takes_profile_names_and_lists_them_for_a_bad_one(tmp_path):
+    from api.commands._collection import check_model_option
+
+    for name in PROFILE_NAMES:
+        check_model_option(name)  # no error: a known name, not a file
+    with pytest.raises(FileNotFoundError) as caught:
+        check_model_option(str(tmp_path / "lite9-ensemble"))
+    assert all(name in str(caught.value) for name in MODEL_NAMES)
