@@ -84,7 +84,7 @@ def main() -> int:
         epilog=__doc__.split("\n\n", 1)[1],
     )
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "datasets")
-    parser.add_argument("--models", default="tf_efficientnet_lite0,lite012-ensemble")
+    parser.add_argument("--models", default="tf_efficientnet_lite0,lite02-ensemble")
     parser.add_argument("--photos", type=int, default=128)
     parser.add_argument("--vectors", type=int, default=50_000)
     parser.add_argument("--json", type=Path)
