@@ -41,7 +41,8 @@ candidate ``score`` the CSV exported; new: ``similarity``, the cosine to its clo
 the other species' photos rejected (what the stabler centring costs or gains).
 
 Part 3 (``--parts unusual``): shells-zhang8 enrolled whole plus 3 photos (3 tracks) of one
-fish4k-23 species; the share of that fish's other photos named right, per fish species.
+fish4k-23 species; the share of that fish's other photos named right, per fish species, and
+the share of 300 rocks and 300 drawings (negatives-*) still answered ``out_of_domain``.
 """
 
 from __future__ import annotations
@@ -363,6 +364,10 @@ def unusual(args, cache, previous_cls) -> None:
         scan_collection(DATA / "shells-zhang8", group_pattern="specimen"), cache, "shells-zhang8"
     )
     fish, fish_x = embed(scan_collection(DATA / "fish4k-23", group_pattern="track"), cache, "fish")
+    negatives = {}
+    for folder in ("negatives-rocks", "negatives-drawings"):
+        _, x = embed(scan_collection(DATA / folder, group_pattern="image"), cache, folder)
+        negatives[folder] = x[np.random.default_rng(0).permutation(len(x))[:300]]
     table: dict = defaultdict(lambda: defaultdict(list))
     rng = np.random.default_rng(7)
     for species in sorted({r.species for r in fish})[: args.unusual_species]:
@@ -387,16 +392,21 @@ def unusual(args, cache, previous_cls) -> None:
             )
             for decision in ("out_of_domain", "unknown_species", "uncertain"):
                 cell[decision].append(float(np.mean(decisions == decision)))
+            off = [identifier.score_batch(x).decisions for x in negatives.values()]
+            cell["negatives"].append(float(np.mean([d == "out_of_domain" for o in off for d in o])))
     print(
         "\nshells-zhang8 + 3 photos of one fish4k-23 species: that fish's other photos "
         f"(% , mean over {len(table['new']['named'])} fish species)"
     )
-    print(f"  {'':>6} {'named':>7} {'out_of_domain':>14} {'unknown':>8} {'uncertain':>10}")
+    print(
+        f"  {'':>6} {'named':>7} {'out_of_domain':>14} {'unknown':>8} {'uncertain':>10}"
+        f" {'rocks+drawings out_of_domain':>29}"
+    )
     for label, cell in table.items():
         mean = {k: 100 * float(np.mean(v)) for k, v in cell.items()}
         print(
             f"  {label:>6} {mean['named']:7.1f} {mean['out_of_domain']:14.1f} "
-            f"{mean['unknown_species']:8.1f} {mean['uncertain']:10.1f}",
+            f"{mean['unknown_species']:8.1f} {mean['uncertain']:10.1f} {mean['negatives']:29.1f}",
             flush=True,
         )
 

@@ -106,9 +106,12 @@ class HeldOutScores:
         sims_unknown[m, y] = -np.inf
         return cls(sims, sims_unknown, ood_known, ood_unknown, y, known, len(rows.species), queries)
 
-    def passes_ood(self, threshold: float) -> np.ndarray:
-        """Which known images the OOD filter at ``threshold`` lets through."""
-        return np.nan_to_num(self.ood_known[self.known], nan=np.inf) <= threshold
+    def passes_ood(self, th: Thresholds, species: list[str]) -> np.ndarray:
+        """Which known images the OOD filter lets through (``th.ood``, or their species' own
+        wider threshold: ``th.ood_by_species``; ``species``: the enrolled names)."""
+        limit = np.array([th.ood_by_species.get(name, th.ood) for name in species] + [th.ood])
+        known = self.ood_known[self.known]
+        return np.nan_to_num(known, nan=np.inf) <= limit[self.y[self.known]]
 
 
 def calibrate(
@@ -133,11 +136,11 @@ def calibrate(
         unknown_queries=len(scores.y) if scores.n_species > 1 else 0,
     )
     fitted = [
-        _fit_ood(th, scores, config, notes),
-        _fit_unknown(th, scores, notes),
+        _fit_ood(th, scores, config, notes) and _fit_species_ood(th, scores, rows, config),
+        _fit_unknown(th, scores, rows.species, notes),
         _fit_temperature(th, scores, config, stats, notes),
     ]
-    _measure(th, scores, stats)
+    _measure(th, scores, stats, rows.species)
     th.placement = fit_placement(
         _unseen_species_scores(rows, scorer, scores),
         scores.y,
@@ -199,10 +202,35 @@ def _fit_ood(
     return True
 
 
-def _fit_unknown(th: Thresholds, scores: HeldOutScores, notes: list[str]) -> bool:
+def _fit_species_ood(
+    th: Thresholds, scores: HeldOutScores, rows: EnrolledRows, cfg: IdentifierConfig
+) -> bool:
+    """Per-species OOD thresholds, by the known-species rule of :func:`_fit_ood` applied to
+    each species' own held-out photos (``ood_species_photos`` or more of them): kept where
+    they exceed the collection's. A species photographed unlike the rest (underwater fish
+    among studio shells) widens the domain around itself instead of having its new photos
+    answered out_of_domain. Always True (nothing to fall back from)."""
+    miss = 1.0 - th.target_recall
+    own = np.nan_to_num(scores.ood_known, nan=np.inf)
+    widened: dict[str, float] = {}
+    for s in np.unique(scores.y[scores.known]):
+        mine = own[scores.known & (scores.y == s)]
+        mine = mine[np.isfinite(mine)]
+        if mine.size < cfg.ood_species_photos:
+            continue
+        threshold = acceptance_threshold(mine, 1.0 - cfg.ood_miss_share * miss)
+        if threshold > th.ood:
+            widened[rows.species[int(s)]] = threshold
+    th.ood_by_species = widened
+    return True
+
+
+def _fit_unknown(
+    th: Thresholds, scores: HeldOutScores, species: list[str], notes: list[str]
+) -> bool:
     """The unknown threshold: on the known images passing OOD, so that both filters together
     keep ``target_recall``. False: no unknown_species decisions (fallback)."""
-    passed = scores.passes_ood(th.ood)
+    passed = scores.passes_ood(th, species)
     if passed.sum() < 3:
         notes.append(
             "unknown: no unknown_species decisions (needs 3+ images of species with 2+ "
@@ -248,11 +276,13 @@ def _fit_temperature(
     return True
 
 
-def _measure(th: Thresholds, scores: HeldOutScores, stats: CalibrationStats) -> None:
+def _measure(
+    th: Thresholds, scores: HeldOutScores, stats: CalibrationStats, species: list[str]
+) -> None:
     """What the thresholds achieve on the held-out images (recall, rejection, AUROC)."""
     unknown_known = unknown_scores(scores.sims[scores.known])
     if scores.known.any():
-        accepted = scores.passes_ood(th.ood) & (unknown_known <= th.unknown)
+        accepted = scores.passes_ood(th, species) & (unknown_known <= th.unknown)
         stats.known_recall = round(float(accepted.mean()), 4)
     if scores.n_species > 1:
         unknown_unknown = unknown_scores(scores.sims_unknown)

@@ -443,9 +443,12 @@ class VectorIdentifier:
         sims = self.scorer.scores(queries)
         probs, none = self._probabilities(sims)
         unknown = unknown_scores(sims)
-        ood = self.ood_scorer.scores(queries)
+        ood, nearest = self.ood_scorer.scores_and_nearest(queries)
         decisions = [
-            str(d) for d, _, _ in self.policy.decide(probs, unknown, ood, self._thresholds)
+            str(d)
+            for d, _, _ in self.policy.decide(
+                probs, unknown, self._widened(ood, nearest), self._thresholds
+            )
         ]
         return BatchScores(
             list(self.rows.species),
@@ -457,6 +460,20 @@ class VectorIdentifier:
             none,
             self.place(sims),
         )
+
+    def _widened(self, ood: np.ndarray, nearest: np.ndarray) -> np.ndarray:
+        """OOD scores as the decision policy compares them: lowered by how much wider than the
+        collection's threshold the nearest photo's species' own threshold is
+        (``Thresholds.ood_by_species``); the answer's ``ood_score`` stays as measured."""
+        th = self._thresholds
+        if not th.ood_by_species or not np.isfinite(th.ood):
+            return ood
+        margin = np.zeros(len(self.rows.species) + 1)
+        index = {name: i for i, name in enumerate(self.rows.species)}
+        for name, threshold in th.ood_by_species.items():
+            if name in index:
+                margin[index[name]] = max(0.0, threshold - th.ood)
+        return ood - margin[nearest]  # nearest -1 picks the last entry, 0
 
     def place(self, sims: np.ndarray) -> list[Placement | None]:
         """The placement (genus, else family, with its probability) of queries with species
@@ -489,8 +506,9 @@ class VectorIdentifier:
         th = self._thresholds
         probs, none = self._probabilities(sims)
         unknown = unknown_scores(sims)
-        ood = self.ood_scorer.scores(q)
-        decision, taxon, confidence = self.policy.decide(probs, unknown, ood, th)[0]
+        ood, nearest = self.ood_scorer.scores_and_nearest(q)
+        widened = self._widened(ood, nearest)
+        decision, taxon, confidence = self.policy.decide(probs, unknown, widened, th)[0]
         rejected = decision in REJECTIONS
         scored = time.perf_counter()
         rows = self.rows

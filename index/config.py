@@ -150,6 +150,13 @@ class IdentifierConfig(DecisionOptions):
         lt=1.0,
         description="share of the allowed known-species rejections spent on the OOD filter",
     )
+    ood_species_photos: int = Field(
+        default=3,
+        ge=2,
+        description="held-out photos a species needs for an OOD threshold of its own (kept "
+        "when wider than the collection's: a species photographed unlike the rest widens the "
+        "domain around itself)",
+    )
     calibration_queries: int = Field(
         default=3000, ge=10, description="most held-out images scored when calibrating"
     )

@@ -221,6 +221,10 @@ class Thresholds(BaseModel):
     overridden: list[str] = Field(default_factory=list)
     stats: CalibrationStats = Field(default_factory=CalibrationStats)
     placement: PlacementCalibration | None = None
+    #: species whose own held-out photos lie farther out than ``ood`` allows: their own OOD
+    #: threshold, used for queries whose nearest photo is theirs (an enrolled species widens
+    #: the domain around itself; index.calibrate)
+    ood_by_species: dict[str, float] = Field(default_factory=dict)
 
     def with_overrides(self, **values: float | None) -> Thresholds:
         """A copy with the given (non-None) fields replaced and listed in ``overridden``."""

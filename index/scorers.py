@@ -435,8 +435,16 @@ class OodScorer:
         self.k = config.ood_k
 
     def scores(self, raw_queries: np.ndarray) -> np.ndarray:
-        scores, _ = self.rows.index.search(raw_queries, self.k)
-        return 1.0 - topk_mean(scores, self.k)
+        return self.scores_and_nearest(raw_queries)[0]
+
+    def scores_and_nearest(self, raw_queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """OOD scores and the species of each query's nearest row (-1 where none)."""
+        scores, keys = self.rows.index.search(raw_queries, self.k)
+        nearest = np.full(len(raw_queries), -1, np.int64)
+        found = keys[:, 0] >= 0 if keys.size else np.zeros(len(raw_queries), bool)
+        if found.any():
+            nearest[found] = self.rows.y[self.rows.rows_of_keys(keys[found, 0])]
+        return 1.0 - topk_mean(scores, self.k), nearest
 
     def held_out_scores(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """OOD scores of enrolled ``rows`` as queries: without their own group (a new
