@@ -18,6 +18,9 @@ unknown-species AUROC (half of the species enrolled with 5 photos each; the maxi
 similarity tells the other half's photos from the enrolled species' remaining photos; mean
 over ``--splits`` random halves). Images/s is the wall-clock rate of ``Embedder.embed_paths``
 over all photos, and ``× today`` its ratio to the baseline row measured in the same run.
+
+Feature recipes over these backbones (ensembles, GeM, multi-layer, flip TTA; the ``--model``
+profiles) on novel bird species and fish: ``benchmarks/profile_benchmark.py``.
 """
 
 from __future__ import annotations
