@@ -184,8 +184,11 @@ def test_filters_restrict_the_candidates(world):
         "Genus0_species0",
         "Genus0_species1",
     }
-    with pytest.raises(InvalidQueryError, match="no enrolled species matches region='Peru'"):
+    with pytest.raises(InvalidQueryError, match="unknown region 'Peru'"):
         identifier.identify(query, region="Peru")
+    # each value known, but no species has both
+    with pytest.raises(InvalidQueryError, match="no enrolled species matches"):
+        identifier.identify(query, region="Japan", genus="genus1")
 
 
 def test_region_is_voted_by_the_nearest_specimens(world):
