@@ -96,7 +96,9 @@ def test_identify_collection_and_species_page_fit_the_screen_without_broken_imag
         icon = page.request.get(f"{server}/favicon.ico")
         assert icon.status == 200 and icon.headers["content-type"] == "image/x-icon"
 
-        page.set_input_files("#identify-photos", str(photo(tmp_path, "q.png", "Conus_alpha", 91)))
+        page.set_input_files(
+            "#identify-photos", str(photo(tmp_path, "q.png", "Conus_alpha", 92))
+        )  # named: candidates shown
         page.click("#identify-submit")
         page.wait_for_selector("#result:not([hidden])")
         first = page.locator("#result-candidates li").first

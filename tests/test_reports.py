@@ -243,7 +243,7 @@ def test_evaluation_report_draws_f1_vs_images_and_names_where_the_json_is(evalua
     assert 'src="f1_vs_images.png"' in html
     assert 'href="evaluation.json"' in html
     beside = json.loads((evaluation_report.parent / "evaluation.json").read_text())
-    assert beside["schema_version"] == 1
+    assert beside["schema_version"] == 2
     assert str(evaluation_report.parent.parent / "elsewhere" / "figures.json") in html
     assert broken_links(evaluation_report) == []
 
