@@ -199,7 +199,7 @@ def test_a_running_server_answers_exactly_as_the_command_itself(setup):
         assert named.returncode == 2
         assert named.stderr.startswith("shellid: error: unknown genus 'Nope'")
     finally:
-        server.send_signal(signal.SIGINT)
+        server.send_signal(signal.SIGTERM)  # as a service manager stops it (Ctrl+C is SIGINT)
         server.wait(timeout=60)
     assert not announced.exists()  # a clean stop takes its file away
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import socket
 import time
+from collections.abc import Iterator
 
 from api.commands._collection import add_model_option, add_store_option, check_model_option
 
@@ -87,7 +90,30 @@ def run(args: argparse.Namespace) -> int:
 
     announced = announce(str(settings.store), client_url(args.host, args.port))
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+        with _sigterm_exits():
+            uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     finally:  # a clean stop removes it; a killed server's file is ignored (its process is gone)
         withdraw(announced)
     return 0
+
+
+@contextlib.contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """SIGTERM (service managers, ``docker stop``) ends the process through ``SystemExit``.
+
+    uvicorn shuts down gracefully on SIGTERM and then raises the signal again under the handler
+    it found; with the default handler that kills the process before ``finally`` blocks run, so
+    the server file would be left behind."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_exit)
+    except ValueError:  # not the main thread: signals are not ours to handle
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
