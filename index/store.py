@@ -353,9 +353,13 @@ class SpecimenStore:
         try:
             return self._specimens.search().select(columns).limit(None).to_arrow()
         except Exception as exc:
-            raise StoreError(
-                f"cannot read store {self.uri}: {storage_problem(exc)}{doctor_hint(self.uri)}"
-            ) from exc
+            raise self._read_failed(exc) from exc
+
+    def _read_failed(self, exc: BaseException) -> StoreError:
+        """The one-line error of a read the store could not serve (names ``shellid doctor``)."""
+        return StoreError(
+            f"cannot read store {self.uri}: {storage_problem(exc)}{doctor_hint(self.uri)}"
+        )
 
     def select(self, columns: list[str], where: str) -> pa.Table:
         """The rows matching the filter ``where``, ``columns`` only (never the image bytes
@@ -366,9 +370,7 @@ class SpecimenStore:
             query = self._specimens.search().where(where).select(columns).limit(None)
             return query.to_arrow()
         except Exception as exc:
-            raise StoreError(
-                f"cannot read store {self.uri}: {storage_problem(exc)}{doctor_hint(self.uri)}"
-            ) from exc
+            raise self._read_failed(exc) from exc
 
     def _at_version(self, version: int) -> tuple[Any, int]:
         """The specimens table checked out at ``version``; when that version has been cleaned
@@ -563,9 +565,7 @@ class SpecimenStore:
                 .to_arrow()
             )
         except Exception as exc:
-            raise StoreError(
-                f"cannot read store {self.uri}: {storage_problem(exc)}{doctor_hint(self.uri)}"
-            ) from exc
+            raise self._read_failed(exc) from exc
         if table.num_rows == 0:
             raise SpecimenNotFoundError(f"no enrolled specimen with id {specimen_id!r}")
         return bytes(table[column][0].as_py())
