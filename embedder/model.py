@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import BACKBONES, DEFAULT_BACKBONE, Backbone, BackboneError, create_backbone
-from .profiles import Profile, create_profile, profile_of
-from .settings import HEAD_KINDS, MODEL_NAMES, PROFILE_NAMES
+from .heads import HEADS as HEADS  # re-exported: the heads create_head builds
+from .heads import create_head
+from .profiles import PROFILES, Profile, create_profile, profile_of
 from .transforms import PreprocessConfig
 
 MODEL_FORMAT = "shellid-model/1"
@@ -31,8 +32,9 @@ class ModelFileError(RuntimeError):
 
 
 class ResidualProjection(nn.Module):
-    """``x + W x + b`` with ``W`` and ``b`` initialised to zero: starts as the identity, so
-    training refines the pretrained features instead of replacing them."""
+    """The ``residual`` head of :data:`embedder.heads.HEADS`: ``x + W x + b`` with ``W`` and
+    ``b`` initialised to zero: starts as the identity, so training refines the pretrained
+    features instead of replacing them."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -42,33 +44,6 @@ class ResidualProjection(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return features + self.proj(features)
-
-
-def create_head(
-    kind: str, in_dim: int, out_dim: int, hidden: int = 1024, dropout: float = 0.0
-) -> nn.Module:
-    """Projection heads by name: ``identity``, ``linear``, ``mlp`` (Linear-BN-ReLU-Linear) or
-    ``residual`` (:class:`ResidualProjection`; needs ``out_dim == in_dim``)."""
-    if kind == "identity":
-        return nn.Identity()
-    if kind == "linear":
-        return nn.Linear(in_dim, out_dim)
-    if kind == "residual":
-        if out_dim != in_dim:
-            raise ValueError(
-                f"the residual head keeps the feature size ({in_dim}); embedding size {out_dim} "
-                "needs the linear or mlp head"
-            )
-        return ResidualProjection(in_dim)
-    if kind == "mlp":
-        return nn.Sequential(
-            nn.Linear(in_dim, hidden),
-            nn.BatchNorm1d(hidden),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, out_dim),
-        )
-    raise ValueError(f"unknown head {kind!r}; choose one of {', '.join(HEAD_KINDS)}")
 
 
 class EmbeddingModel(nn.Module):
@@ -280,11 +255,19 @@ def load_model(
         loaded = default_model()
     elif Path(model).is_file():
         loaded = EmbeddingModel.load(model)
-    elif str(model) in BACKBONES or str(model) in PROFILE_NAMES:
+    elif str(model) in BACKBONES or str(model) in PROFILES:
         loaded = default_model(str(model))
     else:
-        raise ModelFileError(
-            f"model file {model} not found (nor is it a packaged backbone or profile: "
-            f"{', '.join(MODEL_NAMES)})"
-        )
+        raise ModelFileError(_unknown_model_message(str(model)))
     return loaded.eval().to(device)
+
+
+def _unknown_model_message(model: str) -> str:
+    """``model file X not found (nor is it a packaged backbone or profile: ...)``, naming the
+    closest backbone or profile when one is close."""
+    close = BACKBONES.closest(model) or PROFILES.closest(model)
+    hint = f"; did you mean {close!r}?" if close else ""
+    return (
+        f"model file {model} not found (nor is it a packaged backbone or profile{hint}: "
+        f"{', '.join([*BACKBONES, *PROFILES])})"
+    )

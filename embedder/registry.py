@@ -45,9 +45,14 @@ class Registry(Generic[T]):
 
     def unknown_message(self, name: str) -> str:
         """``unknown loss 'multisim' (did you mean 'multi_similarity'?); losses: ...``."""
-        close = difflib.get_close_matches(name, self._entries, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        close = self.closest(name)
+        hint = f" (did you mean {close!r}?)" if close else ""
         return f"unknown {self.kind} {name!r}{hint}; {self.plural}: {', '.join(self._entries)}"
+
+    def closest(self, name: str) -> str | None:
+        """The registered name most like ``name`` (difflib), or None when none is close."""
+        close = difflib.get_close_matches(name, self._entries, n=1)
+        return close[0] if close else None
 
     def get(self, name: str, default: T | None = None) -> T | None:
         return self._entries.get(name, default)
@@ -55,8 +60,17 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return list(self._entries)
 
+    def values(self) -> list[T]:
+        return list(self._entries.values())
+
     def items(self) -> list[tuple[str, T]]:
         return list(self._entries.items())
+
+    def remove(self, name: str) -> T:
+        """Unregister ``name`` (a plug-in's or a test's entry); returns its entry."""
+        if name not in self._entries:
+            raise UnknownNameError(self.unknown_message(name))
+        return self._entries.pop(name)
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

@@ -41,7 +41,9 @@ from .backbones import Backbone, create_backbone
 from .datasets import DatasetError, ImageRecord, class_split, scan_collection
 from .episodes import episodic_accuracy
 from .feature_cache import CachedFeatures, FeatureCache
+from .losses import LOSSES
 from .model import EmbeddingModel, create_head
+from .registry import UnknownNameError
 from .settings import LOSS_KINDS, TrainingConfig, TrainingError
 
 
@@ -82,23 +84,13 @@ def resolve_device(name: str) -> torch.device:
 
 
 def create_loss(kind: str, num_classes: int, dim: int) -> tuple[nn.Module, nn.Module | None]:
-    """A pytorch-metric-learning loss and its miner (or ``None``) by name."""
-    from pytorch_metric_learning import losses, miners
-
-    if kind == "multisimilarity":
-        return losses.MultiSimilarityLoss(alpha=2, beta=50, base=0.5), miners.MultiSimilarityMiner(
-            0.1
-        )
-    if kind == "supcon":
-        return losses.SupConLoss(temperature=0.1), None
-    if kind == "proxyanchor":
-        return losses.ProxyAnchorLoss(num_classes, dim, margin=0.1, alpha=32), None
-    if kind == "triplet":
-        return (
-            losses.TripletMarginLoss(margin=0.1),
-            miners.TripletMarginMiner(margin=0.1, type_of_triplets="semihard"),
-        )
-    raise TrainingError(f"unknown loss {kind!r}; choose one of {', '.join(LOSS_KINDS)}")
+    """The loss registered as ``kind`` in :data:`embedder.losses.LOSSES` and its miner (or
+    ``None``); :class:`TrainingError` names the closest registered loss for an unknown one."""
+    try:
+        factory = LOSSES[kind]
+    except UnknownNameError as exc:
+        raise TrainingError(str(exc)) from None
+    return factory(num_classes, dim)
 
 
 def seed_everything(seed: int) -> None:
@@ -436,8 +428,6 @@ def _build_network(
     in_dim = backbone.num_features
     default_dim = in_dim if config.head in ("identity", "residual") else 512
     out_dim = config.embedding_dim or default_dim
-    if config.head == "identity" and out_dim != in_dim:
-        raise TrainingError(f"the identity head keeps the feature size ({in_dim})")
     try:
         head = create_head(config.head, in_dim, out_dim)
     except ValueError as exc:
@@ -470,56 +460,37 @@ def _run_epochs(
 ) -> tuple[list[EpochLog], int]:
     """Train epoch by epoch, validating after each; loads the best epoch's weights into the
     network and returns the history and that epoch (early stop after ``patience``)."""
-    from pytorch_metric_learning.samplers import MPerClassSampler
-
-    net, validating = network.net, len(data.val.paths) > 0
-    m = config.m_per_class
-    batch_size = max(2 * m, min(config.batch_size, m * len(data.classes)) // m * m)
-    sampler = MPerClassSampler(
-        data.label_ids.numpy(),
-        m=m,
-        batch_size=batch_size,
-        length_before_new_iter=max(len(data.label_ids), batch_size),
-    )
-    features = torch.from_numpy(data.train.features)  # (n, views, ...) float16, stays on CPU
-    view_rng = torch.Generator().manual_seed(config.seed)
-
-    def validate() -> tuple[float, float, float]:
-        if not validating:
-            return math.nan, math.nan, math.nan
-        vectors = embed_features(net, data.val.features[:, 0], device)
-        return _validation_scores(
-            vectors, data.val_labels, data.val_groups, config.val_episodes, config.seed
-        )
-
-    history: list[EpochLog] = []
-    one, ci, five = validate()
-    history.append(EpochLog(0, math.nan, one, ci, five, 0.0, 0.0))
+    validating = len(data.val.paths) > 0
+    batches = _EpochBatches(data, config)
+    one, ci, five = _validate(network.net, data, config, device)
+    history = [EpochLog(0, math.nan, one, ci, five, 0.0, 0.0)]
     log(
         f"epoch  0/{config.epochs}  before training          val 1-shot {_percent(one)}  "
         f"5-shot {_percent(five)}"
     )
-    best_epoch, best_score = 0, one
-    best_state = copy.deepcopy(net.state_dict())
-    stale = 0
+    best_epoch, best_score, stale = 0, one, 0
+    best_state = copy.deepcopy(network.net.state_dict())
     for epoch in range(1, config.epochs + 1):
         tick = time.perf_counter()
         lr = network.optimizer.param_groups[0]["lr"]
-        batches = torch.tensor(list(iter(sampler))).split(batch_size)
         losses = [
-            _train_step(network, features, data.label_ids, batch, view_rng, device)
+            _train_step(network, batches.features, data.label_ids, batch, batches.view_rng, device)
             for batch in tqdm(
-                batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress
+                batches.of_epoch(),
+                desc=f"epoch {epoch}",
+                unit="batch",
+                leave=False,
+                disable=not progress,
             )
         ]
         network.scheduler.step()
-        one, ci, five = validate()
+        one, ci, five = _validate(network.net, data, config, device)
         mean_loss = float(np.mean(losses)) if losses else math.nan
         history.append(EpochLog(epoch, mean_loss, one, ci, five, lr, time.perf_counter() - tick))
         improved = validating and one > best_score
         if improved or not validating:
             best_epoch, best_score, stale = epoch, one, 0
-            best_state = copy.deepcopy(net.state_dict())
+            best_state = copy.deepcopy(network.net.state_dict())
         else:
             stale += 1
         log(
@@ -532,8 +503,44 @@ def _run_epochs(
                 f"no improvement for {config.patience} epochs: stopping, keeping epoch {best_epoch}"
             )
             break
-    net.load_state_dict(best_state)
+    network.net.load_state_dict(best_state)
     return history, best_epoch
+
+
+class _EpochBatches:
+    """The training images' batches: ``m_per_class`` images of each of several classes per
+    batch (``MPerClassSampler``), and the cached views with the generator that picks one view
+    of each image per step."""
+
+    def __init__(self, data: _TrainingData, config: TrainingConfig) -> None:
+        from pytorch_metric_learning.samplers import MPerClassSampler
+
+        m = config.m_per_class
+        self.size = max(2 * m, min(config.batch_size, m * len(data.classes)) // m * m)
+        self.sampler = MPerClassSampler(
+            data.label_ids.numpy(),
+            m=m,
+            batch_size=self.size,
+            length_before_new_iter=max(len(data.label_ids), self.size),
+        )
+        self.features = torch.from_numpy(data.train.features)  # (n, views, ...) f16, on CPU
+        self.view_rng = torch.Generator().manual_seed(config.seed)
+
+    def of_epoch(self) -> tuple[torch.Tensor, ...]:
+        """One epoch's batches of image indices (a new draw of the sampler)."""
+        return torch.tensor(list(iter(self.sampler))).split(self.size)
+
+
+def _validate(
+    net: nn.Module, data: _TrainingData, config: TrainingConfig, device: torch.device
+) -> tuple[float, float, float]:
+    """Validation scores of ``net`` (NaN when there are no validation images)."""
+    if not data.val.paths:
+        return math.nan, math.nan, math.nan
+    vectors = embed_features(net, data.val.features[:, 0], device)
+    return _validation_scores(
+        vectors, data.val_labels, data.val_groups, config.val_episodes, config.seed
+    )
 
 
 def _train_step(

@@ -3,8 +3,9 @@
 A species scorer turns raw (unit) query vectors into an ``(m, S)`` array over
 :attr:`EnrolledRows.species` (``-inf`` = species cannot be scored) with :meth:`scores`, and
 scores enrolled rows as if their own specimen (group) had never been enrolled with
-:meth:`held_out_scores` (what calibration needs). :func:`species_scorer` builds the one named
-by ``IdentifierConfig.method``; another scorer only has to follow :class:`SpeciesScorer`.
+:meth:`held_out_scores` (what calibration needs). :func:`species_scorer` builds the one
+:data:`SCORERS` registers under ``IdentifierConfig.method``; another scorer only has to follow
+:class:`SpeciesScorer` and be registered there.
 
 - :class:`Cl2n`: the CL2N centring shared by the scorers (collection mean, centred rows).
 - :class:`PrototypeScorer`: cosine similarity to the species' CL2N prototype(s).
@@ -24,6 +25,8 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
+
+from embedder.registry import Registry, UnknownNameError
 
 from .config import IdentifierConfig
 from .enrolled import EnrolledRows
@@ -408,23 +411,74 @@ def fold_of_rows(rows: EnrolledRows, seed: int) -> np.ndarray:
     return fold_of_group[rows.g]
 
 
+class ScorerFactory(Protocol):
+    """Builds a species scorer (not yet fitted) over a collection's rows and centring;
+    ``prior``: the model's within-species covariance, for scorers that use one."""
+
+    def __call__(
+        self,
+        rows: EnrolledRows,
+        cl2n: Cl2n,
+        config: IdentifierConfig,
+        prior: WithinSpeciesPrior | None,
+    ) -> SpeciesScorer: ...
+
+
+#: Species scorer name (``IdentifierConfig.method``, ``SHELLID_METHOD``) -> its factory, in the
+#: order the command line and docs/index.md list them. Adding a scorer is one decorated
+#: function returning a :class:`SpeciesScorer`; the first line of its docstring describes it.
+SCORERS: Registry[ScorerFactory] = Registry("species scorer")
+
+
+@SCORERS.register("whitened")
+def whitened_scorer(
+    rows: EnrolledRows, cl2n: Cl2n, config: IdentifierConfig, prior: WithinSpeciesPrior | None
+) -> SpeciesScorer:
+    """Cosine to the species' CL2N prototype in the collection's within-species whitened space
+    (the default)."""
+    return WhitenedScorer(rows, cl2n, config, prior)
+
+
+@SCORERS.register("prototype")
+def prototype_scorer(
+    rows: EnrolledRows, cl2n: Cl2n, config: IdentifierConfig, prior: WithinSpeciesPrior | None
+) -> SpeciesScorer:
+    """Cosine of the centred query to the species' (best) CL2N prototype."""
+    return PrototypeScorer(rows, cl2n, config)
+
+
+@SCORERS.register("knn")
+def nearest_specimen_scorer(
+    rows: EnrolledRows, cl2n: Cl2n, config: IdentifierConfig, prior: WithinSpeciesPrior | None
+) -> SpeciesScorer:
+    """Cosine of the centred query to the species' nearest enrolled photo."""
+    return NearestSpecimenScorer(rows, cl2n, config)
+
+
+@SCORERS.register("prototype+knn")
+def prototype_and_knn_scorer(
+    rows: EnrolledRows, cl2n: Cl2n, config: IdentifierConfig, prior: WithinSpeciesPrior | None
+) -> SpeciesScorer:
+    """The mean of the ``prototype`` and ``knn`` scores (the default until issue #10)."""
+    return MeanScorer(
+        [PrototypeScorer(rows, cl2n, config), NearestSpecimenScorer(rows, cl2n, config)]
+    )
+
+
 def species_scorer(
     rows: EnrolledRows,
     cl2n: Cl2n,
     config: IdentifierConfig,
     prior: WithinSpeciesPrior | None = None,
 ) -> SpeciesScorer:
-    """The scorer named by ``config.method`` (not yet fitted); ``prior`` serves the whitened
-    one (the others have no covariance)."""
-    if config.method == "whitened":
-        return WhitenedScorer(rows, cl2n, config, prior)
-    if config.method == "prototype":
-        return PrototypeScorer(rows, cl2n, config)
-    if config.method == "knn":
-        return NearestSpecimenScorer(rows, cl2n, config)
-    return MeanScorer(
-        [PrototypeScorer(rows, cl2n, config), NearestSpecimenScorer(rows, cl2n, config)]
-    )
+    """The scorer :data:`SCORERS` registers as ``config.method`` (not yet fitted); ``prior``
+    serves the whitened one (the others have no covariance). :class:`ValueError` names the
+    closest registered scorer for an unknown method."""
+    try:
+        factory = SCORERS[config.method]
+    except UnknownNameError as exc:
+        raise ValueError(str(exc)) from None
+    return factory(rows, cl2n, config, prior)
 
 
 class OodScorer:
