@@ -34,3 +34,19 @@ def test_a_name_registers_once() -> None:
     heads.add("mlp", "a")
     with pytest.raises(ValueError, match="already registered"):
         heads.add("mlp", "b")
+
+
+def test_a_removed_name_is_unknown_again_and_the_rest_keep_their_order() -> None:
+    heads: Registry[str] = Registry("head")
+    for name in ("identity", "toy", "mlp"):
+        heads.add(name, name.upper())
+    assert heads.remove("toy") == "TOY"
+    assert heads.names() == ["identity", "mlp"] and heads.values() == ["IDENTITY", "MLP"]
+    with pytest.raises(UnknownNameError, match="unknown head 'toy'"):
+        heads.remove("toy")
+
+
+def test_closest_names_a_near_miss_only() -> None:
+    scorers: Registry[int] = Registry("species scorer")
+    scorers.add("whitened", 1)
+    assert scorers.closest("whitend") == "whitened" and scorers.closest("zzz") is None
