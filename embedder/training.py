@@ -643,6 +643,7 @@ def train_collection(
 
 
 __all__ = [
+    "LOSSES",
     "LOSS_KINDS",
     "DatasetError",
     "EpochLog",
