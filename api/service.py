@@ -1,4 +1,4 @@
-"""The service layer: what the routes ask of a :class:`index.Collection`, with the embedding
+"""The service layer: what the routes ask of a :class:`Collection`, with the embedding
 micro-batcher in front and every blocking call moved off the event loop."""
 
 from __future__ import annotations

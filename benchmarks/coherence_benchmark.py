@@ -2,7 +2,7 @@
 
 Process B is a real ``shellid serve`` over a store of real shell photos (the default frozen
 model); process A is this script, enrolling into and removing from the same store through
-``index.Collection`` as ``shellid enroll`` / ``remove`` would. For each round A enrolls one
+a ``Collection`` as ``shellid enroll`` / ``remove`` would. For each round A enrolls one
 photo of a new species and B's ``GET /v1/species/{name}`` is polled every 10 ms until it
 answers 200; then A removes the species and B is polled until it answers 404. Printed per
 refresh interval (``SHELLID_REFRESH_SECONDS``): median and worst seconds from the end of A's
@@ -99,7 +99,7 @@ def main() -> int:
         print(f"needs {SHELLS} and {NEWCOMERS}", file=sys.stderr)
         return 2
 
-    from index import Collection
+    from index.workflows.collection import Collection
 
     work = Path(tempfile.mkdtemp(prefix="shellid-coherence-"))
     try:

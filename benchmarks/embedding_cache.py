@@ -1,6 +1,6 @@
 """Embeddings of real image folders, cached on disk so benchmark reruns skip the model.
 
-Images are embedded exactly as :meth:`index.Collection.enroll` does (the normalised JPEG copy
+Images are embedded exactly as :meth:`Collection.enroll` does (the normalised JPEG copy
 of :func:`index.workflows.imaging.prepare_image`). The cache file is keyed by the model
 fingerprint and a hash of the file list (relative path, size, mtime), so a changed folder or
 model is re-embedded.

@@ -46,7 +46,7 @@ from index.store import SpecimenStore  # noqa: E402
 SPECIES = [f"Soakus_species{k}" for k in range(6)]
 FAKE_REPLICA = (
     "import sys, api.app\n"
-    "from index import Collection\n"
+    "from index.workflows.collection import Collection\n"
     "from tests.fake_embedder import FakeEmbedder\n"
     "api.app.open_collection = lambda s: Collection.open(\n"
     "    s.store, model=FakeEmbedder(), create=True, settings=s)\n"

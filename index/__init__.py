@@ -2,7 +2,8 @@
 open-set decisions). See docs/index.md and docs/CONTRACTS.md.
 
 Names are imported on first use (PEP 562): ``import index.results`` does not load FAISS,
-SciPy or LanceDB, and ``index.Collection`` loads no model until it embeds.
+SciPy or LanceDB. Only the engine's names are here: the application layer (``Collection``,
+reports, Ray jobs) is imported from its own module under :mod:`index.workflows`.
 """
 
 from __future__ import annotations
@@ -40,12 +41,10 @@ if TYPE_CHECKING:  # the real names for type checkers and IDEs
         Thresholds,
     )
     from .search import VectorIndex
-    from .workflows.collection import Collection
 
 #: public name -> submodule that defines it
 _EXPORTS: dict[str, str] = {
     "VectorIdentifier": "classifier",
-    "Collection": "workflows.collection",
     "IdentifierConfig": "config",
     "IndexSettings": "config",
     **{
@@ -84,7 +83,6 @@ __all__ = [
     "BatchScores",
     "CalibrationStats",
     "Candidate",
-    "Collection",
     "CollectionError",
     "DuplicateImageError",
     "EmptyCollectionError",

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from index import Collection
+from index.workflows.collection import Collection
 from tests.fake_embedder import FakeEmbedder
 
 ROUNDS = 6

@@ -38,7 +38,7 @@ BUCKET = "shellid-test"
 #: ``shellid serve`` with the fake embedder (the model is not the point here)
 REPLICA = (
     "import sys, api.app\n"
-    "from index import Collection\n"
+    "from index.workflows.collection import Collection\n"
     "from tests.fake_embedder import FakeEmbedder\n"
     "api.app.open_collection = lambda s: Collection.open(\n"
     "    s.store, model=FakeEmbedder(), create=True, settings=s)\n"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from index import Collection
+from index.workflows.collection import Collection
 from tests.fake_embedder import FakeEmbedder
 
 U64_MAX = (1 << 64) - 1

@@ -16,9 +16,9 @@ from PIL import Image
 from api.app import create_app
 from api.cli import main
 from api.settings import ServiceSettings
-from index import Collection
 from index.errors import StoreError
 from index.store import SpecimenStore
+from index.workflows.collection import Collection
 from tests.fake_embedder import FakeEmbedder
 from tests.faults.damage import data_files, enrolled_store, manifest, newest_version, photo
 

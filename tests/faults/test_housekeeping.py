@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index import Collection
 from index.store import SpecimenStore
+from index.workflows.collection import Collection
 from tests.conftest import store_row
 from tests.fake_embedder import FakeEmbedder
 from tests.faults.damage import photo, snapshot_files

@@ -10,8 +10,8 @@ import signal
 import time
 from pathlib import Path
 
-from index import Collection
 from index.doctor import check_store
+from index.workflows.collection import Collection
 from tests.fake_embedder import FakeEmbedder
 from tests.faults.damage import photo
 

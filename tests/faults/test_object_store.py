@@ -25,8 +25,8 @@ from moto.moto_server.werkzeug_app import (
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Response
 
-from index import Collection
 from index.errors import StoreWriteError
+from index.workflows.collection import Collection
 from tests.fake_embedder import FakeEmbedder
 from tests.faults.damage import photo
 
