@@ -15,6 +15,12 @@ from typing import BinaryIO
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from .intake_limits import (
+    DEFAULT_MAX_PIXELS,
+    MIN_SIDE_PX,
+    IntakeLimits,
+)
+
 try:  # HEIC/HEIF photos from phones, when the maintained plugin is installed.
     from pillow_heif import register_heif_opener
 
@@ -23,11 +29,6 @@ try:  # HEIC/HEIF photos from phones, when the maintained plugin is installed.
 except Exception:  # pragma: no cover - optional plugin
     HEIF_SUPPORTED = False
 
-MIN_SIDE_PX = 32
-DEFAULT_MAX_PIXELS = 50_000_000
-DEFAULT_MAX_SIDE = 16_384
-DEFAULT_MAX_ASPECT_RATIO = 10.0
-DEFAULT_MAX_COST = 2.0
 SUPPORTED_FORMATS = frozenset(
     {"JPEG", "PNG", "WEBP", "TIFF", "BMP", "MPO", "GIF"}
     | ({"HEIF", "HEIC"} if HEIF_SUPPORTED else set())
@@ -86,23 +87,6 @@ def load_image(
     if not data:
         raise ImageIntakeError("empty", "the file is empty", label)
     return decode_image(data, label=label, max_pixels=max_pixels, min_side=min_side)
-
-
-@dataclass(frozen=True)
-class IntakeLimits:
-    """What an image may cost before any pixel is decoded (checked from its header).
-
-    ``max_pixels``: width x height (decompression bombs); ``max_side`` / ``min_side``: pixels
-    per side; ``max_aspect_ratio``: longer side / shorter side; ``max_cost``: the estimated
-    work of decoding and resizing it, in multiples of a normal photo (:data:`NORMAL_PHOTO`,
-    see :func:`estimate_cost`).
-    """
-
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    max_side: int = DEFAULT_MAX_SIDE
-    min_side: int = MIN_SIDE_PX
-    max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO
-    max_cost: float = DEFAULT_MAX_COST
 
 
 @dataclass(frozen=True)

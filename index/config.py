@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from embedder.intake import (
+from embedder.intake_limits import (
     DEFAULT_MAX_ASPECT_RATIO,
     DEFAULT_MAX_COST,
     DEFAULT_MAX_PIXELS,

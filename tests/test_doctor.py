@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from api.cli import main
-from index.doctor import check_store
 from index.store import SpecimenStore
 from index.workflows.collection import Collection
+from index.workflows.doctor import check_store
 from tests.conftest import store_row
 from tests.fake_embedder import FakeEmbedder
 from tests.faults.damage import (

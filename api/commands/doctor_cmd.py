@@ -1,5 +1,6 @@
 """``shellid doctor``: check a store, list what is damaged and what can be recovered, and
-repair what is safe with ``--repair`` (index/doctor.py says what is checked and repaired)."""
+repair what is safe with ``--repair`` (:mod:`index.workflows.doctor` says what is checked and
+repaired)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Exit status 0: healthy (or everything found was repaired); 1: damage is left."""
-    from index.doctor import check_store
+    from index.workflows.doctor import check_store
 
     uri = store_uri(args)
 

@@ -13,9 +13,9 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from index.doctor import check_store
 from index.store import SpecimenStore
 from index.workflows.collection import Collection
+from index.workflows.doctor import check_store
 from tests.fake_embedder import FakeEmbedder
 from tests.faults.damage import photo, snapshot_files
 

@@ -20,10 +20,10 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.settings import ServiceSettings
-from index.doctor import check_store
 from index.errors import StoreWriteError
 from index.snapshot import Snapshots
 from index.workflows.collection import Collection
+from index.workflows.doctor import check_store
 from tests.fake_embedder import FakeEmbedder
 from tests.faults.damage import photo, snapshot_files
 

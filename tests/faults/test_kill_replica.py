@@ -10,8 +10,8 @@ import signal
 import time
 from pathlib import Path
 
-from index.doctor import check_store
 from index.workflows.collection import Collection
+from index.workflows.doctor import check_store
 from tests.fake_embedder import FakeEmbedder
 from tests.faults.damage import photo
 
