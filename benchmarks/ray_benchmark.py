@@ -50,7 +50,8 @@ def single_process(data: Path, work: Path) -> tuple[float, int]:
 def on_ray(data: Path, work: Path, workers: int, address: str):
     """The :class:`RunTiming` of ``enroll_on_ray`` with ``workers`` 1-CPU workers."""
     from index.workflows.collection import Collection
-    from index.workflows.distributed import RayOptions, RunTiming, enroll_on_ray, folder_jobs
+    from index.workflows.ray.cluster import RayOptions, RunTiming
+    from index.workflows.ray.enrol import enroll_on_ray, folder_jobs
 
     collection = Collection.open(work / f"ray{workers}")
     collection.embedder  # noqa: B018
@@ -110,7 +111,7 @@ def main() -> None:
         raise SystemExit(f"{args.data}: no such folder (the real photos are in ../shared)")
     from embedder.intake import NORMAL_PHOTO_MS
     from embedder.runtime import usable_cores
-    from index.workflows.distributed import LOCAL_TEMP_DIR, RayOptions, RunTiming, ray_session
+    from index.workflows.ray.cluster import LOCAL_TEMP_DIR, RayOptions, RunTiming, ray_session
 
     print(
         f"machine: {usable_cores()} cores, {platform.processor() or platform.machine()}, "

@@ -40,7 +40,7 @@ def cluster() -> str:
     """A local Ray for the module (two worker slots); yields its address."""
     import ray
 
-    from index.workflows.distributed import RayOptions, ray_session
+    from index.workflows.ray.cluster import RayOptions, ray_session
 
     with ray_session(RayOptions(workers=2)):
         yield ray.get_runtime_context().gcs_address
@@ -60,13 +60,9 @@ def rows(store: Path) -> dict[str, dict]:
 
 def test_ray_enrolment_and_reindex_give_the_local_vectors_and_rows(tmp_path, cluster):
     from index.workflows.collection import Collection
-    from index.workflows.distributed import (
-        RayOptions,
-        RunTiming,
-        enroll_on_ray,
-        folder_jobs,
-        reindex_on_ray,
-    )
+    from index.workflows.ray.cluster import RayOptions, RunTiming
+    from index.workflows.ray.enrol import enroll_on_ray, folder_jobs
+    from index.workflows.ray.reindex import reindex_on_ray
 
     data = real_set(tmp_path / "shells", species=2, per_species=4)
     (next(data.iterdir()) / "broken.jpg").write_bytes(b"not a photo")
@@ -106,7 +102,8 @@ def test_ray_enrolment_and_reindex_give_the_local_vectors_and_rows(tmp_path, clu
 
 def test_ray_embed_gives_the_vectors_of_embed_paths(tmp_path, cluster):
     from embedder import Embedder, load_model
-    from index.workflows.distributed import RayOptions, embed_on_ray
+    from index.workflows.ray.cluster import RayOptions
+    from index.workflows.ray.embed import embed_on_ray
 
     photos = sorted(real_set(tmp_path / "shells", species=1, per_species=4).glob("*/*.jpg"))
     broken = tmp_path / "broken.jpg"
@@ -177,7 +174,7 @@ def test_killed_ray_enrolment_resumes_without_duplicates(tmp_path, cluster):
 def test_ray_option_errors_are_one_line(tmp_path, capsys):
     from api.cli import main
     from api.commands._ray import ray_address
-    from index.workflows.distributed import RayClusterError, check_address, probe
+    from index.workflows.ray.cluster import RayClusterError, check_address, probe
 
     data = real_set(tmp_path / "shells", species=1, per_species=1)
     with pytest.raises(SystemExit) as exit_:

@@ -1,6 +1,6 @@
 """The ``--ray [ADDRESS]`` options of ``enroll``, ``embed`` and ``reindex`` (big collections on a
 Ray cluster; see docs/distributed.md). Nothing here imports Ray: the job code is in
-:mod:`index.workflows.distributed`."""
+:mod:`index.workflows.ray`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import argparse
 import re
 from typing import Any
 
-# the forms index.workflows.distributed.check_address accepts (kept light: no index import)
+# the forms index.workflows.ray.cluster.check_address accepts (kept light: no index import)
 _ADDRESS = re.compile(r"^(local|auto|[\w.-]+:\d+)$")
 
 
@@ -84,9 +84,9 @@ def add_ray_options(
 
 
 def ray_options(args: argparse.Namespace, batch_size: int | None = None) -> Any:
-    """The :class:`index.workflows.distributed.RayOptions` of parsed ``args``; fails in one
+    """The :class:`index.workflows.ray.cluster.RayOptions` of parsed ``args``; fails in one
     line when Ray is not installed or the cluster's address accepts no connection."""
-    from index.workflows.distributed import RayOptions, probe, require_ray
+    from index.workflows.ray.cluster import RayOptions, probe, require_ray
 
     require_ray()
     probe(args.ray)  # an unreachable cluster fails before the model loads

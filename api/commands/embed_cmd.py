@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     if ray is not None:
         from embedder.embedding import EmbeddingResult
-        from index.workflows.distributed import embed_on_ray
+        from index.workflows.ray.embed import embed_on_ray
 
         result = EmbeddingResult(
             *embed_on_ray(paths, args.model, embedder.fingerprint, ray, progress=not args.quiet)

@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
         source = args.source or enrolled_from(photos)
         if ray is not None:
-            from index.workflows.distributed import EnrolJob, enroll_on_ray
+            from index.workflows.ray.enrol import EnrolJob, enroll_on_ray
 
             job = EnrolJob(args.species, photos, [groups[p] for p in photos], taxonomy, source)
             reports = enroll_on_ray(collection, [job], ray, progress=progress)
@@ -192,7 +192,7 @@ def refuse_unreadable(photos: list, args: argparse.Namespace) -> None:
 
 def _enroll_folders_on_ray(args: argparse.Namespace, collection, options, progress: bool):
     """``enroll_folder`` of every DATA tree, as one job on Ray (one report per species)."""
-    from index.workflows.distributed import enroll_on_ray, folder_jobs
+    from index.workflows.ray.enrol import enroll_on_ray, folder_jobs
 
     jobs = [
         job

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{collection.store.uri}: nothing enrolled; the store will use the new model")
     model = args.model or collection.settings.model
     if ray is not None:
-        from index.workflows.distributed import reindex_on_ray
+        from index.workflows.ray.reindex import reindex_on_ray
 
         count = reindex_on_ray(collection, model, ray, progress=sys.stderr.isatty())
     else:
