@@ -63,6 +63,41 @@ class BootstrapResult:
         }
 
 
+def _strata(
+    y_true: np.ndarray, scored: np.ndarray, max_per_species: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """The rows of each scored species, at most ``max_per_species`` of them (drawn)."""
+    strata = []
+    for cls in scored:
+        members = np.flatnonzero(y_true == cls)
+        if len(members) > max_per_species:
+            members = rng.choice(members, size=max_per_species, replace=False)
+        strata.append(members)
+    return strata
+
+
+def _resampled(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    strata: list[np.ndarray],
+    n_classes: int,
+    resamples: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-species F1 (resamples x classes) and accuracy (resamples) of ``resamples``
+    stratified resamples, drawn in chunks of about two million rows."""
+    f1s: list[np.ndarray] = []
+    accs: list[np.ndarray] = []
+    chunk = max(1, 2_000_000 // max(sum(len(m) for m in strata), 1))
+    for start in range(0, resamples, chunk):
+        r = min(chunk, resamples - start)
+        idx = np.concatenate([m[rng.integers(0, len(m), size=(r, len(m)))] for m in strata], axis=1)
+        t, p = y_true[idx], y_pred[idx]
+        f1s.append(_f1_from_counts(*_counts(t, p, n_classes)))
+        accs.append((t == p).mean(axis=1))
+    return np.concatenate(f1s), np.concatenate(accs)
+
+
 def bootstrap_f1(
     true_species: Sequence[str],
     predicted_species: Sequence[str],
@@ -93,23 +128,8 @@ def bootstrap_f1(
     point_macro = float(point_f1[scored].mean())
 
     rng = np.random.default_rng(seed)
-    strata = []
-    for cls in scored:
-        members = np.flatnonzero(y_true == cls)
-        if len(members) > max_per_species:
-            members = rng.choice(members, size=max_per_species, replace=False)
-        strata.append(members)
-    f1s: list[np.ndarray] = []
-    accs: list[np.ndarray] = []
-    chunk = max(1, 2_000_000 // max(sum(len(m) for m in strata), 1))
-    for start in range(0, resamples, chunk):
-        r = min(chunk, resamples - start)
-        idx = np.concatenate([m[rng.integers(0, len(m), size=(r, len(m)))] for m in strata], axis=1)
-        t, p = y_true[idx], y_pred[idx]
-        f1s.append(_f1_from_counts(*_counts(t, p, n_classes)))
-        accs.append((t == p).mean(axis=1))
-    f1 = np.concatenate(f1s)
-    acc = np.concatenate(accs)
+    strata = _strata(y_true, scored, max_per_species, rng)
+    f1, acc = _resampled(y_true, y_pred, strata, n_classes, resamples, rng)
     macro = f1[:, scored].mean(axis=1)
     tail = 100 * (1 - confidence) / 2
 

@@ -71,6 +71,37 @@ class ClosedSetMetrics:
         }
 
 
+def _precision_recall_f1(
+    species: list[str], y_true: np.ndarray, y_pred: np.ndarray
+) -> tuple[dict[str, float], dict[str, float], dict[str, dict[str, float]]]:
+    """Macro and support-weighted precision / recall / F1, and each species', over the
+    species with test images (the others are not scored)."""
+    labels = np.arange(len(species))
+    p, r, f, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    present = support > 0
+    averages = [
+        precision_recall_fscore_support(
+            y_true, y_pred, labels=labels[present], average=average, zero_division=0
+        )
+        for average in ("macro", "weighted")
+    ]
+    macro, weighted = (
+        {"precision": float(a[0]), "recall": float(a[1]), "f1": float(a[2])} for a in averages
+    )
+    per_species = {
+        species[i]: {
+            "precision": float(p[i]),
+            "recall": float(r[i]),
+            "f1": float(f[i]),
+            "support": int(support[i]),
+        }
+        for i in labels[present]
+    }
+    return macro, weighted, per_species
+
+
 def closed_set_metrics(
     species: Sequence[str],
     probabilities: np.ndarray,
@@ -95,25 +126,7 @@ def closed_set_metrics(
     y_true = np.asarray([column[s] for s in true_species], dtype=np.int64)
     y_pred = probabilities.argmax(axis=1)
     labels = np.arange(len(species))
-    p, r, f, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0
-    )
-    present = support > 0  # species without test images are not scored
-    macro = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels[present], average="macro", zero_division=0
-    )
-    weighted = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels[present], average="weighted", zero_division=0
-    )
-    per_species = {
-        species[i]: {
-            "precision": float(p[i]),
-            "recall": float(r[i]),
-            "f1": float(f[i]),
-            "support": int(support[i]),
-        }
-        for i in labels[present]
-    }
+    macro, weighted, per_species = _precision_recall_f1(species, y_true, y_pred)
     matrix = confusion_matrix(y_true, y_pred, labels=labels)
     confidence = probabilities.max(axis=1)
     right = y_pred == y_true
@@ -123,12 +136,8 @@ def closed_set_metrics(
     return ClosedSetMetrics(
         accuracy=float((y_pred == y_true).mean()) if len(y_true) else float("nan"),
         top5_accuracy=topk_accuracy(probabilities, y_true, 5),
-        macro={"precision": float(macro[0]), "recall": float(macro[1]), "f1": float(macro[2])},
-        weighted={
-            "precision": float(weighted[0]),
-            "recall": float(weighted[1]),
-            "f1": float(weighted[2]),
-        },
+        macro=macro,
+        weighted=weighted,
         per_species=per_species,
         confusion=matrix.astype(int).tolist(),
         species=species,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -186,62 +187,54 @@ def f1_vs_images_plot(
 SPARSE_BIN = 5
 
 
-def reliability_plot(
-    reliability: Mapping[str, Mapping], eces: Mapping[str, float], path: Path
-) -> Path:
-    """Reliability diagram, one panel per method: one bar per confidence bin (height: accuracy
-    of its test images), never joined to its neighbours, with the bin's image count written on
-    it; bins under :data:`SPARSE_BIN` images are hatched and pale; a dot marks the bin's mean
-    confidence, which lies on the diagonal when the probabilities can be read as chances."""
+def _reliability_panel(ax: Any, method: str, data: Mapping, ece: float) -> None:
+    """One method's reliability bars, dots and counts on ``ax``."""
+    edges = np.asarray(data["bin_edges"], dtype=float)
+    conf = np.asarray(data["confidence"], dtype=float)
+    acc = np.asarray(data["accuracy"], dtype=float)
+    count = np.asarray(data["count"], dtype=int)
+    width = np.diff(edges)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+    for b in np.flatnonzero(count > 0):
+        sparse = count[b] < SPARSE_BIN
+        ax.bar(
+            edges[b],
+            acc[b],
+            width=width[b],
+            align="edge",
+            color=_colour(method),
+            alpha=0.3 if sparse else 0.8,
+            hatch="///" if sparse else None,
+            edgecolor="white" if not sparse else _colour(method),
+            linewidth=0.8,
+        )
+        ax.plot(conf[b], acc[b], "o", color="black", markersize=3)
+        ax.annotate(  # above the bar and its dot; the axes leave room up to 1.2
+            str(count[b]),
+            (edges[b] + width[b] / 2, acc[b]),
+            xytext=(0, 4),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=7,
+            rotation=90 if len(width) > 12 and count[b] >= 100 else 0,
+        )
+    total = int(count.sum())
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.2)
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.set_xlabel("confidence (top-1 probability)")
+    ax.set_title(
+        f"{method}: calibration error {100 * ece:.1f} %, {total} test images",
+        fontsize=10,
+    )
+
+
+def _reliability_legend() -> list[Any]:
+    """The legend entries of :func:`reliability_plot`."""
     from matplotlib.patches import Patch
 
-    methods = list(reliability)
-    fig, axes = plt.subplots(
-        1, len(methods), figsize=(5.2 * len(methods), 4.8), squeeze=False, sharey=True
-    )
-    for ax, method in zip(axes[0], methods, strict=True):
-        data = reliability[method]
-        edges = np.asarray(data["bin_edges"], dtype=float)
-        conf = np.asarray(data["confidence"], dtype=float)
-        acc = np.asarray(data["accuracy"], dtype=float)
-        count = np.asarray(data["count"], dtype=int)
-        width = np.diff(edges)
-        ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
-        for b in np.flatnonzero(count > 0):
-            sparse = count[b] < SPARSE_BIN
-            ax.bar(
-                edges[b],
-                acc[b],
-                width=width[b],
-                align="edge",
-                color=_colour(method),
-                alpha=0.3 if sparse else 0.8,
-                hatch="///" if sparse else None,
-                edgecolor="white" if not sparse else _colour(method),
-                linewidth=0.8,
-            )
-            ax.plot(conf[b], acc[b], "o", color="black", markersize=3)
-            ax.annotate(  # above the bar and its dot; the axes leave room up to 1.2
-                str(count[b]),
-                (edges[b] + width[b] / 2, acc[b]),
-                xytext=(0, 4),
-                textcoords="offset points",
-                ha="center",
-                va="bottom",
-                fontsize=7,
-                rotation=90 if len(width) > 12 and count[b] >= 100 else 0,
-            )
-        total = int(count.sum())
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.2)
-        ax.set_yticks(np.linspace(0, 1, 6))
-        ax.set_xlabel("confidence (top-1 probability)")
-        ax.set_title(
-            f"{method}: calibration error {100 * eces[method]:.1f} %, {total} test images",
-            fontsize=10,
-        )
-    axes[0, 0].set_ylabel("accuracy of the bin")
-    handles = [
+    return [
         Patch(facecolor="#888888", alpha=0.8, label="bin (number: its test images)"),
         Patch(
             facecolor="#888888",
@@ -261,8 +254,24 @@ def reliability_plot(
             label="mean confidence of the bin",
         ),
     ]
+
+
+def reliability_plot(
+    reliability: Mapping[str, Mapping], eces: Mapping[str, float], path: Path
+) -> Path:
+    """Reliability diagram, one panel per method: one bar per confidence bin (height: accuracy
+    of its test images), never joined to its neighbours, with the bin's image count written on
+    it; bins under :data:`SPARSE_BIN` images are hatched and pale; a dot marks the bin's mean
+    confidence, which lies on the diagonal when the probabilities can be read as chances."""
+    methods = list(reliability)
+    fig, axes = plt.subplots(
+        1, len(methods), figsize=(5.2 * len(methods), 4.8), squeeze=False, sharey=True
+    )
+    for ax, method in zip(axes[0], methods, strict=True):
+        _reliability_panel(ax, method, reliability[method], eces[method])
+    axes[0, 0].set_ylabel("accuracy of the bin")
     fig.legend(
-        handles=handles,
+        handles=_reliability_legend(),
         loc="upper center",
         bbox_to_anchor=(0.5, 0.0),
         ncol=2,

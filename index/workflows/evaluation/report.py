@@ -37,11 +37,12 @@ def _episode(entry: dict | None) -> str:
     return f"{pct(entry['mean'])} ± {100 * entry['ci95']:.1f}"
 
 
-def summary_rows(f: dict) -> list[tuple[str, list[str]]]:
-    """The side-by-side summary table: one row per figure, one column per method."""
-    methods = list(f["methods"])
+Rows = list[tuple[str, list[str]]]
+
+
+def _closed_set_rows(f: dict, methods: list[str]) -> Rows:
     closed = f["closed_set"]["methods"]
-    rows: list[tuple[str, list[str]]] = [
+    return [
         (
             "accuracy (top-1) [95 % CI]",
             [_interval(closed[m]["bootstrap"]["accuracy"]) for m in methods],
@@ -59,36 +60,34 @@ def summary_rows(f: dict) -> list[tuple[str, list[str]]]:
         ("weighted F1", [pct(closed[m]["weighted"]["f1"]) for m in methods]),
         ("calibration error (ECE)", [pct(closed[m]["ece"]) for m in methods]),
     ]
-    for k, entry in f["few_shot"]["episodic"].items():
-        label = f"{entry['n_way']}-way {k}-shot episodes"
-        values = entry.get("methods")
-        rows.append(
-            (
-                label,
-                [_episode(values.get(m)) if values else entry.get("error", "–") for m in methods],
-            )
-        )
-    for k, entry in f["few_shot"]["all_way"].items():
-        values = entry.get("methods")
-        label = f"all-way ({entry.get('n_way', '?')} species) {k}-shot"
-        rows.append(
-            (
-                label,
-                [_episode(values.get(m)) if values else entry.get("error", "–") for m in methods],
-            )
-        )
+
+
+def _few_shot_rows(f: dict, methods: list[str]) -> Rows:
+    rows: Rows = []
+    for kind in ("episodic", "all_way"):
+        for k, entry in f["few_shot"][kind].items():
+            if kind == "episodic":
+                label = f"{entry['n_way']}-way {k}-shot episodes"
+            else:
+                label = f"all-way ({entry.get('n_way', '?')} species) {k}-shot"
+            values = entry.get("methods") or {}
+            missing = entry.get("error", "–")
+            rows.append((label, [_episode(values.get(m)) if values else missing for m in methods]))
+    return rows
+
+
+def _open_set_rows(f: dict, methods: list[str]) -> Rows:
     if "error" in f["open_set"]:
-        rows.append(("open set", [f["open_set"]["error"]] * len(methods)))
-        return rows
+        return [("open set", [f["open_set"]["error"]] * len(methods))]
     open_set = f["open_set"]["methods"]
-    rows.append(("unknown species: AUROC", [pct(open_set[m]["unknown"]["auroc"]) for m in methods]))
     recall = round(100 * f["open_set"]["target_recall"])
-    rows.append(
+    rows: Rows = [
+        ("unknown species: AUROC", [pct(open_set[m]["unknown"]["auroc"]) for m in methods]),
         (
             f"unknown species: FPR at {recall} % recall",
             [pct(open_set[m]["unknown"]["fpr_at_recall"]) for m in methods],
-        )
-    )
+        ),
+    ]
     for rank in ("genus", "family"):
         placed = {m: open_set[m].get("placement", {}).get(rank) for m in methods}
         if not any(placed.values()):
@@ -105,19 +104,17 @@ def summary_rows(f: dict) -> list[tuple[str, list[str]]]:
                 )
             )
     for folder in f["open_set"]["ood_queries"]:
-        rows.append(
-            (
-                f"off-domain {folder}: AUROC",
-                [pct(open_set[m]["ood"][folder]["auroc"]) for m in methods],
-            )
-        )
-        rows.append(
-            (
-                f"off-domain {folder}: FPR at {recall} % recall",
-                [pct(open_set[m]["ood"][folder]["fpr_at_recall"]) for m in methods],
-            )
-        )
+        ood = [open_set[m]["ood"][folder] for m in methods]
+        rows.append((f"off-domain {folder}: AUROC", [pct(o["auroc"]) for o in ood]))
+        at_recall = [pct(o["fpr_at_recall"]) for o in ood]
+        rows.append((f"off-domain {folder}: FPR at {recall} % recall", at_recall))
     return rows
+
+
+def summary_rows(f: dict) -> Rows:
+    """The side-by-side summary table: one row per figure, one column per method."""
+    methods = list(f["methods"])
+    return _closed_set_rows(f, methods) + _few_shot_rows(f, methods) + _open_set_rows(f, methods)
 
 
 #: what each method is, in words: (the name the page shows, one sentence)

@@ -219,7 +219,38 @@ def evaluate_collection(
         + f"; methods: {', '.join(m.name for m in methods)}"
     )
 
-    figures: dict = {
+    figures = _header(root, model_path, cfg, records, unreadable, embedders, methods)
+    plots: dict = {"train_counts": {}}
+
+    t = time.perf_counter()
+    figures["closed_set"] = _closed_set(records, vectors, methods, cfg, plots)
+    timings["closed_set"] = time.perf_counter() - t
+    t = time.perf_counter()
+    figures["few_shot"] = _few_shot(records, vectors, methods, cfg, progress)
+    timings["few_shot"] = time.perf_counter() - t
+    t = time.perf_counter()
+    if len({r.species for r in records}) >= 3:
+        figures["open_set"] = _open_set(records, vectors, methods, caches, cfg, plots, progress)
+    else:
+        figures["open_set"] = {"error": "open-set figures need at least 3 species"}
+    timings["open_set"] = time.perf_counter() - t
+    plots["prototypes"] = _prototypes(records, vectors)
+    timings["total"] = time.perf_counter() - started
+    figures["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
+    return EvaluationResult(figures, plots)
+
+
+def _header(
+    root: str | Path,
+    model_path: str | Path | None,
+    cfg: EvaluationConfig,
+    records: Sequence[ImageRecord],
+    unreadable: dict[str, str],
+    embedders: dict[str, EmbeddingModel],
+    methods: list[_Method],
+) -> dict:
+    """What the figures are of: schema, time, data, configuration, models and methods."""
+    return {
         "schema_version": SCHEMA_VERSION,
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "data": {
@@ -239,27 +270,9 @@ def evaluate_collection(
             }
             for name, m in embedders.items()
         },
-        "model_is_frozen": model is None,
+        "model_is_frozen": "model" not in embedders,
         "methods": {m.name: m.describe() for m in methods},
     }
-    plots: dict = {"train_counts": {}}
-
-    t = time.perf_counter()
-    figures["closed_set"] = _closed_set(records, vectors, methods, cfg, plots)
-    timings["closed_set"] = time.perf_counter() - t
-    t = time.perf_counter()
-    figures["few_shot"] = _few_shot(records, vectors, methods, cfg, progress)
-    timings["few_shot"] = time.perf_counter() - t
-    t = time.perf_counter()
-    if len({r.species for r in records}) >= 3:
-        figures["open_set"] = _open_set(records, vectors, methods, caches, cfg, plots, progress)
-    else:
-        figures["open_set"] = {"error": "open-set figures need at least 3 species"}
-    timings["open_set"] = time.perf_counter() - t
-    plots["prototypes"] = _prototypes(records, vectors)
-    timings["total"] = time.perf_counter() - started
-    figures["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
-    return EvaluationResult(figures, plots)
 
 
 def _embed_records(
@@ -480,15 +493,11 @@ def _all_way(records, vectors, methods, k, cfg) -> dict:
     }
 
 
-def _open_set(records, vectors, methods, caches, cfg, plots, progress) -> dict:
-    known, unknown = holdout_species([r.species for r in records], cfg.unknown_fraction, cfg.seed)
-    known_recs = [r for r in records if r.species in set(known)]
-    unknown_recs = [r for r in records if r.species in set(unknown)]
-    train_recs, test_recs = group_split(known_recs, cfg.test_fraction, cfg.seed)
-    row = {id(r): i for i, r in enumerate(records)}
-    train = np.asarray([row[id(r)] for r in train_recs])
-    test = np.asarray([row[id(r)] for r in test_recs])
-    unk = np.asarray([row[id(r)] for r in unknown_recs])
+def _ood_queries(
+    cfg: EvaluationConfig, caches: dict[str, EmbeddingCache], progress: bool
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, int]]:
+    """Vectors of the off-domain folders (``cfg.ood_dirs``; at most ``cfg.max_ood_images``
+    each) by embedding, and how many images of each every embedding read."""
     ood_vectors: dict[str, dict[str, np.ndarray]] = {name: {} for name in caches}
     ood_counts: dict[str, int] = {}
     for folder in cfg.ood_dirs:
@@ -504,6 +513,53 @@ def _open_set(records, vectors, methods, caches, cfg, plots, progress) -> dict:
             )
             ood_vectors[name][label] = embedded.embeddings
         ood_counts[label] = min(len(v[label]) for v in ood_vectors.values())
+    return ood_vectors, ood_counts
+
+
+def _identifier_figures(
+    fitted: FittedMethod,
+    identifier: VectorIdentifier,
+    decisions: dict[str, list[str]],
+    truth: list[str],
+    unknown_recs: list[ImageRecord],
+    train_recs: list[ImageRecord],
+) -> dict:
+    """The figures only an identifier gives: its thresholds, the share of known-species
+    queries it names right, and how it places unknown species in their genus and family."""
+    scored = fitted.scores
+    th = identifier.thresholds
+    best = scored["known"].probabilities.argmax(axis=1)
+    named = [
+        d == "species" and fitted.species[int(j)] == t
+        for d, j, t in zip(decisions["known"], best, truth, strict=True)
+    ]
+    return {
+        "thresholds": {
+            "temperature": th.temperature,
+            "unknown": th.unknown if np.isfinite(th.unknown) else None,
+            "ood": th.ood if np.isfinite(th.ood) else None,
+            "source": th.source,
+        },
+        "known_species_correct": float(np.mean(named)) if named else float("nan"),
+        "placement": placement_figures(
+            scored["unknown"].placements,
+            decisions["unknown"],
+            {rank: [getattr(r, rank) for r in unknown_recs] for rank in ("genus", "family")},
+            {rank: {getattr(r, rank) for r in train_recs} - {""} for rank in ("genus", "family")},
+        ),
+    }
+
+
+def _open_set(records, vectors, methods, caches, cfg, plots, progress) -> dict:
+    known, unknown = holdout_species([r.species for r in records], cfg.unknown_fraction, cfg.seed)
+    known_recs = [r for r in records if r.species in set(known)]
+    unknown_recs = [r for r in records if r.species in set(unknown)]
+    train_recs, test_recs = group_split(known_recs, cfg.test_fraction, cfg.seed)
+    row = {id(r): i for i, r in enumerate(records)}
+    train = np.asarray([row[id(r)] for r in train_recs])
+    test = np.asarray([row[id(r)] for r in test_recs])
+    unk = np.asarray([row[id(r)] for r in unknown_recs])
+    ood_vectors, ood_counts = _ood_queries(cfg, caches, progress)
     result: dict = {
         "known_species": known,
         "unknown_species": unknown,
@@ -532,28 +588,13 @@ def _open_set(records, vectors, methods, caches, cfg, plots, progress) -> dict:
             cfg.target_recall,
         )
         if fitted.identifier is not None:
-            th = fitted.identifier.thresholds
-            figures["thresholds"] = {
-                "temperature": th.temperature,
-                "unknown": th.unknown if np.isfinite(th.unknown) else None,
-                "ood": th.ood if np.isfinite(th.ood) else None,
-                "source": th.source,
-            }
-            best = scored["known"].probabilities.argmax(axis=1)
-            truth = [r.species for r in test_recs]
-            named = [
-                d == "species" and fitted.species[int(j)] == t
-                for d, j, t in zip(decisions["known"], best, truth, strict=True)
-            ]
-            figures["known_species_correct"] = float(np.mean(named)) if named else float("nan")
-            figures["placement"] = placement_figures(
-                scored["unknown"].placements,
-                decisions["unknown"],
-                {rank: [getattr(r, rank) for r in unknown_recs] for rank in ("genus", "family")},
-                {
-                    rank: {getattr(r, rank) for r in train_recs} - {""}
-                    for rank in ("genus", "family")
-                },
+            figures |= _identifier_figures(
+                fitted,
+                fitted.identifier,
+                decisions,
+                [r.species for r in test_recs],
+                unknown_recs,
+                train_recs,
             )
         result["methods"][method.name] = figures
         plots["scores"][method.name] = {
