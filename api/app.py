@@ -19,6 +19,7 @@ from fastapi_offline import FastAPIOffline
 from .deps import Runtime
 from .errors import ServerErrorAnswer, install_error_handlers
 from .metrics import ServiceMetrics
+from .remedies import user_message
 from .routes import cli_answers, health, identify, species, species_pages, taxa, try_these
 from .service import ShellidService
 from .settings import ServiceSettings, load_settings
@@ -57,7 +58,7 @@ def _load_in_background(runtime: Runtime, opener: Callable[[], Collection]) -> N
             runtime.service = _make_service(runtime, collection)
             log.info("shellid ready: %d photos in %s", len(collection), runtime.settings.store)
         except Exception as exc:  # shown by /readyz and in the log, the process stays up
-            runtime.load_error = str(exc) or type(exc).__name__
+            runtime.load_error = user_message(exc) or type(exc).__name__
             log.error("shellid failed to load the model or store: %s", runtime.load_error)
         finally:
             runtime.loaded.set()

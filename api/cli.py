@@ -121,7 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if isinstance(exc, UsageError | ValueError | RuntimeError | OSError | KeyError)
             else "unexpected error"
         )
-        print(f"shellid: {kind}: {exc}", file=sys.stderr)
+        from .remedies import user_message
+
+        print(f"shellid: {kind}: {user_message(exc)}", file=sys.stderr)
         if kind == "unexpected error":
             print("shellid: run again with --debug for the full traceback", file=sys.stderr)
         return 2 if kind == "error" else 1

@@ -32,6 +32,8 @@ from index.errors import (
     StoreWriteError,
 )
 
+from .remedies import user_message
+
 log = logging.getLogger("shellid.api")
 
 
@@ -194,9 +196,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _collection_error(request: Request, exc: CollectionError) -> JSONResponse:
         status, code = index_error_answer(exc)
         if status >= 500:
-            log.error("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc)
+            log.error(
+                "%s on %s %s: %s",
+                type(exc).__name__,
+                request.method,
+                request.url.path,
+                user_message(exc),
+            )
         headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else None
-        return error_response(status, code, str(exc), headers=headers)
+        return error_response(status, code, user_message(exc), headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -15,9 +15,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from embedder.datasets import genus_of
-
 from .errors import InvalidQueryError, SpecimenNotFoundError
+from .names import genus_of
 from .prototypes import l2_normalise
 from .search import VectorIndex
 

@@ -1,15 +1,54 @@
 """Errors the index raises for problems a user can fix; each carries a one-line message.
 
 All derive from :class:`CollectionError` (so callers can catch the family) and from
-``ValueError`` (bad input) or ``RuntimeError`` (state of the store). The index knows nothing
-of HTTP: ``api/errors.py`` maps each class to its status and code.
+``ValueError`` (bad input) or ``RuntimeError`` (state of the store). The message says what
+happened; what to do about it is a :class:`Remedy`, which ``api`` words as the command to run
+(``api.errors.user_message``). The index knows nothing of HTTP or of the command line:
+``api/errors.py`` maps each class to its status and code, and each remedy to its words.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
+from typing import Any
+
+
+class Remedy(StrEnum):
+    """What a user can do about an error, machine-readable (``api`` names the command)."""
+
+    #: check the store, and repair what is safe
+    DOCTOR = "doctor"
+    #: re-embed the store (its prior or vectors no longer fit)
+    REINDEX = "reindex"
+    #: re-embed the store with the new model (its vectors have another size)
+    REINDEX_NEW_MODEL = "reindex_new_model"
+    #: open the store with the model it was built with, or re-embed it with the new one
+    SAME_MODEL_OR_REINDEX = "same_model_or_reindex"
+    #: re-embed a store of the first release's default with the corrected default
+    REINDEX_CORRECTED_DEFAULT = "reindex_corrected_default"
+    #: the store changed while it was re-embedded: re-embed it again
+    REINDEX_AGAIN = "reindex_again"
+
 
 class CollectionError(Exception):
-    """Base class of every index error."""
+    """Base class of every index error. ``remedy``: what the user can do (None: the message
+    says it); ``store``: the store it is about ('' when not known), for the remedy's words."""
+
+    def __init__(self, message: str = "", *, remedy: Remedy | None = None, store: str = "") -> None:
+        super().__init__(message)
+        self.remedy = remedy
+        self.store = store
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled with its remedy and attributes (to another process and back)."""
+        return _rebuilt, (type(self), self.args, self.__dict__)
+
+
+def _rebuilt(cls: type[CollectionError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class StoreError(CollectionError, RuntimeError):
@@ -33,7 +72,7 @@ class ModelMismatchError(CollectionError, RuntimeError):
         legacy_default: bool = False,
     ) -> None:
         """``legacy_default``: the store was built with the first release's default backbone,
-        whose weights were fed the wrong preprocessing; the message then says to reindex."""
+        whose weights were fed the wrong preprocessing (the remedy: re-embed it)."""
         self.store_fingerprint = store_fingerprint
         self.model_fingerprint = model_fingerprint
         made_by = f" ({store_model})" if store_model else ""
@@ -41,18 +80,16 @@ class ModelMismatchError(CollectionError, RuntimeError):
         if legacy_default:
             message = (
                 f"{where} was built with the first release's default backbone{made_by}, whose "
-                "weights were fed the wrong padding and normalisation; re-embed it with the "
-                "corrected default (much better answers): shellid reindex"
-                + (f" --store {uri}" if uri else "")
-                + " (or keep the old vectors with --model efficientnet_lite0)"
+                "weights were fed the wrong padding and normalisation"
             )
+            remedy = Remedy.REINDEX_CORRECTED_DEFAULT
         else:
             message = (
                 f"{where} was built with model {store_fingerprint}{made_by} but the loaded model "
-                f"is {model_fingerprint}; open it with the model it was built with (--model / "
-                f"SHELLID_MODEL), or re-embed it with: shellid reindex --model NEW"
+                f"is {model_fingerprint}"
             )
-        super().__init__(message)
+            remedy = Remedy.SAME_MODEL_OR_REINDEX
+        super().__init__(message, remedy=remedy, store=uri)
 
 
 class SpeciesNotFoundError(CollectionError, ValueError):

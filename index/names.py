@@ -1,12 +1,26 @@
-"""Species names: the one spelling the store keeps (light: no numpy, no LanceDB), so the
-command line and the API can check or compare a name without opening a store."""
+"""Taxon names, the one home of their helpers: the spelling the store keeps
+(:func:`canonical_species`), how a name is shown (:func:`display_name`), the stored spelling of
+an accepted name (:func:`accepted_species`) and the genus a binomial names (:func:`genus_of`,
+which the embedder's dataset reader shares; it cannot import the index). Light: no numpy, no
+LanceDB, so the command line and the API can check or compare a name without opening a store.
+"""
 
 from __future__ import annotations
 
 import re
 import unicodedata
 
+from embedder.datasets import genus_of
+
 from .errors import InvalidQueryError
+
+__all__ = [
+    "MAX_SPECIES_NAME",
+    "accepted_species",
+    "canonical_species",
+    "display_name",
+    "genus_of",
+]
 
 MAX_SPECIES_NAME = 200
 _BAD_NAME = re.compile(r"[/\\]")

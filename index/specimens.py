@@ -24,19 +24,18 @@ from typing import Any
 
 import numpy as np
 
-from embedder.datasets import genus_of
-
 from .classifier import VectorIdentifier
 from .config import IdentifierConfig, IndexSettings
 from .errors import (
     DuplicateImageError,
     EmptyCollectionError,
     InvalidQueryError,
+    Remedy,
     SpeciesNotFoundError,
     SpecimenNotFoundError,
     StoreError,
 )
-from .names import canonical_species
+from .names import canonical_species, genus_of
 from .results import (
     EnrollReport,
     Identification,
@@ -312,7 +311,9 @@ class SpecimenIndex:
         try:
             return WithinSpeciesPrior.from_arrays(arrays)
         except ValueError as exc:
-            raise StoreError(f"store {self.store.uri}: {exc}; run shellid reindex") from None
+            raise StoreError(
+                f"store {self.store.uri}: {exc}", remedy=Remedy.REINDEX, store=self.store.uri
+            ) from None
 
     # ================================================================== state
     @property

@@ -26,7 +26,7 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 
-from .errors import SpecimenNotFoundError, StoreError, StoreWriteError
+from .errors import Remedy, SpecimenNotFoundError, StoreError, StoreWriteError
 from .schema import (
     INDEX_COLUMNS,
     INFO_TABLE,
@@ -135,11 +135,6 @@ def storage_problem(exc: BaseException) -> str:
     return line if len(line) <= 300 else line[:297] + "..."
 
 
-def doctor_hint(uri: str) -> str:
-    """What to run about a store that cannot be read (appended to such errors)."""
-    return f"; check it with: shellid doctor --store {uri}"
-
-
 class SpecimenStore:
     """LanceDB tables of one collection.
 
@@ -192,7 +187,9 @@ class SpecimenStore:
             if "not found" in str(exc).lower() or "was not found" in str(exc).lower():
                 return None
             raise StoreError(
-                f"cannot open store {self.uri}: {storage_problem(exc)}{doctor_hint(self.uri)}"
+                f"cannot open store {self.uri}: {storage_problem(exc)}",
+                remedy=Remedy.DOCTOR,
+                store=self.uri,
             ) from exc
 
     def _table_names(self) -> list[str]:
@@ -332,7 +329,9 @@ class SpecimenStore:
                 if self.dim != dim:
                     raise StoreError(
                         f"store {self.uri} holds {self.dim}-d vectors, the model makes {dim}-d "
-                        "ones; re-embed with: shellid reindex --model NEW"
+                        "ones",
+                        remedy=Remedy.REINDEX_NEW_MODEL,
+                        store=self.uri,
                     )
                 return
             try:
@@ -356,9 +355,11 @@ class SpecimenStore:
             raise self._read_failed(exc) from exc
 
     def _read_failed(self, exc: BaseException) -> StoreError:
-        """The one-line error of a read the store could not serve (names ``shellid doctor``)."""
+        """The one-line error of a read the store could not serve (the remedy: check it)."""
         return StoreError(
-            f"cannot read store {self.uri}: {storage_problem(exc)}{doctor_hint(self.uri)}"
+            f"cannot read store {self.uri}: {storage_problem(exc)}",
+            remedy=Remedy.DOCTOR,
+            store=self.uri,
         )
 
     def select(self, columns: list[str], where: str) -> pa.Table:
@@ -404,8 +405,9 @@ class SpecimenStore:
             return (query.where(where) if where else query).to_arrow()
         except Exception as exc:
             raise StoreError(
-                f"cannot read version {version} of store {self.uri}: {storage_problem(exc)}"
-                f"{doctor_hint(self.uri)}"
+                f"cannot read version {version} of store {self.uri}: {storage_problem(exc)}",
+                remedy=Remedy.DOCTOR,
+                store=self.uri,
             ) from exc
 
     def make_rows(self, rows: dict[str, list[Any]], vectors: np.ndarray) -> pa.Table:
@@ -457,8 +459,9 @@ class SpecimenStore:
                 self._committed()
         except Exception as exc:  # pragma: no cover - storage failure during recovery
             raise StoreError(
-                f"store {self.uri}: withdrawing {len(ids)} rows failed ({storage_problem(exc)})"
-                f"{doctor_hint(self.uri)}"
+                f"store {self.uri}: withdrawing {len(ids)} rows failed ({storage_problem(exc)})",
+                remedy=Remedy.DOCTOR,
+                store=self.uri,
             ) from exc
 
     def rollback(self, version: int) -> None:
@@ -594,7 +597,11 @@ class SpecimenStore:
             if total != len(ids) or set(position) != set(
                 old.search().select(["id"]).limit(None).to_arrow()["id"].to_pylist()
             ):
-                raise StoreError("the store changed during re-embedding; run reindex again")
+                raise StoreError(
+                    "the store changed during re-embedding",
+                    remedy=Remedy.REINDEX_AGAIN,
+                    store=self.uri,
+                )
 
             def batches() -> Iterator[pa.RecordBatch]:
                 for batch in old.search().select(columns).limit(None).to_batches(256):

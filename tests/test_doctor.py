@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from api.cli import main
+from api.remedies import user_message
 from index.store import SpecimenStore
 from index.workflows.collection import Collection
 from index.workflows.doctor import check_store
@@ -78,8 +79,9 @@ def test_an_unreadable_newest_manifest_is_set_aside_and_the_table_opens_before_i
     newest = newest_version(path)
     broken = manifest(path, newest)
     broken.write_bytes(broken.read_bytes()[:10])  # torn write
-    with pytest.raises(Exception, match="doctor"):
+    with pytest.raises(Exception) as caught:
         Collection.open(str(path), model=FakeEmbedder(), create=False)
+    assert f"shellid doctor --store {path}" in user_message(caught.value)
     status, out = doctor(capsys, path)
     assert status == 1 and "cannot be opened" in out and "set its unreadable" in out
     status, out = doctor(capsys, path, "--repair")

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from api.cli import main
+from api.remedies import user_message
 from embedder import EmbeddingModel, create_backbone
 from index import VectorIdentifier
 from index.config import IdentifierConfig
@@ -167,8 +168,9 @@ def test_the_store_records_the_models_prior_and_reopened_collections_use_it(tmp_
     np.testing.assert_array_equal(reopened.identifier.prior.basis, prior.basis)  # type: ignore[union-attr]
     # a damaged prior is a clear store error, not a traceback from numpy
     SpecimenStore(store).write_prior({"basis": np.ones((3, 2), np.float32)})
-    with pytest.raises(StoreError, match="reindex"):
+    with pytest.raises(StoreError) as caught:
         Collection.open(store, model=FakeEmbedder(), need_model=False)
+    assert user_message(caught.value).endswith("; run shellid reindex")
 
 
 def test_shellid_prior_writes_a_model_with_the_prior_of_the_photos(tmp_path, capsys):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from api.remedies import user_message
 from embedder import (
     BACKBONES,
     BackboneError,
@@ -159,7 +160,7 @@ def test_a_store_built_with_the_default_refuses_a_profile_until_reindexed(
     query = [Image.open(next(iter(few_photos.values()))[0])]
     with pytest.raises(ModelMismatchError) as caught:
         Collection.open(store, model=name).identify(query)  # the model is checked as it loads
-    message = str(caught.value)
+    message = user_message(caught.value)
     assert "\n" not in message and "shellid reindex --model NEW" in message
     assert collection.reindex(name, progress=False) == 4
     reopened = Collection.open(store, model=name)

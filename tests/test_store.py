@@ -14,6 +14,7 @@ import pytest
 from lancedb.table import LanceTable
 from PIL import Image
 
+from api.remedies import user_message
 from index import (
     DuplicateImageError,
     EmptyCollectionError,
@@ -126,7 +127,7 @@ def test_species_enrolled_from_one_image_is_identifiable_at_once(enrolled, gener
 def test_store_made_by_another_model_is_refused_with_the_fix(enrolled, store_dir):
     with pytest.raises(ModelMismatchError) as caught:
         Collection.open(store_dir, model=FakeEmbedder(variant=1))
-    message = str(caught.value)
+    message = user_message(caught.value)
     assert "fake000000000000" in message and "fake000000000001" in message
     assert "shellid reindex --model NEW" in message
 
@@ -139,7 +140,7 @@ def test_store_built_by_the_first_releases_default_asks_for_a_reindex(photos, tm
     Collection.open(path, model=legacy).enroll("Conus_alpha", files(photos, "Conus_alpha", {1}))
     with pytest.raises(ModelMismatchError) as caught:
         Collection.open(path, model=FakeEmbedder(variant=1))
-    message = str(caught.value)
+    message = user_message(caught.value)
     assert "first release's default backbone" in message
     assert f"shellid reindex --store {path}" in message
 

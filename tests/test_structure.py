@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -38,8 +39,8 @@ PENDING_SPLIT: dict[str, int] = {
     "index/classifier.py:VectorIdentifier": 532,  # helper A
     "index/classifier.py:VectorIdentifier.identify": 76,  # helper A
     "index/enrolled.py:EnrolledRows.add": 71,  # helper B2
-    "index/specimens.py:SpecimenIndex": 554,  # helper B1
-    "index/store.py:SpecimenStore": 529,  # helper B2
+    "index/specimens.py:SpecimenIndex": 556,  # helper B1
+    "index/store.py:SpecimenStore": 541,  # helper B2
     "index/workflows/collection.py:Collection": 411,  # helper B1
     "api/app.py:create_app": 61,  # helper B1
     "api/commands/demo_cmd.py:run": 85,  # helper C
@@ -146,6 +147,40 @@ def test_importing_the_engine_loads_no_image_model_or_plotting_library():
         [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert json.loads(done.stdout.splitlines()[-1]) == []
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            first = node.body[0] if node.body else None
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                found.add(id(first.value))
+    return found
+
+
+def commands_named(path: Path) -> list[str]:
+    """Strings of ``path`` (docstrings and comments aside) that tell the user to run a
+    ``shellid`` command ("check it with: shellid doctor", "run reindex again"): the words of
+    a remedy, which belong to ``api``."""
+    from api.cli import COMMANDS
+
+    named = re.compile(rf"(?:with:? |run )(?:shellid )?(?:{'|'.join(COMMANDS)})\b")
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skip = _docstrings(tree)
+    return [
+        f"{path.relative_to(REPO).as_posix()}:{node.lineno} {node.value!r}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        if id(node) not in skip and named.search(node.value)
+    ]
+
+
+def test_engine_messages_name_a_remedy_not_a_command():
+    found = [hit for path in _modules("index") for hit in commands_named(path)]
+    engine = [hit for hit in found if not hit.startswith("index/workflows/")]
+    assert engine == []
+    assert commands_named(REPO / "api" / "remedies.py")  # where the words are: seen
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from PIL import Image
 
 from api.app import create_app
 from api.cli import main
+from api.remedies import user_message
 from api.settings import ServiceSettings
 from index.errors import StoreError
 from index.store import SpecimenStore
@@ -39,7 +40,7 @@ def test_a_data_file_deleted_under_a_running_service_is_named_and_repaired(
     assert running.identify([image(1)]).candidates  # answered from memory
     with pytest.raises(StoreError) as error:
         running.image(sorted(lost)[0])
-    message = str(error.value)
+    message = user_message(error.value)
     assert f"shellid doctor --store {path}" in message and "\n" not in message
     with TestClient(create_app(ServiceSettings(store=str(path)), running)) as api:
         answer = api.get(f"/v1/specimens/{sorted(lost)[0]}/image")
