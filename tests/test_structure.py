@@ -176,10 +176,18 @@ def commands_named(path: Path) -> list[str]:
     ]
 
 
-def test_engine_messages_name_a_remedy_not_a_command():
-    found = [hit for path in _modules("index") for hit in commands_named(path)]
-    engine = [hit for hit in found if not hit.startswith("index/workflows/")]
-    assert engine == []
+#: the findings ``shellid doctor`` prints (and emits as JSON) say which command repairs what
+COMMAND_REPORTS = ("index/workflows/doctor.py",)
+
+
+def test_index_messages_name_a_remedy_not_a_command():
+    found = [
+        hit
+        for path in _modules("index")
+        if path.relative_to(REPO).as_posix() not in COMMAND_REPORTS
+        for hit in commands_named(path)
+    ]
+    assert found == []
     assert commands_named(REPO / "api" / "remedies.py")  # where the words are: seen
 
 

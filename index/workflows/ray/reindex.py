@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ...errors import Remedy, StoreError
 from ..collection import Collection
 from ..models import loaded, make_embedder
 from .cluster import (
     ModelSource,
-    RayClusterError,
     RayOptions,
     RunTiming,
     ray_session,
@@ -44,8 +44,10 @@ class _StoredWorker:
         blobs = dict(zip(table["id"].to_pylist(), table["image"].to_pylist(), strict=True))
         missing = [i for i in ids if i not in blobs]
         if missing:
-            raise RayClusterError(
-                f"stored image {missing[0]} vanished during re-embedding; run reindex again"
+            raise StoreError(
+                f"stored image {missing[0]} vanished during re-embedding",
+                remedy=Remedy.REINDEX_AGAIN,
+                store=self.store.uri,
             )
         images = [stored_image(i, blobs[i]) for i in ids]
         return stamped({"id": batch["id"], "vector": self.embedder.embed_images(images)}, began)
