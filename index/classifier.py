@@ -7,19 +7,20 @@ default), to the plain prototype(s) (``"prototype"``), to its nearest enrolled s
 (``"knn"``) or the mean of the last two; probabilities = softmax over the species at
 temperature T, sharing the mass with "none of these" (scored at the unknown threshold, odds
 against the best species at temperature T_none), so they leave room for an unknown species;
-``unknown_score`` = 1 - best species score;
-``ood_score`` = 1 - mean raw cosine similarity to the ``ood_k`` nearest specimens. Decisions:
-out_of_domain, unknown_species, then species / genus / family roll-up when the probability
-passes its threshold, else uncertain.
+then the registered open-set scores (:mod:`index.open_set`: ``ood``, out-of-domain, and
+``unknown``, species-level novelty). Decisions (:mod:`index.decision`): out_of_domain,
+unknown_species, then species / genus / family roll-up when the probability passes its
+threshold, else uncertain.
 
-The parts: :mod:`index.enrolled` (rows and species tables), :mod:`index.scorers` (species,
-unknown and OOD scores), :mod:`index.calibrate` (thresholds from held-out scores) and
-:mod:`index.decision` (the decision policy and filters); this class ties them together.
+The parts: :mod:`index.enrolled` (rows and species tables), :mod:`index.scorers` (species
+scores), :mod:`index.open_set` (open-set scores), :mod:`index.calibrate` (thresholds from
+held-out scores), :mod:`index.decision` (the decision policy and filters),
+:mod:`index.answers` (candidates, similar photos, region votes of an answer) and
+:mod:`index.identifier_state` (saving and restoring); this class ties them together.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,34 +28,27 @@ from typing import Any
 
 import numpy as np
 
+from . import answers, identifier_state
 from . import calibrate as calibration_procedure
+from .answers import Scored
 from .calibration import open_set_probabilities
 from .config import IdentifierConfig
 from .decision import DecisionPolicy
 from .decision import candidate_mask as species_mask
 from .enrolled import EnrolledRows
 from .errors import EmptyCollectionError, InvalidQueryError
+from .open_set import OpenSetScores
 from .placement import place
 from .prototypes import fuse_views, power_normalise
 from .results import (
     REJECTIONS,
     BatchScores,
-    Candidate,
     Identification,
     Placement,
     SimilarSpecimen,
     Thresholds,
 )
-from .scorers import (
-    Cl2n,
-    MeanScorer,
-    OodScorer,
-    PrototypeScorer,
-    SpeciesScorer,
-    WhitenedScorer,
-    species_scorer,
-    unknown_scores,
-)
+from .scorers import Cl2n, SpeciesScorer, WhitenedScorer, species_scorer
 from .search import VectorIndex
 from .whitening import Whitening, WithinSpeciesPrior
 
@@ -105,9 +99,9 @@ class VectorIdentifier:
             raise ValueError(f"the prior is {prior.basis.shape[0]}-d, the vectors {self.dim}-d")
         self.prior = prior
         self.scorer = species_scorer(self.rows, self.cl2n, cfg, prior)
-        self.ood_scorer = OodScorer(self.rows, cfg)
+        self.open_set = OpenSetScores.of(self.rows, cfg)
         self._overrides: dict[str, float] = {}
-        self._calibrated = calibration_procedure.default_thresholds(cfg)
+        self._calibrated = calibration_procedure.default_thresholds(cfg, self.open_set)
         self._thresholds = self._calibrated
         # how often the rows changed, and for which change the whitening / thresholds were fit
         self.generation = 0
@@ -216,34 +210,12 @@ class VectorIdentifier:
         self.policy = DecisionPolicy.of(self.rows)
 
     # ================================================================== persistence
-    def _prototype_scorers(self) -> list[PrototypeScorer]:
-        scorer = self.scorer
-        if isinstance(scorer, WhitenedScorer):
-            return [scorer.prototypes]
-        parts = scorer.parts if isinstance(scorer, MeanScorer) else [scorer]
-        return [p for p in parts if isinstance(p, PrototypeScorer)]
-
     def export_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """``(arrays, meta)``: the state :meth:`from_state` answers from without refitting
         anything (rows, prototypes, whitening, calibrated thresholds, search index state;
         the FAISS index itself is streamed by ``self.rows.index.write_index``). Meta is
         JSON-able; overrides are not included (they come from the settings)."""
-        arrays, rows_meta = self.rows.export_state()
-        arrays = {f"rows.{k}": v for k, v in arrays.items()}
-        for i, part in enumerate(self._prototype_scorers()):
-            arrays[f"protos.{i}"], arrays[f"owner.{i}"] = part.protos, part.owner
-        meta: dict[str, Any] = {
-            "dim": self.dim,
-            "rows": rows_meta,
-            "search": self.rows.index.export_state(),
-            "thresholds": json.loads(self._calibrated.model_dump_json()),
-        }
-        if isinstance(self.scorer, WhitenedScorer):
-            w = self.scorer.whitening
-            arrays["whitening.basis"], arrays["whitening.scale"] = w.basis, w.scale
-            arrays["whitened"] = self.scorer.whitened
-            meta["whitening"] = {"shrinkage": w.shrinkage, "dof": w.dof}
-        return arrays, meta
+        return identifier_state.export_state(self)
 
     @classmethod
     def from_state(
@@ -258,39 +230,12 @@ class VectorIdentifier:
         ``prior``: the caller checks that, see :mod:`index.snapshot`); ``read_index`` streams
         the saved FAISS index. ValueError (or KeyError) when the parts do not fit."""
         identifier = cls(int(meta["dim"]), config, prior)
-        rows = identifier.rows
-        rows.restore_state(
-            {k[5:]: v for k, v in arrays.items() if k.startswith("rows.")}, meta["rows"]
-        )
-        rows.index.restore_state(rows.vectors, rows.keys, meta["search"], read_index)
-        identifier.cl2n.fit()
-        species = len(rows.species)
-        for i, part in enumerate(identifier._prototype_scorers()):
-            protos = np.asarray(arrays[f"protos.{i}"], np.float32)
-            owner = np.asarray(arrays[f"owner.{i}"], np.int64)
-            if protos.shape != (owner.size, identifier.dim) or (
-                owner.size and owner.max() >= species
-            ):
-                raise ValueError("saved prototypes do not fit the rows")
-            part.restore(protos, owner)
-        scorer = identifier.scorer
-        if isinstance(scorer, WhitenedScorer):
-            whitened = np.asarray(arrays["whitened"], np.float32)
-            if whitened.shape != scorer.prototypes.protos.shape:
-                raise ValueError("saved whitened prototypes do not fit the rows")
-            scorer.whitening = Whitening(
-                np.asarray(arrays["whitening.basis"], np.float32),
-                np.asarray(arrays["whitening.scale"], np.float32),
-                float(meta["whitening"]["shrinkage"]),
-                int(meta["whitening"]["dof"]),
-            )
-            scorer.whitened = whitened
-        else:
-            scorer.fit()  # nearest-specimen parts have nothing to restore
-        identifier.policy = DecisionPolicy.of(rows)
-        identifier.thresholds = Thresholds.model_validate(meta["thresholds"])
-        identifier._whitening_generation = identifier.generation
+        identifier_state.restore_state(identifier, arrays, meta, read_index)
         return identifier
+
+    def whitening_settled(self) -> None:
+        """Record that the scorer's whitening fits the current rows (a restored state)."""
+        self._whitening_generation = self.generation
 
     # ================================================================== properties
     def __len__(self) -> int:
@@ -379,7 +324,7 @@ class VectorIdentifier:
         thresholds = None
         if calibrate:
             thresholds = calibration_procedure.calibrate(
-                self.rows, scorer, self.ood_scorer, self.config, target_recall
+                self.rows, scorer, self.open_set, self.config, target_recall
             )
         return Refit(whitening, thresholds, generation)
 
@@ -397,12 +342,6 @@ class VectorIdentifier:
         """Refit the scorer and fit the temperature and the open-set thresholds on the enrolled
         data (held-out scores, see :mod:`index.calibrate`); returns the thresholds in force."""
         return self.apply_refit(self.prepare_refit(target_recall))
-
-    def _probabilities(self, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        th = self._thresholds
-        return open_set_probabilities(
-            sims, th.temperature, 1.0 - th.unknown, self.config.none_temperature
-        )
 
     # ================================================================== scoring
     def _check_queries(self, queries: np.ndarray) -> np.ndarray:
@@ -436,55 +375,41 @@ class VectorIdentifier:
         an unknown value raises InvalidQueryError naming the closest known ones)."""
         return species_mask(self.rows, region, genus, family, subset)
 
+    def score(self, queries: np.ndarray, mask: np.ndarray | None = None) -> Scored:
+        """Score (mapped) ``queries`` among the species ``mask`` allows (default all): species
+        scores, probabilities, the open-set scores and the decisions."""
+        sims = self.scorer.scores(queries)
+        if mask is not None:
+            sims[:, ~mask] = -np.inf
+        th = self._thresholds
+        none_score = self.open_set.none_score(th)
+        probs, none = open_set_probabilities(
+            sims, th.temperature, none_score, self.config.none_temperature
+        )
+        open_set = self.open_set.query_scores(queries, sims, th)
+        gated = {name: pair[1] for name, pair in open_set.items()}
+        verdicts = self.policy.decide(probs, gated, th)
+        return Scored(sims, probs, none, {n: pair[0] for n, pair in open_set.items()}, verdicts)
+
     def score_batch(self, queries: np.ndarray) -> BatchScores:
         """Score many single-vector queries: similarities and probabilities over
-        :attr:`species`, unknown and OOD scores, and the decision for each."""
-        queries = self._check_queries(queries)
-        sims = self.scorer.scores(queries)
-        probs, none = self._probabilities(sims)
-        unknown = unknown_scores(sims)
-        ood, nearest = self.ood_scorer.scores_and_nearest(queries)
-        decisions = [
-            str(d)
-            for d, _, _ in self.policy.decide(
-                probs, unknown, self._widened(ood, nearest), self._thresholds
-            )
-        ]
+        :attr:`species`, the open-set scores, and the decision for each."""
+        scored = self.score(self._check_queries(queries))
         return BatchScores(
             list(self.rows.species),
-            sims,
-            probs,
-            unknown.astype(np.float32),
-            ood.astype(np.float32),
-            decisions,
-            none,
-            self.place(sims),
+            scored.sims,
+            scored.probabilities,
+            {name: s.astype(np.float32) for name, s in scored.open_set.items()},
+            [str(d) for d, _, _ in scored.verdicts],
+            scored.none,
+            self.place(scored.sims),
         )
-
-    def _widened(self, ood: np.ndarray, nearest: np.ndarray) -> np.ndarray:
-        """OOD scores as the decision policy compares them: lowered by how much wider than the
-        collection's threshold the nearest photo's species' own threshold is
-        (``Thresholds.ood_by_species``); the answer's ``ood_score`` stays as measured."""
-        th = self._thresholds
-        if not th.ood_by_species or not np.isfinite(th.ood):
-            return ood
-        margin = np.zeros(len(self.rows.species) + 1)
-        index = {name: i for i, name in enumerate(self.rows.species)}
-        for name, threshold in th.ood_by_species.items():
-            if name in index:
-                margin[index[name]] = max(0.0, threshold - th.ood)
-        return ood - margin[nearest]  # nearest -1 picks the last entry, 0
 
     def place(self, sims: np.ndarray) -> list[Placement | None]:
         """The placement (genus, else family, with its probability) of queries with species
         scores ``sims`` (see :mod:`index.placement`); None where none is likely enough."""
         taxa = {"genus": list(self.rows.genus), "family": list(self.rows.family)}
         return place(self._calibrated.placement, sims, taxa)
-
-    def _closest_photo(self, q: np.ndarray, species: int) -> float:
-        """Cosine similarity of the (mapped) query to the species' closest enrolled photo."""
-        rows = self.rows.rows_by_species[species]
-        return float(np.max(self.rows.vectors[rows] @ q[0])) if len(rows) else float("nan")
 
     def identify(
         self,
@@ -498,69 +423,37 @@ class VectorIdentifier:
         """Identify ONE specimen from the embeddings of its views ``(v, d)`` (fused first),
         among the species the filters and ``subset`` (species, genus or family names) allow."""
         started = time.perf_counter()
-        views = self._check_queries(query)
-        q = fuse_views(views)[None, :]
+        q = fuse_views(self._check_queries(query))[None, :]
         mask = self.candidate_mask(region, genus, family, subset)
-        sims = self.scorer.scores(q)
-        sims[:, ~mask] = -np.inf
-        th = self._thresholds
-        probs, none = self._probabilities(sims)
-        unknown = unknown_scores(sims)
-        ood, nearest = self.ood_scorer.scores_and_nearest(q)
-        widened = self._widened(ood, nearest)
-        decision, taxon, confidence = self.policy.decide(probs, unknown, widened, th)[0]
+        scored = self.score(q, mask)
+        decision, taxon, confidence = scored.verdicts[0]
         rejected = decision in REJECTIONS
-        scored = time.perf_counter()
-        rows = self.rows
-        order = [j for j in np.argsort(-sims[0], kind="stable") if mask[j]][: max(1, top_k)]
-        candidates = [
-            Candidate(
-                species=rows.species[j],
-                genus=rows.genus[j],
-                family=rows.family[j],
-                score=round(float(sims[0, j]), 6),
-                probability=None if rejected else round(float(probs[0, j]), 6),
-                similarity=round(self._closest_photo(q, j), 6),
-            )
-            for j in order
-        ]
+        scored_at = time.perf_counter()
+        rows, k = self.rows, max(1, top_k)
+        candidates = answers.candidates(rows, q, scored, mask, k, rejected)
         placement = None
         if decision not in ("species", "out_of_domain"):
-            placement = self.place(sims)[0]
-        similar = self._similar(q, max(1, top_k), mask)
-        votes = self._region_votes(q, mask)
-        species_name = genus_name = family_name = None
-        if decision == "species":
-            species_name = taxon
-            assert taxon is not None
-            s = rows.species.index(taxon)
-            genus_name, family_name = rows.genus[s] or None, rows.family[s] or None
-        elif decision == "genus":
-            genus_name = taxon
-            families = {
-                rows.family[s] for s, g in enumerate(rows.genus) if g == taxon and rows.family[s]
-            }
-            family_name = families.pop() if len(families) == 1 else None
-        elif decision == "family":
-            family_name = taxon
+            placement = self.place(scored.sims)[0]
+        similar = answers.similar(rows, q, k, mask)
+        votes = answers.region_votes(rows, q, self.config.region_k, mask)
+        species_name, genus_name, family_name = answers.named_taxa(rows, decision, taxon)
         return Identification(
             decision=decision,
             species=species_name,
             genus=genus_name,
             family=family_name,
             confidence=round(confidence, 6),
-            none_probability=None if rejected else round(float(none[0]), 6),
+            none_probability=None if rejected else round(float(scored.none[0]), 6),
             candidates=candidates,
             similar=similar,
             region=(max(votes, key=lambda r: votes[r]) if votes else None),
             region_votes=votes,
-            ood_score=round(float(np.nan_to_num(ood[0], nan=2.0)), 6),
-            unknown_score=round(float(unknown[0]), 6),
             placement=placement,
             timings_ms={
-                "classify": round((scored - started) * 1e3, 3),
-                "search": round((time.perf_counter() - scored) * 1e3, 3),
+                "classify": round((scored_at - started) * 1e3, 3),
+                "search": round((time.perf_counter() - scored_at) * 1e3, 3),
             },
+            **scored.open_set_fields(),
         )
 
     def search(
@@ -573,32 +466,4 @@ class VectorIdentifier:
     ) -> list[SimilarSpecimen]:
         """The ``k`` enrolled images nearest to the (fused) query, optionally filtered."""
         q = fuse_views(self._check_queries(query))[None, :]
-        return self._similar(q, k, self.candidate_mask(region, genus, family))
-
-    def _similar(self, q: np.ndarray, k: int, mask: np.ndarray) -> list[SimilarSpecimen]:
-        rows = self.rows
-        found, scores = rows.nearest(q, k, mask)
-        return [
-            SimilarSpecimen(
-                specimen_id=str(rows.ids[r]),
-                species=rows.species[rows.y[r]],
-                genus=rows.genus[rows.y[r]],
-                score=round(float(s), 6),
-                source=str(rows.sources[r]),
-                region=str(rows.region_of_row(r)),
-                specimen=rows.specimen_of_row(r),
-            )
-            for r, s in zip(found, scores, strict=True)
-        ]
-
-    def _region_votes(self, q: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-        found, scores = self.rows.nearest(q, self.config.region_k, mask)
-        votes: dict[str, float] = {}
-        for r, s in zip(found, scores, strict=True):
-            text = self.rows.region_of_row(r)
-            if text:
-                votes[text] = votes.get(text, 0.0) + max(float(s), 0.0)
-        total = sum(votes.values())
-        if total <= 0:
-            return {}
-        return {k: round(v / total, 4) for k, v in sorted(votes.items(), key=lambda kv: -kv[1])}
+        return answers.similar(self.rows, q, k, self.candidate_mask(region, genus, family))

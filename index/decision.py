@@ -1,20 +1,24 @@
 """The decision policy (scores -> one answer per query) and the species filters of a query.
 
-Order of the checks: ``out_of_domain`` (OOD score above its threshold, or no neighbour),
-``unknown_species`` (unknown score above its threshold), then the most specific taxon whose
-probability passes its threshold: ``species``, ``genus`` (species probabilities summed per
-genus), ``family``; else ``uncertain``.
+The policy walks an ordered list of rules, the first that answers deciding: one per open-set
+score in registration order (:mod:`index.open_set`: ``out_of_domain`` when the OOD score is
+above its threshold or there is no neighbour, ``unknown_species`` when the unknown score is),
+then the most specific taxon whose probability passes its threshold: ``species``, ``genus``
+(species probabilities summed per genus), ``family``; else ``uncertain``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from scipy import sparse
 
 from .enrolled import EnrolledRows, regions_of
 from .errors import InvalidQueryError
+from .open_set import OPEN_SET_SCORES
 from .results import Decision, Thresholds
 from .taxa import check_known, known_taxa, subset_mask
 
@@ -32,13 +36,96 @@ def rollup_matrix(parents: list[str]) -> tuple[sparse.csr_matrix, list[str]]:
     return matrix, names
 
 
-class DecisionPolicy:
-    """Decisions over ``species`` with their ``genus`` and ``family`` ('' = not known)."""
+#: one answer: (decision, named taxon or None, its probability)
+Verdict = tuple[Decision, str | None, float]
 
-    def __init__(self, species: list[str], genus: list[str], family: list[str]) -> None:
+
+@dataclass(frozen=True)
+class BatchView:
+    """What the rules read for a batch of queries: species ``probabilities`` (m, S), the
+    open-set scores as the decision compares them (name -> (m,)), the thresholds, and the
+    probabilities rolled up per genus / family (None: no such rank enrolled)."""
+
+    probabilities: np.ndarray
+    open_set: Mapping[str, np.ndarray]
+    thresholds: Thresholds
+    rolled_up: Mapping[str, np.ndarray | None]
+
+
+#: a rule answers query ``i`` of a batch, or passes it on (None) to the next rule
+Rule = Callable[[BatchView, int], Verdict | None]
+
+
+def open_set_rule(name: str, decision: Decision) -> Rule:
+    """``decision`` where open-set score ``name`` passes its threshold (NaN always does)."""
+
+    def rule(batch: BatchView, i: int) -> Verdict | None:
+        if not batch.open_set[name][i] <= batch.thresholds.open_set_threshold(name):
+            return (decision, None, 0.0)
+        return None
+
+    return rule
+
+
+def species_rule(species: list[str]) -> Rule:
+    """``species`` when the most probable one reaches ``species_probability``."""
+
+    def rule(batch: BatchView, i: int) -> Verdict | None:
+        probabilities = batch.probabilities[i]
+        top = int(np.argmax(probabilities))
+        if probabilities[top] >= batch.thresholds.species_probability:
+            return ("species", species[top], float(probabilities[top]))
+        return None
+
+    return rule
+
+
+def rollup_rule(rank: Literal["genus", "family"], names: list[str]) -> Rule:
+    """``rank`` when the most probable taxon of that rank (its species' probabilities
+    summed) reaches ``<rank>_probability``."""
+    threshold_field = f"{rank}_probability"
+
+    def rule(batch: BatchView, i: int) -> Verdict | None:
+        rolled = batch.rolled_up[rank]
+        if rolled is None:
+            return None
+        j = int(np.argmax(rolled[i]))
+        if rolled[i, j] >= getattr(batch.thresholds, threshold_field):
+            return (rank, names[j], float(rolled[i, j]))
+        return None
+
+    return rule
+
+
+def uncertain_rule(batch: BatchView, i: int) -> Verdict:
+    """Close to enrolled species, but none is likely enough."""
+    return ("uncertain", None, 0.0)
+
+
+class DecisionPolicy:
+    """Decisions over ``species`` with their ``genus`` and ``family`` ('' = not known): the
+    first of :attr:`rules` that answers a query decides it. ``open_set``: (score name,
+    decision) of the open-set checks, first (default: every registered score, in order)."""
+
+    def __init__(
+        self,
+        species: list[str],
+        genus: list[str],
+        family: list[str],
+        open_set: Sequence[tuple[str, Decision]] | None = None,
+    ) -> None:
         self.species = list(species)
         self.genus_map, self.genus_names = rollup_matrix(genus)
         self.family_map, self.family_names = rollup_matrix(family)
+        if open_set is None:
+            open_set = [(name, score.decision) for name, score in OPEN_SET_SCORES.items()]
+        self.rules: list[Rule] = [
+            *(open_set_rule(name, decision) for name, decision in open_set),
+            species_rule(self.species),
+            rollup_rule("genus", self.genus_names),
+            rollup_rule("family", self.family_names),
+            uncertain_rule,
+        ]
 
     @classmethod
     def of(cls, rows: EnrolledRows) -> DecisionPolicy:
@@ -47,38 +134,28 @@ class DecisionPolicy:
     def decide(
         self,
         probabilities: np.ndarray,
-        unknown: np.ndarray,
-        ood: np.ndarray,
+        open_set: Mapping[str, np.ndarray],
         thresholds: Thresholds,
-    ) -> list[tuple[Decision, str | None, float]]:
-        """Per query: (decision, named taxon or None, its probability)."""
-        th = thresholds
-        genus_probs = (self.genus_map.T @ probabilities.T).T if self.genus_names else None
-        family_probs = (self.family_map.T @ probabilities.T).T if self.family_names else None
-        out: list[tuple[Decision, str | None, float]] = []
-        for i in range(probabilities.shape[0]):
-            if not ood[i] <= th.ood:  # NaN (no neighbour) counts as off-domain
-                out.append(("out_of_domain", None, 0.0))
-                continue
-            if unknown[i] > th.unknown:
-                out.append(("unknown_species", None, 0.0))
-                continue
-            top = int(np.argmax(probabilities[i]))
-            if probabilities[i, top] >= th.species_probability:
-                out.append(("species", self.species[top], float(probabilities[i, top])))
-                continue
-            if genus_probs is not None:
-                g = int(np.argmax(genus_probs[i]))
-                if genus_probs[i, g] >= th.genus_probability:
-                    out.append(("genus", self.genus_names[g], float(genus_probs[i, g])))
-                    continue
-            if family_probs is not None:
-                f = int(np.argmax(family_probs[i]))
-                if family_probs[i, f] >= th.family_probability:
-                    out.append(("family", self.family_names[f], float(family_probs[i, f])))
-                    continue
-            out.append(("uncertain", None, 0.0))
-        return out
+    ) -> list[Verdict]:
+        """Per query: (decision, named taxon or None, its probability); ``open_set``: score
+        name -> the scores as the decision compares them (``OpenSetScore.query_scores``)."""
+        batch = BatchView(
+            probabilities,
+            open_set,
+            thresholds,
+            {
+                "genus": (self.genus_map.T @ probabilities.T).T if self.genus_names else None,
+                "family": (self.family_map.T @ probabilities.T).T if self.family_names else None,
+            },
+        )
+        return [self._first_answer(batch, i) for i in range(probabilities.shape[0])]
+
+    def _first_answer(self, batch: BatchView, i: int) -> Verdict:
+        for rule in self.rules:
+            verdict = rule(batch, i)
+            if verdict is not None:
+                return verdict
+        raise AssertionError("the last rule answers every query")
 
 
 def candidate_mask(

@@ -8,12 +8,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from .config import DEFAULT_TARGET_RECALL
+from .open_set.base import OPEN_SET_SCORES
 
 #: Every decision :meth:`index.VectorIdentifier.identify` can return, from most to least
 #: specific. ``family`` and ``uncertain`` extend the original four (see docs/index.md).
@@ -96,6 +104,8 @@ class Identification(BaseModel):
     similar: list[SimilarSpecimen] = Field(default_factory=list)
     region: str | None = None
     region_votes: dict[str, float] = Field(default_factory=dict)
+    #: the open-set scores (index.open_set), one field per score named ``<name>_score``:
+    #: the wire format keeps these two; a score registered later is in BatchScores only
     ood_score: float = 0.0
     unknown_score: float = 0.0
     placement: Placement | None = Field(
@@ -200,19 +210,26 @@ class PlacementCalibration(BaseModel):
     notes: list[str] = Field(default_factory=list)
 
 
+def _unset_open_set() -> dict[str, float]:
+    """Every registered open-set score at inf (never rejecting), in registration order."""
+    return {name: float("inf") for name in OPEN_SET_SCORES}
+
+
 class Thresholds(BaseModel):
     """Decision thresholds of an identifier (stored with the store, overridable).
 
-    ``ood``: ``ood_score`` above it -> out_of_domain; ``unknown``: ``unknown_score`` above it
-    -> unknown_species; a species / genus / family is named when its probability reaches the
-    matching ``*_probability``.
+    ``open_set``: score name -> threshold of every registered open-set score
+    (:data:`index.open_set.OPEN_SET_SCORES`): a query whose score passes it gets that score's
+    decision (``ood`` -> out_of_domain, ``unknown`` -> unknown_species); a missing entry never
+    rejects. Each also reads as an attribute (``th.ood``) and is stored as a field of its own,
+    as before the mapping (old stores read as they were). A species / genus / family is named
+    when its probability reaches the matching ``*_probability``.
     """
 
     model_config = ConfigDict(ser_json_inf_nan="strings")
 
     temperature: float = 0.05
-    ood: float = float("inf")
-    unknown: float = float("inf")
+    open_set: dict[str, float] = Field(default_factory=lambda: _unset_open_set())
     species_probability: float = 0.5
     genus_probability: float = 0.5
     family_probability: float = 0.5
@@ -223,17 +240,64 @@ class Thresholds(BaseModel):
     placement: PlacementCalibration | None = None
     #: species whose own held-out photos lie farther out than ``ood`` allows: their own OOD
     #: threshold, used for queries whose nearest photo is theirs (an enrolled species widens
-    #: the domain around itself; index.calibrate)
+    #: the domain around itself; index.open_set.out_of_domain)
     ood_by_species: dict[str, float] = Field(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_open_set(cls, data: Any) -> Any:
+        """The stored form (one field per score: ``ood``, ``unknown``) -> ``open_set``, every
+        registered score in it (inf, never rejecting, where none is given)."""
+        if not isinstance(data, dict):
+            return data
+        rest = {k: v for k, v in data.items() if k not in OPEN_SET_SCORES}
+        given = {k: v for k, v in data.items() if k in OPEN_SET_SCORES}
+        return {**rest, "open_set": {**_unset_open_set(), **given, **data.get("open_set", {})}}
+
+    @model_serializer(mode="wrap")
+    def _spread_open_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """``open_set`` stored as one field per score, after ``temperature`` (the stored form
+        of old stores, byte for byte)."""
+        data = handler(self)
+        if not isinstance(data, dict) or "open_set" not in data:
+            return data
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            if key == "open_set":
+                out.update(value)
+            else:
+                out[key] = value
+        return out
+
+    def __getattr__(self, name: str) -> float:
+        """An open-set threshold by its score's name (``th.ood``; inf when not set)."""
+        if not name.startswith("_"):
+            open_set = self.__dict__.get("open_set", {})
+            if name in open_set or name in OPEN_SET_SCORES:
+                return float(open_set.get(name, float("inf")))
+        return super().__getattr__(name)  # type: ignore[misc,no-any-return]
+
+    def open_set_threshold(self, name: str) -> float:
+        """The threshold of open-set score ``name`` (inf, never rejecting, when not set)."""
+        return float(self.open_set.get(name, float("inf")))
+
     def with_overrides(self, **values: float | None) -> Thresholds:
-        """A copy with the given (non-None) fields replaced and listed in ``overridden``."""
+        """A copy with the given (non-None) thresholds replaced and listed in ``overridden``:
+        fields or open-set scores by name."""
         changes = {k: float(v) for k, v in values.items() if v is not None}
-        unknown = set(changes) - set(type(self).model_fields)
+        scores = {k: v for k, v in changes.items() if k in OPEN_SET_SCORES}
+        fields = {k: v for k, v in changes.items() if k not in scores}
+        unknown = set(fields) - set(type(self).model_fields) | ({"open_set"} & set(fields))
         if unknown:
             raise ValueError(f"unknown threshold(s): {', '.join(sorted(unknown))}")
         overridden = sorted(set(self.overridden) | set(changes))
-        return self.model_copy(update={**changes, "overridden": overridden})
+        return self.model_copy(
+            update={
+                **fields,
+                "open_set": {**self.open_set, **scores},
+                "overridden": overridden,
+            }
+        )
 
 
 @dataclass
@@ -243,12 +307,19 @@ class BatchScores:
     species: list[str]
     similarities: np.ndarray
     probabilities: np.ndarray
-    unknown_score: np.ndarray
-    ood_score: np.ndarray
+    #: open-set score name -> (m,) scores as answers report them (also ``batch.<name>_score``)
+    open_set: dict[str, np.ndarray]
     decisions: list[str] = field(default_factory=list)
     none_probability: np.ndarray | None = None
     #: placement of every query, whatever its decision (identify shows it only on some)
     placements: list[Placement | None] = field(default_factory=list)
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        """``batch.ood_score``: the open-set score ``ood`` (any registered name)."""
+        scores = self.__dict__.get("open_set", {})
+        if name.endswith("_score") and name[: -len("_score")] in scores:
+            return scores[name[: -len("_score")]]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def top(self, k: int = 1) -> list[list[str]]:
         """The ``k`` most probable species per query (ranked by similarity, which orders them

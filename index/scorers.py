@@ -1,4 +1,4 @@
-"""Scores of queries against enrolled rows: species scores, the unknown score and the OOD score.
+"""Species scores of queries against enrolled rows (the open-set scores: :mod:`index.open_set`).
 
 A species scorer turns raw (unit) query vectors into an ``(m, S)`` array over
 :attr:`EnrolledRows.species` (``-inf`` = species cannot be scored) with :meth:`scores`, and
@@ -14,8 +14,6 @@ scores enrolled rows as if their own specimen (group) had never been enrolled wi
 - :class:`MeanScorer`: the mean of several scorers (``"prototype+knn"``).
 - :class:`WhitenedScorer`: cosine similarity to the prototypes in the collection's
   within-species whitened space (``"whitened"``, the default; see :mod:`index.whitening`).
-- :class:`OodScorer`: 1 - mean raw cosine similarity to the ``ood_k`` nearest rows.
-- :func:`unknown_scores`: 1 - best species score.
 """
 
 from __future__ import annotations
@@ -46,27 +44,6 @@ EXACT_KNN_LIMIT = 20_000
 HELD_OUT_BLOCK = 256
 #: folds of specimens for the whitened scorer's held-out scores (one whitening fit each).
 HELD_OUT_FOLDS = 5
-
-
-def topk_mean(values: np.ndarray, k: int) -> np.ndarray:
-    """Row-wise mean of the ``k`` largest finite values (NaN when a row has none)."""
-    k = max(1, min(k, values.shape[1]))
-    part = -np.partition(-values, k - 1, axis=1)[:, :k]
-    finite = np.isfinite(part)
-    count = finite.sum(axis=1)
-    total = np.where(finite, part, 0.0).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
-
-
-def unknown_scores(similarities: np.ndarray) -> np.ndarray:
-    """1 - the best species score per row (2 when no species could be scored)."""
-    best = (
-        np.max(similarities, axis=1)
-        if similarities.shape[1]
-        else np.full(len(similarities), -np.inf)
-    )
-    return np.where(np.isfinite(best), 1.0 - best, 2.0)
 
 
 class Cl2n:
@@ -480,41 +457,3 @@ def species_scorer(
         raise ValueError(str(exc)) from None
     return factory(rows, cl2n, config, prior)
 
-
-class OodScorer:
-    """Off-domain score: 1 - mean raw cosine similarity to the ``ood_k`` nearest rows."""
-
-    def __init__(self, rows: EnrolledRows, config: IdentifierConfig) -> None:
-        self.rows = rows
-        self.k = config.ood_k
-
-    def scores(self, raw_queries: np.ndarray) -> np.ndarray:
-        return self.scores_and_nearest(raw_queries)[0]
-
-    def scores_and_nearest(self, raw_queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """OOD scores and the species of each query's nearest row (-1 where none)."""
-        scores, keys = self.rows.index.search(raw_queries, self.k)
-        nearest = np.full(len(raw_queries), -1, np.int64)
-        found = keys[:, 0] >= 0 if keys.size else np.zeros(len(raw_queries), bool)
-        if found.any():
-            nearest[found] = self.rows.y[self.rows.rows_of_keys(keys[found, 0])]
-        return 1.0 - topk_mean(scores, self.k), nearest
-
-    def held_out_scores(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """OOD scores of enrolled ``rows`` as queries: without their own group (a new
-        specimen of a known species) and without their own species (an unknown species)."""
-        enrolled, k = self.rows, self.k
-        known = np.zeros(len(rows))
-        unknown = np.zeros(len(rows))
-        for start in range(0, len(rows), HELD_OUT_BLOCK):
-            block = rows[start : start + HELD_OUT_BLOCK]
-            own_group = enrolled.g[None, :] == enrolled.g[block][:, None]
-            own_species = enrolled.y[None, :] == enrolled.y[block][:, None]
-            raw = enrolled.vectors[block] @ enrolled.vectors.T
-            known[start : start + HELD_OUT_BLOCK] = 1.0 - topk_mean(
-                np.where(own_group, -np.inf, raw), k
-            )
-            unknown[start : start + HELD_OUT_BLOCK] = 1.0 - topk_mean(
-                np.where(own_species, -np.inf, raw), k
-            )
-        return known, unknown

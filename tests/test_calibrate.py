@@ -16,8 +16,9 @@ from index.calibration import (
 )
 from index.config import IdentifierConfig
 from index.enrolled import EnrolledRows
+from index.open_set import OpenSetScores
 from index.prototypes import power_normalise
-from index.scorers import Cl2n, OodScorer, species_scorer
+from index.scorers import Cl2n, species_scorer
 from tests.clusters import specimens_around, unit
 
 DIM = 16
@@ -44,7 +45,7 @@ def parts(rows: EnrolledRows, config: IdentifierConfig = CONFIG):
     cl2n.fit()
     scorer = species_scorer(rows, cl2n, config)
     scorer.fit()
-    return scorer, OodScorer(rows, config)
+    return scorer, OpenSetScores.of(rows, config)
 
 
 def test_calibration_rows_take_whole_specimens_round_robin_over_species():
@@ -135,7 +136,7 @@ class OracleScorer:
 
 def test_any_scorer_following_the_protocol_plugs_into_calibration():
     rows = enrolled()
-    th = calibrate(rows, OracleScorer(rows), OodScorer(rows, CONFIG), CONFIG)
+    th = calibrate(rows, OracleScorer(rows), OpenSetScores.of(rows, CONFIG), CONFIG)
     assert th.stats.known_top1 == 1.0
     # the one-specimen species is never a known sample, even when a scorer scores it
     assert th.stats.known_queries == 2 * (5 + 5 + 5 + 5 + 2)

@@ -31,7 +31,7 @@ def decide(probabilities, unknown=0.1, ood=0.1):
     policy = DecisionPolicy(SPECIES, GENUS, FAMILY)
     probs = np.atleast_2d(np.asarray(probabilities, np.float32))
     m = probs.shape[0]
-    return policy.decide(probs, np.full(m, unknown), np.full(m, ood), TH)
+    return policy.decide(probs, {"unknown": np.full(m, unknown), "ood": np.full(m, ood)}, TH)
 
 
 def test_off_domain_comes_before_every_other_check():
@@ -58,7 +58,9 @@ def test_genus_roll_up_sums_the_species_probabilities():
 
 def test_family_roll_up_when_no_genus_passes():
     policy = DecisionPolicy(["A_x", "B_y", "C_z"], ["A", "B", "C"], ["Fam", "Fam", "Other"])
-    out = policy.decide(np.array([[0.4, 0.3, 0.3]]), np.array([0.1]), np.array([0.1]), TH)
+    out = policy.decide(
+        np.array([[0.4, 0.3, 0.3]]), {"unknown": np.array([0.1]), "ood": np.array([0.1])}, TH
+    )
     assert out[0][:2] == ("family", "Fam") and out[0][2] == pytest.approx(0.7)
 
 
@@ -69,7 +71,9 @@ def test_uncertain_when_no_taxon_passes():
 def test_species_without_a_genus_never_roll_up_into_one():
     # together the two genus-less species would pass 0.6 as a genus ''
     policy = DecisionPolicy(["a", "b", "Murex_c"], ["", "", "Murex"], ["F1", "F2", "F3"])
-    out = policy.decide(np.array([[0.35, 0.35, 0.3]]), np.array([0.1]), np.array([0.1]), TH)
+    out = policy.decide(
+        np.array([[0.35, 0.35, 0.3]]), {"unknown": np.array([0.1]), "ood": np.array([0.1])}, TH
+    )
     assert out == [("uncertain", None, 0.0)]
     matrix, names = rollup_matrix(GENUS)
     assert names == ["Conus", "Murex"]

@@ -9,15 +9,15 @@ import pytest
 from index import scorers
 from index.config import IdentifierConfig
 from index.enrolled import EnrolledRows
+from index.open_set.out_of_domain import OutOfDomainScore as OodScorer
+from index.open_set.out_of_domain import topk_mean
+from index.open_set.unknown_species import unknown_scores
 from index.scorers import (
     Cl2n,
     MeanScorer,
     NearestSpecimenScorer,
-    OodScorer,
     PrototypeScorer,
     species_scorer,
-    topk_mean,
-    unknown_scores,
 )
 from tests.clusters import specimens_around, unit
 
