@@ -4,32 +4,11 @@ species, the taxon names of a decision, the most similar enrolled photos and the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from .enrolled import EnrolledRows
+from .query_scores import Scored
 from .results import Candidate, Decision, SimilarSpecimen
-
-
-@dataclass(frozen=True)
-class Scored:
-    """Scores of a batch of (mapped) queries: species scores ``sims`` and ``probabilities``
-    (m, S), the "none of these" probability (m,), every open-set score as answers report it
-    (name -> (m,)) and the decision verdicts ``(decision, taxon, probability)``."""
-
-    sims: np.ndarray
-    probabilities: np.ndarray
-    none: np.ndarray
-    open_set: dict[str, np.ndarray]
-    verdicts: list[tuple[Decision, str | None, float]]
-
-    def open_set_fields(self, i: int = 0) -> dict[str, float]:
-        """``{"<name>_score": value}`` of query ``i`` as the answer shows it (NaN as 2)."""
-        return {
-            f"{name}_score": round(float(np.nan_to_num(scores[i], nan=2.0)), 6)
-            for name, scores in self.open_set.items()
-        }
 
 
 def closest_photo(rows: EnrolledRows, q: np.ndarray, species: int) -> float:

@@ -45,10 +45,13 @@ def default_thresholds(
 ) -> Thresholds:
     """The thresholds of an uncalibrated identifier (the config's fallbacks; ``open_set``:
     the scores, default every registered one)."""
-    names = open_set.names() if open_set is not None else OPEN_SET_SCORES.names()
+    if open_set is None:
+        defaults = {name: cls.default_threshold(config) for name, cls in OPEN_SET_SCORES.items()}
+    else:
+        defaults = open_set.default_thresholds(config)
     return Thresholds(
         temperature=config.fallback_temperature,
-        open_set={name: OPEN_SET_SCORES[name].default_threshold(config) for name in names},
+        open_set=defaults,
         species_probability=config.species_probability,
         genus_probability=config.genus_probability,
         family_probability=config.family_probability,

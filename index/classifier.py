@@ -30,16 +30,15 @@ import numpy as np
 
 from . import answers, identifier_state
 from . import calibrate as calibration_procedure
-from .answers import Scored
-from .calibration import open_set_probabilities
 from .config import IdentifierConfig
 from .decision import DecisionPolicy
 from .decision import candidate_mask as species_mask
 from .enrolled import EnrolledRows
-from .errors import EmptyCollectionError, InvalidQueryError
+from .errors import InvalidQueryError
 from .open_set import OpenSetScores
 from .placement import place
 from .prototypes import fuse_views, power_normalise
+from .query_scores import Scored, checked_queries, score
 from .results import (
     REJECTIONS,
     BatchScores,
@@ -207,7 +206,7 @@ class VectorIdentifier:
         """Refit what depends on the rows: CL2N centring, the scorer, the decision tables."""
         self.cl2n.fit()
         self.scorer.fit()
-        self.policy = DecisionPolicy.of(self.rows)
+        self.policy = DecisionPolicy.of(self.rows, self.open_set.decisions())
 
     # ================================================================== persistence
     def export_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -345,19 +344,7 @@ class VectorIdentifier:
 
     # ================================================================== scoring
     def _check_queries(self, queries: np.ndarray) -> np.ndarray:
-        queries = np.asarray(queries, dtype=np.float32)
-        if queries.ndim == 1:
-            queries = queries[None, :]
-        if queries.ndim != 2 or queries.shape[1] != self.dim:
-            raise InvalidQueryError(
-                f"query vectors must have size {self.dim} (this collection's model), got shape "
-                f"{queries.shape}"
-            )
-        if not np.isfinite(queries).all():
-            raise InvalidQueryError("query vectors contain NaN or infinite values")
-        if len(self) == 0:
-            raise EmptyCollectionError("the collection is empty: enroll some species first")
-        return self.features(queries)
+        return self.features(checked_queries(queries, self.dim, len(self)))
 
     def features(self, vectors: np.ndarray) -> np.ndarray:
         """Embeddings -> the vectors this identifier works on (``config.feature_power``, unit
@@ -377,19 +364,9 @@ class VectorIdentifier:
 
     def score(self, queries: np.ndarray, mask: np.ndarray | None = None) -> Scored:
         """Score (mapped) ``queries`` among the species ``mask`` allows (default all): species
-        scores, probabilities, the open-set scores and the decisions."""
-        sims = self.scorer.scores(queries)
-        if mask is not None:
-            sims[:, ~mask] = -np.inf
-        th = self._thresholds
-        none_score = self.open_set.none_score(th)
-        probs, none = open_set_probabilities(
-            sims, th.temperature, none_score, self.config.none_temperature
-        )
-        open_set = self.open_set.query_scores(queries, sims, th)
-        gated = {name: pair[1] for name, pair in open_set.items()}
-        verdicts = self.policy.decide(probs, gated, th)
-        return Scored(sims, probs, none, {n: pair[0] for n, pair in open_set.items()}, verdicts)
+        scores, probabilities, the open-set scores and the decisions (:mod:`index.query_scores`)."""
+        th, none_temperature = self._thresholds, self.config.none_temperature
+        return score(queries, self.scorer, self.open_set, self.policy, th, none_temperature, mask)
 
     def score_batch(self, queries: np.ndarray) -> BatchScores:
         """Score many single-vector queries: similarities and probabilities over

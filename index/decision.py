@@ -128,8 +128,10 @@ class DecisionPolicy:
         ]
 
     @classmethod
-    def of(cls, rows: EnrolledRows) -> DecisionPolicy:
-        return cls(rows.species, rows.genus, rows.family)
+    def of(
+        cls, rows: EnrolledRows, open_set: Sequence[tuple[str, Decision]] | None = None
+    ) -> DecisionPolicy:
+        return cls(rows.species, rows.genus, rows.family, open_set)
 
     def decide(
         self,

@@ -80,6 +80,6 @@ def restore_state(
         scorer.whitened = whitened
     else:
         scorer.fit()  # nearest-specimen parts have nothing to restore
-    identifier.policy = DecisionPolicy.of(rows)
+    identifier.policy = DecisionPolicy.of(rows, identifier.open_set.decisions())
     identifier.thresholds = Thresholds.model_validate(meta["thresholds"])
     identifier.whitening_settled()

@@ -156,6 +156,14 @@ class OpenSetScores:
     def names(self) -> list[str]:
         return list(self.scores)
 
+    def decisions(self) -> list[tuple[str, Decision]]:
+        """(name, decision) of every score, in order (the decision policy's open-set rules)."""
+        return [(name, score.decision) for name, score in self]
+
+    def default_thresholds(self, config: IdentifierConfig) -> dict[str, float]:
+        """name -> the threshold of an uncalibrated identifier."""
+        return {name: score.default_threshold(config) for name, score in self}
+
     def query_scores(
         self, queries: np.ndarray, sims: np.ndarray, thresholds: Thresholds
     ) -> dict[str, tuple[np.ndarray, np.ndarray]]:

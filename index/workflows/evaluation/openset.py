@@ -1,5 +1,6 @@
 """Open-set evaluation helpers: which species are held out as never enrolled, and the figures
-of one method on known, unknown and off-domain queries."""
+of one method on known, unknown and off-domain queries, for every registered open-set score
+(:mod:`index.open_set`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from index.calibration import auroc, expected_calibration_error
-from index.results import DECISIONS, Placement
+from index.open_set import OPEN_SET_SCORES
+from index.results import DECISIONS, Placement, Thresholds
 
 from .metrics import REPORTED_KNOWN_RECALL, fpr_at_recall
 
@@ -54,34 +56,58 @@ def detection_figures(
     }
 
 
+def reported_scores() -> list[tuple[str, str]]:
+    """(name, decision) of every registered open-set score (:data:`index.open_set.
+    OPEN_SET_SCORES`), in report order: by decision, most specific first (unknown_species
+    before out_of_domain), then registration order."""
+    scores = [(name, score.decision) for name, score in OPEN_SET_SCORES.items()]
+    return sorted(scores, key=lambda pair: DECISIONS.index(pair[1]))
+
+
 def open_set_figures(
-    known_unknown_score: np.ndarray,
-    known_ood_score: np.ndarray,
-    unknown_scores: np.ndarray,
-    ood_scores: Mapping[str, np.ndarray],
+    known: Mapping[str, np.ndarray],
+    unknown: Mapping[str, np.ndarray],
+    ood: Mapping[str, Mapping[str, np.ndarray]],
     decisions: Mapping[str, Sequence[str]] | None,
     target_recall: float = REPORTED_KNOWN_RECALL,
 ) -> dict:
-    """Figures of one method.
+    """Figures of one method, one entry per open-set score (:func:`reported_scores`).
 
-    Unknown species are detected with the unknown score, off-domain folders with the OOD
-    score (each against the known-species test queries). ``decisions`` maps a query set name
-    (``known``, ``unknown``, ``ood:<folder>``) to the method's decisions, or is ``None`` for a
-    method without open-set decisions (the probe).
+    ``known`` / ``unknown``: score name -> scores of the known-species test queries / of the
+    never-enrolled species' queries; ``ood``: off-domain folder -> score name -> scores. A
+    score answering ``out_of_domain`` is measured on each off-domain folder (folder ->
+    figures), any other on the never-enrolled species, each against the known queries.
+    ``decisions`` maps a query set name (``known``, ``unknown``, ``ood:<folder>``) to the
+    method's decisions, or is ``None`` for a method without open-set decisions (the probe).
     """
-    figures: dict = {
-        "unknown": detection_figures(known_unknown_score, unknown_scores, target_recall),
-        "ood": {
-            name: detection_figures(known_ood_score, scores, target_recall)
-            for name, scores in ood_scores.items()
-        },
-    }
+    figures: dict = {}
+    for name, decision in reported_scores():
+        if decision == "out_of_domain":
+            figures[name] = {
+                folder: detection_figures(known[name], scores[name], target_recall)
+                for folder, scores in ood.items()
+            }
+        else:
+            figures[name] = detection_figures(known[name], unknown[name], target_recall)
     figures["decision_rates"] = (
         {name: decision_rates(d) for name, d in decisions.items()}
         if decisions is not None
         else None
     )
     return figures
+
+
+def open_set_thresholds(thresholds: Thresholds) -> dict[str, float | str | None]:
+    """The thresholds a method's figures report: the temperature, each open-set score's
+    (None when it never rejects) in report order, and where they came from."""
+    return {
+        "temperature": thresholds.temperature,
+        **{
+            name: value if np.isfinite(value := thresholds.open_set_threshold(name)) else None
+            for name, _ in reported_scores()
+        },
+        "source": thresholds.source,
+    }
 
 
 def placement_figures(

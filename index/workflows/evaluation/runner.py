@@ -33,6 +33,7 @@ from embedder.episodes import summarize
 from embedder.vectors import l2_normalise
 from index.classifier import VectorIdentifier
 from index.config import DEFAULT_TARGET_RECALL, IdentifierConfig
+from index.open_set import OPEN_SET_SCORES
 from index.results import REJECTIONS, Placement
 from index.whitening import WithinSpeciesPrior
 
@@ -45,7 +46,13 @@ from .fewshot import (
     prototype_predict,
 )
 from .metrics import closed_set_metrics
-from .openset import decision_rates, holdout_species, open_set_figures, placement_figures
+from .openset import (
+    decision_rates,
+    holdout_species,
+    open_set_figures,
+    open_set_thresholds,
+    placement_figures,
+)
 
 SCHEMA_VERSION = 2  # 2: open_set methods gain placement
 IDENTIFIER = "the default identifier (index.VectorIdentifier)"
@@ -302,8 +309,7 @@ class QueryScores:
     """One method's answers for one query set (rows = queries, columns = its species)."""
 
     probabilities: np.ndarray
-    unknown: np.ndarray  # higher = more likely an unknown species
-    ood: np.ndarray  # higher = more likely off-domain
+    open_set: dict[str, np.ndarray]  # open-set score name -> (m,), higher = more novel
     decisions: list[str] | None  # None for the probe (no open-set decisions)
     placements: list[Placement | None] = field(default_factory=list)  # identifier only
 
@@ -351,16 +357,11 @@ def _fit_and_score(
             if len(q):
                 batch = ident.score_batch(q)
                 scores[name] = QueryScores(
-                    batch.probabilities,
-                    batch.unknown_score,
-                    batch.ood_score,
-                    batch.decisions,
-                    batch.placements,
+                    batch.probabilities, batch.open_set, batch.decisions, batch.placements
                 )
             else:
-                scores[name] = QueryScores(
-                    np.zeros((0, len(ident.species))), np.zeros(0), np.zeros(0), []
-                )
+                none = {score: np.zeros(0) for score in ident.open_set.names()}
+                scores[name] = QueryScores(np.zeros((0, len(ident.species))), none, [])
         return FittedMethod(list(ident.species), scores, ident)
     probe = _fit_probe(x[train], labels, cfg.seed)
     for name, q in queries.items():
@@ -369,7 +370,7 @@ def _fit_and_score(
         else:
             probs = np.zeros((0, len(probe.classes_)))
         msp = 1.0 - probs.max(axis=1) if len(q) else np.zeros(0)
-        scores[name] = QueryScores(probs, msp, msp, None)
+        scores[name] = QueryScores(probs, dict.fromkeys(OPEN_SET_SCORES, msp), None)
     return FittedMethod([str(c) for c in probe.classes_], scores, None)
 
 
@@ -527,19 +528,13 @@ def _identifier_figures(
     """The figures only an identifier gives: its thresholds, the share of known-species
     queries it names right, and how it places unknown species in their genus and family."""
     scored = fitted.scores
-    th = identifier.thresholds
     best = scored["known"].probabilities.argmax(axis=1)
     named = [
         d == "species" and fitted.species[int(j)] == t
         for d, j, t in zip(decisions["known"], best, truth, strict=True)
     ]
     return {
-        "thresholds": {
-            "temperature": th.temperature,
-            "unknown": th.unknown if np.isfinite(th.unknown) else None,
-            "ood": th.ood if np.isfinite(th.ood) else None,
-            "source": th.source,
-        },
+        "thresholds": open_set_thresholds(identifier.thresholds),
         "known_species_correct": float(np.mean(named)) if named else float("nan"),
         "placement": placement_figures(
             scored["unknown"].placements,
@@ -580,10 +575,9 @@ def _open_set(records, vectors, methods, caches, cfg, plots, progress) -> dict:
         scored = fitted.scores
         decisions = {k: v.decisions for k, v in scored.items() if v.decisions is not None}
         figures = open_set_figures(
-            scored["known"].unknown,
-            scored["known"].ood,
-            scored["unknown"].unknown,
-            {k[4:]: v.ood for k, v in scored.items() if k.startswith("ood:")},
+            scored["known"].open_set,
+            scored["unknown"].open_set,
+            {k[4:]: v.open_set for k, v in scored.items() if k.startswith("ood:")},
             decisions if fitted.identifier is not None else None,
             cfg.target_recall,
         )
@@ -598,7 +592,7 @@ def _open_set(records, vectors, methods, caches, cfg, plots, progress) -> dict:
             )
         result["methods"][method.name] = figures
         plots["scores"][method.name] = {
-            name: {"unknown": np.asarray(v.unknown), "ood": np.asarray(v.ood)}
+            name: {score: np.asarray(values) for score, values in v.open_set.items()}
             for name, v in scored.items()
         }
     return result
