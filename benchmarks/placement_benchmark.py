@@ -141,9 +141,7 @@ def named_taxa(identifier, batch) -> list[tuple[str, str, float]]:
     decision policy (what today's index answers)."""
     th = identifier.thresholds
     out = []
-    for decision, taxon, p in identifier.policy.decide(
-        batch.probabilities, batch.unknown_score, batch.ood_score, th
-    ):
+    for decision, taxon, p in identifier.policy.decide(batch.probabilities, batch.open_set, th):
         out.append((decision, taxon or "", p) if decision in ("genus", "family") else ("", "", 0))
     return out
 
