@@ -456,4 +456,3 @@ def species_scorer(
     except UnknownNameError as exc:
         raise ValueError(str(exc)) from None
     return factory(rows, cl2n, config, prior)
-
