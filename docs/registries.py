@@ -1,5 +1,5 @@
-"""The docs' tables of registered backbones, profiles, heads, losses and species scorers,
-generated from the registries (:class:`embedder.registry.Registry`).
+"""The docs' tables of registered backbones, profiles, heads, losses, species scorers and
+open-set scores, generated from the registries (:class:`embedder.registry.Registry`).
 
 ``python docs/registries.py`` rewrites every block between ``<!-- registry:NAME ... -->`` and
 ``<!-- /registry:NAME -->`` in docs/; ``--check`` only reports the blocks that differ (exit 1).
@@ -22,6 +22,7 @@ from embedder.losses import LOSSES  # noqa: E402
 from embedder.profiles import PROFILES  # noqa: E402
 from embedder.settings import DEFAULT_BACKBONE, LEGACY_BACKBONE  # noqa: E402
 from embedder.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from index.open_set import OPEN_SET_SCORES  # noqa: E402
 from index.scorers import SCORERS  # noqa: E402
 
 
@@ -93,6 +94,14 @@ def scorers() -> str:
     return table(["`SHELLID_METHOD`", "species score"], rows)
 
 
+def open_set_scores() -> str:
+    rows = [
+        [f"`{name}`", f"`{score.decision}`", summary(score)]
+        for name, score in OPEN_SET_SCORES.items()
+    ]
+    return table(["open-set score", "rejects as", "score (higher = more novel)"], rows)
+
+
 #: block name -> (the doc that holds it, its table).
 BLOCKS: dict[str, tuple[str, Callable[[], str]]] = {
     "backbones": ("embedder.md", backbones),
@@ -100,6 +109,7 @@ BLOCKS: dict[str, tuple[str, Callable[[], str]]] = {
     "heads": ("training.md", heads),
     "losses": ("training.md", losses),
     "scorers": ("index.md", scorers),
+    "open_set_scores": ("index.md", open_set_scores),
 }
 
 

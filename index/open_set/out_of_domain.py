@@ -40,7 +40,8 @@ def topk_mean(values: np.ndarray, k: int) -> np.ndarray:
 
 @OPEN_SET_SCORES.register("ood")
 class OutOfDomainScore(OpenSetScore):
-    """Off-domain score: 1 - mean raw cosine similarity to the ``ood_k`` nearest rows."""
+    """1 - mean raw cosine similarity of the query to its ``ood_k`` nearest enrolled photos
+    (FAISS k-NN); no neighbour (NaN) is always out of domain."""
 
     decision: ClassVar[Decision] = "out_of_domain"
 

@@ -33,7 +33,8 @@ def unknown_scores(similarities: np.ndarray) -> np.ndarray:
 
 @OPEN_SET_SCORES.register("unknown")
 class UnknownSpeciesScore(OpenSetScore):
-    """Species-level novelty: how far the best enrolled species is."""
+    """1 - the best species score (2 when no species can be scored): how far the nearest
+    enrolled species is."""
 
     decision: ClassVar[Decision] = "unknown_species"
 
