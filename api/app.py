@@ -56,7 +56,8 @@ def _load_in_background(runtime: Runtime, opener: Callable[[], Collection]) -> N
         try:
             collection = opener()
             runtime.service = _make_service(runtime, collection)
-            log.info("shellid ready: %d photos in %s", len(collection), runtime.settings.store)
+            count = len(collection.catalogue)
+            log.info("shellid ready: %d photos in %s", count, runtime.settings.store)
         except Exception as exc:  # shown by /readyz and in the log, the process stays up
             runtime.load_error = user_message(exc) or type(exc).__name__
             log.error("shellid failed to load the model or store: %s", runtime.load_error)
@@ -71,6 +72,34 @@ def _make_service(runtime: Runtime, collection: Collection) -> ShellidService:
     return ShellidService(collection, runtime.settings, on_batch=on_batch).start()
 
 
+def _metrics(runtime: Runtime) -> ServiceMetrics:
+    """The service's metrics, with the store's size and species count read at each scrape."""
+
+    def store_size() -> float:
+        return float(len(runtime.service.catalogue)) if runtime.service else 0.0
+
+    def species_count() -> float:
+        return float(len(runtime.service.catalogue.species())) if runtime.service else 0.0
+
+    return ServiceMetrics(store_size, species_count)
+
+
+def _routes(app: FastAPI) -> None:
+    """The API's routers, the web page and its static files."""
+    for module in (health, identify, cli_answers, species, species_pages, try_these, taxa):
+        app.include_router(module.router)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:
+        return FileResponse(STATIC_DIR / "favicon.ico", media_type="image/x-icon")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+
 def create_app(
     settings: ServiceSettings | None = None, collection: Collection | None = None
 ) -> FastAPI:
@@ -78,14 +107,7 @@ def create_app(
     ``settings.store`` in the background (``/readyz`` answers 503 until then)."""
     settings = settings or load_settings()
     runtime = Runtime(settings=settings)
-
-    def store_size() -> float:
-        return float(len(runtime.service.collection)) if runtime.service else 0.0
-
-    def species_count() -> float:
-        return float(len(runtime.service.collection.species())) if runtime.service else 0.0
-
-    runtime.metrics = ServiceMetrics(store_size, species_count)
+    runtime.metrics = _metrics(runtime)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -114,21 +136,5 @@ def create_app(
     app.add_middleware(ServerErrorAnswer)
     app.add_middleware(BodyLimitMiddleware, settings=settings)
     runtime.metrics.install(app)  # added last = outermost: refused bodies are counted too
-    app.include_router(health.router)
-    app.include_router(identify.router)
-    app.include_router(cli_answers.router)
-    app.include_router(species.router)
-    app.include_router(species_pages.router)
-    app.include_router(try_these.router)
-    app.include_router(taxa.router)
-
-    @app.get("/", include_in_schema=False)
-    def page() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html")
-
-    @app.get("/favicon.ico", include_in_schema=False)
-    def favicon() -> FileResponse:
-        return FileResponse(STATIC_DIR / "favicon.ico", media_type="image/x-icon")
-
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    _routes(app)
     return app

@@ -1,5 +1,7 @@
-"""The service layer: what the routes ask of a :class:`Collection`, with the embedding
-micro-batcher in front and every blocking call moved off the event loop."""
+"""The service layer: what the routes ask of one collection, every blocking call moved off
+the event loop. Photos go to a :class:`~index.workflows.collection.Collection` built with the
+embedding micro-batcher as its model; what the collection holds is read from its
+:class:`~index.catalogue.Catalogue`."""
 
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from .uploads import Upload
 from .wording import words_for
 
 if TYPE_CHECKING:
+    from index.catalogue import Catalogue
     from index.taxa import KnownTaxa
     from index.workflows.collection import Collection
 
@@ -82,11 +85,11 @@ def _species_out(summary) -> SpeciesOut:
     )
 
 
-def _photo_page(collection: Collection, name: str, offset: int, limit: int) -> SpeciesPhotoPage:
+def _photo_page(catalogue: Catalogue, name: str, offset: int, limit: int) -> SpeciesPhotoPage:
     """One page of a species' photos with its taxonomy (runs in the thread pool)."""
-    page = collection.species_photos(name, offset, limit)
-    taxonomy = collection.enrolled_taxonomy(page.species).get(page.species, {})
-    summary = collection.species_info(page.species)
+    page = catalogue.species_photos(name, offset, limit)
+    taxonomy = catalogue.enrolled_taxonomy(page.species).get(page.species, {})
+    summary = catalogue.species_info(page.species)
     end = page.offset + len(page.photos)
     return SpeciesPhotoPage.model_validate(
         {
@@ -155,30 +158,33 @@ def plan_inference(
 
 
 class ShellidService:
-    """One collection served over HTTP: identify, search, enroll, list and delete."""
+    """One collection served over HTTP: identify, search, enroll, list and delete.
+
+    ``collection``: as opened (its model loads here); the service serves a collection built
+    over the same engine with the micro-batcher as its model (:class:`BatchedModel`), so the
+    API's photos take the command line's path (``Collection.identify`` / ``search`` /
+    ``enroll``). The collection given is left as it was."""
 
     def __init__(self, collection: Collection, settings: ServiceSettings, on_batch=None) -> None:
-        self.collection = collection
-        self.settings = settings
-        embedder = collection.embedder
-        if isinstance(embedder, BatchedModel):  # left by a service over this collection before
-            embedder = embedder.model
-        self.model = embedder
-        self.plan = plan_inference(settings, embedder_device(embedder))
         from embedder.embedding import Embedder  # torch: imported when a service starts
+        from index.workflows.collection import Collection
 
-        if isinstance(embedder, Embedder) and embedder.threads is None:
-            embedder.threads = self.plan.torch_threads  # ONNX Runtime's threads too
+        self.settings = settings
+        self.model = model = collection.embedder  # loaded, and checked against the store
+        self.plan = plan_inference(settings, embedder_device(model))
+        if isinstance(model, Embedder) and model.threads is None:
+            model.threads = self.plan.torch_threads  # ONNX Runtime's threads too
         self.batcher = EmbeddingBatcher(
-            embedder.embed_images,
+            model.embed_images,
             max_wait_ms=settings.batch_wait_ms,
             max_images=self.plan.max_batch_images,
             on_batch=on_batch,
             workers=self.plan.workers,
             thread_setup=self.use_planned_threads,
         )
-        # one path for every photo: the collection embeds through the batcher
-        collection.use_embedder(BatchedModel(embedder, self.batcher))
+        batched = BatchedModel(model, self.batcher)
+        self.collection = Collection(collection.index, batched, collection.model_path)
+        self.catalogue = self.collection.catalogue
         self._stopping = threading.Event()
         self._watch: threading.Thread | None = None
         self._subject: tuple[str, float] | None = None  # (word, when read from the store)
@@ -212,7 +218,7 @@ class ShellidService:
         meanwhile)."""
         while not self._stopping.wait(self.settings.refresh_seconds):
             try:
-                if self.collection.refresh():
+                if self.collection.index.refresh():
                     log.info("store changed by another process: caught up")
             except Exception:  # a store hiccup must not end the watch
                 log.exception("could not check the store for other processes' writes")
@@ -222,7 +228,6 @@ class ShellidService:
         if self._watch is not None:
             self._watch.join(10)
         self.batcher.stop()
-        self.collection.use_embedder(self.model)  # the collection outlives the service
         try:  # the next start begins from here
             if self.collection.index.save_snapshot(force=True):
                 log.info("saved the snapshot of the collection for the next start")
@@ -270,7 +275,7 @@ class ShellidService:
 
     async def search(self, uploads: list[Upload], decode_seconds: float, k: int) -> SearchResponse:
         """The ``k`` enrolled photos nearest to the uploaded photos."""
-        if len(self.collection) == 0:
+        if len(self.catalogue) == 0:
             return SearchResponse(results=[], timings_ms={"decode": _ms(decode_seconds)})
         started = time.perf_counter()
         found = await run_in_threadpool(
@@ -307,10 +312,10 @@ class ShellidService:
         return await self.subject()
 
     async def taxa(self) -> KnownTaxa:
-        return await run_in_threadpool(self.collection.taxa)
+        return await run_in_threadpool(self.catalogue.taxa)
 
     async def species(self) -> SpeciesList:
-        summaries = await run_in_threadpool(self.collection.species)
+        summaries = await run_in_threadpool(self.catalogue.species)
         items = [_species_out(s) for s in summaries]
         return SpeciesList(
             species=items,
@@ -319,16 +324,16 @@ class ShellidService:
         )
 
     async def species_info(self, name: str) -> SpeciesOut:
-        return _species_out(await run_in_threadpool(self.collection.species_info, name))
+        return _species_out(await run_in_threadpool(self.catalogue.species_info, name))
 
     async def thumbnail(self, specimen_id: str) -> bytes:
-        return await run_in_threadpool(self.collection.thumbnail, specimen_id)
+        return await run_in_threadpool(self.catalogue.thumbnail, specimen_id)
 
     async def photo(self, specimen_id: str) -> bytes:
-        return await run_in_threadpool(self.collection.image, specimen_id)
+        return await run_in_threadpool(self.catalogue.image, specimen_id)
 
     async def species_photos(self, name: str, offset: int, limit: int) -> SpeciesPhotoPage:
-        return await run_in_threadpool(_photo_page, self.collection, name, offset, limit)
+        return await run_in_threadpool(_photo_page, self.catalogue, name, offset, limit)
 
     # ----------------------------------------------------------------- writes
     async def enroll(
@@ -358,11 +363,11 @@ class ShellidService:
         )
 
     async def remove_species(self, name: str) -> SpeciesRemoved:
-        removed = await run_in_threadpool(self.collection.remove_species, name)
+        removed = await run_in_threadpool(self.collection.index.remove_species, name)
         return SpeciesRemoved(species=name, removed=int(removed))
 
     async def remove_specimen(self, specimen_id: str) -> SpecimenRemoved:
-        record = await run_in_threadpool(self.collection.remove_specimen, specimen_id)
+        record = await run_in_threadpool(self.collection.index.remove_specimen, specimen_id)
         return SpecimenRemoved(
             specimen_id=str(specimen_id), species=str(getattr(record, "species", ""))
         )

@@ -9,7 +9,10 @@ them as a strip under the identify form. Only photos recorded there are ever ser
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from index.catalogue import Catalogue
 
 INFO_KEY = "try_these"
 MEDIA_TYPES = {
@@ -33,9 +36,9 @@ def record(collection: Any, items: list[dict[str, Any]]) -> None:
     collection.store.write_info(**{INFO_KEY: clean})
 
 
-def recorded(collection: Any) -> list[dict[str, Any]]:
+def recorded(catalogue: Catalogue) -> list[dict[str, Any]]:
     """The kept-back specimens recorded in the store (empty when the demo did not make it)."""
-    items = collection.store.info().get(INFO_KEY) or []
+    items = catalogue.store.info().get(INFO_KEY) or []
     if not isinstance(items, list):
         return []
     return [
@@ -45,11 +48,11 @@ def recorded(collection: Any) -> list[dict[str, Any]]:
     ]
 
 
-def listing(collection: Any) -> list[dict[str, Any]]:
+def listing(catalogue: Catalogue) -> list[dict[str, Any]]:
     """What the page shows: each kept-back specimen with its taxonomy and photo URLs."""
-    taxonomy = {s.species: s for s in collection.species()}
+    taxonomy = {s.species: s for s in catalogue.species()}
     out = []
-    for index, item in enumerate(recorded(collection)):
+    for index, item in enumerate(recorded(catalogue)):
         known = taxonomy.get(item["species"])
         out.append(
             {
@@ -67,9 +70,9 @@ def listing(collection: Any) -> list[dict[str, Any]]:
     return out
 
 
-def photo(collection: Any, index: int, view: int) -> tuple[Path, str]:
+def photo(catalogue: Catalogue, index: int, view: int) -> tuple[Path, str]:
     """``(path, media type)`` of one recorded photo; LookupError when there is none."""
-    items = recorded(collection)
+    items = recorded(catalogue)
     if not 0 <= index < len(items) or not 0 <= view < len(items[index]["files"]):
         raise LookupError(f"no try-these photo {index}/{view}")
     path = Path(items[index]["files"][view])

@@ -107,7 +107,8 @@ def main() -> int:
         writer = Collection.open(store)  # process A
         writer.enroll_folder(SHELLS, progress=False, group_pattern="specimen")
         newcomers = sorted(p for p in NEWCOMERS.rglob("*.jpg"))[:: max(1, 400 // args.rounds)]
-        print(f"store: {len(writer)} shell photos; {args.rounds} rounds per refresh interval")
+        photos = len(writer.catalogue)
+        print(f"store: {photos} shell photos; {args.rounds} rounds per refresh interval")
         print(
             f"{'refresh s':>10} {'seen after enrol':>24} {'gone after remove':>24} "
             f"{'restart s':>10} {'restart / seen':>15}"
@@ -123,7 +124,7 @@ def main() -> int:
                     added.append(
                         seconds_until(lambda n=name, s=server: s.species_status(n) == 200, 30)
                     )
-                    writer.remove_species(name)
+                    writer.index.remove_species(name)
                     removed.append(
                         seconds_until(lambda n=name, s=server: s.species_status(n) == 404, 30)
                     )

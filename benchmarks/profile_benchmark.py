@@ -231,7 +231,7 @@ def identify_p50(models: list[str | None], data: dict, queries: int, shots: int 
             collection = Collection.open(Path(folder) / f"store-{index}", model=model)
             for species, files in enrolled.items():
                 collection.enroll(species, files, calibrate=False)
-            collection.calibrate()  # once, at the end
+            collection.index.calibrate()  # once, at the end
             collections.append(collection)
         times: list[list[float]] = [[] for _ in models]
         for path in rest[:: max(1, len(rest) // queries)][:queries]:

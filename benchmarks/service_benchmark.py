@@ -74,7 +74,8 @@ def build_store(store: Path, data: Path, model: str | None) -> tuple[str, list[P
         group = by_species[name]
         taxonomy = {k: v for k, v in (group[0].taxonomy or {}).items() if v}
         collection.enroll(name, [r.path for r in group], taxonomy=taxonomy or None)
-    print(f"store: {len(collection)} photos of {len(names) - 1} species (held out: {held_out})")
+    photos = len(collection.catalogue)
+    print(f"store: {photos} photos of {len(names) - 1} species (held out: {held_out})")
     del collection
     return held_out, [r.path for r in by_species[held_out]]
 

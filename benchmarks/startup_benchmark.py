@@ -125,7 +125,7 @@ def synthetic_store(n: int, dim: int, n_species: int | None = None, seed: int = 
         for start in range(0, n, CHUNK):
             store.add(synthetic_rows(store, start, min(CHUNK, n - start), dim, n_species, seed))
         store.compact()
-        # thresholds as Collection.calibrate records them (fitted on a sample: the values do
+        # thresholds as SpecimenIndex.calibrate records them (fitted on a sample: the values do
         # not change the start-up time)
         sample = store.select(["species", "id", "specimen", "vector"], "id < '0000000000004e20'")
         flat = sample["vector"].combine_chunks().flatten().to_numpy()
@@ -268,7 +268,7 @@ def run_size(n: int, dim: int, added: int) -> dict[str, Any]:
         result["catch_up_phases"] = difference.seconds
         assert len(difference.added_ids) == added and difference.to_version == new_version
         # the writer calibrates after its write and records the thresholds (as
-        # Collection.calibrate does); the reader then refits only its whitening
+        # SpecimenIndex.calibrate does); the reader then refits only its whitening
         writer.write_info(
             thresholds=json.loads(identifier.calibrated_thresholds.model_dump_json()),
             calibrated_version=new_version,

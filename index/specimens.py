@@ -11,13 +11,12 @@ commit is rolled back if that switch fails).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
-import re
 import threading
 import uuid
-from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -36,15 +35,7 @@ from .errors import (
     StoreError,
 )
 from .names import canonical_species, genus_of
-from .results import (
-    EnrollReport,
-    Identification,
-    PhotoRecord,
-    SimilarSpecimen,
-    SpeciesPhotos,
-    SpeciesSummary,
-    Thresholds,
-)
+from .results import EnrollReport, SimilarSpecimen, Thresholds
 from .snapshot import (
     DuplicateTable,
     SnapshotKey,
@@ -55,37 +46,12 @@ from .snapshot import (
     read_difference,
     settle,
 )
-from .store import SpecimenStore, sql_string
+from .store import SpecimenStore
 from .whitening import WithinSpeciesPrior
 
 #: taxonomy keys stored in their own columns; any other key goes to the JSON ``extra`` column.
 TAXONOMY_COLUMNS = ("genus", "family", "region")
 log = logging.getLogger("shellid.index")
-#: what a species' photo list reads from the store (no vectors, no image bytes).
-PHOTO_COLUMNS = [
-    "id",
-    "species",
-    "specimen",
-    "filename",
-    "source",
-    "region",
-    "width",
-    "height",
-    "created",
-]
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    """A stored timestamp (LanceDB keeps UTC without the zone) as an aware UTC datetime."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
-
-
-def _natural(text: str | None) -> tuple[tuple[int, int | str], ...]:
-    """Sort key that puts ``shell_2`` before ``shell_10``."""
-    parts = re.split(r"(\d+)", text or "")
-    return tuple((0, int(p)) if p.isdigit() else (1, p.lower()) for p in parts)
 
 
 @dataclass
@@ -173,6 +139,28 @@ def clean_taxonomy(taxonomy: Mapping[str, Any] | None) -> dict[str, str]:
     }
 
 
+def stored_prior(store: SpecimenStore) -> WithinSpeciesPrior | None:
+    """The model's within-species prior as ``store`` recorded it (None: it has none)."""
+    arrays = store.read_prior()
+    if arrays is None:
+        return None
+    try:
+        return WithinSpeciesPrior.from_arrays(arrays)
+    except ValueError as exc:
+        raise StoreError(f"store {store.uri}: {exc}", remedy=Remedy.REINDEX, store=store.uri) from None
+
+
+def enrolled_photo(identifier: VectorIdentifier | None, specimen_id: str) -> SimilarSpecimen:
+    """What the enrolled photo ``specimen_id`` is (its species and genus);
+    :class:`SpecimenNotFoundError` when no such photo is enrolled."""
+    ids = identifier.specimen_ids if identifier is not None else []
+    if identifier is None or specimen_id not in ids:
+        raise SpecimenNotFoundError(f"no enrolled specimen with id {specimen_id!r}")
+    species = identifier.labels[ids.index(specimen_id)]
+    genus = identifier.taxon_of(species)[0]
+    return SimilarSpecimen(specimen_id=specimen_id, species=species, genus=genus, score=1.0)
+
+
 class SpecimenIndex:
     """The store of one collection and the identifier built from it, kept in step on every
     write. ``dim``: the vector size to expect before anything is stored (the model's, when
@@ -195,7 +183,6 @@ class SpecimenIndex:
         self._identifier: VectorIdentifier | None = None
         self._duplicates = DuplicateTable({})  # SHA-256 -> (species, id), built on first use
         self._loaded_version = -1
-        self._snapshot_files: Snapshots | bool | None = None  # False: none for this URI
         self._fingerprint = ""  # the model of the loaded vectors
         self.load()
 
@@ -214,8 +201,8 @@ class SpecimenIndex:
                 dim,
                 fingerprint,
                 self.config,
-                self.prior(),
-                self._snapshots() if fingerprint else None,
+                stored_prior(self.store),
+                self._snapshots if fingerprint else None,
             )
             identifier, sha, version = state.identifier, state.sha, state.version
             identifier.set_overrides(**self.settings.threshold_overrides())
@@ -268,22 +255,21 @@ class SpecimenIndex:
         with self.write_lock:
             self._duplicates = DuplicateTable(table)
 
+    @functools.cached_property
     def _snapshots(self) -> Snapshots | None:
         """The snapshot files of this store (None where pyarrow cannot reach its URI)."""
-        if self._snapshot_files is None:
-            try:
-                self._snapshot_files = Snapshots(self.store.uri)
-            except (OSError, ValueError) as exc:  # e.g. a URI scheme pyarrow has no filesystem for
-                log.info("no snapshots for store %s: %s", self.store.uri, exc)
-                self._snapshot_files = False
-        return self._snapshot_files if isinstance(self._snapshot_files, Snapshots) else None
+        try:
+            return Snapshots(self.store.uri)
+        except (OSError, ValueError) as exc:  # e.g. a URI scheme pyarrow has no filesystem for
+            log.info("no snapshots for store %s: %s", self.store.uri, exc)
+            return None
 
     def save_snapshot(self, force: bool = False) -> bool:
         """Save the identifier beside the store when due (:meth:`Snapshots.due`: 50 commits or
         10 minutes since the last) or ``force`` (clean shutdown), and only when it is settled;
         True when written. A failure is logged, never raised (the store stays the truth)."""
         with self.write_lock:
-            identifier, snapshots = self._identifier, self._snapshots()
+            identifier, snapshots = self._identifier, self._snapshots
             fingerprint = str(self.store.info().get("fingerprint") or "")
             version = self._loaded_version
             if identifier is None or snapshots is None or not fingerprint or not len(identifier):
@@ -303,18 +289,6 @@ class SpecimenIndex:
                 log.info("removed %s from the snapshots of store %s", name, self.store.uri)
             return saved
 
-    def prior(self) -> WithinSpeciesPrior | None:
-        """The model's within-species prior as the store recorded it (None: it has none)."""
-        arrays = self.store.read_prior()
-        if arrays is None:
-            return None
-        try:
-            return WithinSpeciesPrior.from_arrays(arrays)
-        except ValueError as exc:
-            raise StoreError(
-                f"store {self.store.uri}: {exc}", remedy=Remedy.REINDEX, store=self.store.uri
-            ) from None
-
     # ================================================================== state
     @property
     def identifier(self) -> VectorIdentifier | None:
@@ -325,17 +299,20 @@ class SpecimenIndex:
         identifier = self._identifier
         return 0 if identifier is None else len(identifier)
 
-    @property
-    def thresholds(self) -> Thresholds:
-        identifier = self._identifier
-        return identifier.thresholds if identifier is not None else Thresholds()
-
     def need_identifier(self) -> VectorIdentifier:
         """The identifier; :class:`EmptyCollectionError` while nothing is enrolled."""
         identifier = self._identifier
         if identifier is None or len(identifier) == 0:
             raise EmptyCollectionError("the collection is empty: enroll some species first")
         return identifier
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[VectorIdentifier]:
+        """The identifier held still for a query (under the read lock: a write's switch of
+        the in-memory state waits); :class:`EmptyCollectionError` while nothing is enrolled."""
+        identifier = self.need_identifier()
+        with self.lock:
+            yield identifier
 
     # ================================================================== writing
     def add_photos(
@@ -471,7 +448,7 @@ class SpecimenIndex:
         with self.lock:
             identifier = self._identifier
             if identifier is None or len(identifier) == 0:  # the model's size and prior
-                identifier = VectorIdentifier(model.dim, self.config, self.prior())
+                identifier = VectorIdentifier(model.dim, self.config, stored_prior(self.store))
             identifier.add(
                 batch.vectors,
                 [batch.name] * len(batch.ids),
@@ -549,18 +526,8 @@ class SpecimenIndex:
         """Delete one enrolled photo by id; returns what it was."""
         with self.write_lock:
             self.refresh()
-            identifier = self._identifier
-            ids = identifier.specimen_ids if identifier is not None else []
-            if identifier is None or specimen_id not in ids:
-                raise SpecimenNotFoundError(f"no enrolled specimen with id {specimen_id!r}")
-            row = ids.index(specimen_id)
-            species = identifier.labels[row]
-            record = SimilarSpecimen(
-                specimen_id=specimen_id,
-                species=species,
-                genus=identifier.taxon_of(species)[0],
-                score=1.0,
-            )
+            record = enrolled_photo(self._identifier, specimen_id)  # or SpecimenNotFoundError
+            identifier = self.need_identifier()
             before = self._loaded_version
             self.store.delete_ids([specimen_id])
             if self.store.version != before + 1:
@@ -592,140 +559,3 @@ class SpecimenIndex:
             )
             self.save_snapshot()
             return thresholds
-
-    # ================================================================== queries
-    def identify(
-        self,
-        vectors: np.ndarray,
-        top_k: int = 5,
-        region: str | None = None,
-        genus: str | None = None,
-        family: str | None = None,
-        subset: Sequence[str] | None = None,
-    ) -> Identification:
-        """Identify one specimen from the embeddings ``(v, d)`` of its views."""
-        identifier = self.need_identifier()
-        with self.lock:
-            return identifier.identify(
-                vectors, top_k=top_k, region=region, genus=genus, family=family, subset=subset
-            )
-
-    def search(
-        self,
-        vectors: np.ndarray,
-        k: int = 10,
-        region: str | None = None,
-        genus: str | None = None,
-        family: str | None = None,
-    ) -> list[SimilarSpecimen]:
-        """The ``k`` enrolled photos nearest the embeddings of one specimen's views."""
-        identifier = self.need_identifier()
-        with self.lock:
-            return identifier.search(vectors, k=k, region=region, genus=genus, family=family)
-
-    # ================================================================== listing
-    def _summaries(self) -> dict[str, SpeciesSummary]:
-        identifier = self._identifier
-        if identifier is None or len(identifier) == 0:
-            return {}
-        with self.lock:
-            ids = identifier.specimen_ids
-            labels = identifier.labels
-            counts = identifier.counts()
-            specimens = identifier.specimen_counts()
-            first: dict[str, list[str]] = defaultdict(list)
-            for i, s in zip(ids, labels, strict=True):
-                if len(first[s]) < 5:
-                    first[s].append(i)
-            out = {}
-            for name in identifier.species:
-                genus, family = identifier.taxon_of(name)
-                out[name] = SpeciesSummary(
-                    species=name,
-                    genus=genus,
-                    family=family,
-                    region=identifier.taxonomy.get(name, {}).get("region", ""),
-                    count=counts[name],
-                    specimens=specimens[name],
-                    specimen_ids=first[name],
-                    thumbnail_id=first[name][0] if first[name] else None,
-                )
-            return out
-
-    def species(self) -> list[SpeciesSummary]:
-        """Every enrolled species with its photo count (sorted by name)."""
-        return list(self._summaries().values())
-
-    def species_info(self, name: str) -> SpeciesSummary:
-        summaries = self._summaries()
-        key = canonical_species(name)
-        if key not in summaries:
-            raise SpeciesNotFoundError(f"species {name!r} is not enrolled")
-        return summaries[key]
-
-    def species_photos(self, name: str, offset: int = 0, limit: int | None = None) -> SpeciesPhotos:
-        """A page of the photos of species ``name`` with their provenance, read from the
-        store: ``limit`` photos (all when None) from ``offset``, ordered by specimen, file
-        name and id (numbers in names in numeric order), and the counts over all of them.
-        SpeciesNotFoundError when nothing of ``name`` is enrolled."""
-        key = canonical_species(name)
-        table = self.store.select(PHOTO_COLUMNS, f"species = {sql_string(key)}")
-        if table.num_rows == 0:
-            raise SpeciesNotFoundError(f"species {name!r} is not enrolled")
-        rows = table.to_pylist()
-        rows.sort(key=lambda r: (_natural(r["specimen"]), _natural(r["filename"]), r["id"]))
-        by_specimen: dict[str, int] = {}
-        for row in rows:
-            by_specimen[row["specimen"]] = by_specimen.get(row["specimen"], 0) + 1
-        offset = max(0, int(offset))
-        end = None if limit is None else offset + max(0, int(limit))
-        photos = [
-            PhotoRecord(
-                specimen_id=row["id"],
-                species=row["species"],
-                specimen=row["specimen"],
-                filename=row["filename"] or "",
-                source=row["source"] or "",
-                region=row["region"] or "",
-                width=int(row["width"] or 0),
-                height=int(row["height"] or 0),
-                created=_utc(row["created"]),
-            )
-            for row in rows[offset:end]
-        ]
-        return SpeciesPhotos(
-            species=key, total=len(rows), by_specimen=by_specimen, offset=offset, photos=photos
-        )
-
-    def enrolled_taxonomy(self, species: str | None = None) -> dict[str, dict[str, str]]:
-        """Each enrolled species' taxonomy as enrolled: genus, family, region and any other
-        field (order, authority, ... from taxonomy.csv or the enroll form); no empty values.
-        With ``species`` (canonical), only that species' rows are read."""
-        columns = ["species", *TAXONOMY_COLUMNS, "extra"]
-        if species is None:
-            table = self.store.load_index(columns)
-        else:
-            table = self.store.select(columns, f"species = {sql_string(species)}")
-        out: dict[str, dict[str, str]] = defaultdict(dict)
-        rows = zip(*(table[c].to_pylist() for c in table.column_names), strict=True)
-        for species, *values, extra in rows:
-            fields = dict(zip(TAXONOMY_COLUMNS, values, strict=True))
-            with contextlib.suppress(ValueError, AttributeError):  # store damage
-                fields |= {str(k): str(v) for k, v in json.loads(extra or "{}").items()}
-            for key, value in fields.items():
-                if value:
-                    out[species].setdefault(key, value)
-        return dict(out)
-
-    def photo_names(self) -> dict[str, str]:
-        """Enrolled photo id -> the file name it was enrolled from ('' when unknown)."""
-        table = self.store.load_index(["id", "filename"])
-        return dict(zip(table["id"].to_pylist(), table["filename"].to_pylist(), strict=True))
-
-    def thumbnail(self, specimen_id: str) -> bytes:
-        """JPEG thumbnail (longer side <= 160 px) of an enrolled photo."""
-        return self.store.read_blob(specimen_id, "thumbnail")
-
-    def image(self, specimen_id: str) -> bytes:
-        """The stored normalised JPEG copy of an enrolled photo."""
-        return self.store.read_blob(specimen_id, "image")

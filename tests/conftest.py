@@ -141,7 +141,7 @@ def fake_cli_model(monkeypatch):
     """CLI commands over the fake embedder, with no store or model from the environment."""
     from tests.fake_embedder import fake_make_embedder
 
-    monkeypatch.setattr("index.workflows.collection.make_embedder", fake_make_embedder)
+    monkeypatch.setattr("index.workflows.collection.collection.make_embedder", fake_make_embedder)
     monkeypatch.delenv("SHELLID_STORE", raising=False)
     monkeypatch.delenv("SHELLID_MODEL", raising=False)
 

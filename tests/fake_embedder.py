@@ -41,8 +41,9 @@ class FakeEmbedder:
 
 
 def fake_make_embedder(model, *, exported: bool = False):
-    """Drop-in for ``index.workflows.collection.make_embedder``: ``"other"`` in the model name gives
-    variant 1, anything else variant 0 (``exported`` makes no difference to a fake)."""
+    """Drop-in for ``index.workflows.collection.collection.make_embedder``: ``"other"`` in the
+    model name gives variant 1, anything else variant 0 (``exported`` makes no difference to a
+    fake)."""
     if model is not None and hasattr(model, "embed_images"):
         return model, ""
     variant = 1 if model is not None and "other" in str(model) else 0

@@ -116,7 +116,7 @@ def test_identify_answer_tells_one_story_with_summary_detail_and_headings(client
 def test_a_rejection_offers_candidates_by_similarity_not_probability(
     client, reference, overrides, decision
 ):
-    identifier = reference[1].identifier
+    identifier = reference[1].index.identifier
     identifier.set_overrides(**overrides)
     try:
         response = client.post("/v1/identify", files=photos(query_photo(seed=806)))
@@ -304,7 +304,7 @@ def test_same_photo_under_another_species_is_refused_with_409(fresh):
         )
         assert "again.png" in body["detail"] and KNOWN in body["detail"]
         assert api.get("/v1/species").json()["total_species"] == 1
-        assert len(collection) == 1
+        assert len(collection.catalogue) == 1
 
 
 def test_enroll_with_one_bad_photo_adds_nothing(fresh):
@@ -315,21 +315,21 @@ def test_enroll_with_one_bad_photo_adds_nothing(fresh):
             api.post(f"/v1/species/{KNOWN}/images", files=files), 422, "not_an_image"
         )
         assert body["file"] == "bad.gif"
-        assert len(collection) == 0
+        assert len(collection.catalogue) == 0
 
 
 def test_reads_are_answered_while_an_enrollment_is_being_written(fresh, monkeypatch):
     store, collection = fresh
     collection.enroll(KNOWN, [("first.png", query_photo(seed=70))])
     writing, finish = threading.Event(), threading.Event()
-    real_enroll = collection.enroll
+    real_write = collection.index.add_photos  # the engine the service's collection writes to
 
-    def slow_enroll(*args, **kwargs):
+    def slow_write(*args, **kwargs):
         writing.set()
         assert finish.wait(60)
-        return real_enroll(*args, **kwargs)
+        return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(collection, "enroll", slow_enroll)
+    monkeypatch.setattr(collection.index, "add_photos", slow_write)
     with make_client(store, collection) as api:
         result: dict = {}
         files = photos(query_photo("Conus_beta", seed=71))
@@ -400,7 +400,7 @@ def test_reads_need_the_read_key_when_one_is_set(reference):
 def test_health_readiness_and_info(client, reference):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz").json()
-    assert ready["status"] == "ready" and ready["specimens"] == len(reference[1])
+    assert ready["status"] == "ready" and ready["specimens"] == len(reference[1].catalogue)
     info = client.get("/v1/info").json()
     assert info["fingerprint"] == reference[1].fingerprint
     assert info["limits"]["max_query_files"] == 5
@@ -482,7 +482,7 @@ def test_metrics_count_requests_by_route_and_report_store_size(client, reference
     assert 'shellid_http_requests_total{method="POST",route="/v1/identify",status="200"}' in text
     assert 'route="/v1/species/{name}",status="404"' in text
     assert 'shellid_http_request_duration_seconds_bucket{le="0.1",method="POST"' in text
-    assert f"shellid_store_specimens {float(len(reference[1]))}" in text
+    assert f"shellid_store_specimens {float(len(reference[1].catalogue))}" in text
     assert "shellid_embedding_batch_images_count" in text
 
 
@@ -491,7 +491,7 @@ def test_an_unexpected_fault_is_a_json_500_without_traceback(reference, monkeypa
     app = create_app(settings_for(store), collection)
     with TestClient(app, raise_server_exceptions=False) as api:
         service = app.state.runtime.service
-        monkeypatch.setattr(service.collection, "species", lambda: 1 / 0)
+        monkeypatch.setattr(service.catalogue, "species", lambda: 1 / 0)
         body = assert_error(api.get("/v1/species"), 500, "internal_error")
         assert "ZeroDivision" not in body["detail"]
 

@@ -49,7 +49,7 @@ def test_the_service_follows_another_processs_enrolments_and_removals(tmp_path, 
         query = sorted((photos / NEW).iterdir())[0].read_bytes()
         answer = client.post("/v1/identify", files=[("images", ("q.png", query, "image/png"))])
         assert answer.json()["candidates"][0]["species"] == NEW
-        other.remove_species(NEW)
+        other.index.remove_species(NEW)
         wait_for(lambda: NEW not in listed(client))
         assert client.delete(f"/v1/species/{NEW}").status_code == 404
 
@@ -74,7 +74,7 @@ def test_writes_are_judged_against_what_other_processes_committed(tmp_path):
     cli.enroll(FIRST, [photo])
     report = server.enroll("Otherus_fish", [photo])  # the same photo under another name
     assert report.added == 0 and photo.name in report.refused
-    assert server.remove_species(FIRST) == 1  # enrolled by the other process, removable here
+    assert server.index.remove_species(FIRST) == 1  # enrolled by the other process, removable here
 
 
 def test_two_processes_that_opened_an_empty_store_can_both_write(tmp_path):
@@ -85,7 +85,7 @@ def test_two_processes_that_opened_an_empty_store_can_both_write(tmp_path):
     first.enroll(FIRST, sorted((photos / FIRST).iterdir()))
     second.enroll(NEW, sorted((photos / NEW).iterdir()))  # tables made by the other: opened
     third = Collection.open(store, model=FakeEmbedder())
-    assert {s.species for s in third.species()} == {FIRST, NEW}
+    assert {s.species for s in third.catalogue.species()} == {FIRST, NEW}
 
 
 def test_a_stopping_service_leaves_a_snapshot_the_next_start_begins_from(tmp_path, monkeypatch):
@@ -101,7 +101,7 @@ def test_a_stopping_service_leaves_a_snapshot_the_next_start_begins_from(tmp_pat
     with TestClient(create_app(ServiceSettings(store=str(store), refresh_seconds=0), served)):
         other = Collection.open(store, model=FakeEmbedder())  # a write the server catches up
         other.enroll(NEW, sorted((photos / NEW).iterdir()))
-        assert served.refresh()
+        assert served.index.refresh()
         before = saved()
     after = saved()
     assert after and after != before  # written at shutdown, at the version it had caught up to
@@ -111,4 +111,4 @@ def test_a_stopping_service_leaves_a_snapshot_the_next_start_begins_from(tmp_pat
 
     monkeypatch.setattr("index.snapshot.rebuild", no_rebuild)
     again = Collection.open(store, model=FakeEmbedder())  # caught up: nothing to add
-    assert {s.species for s in again.species()} == {FIRST, NEW}
+    assert {s.species for s in again.catalogue.species()} == {FIRST, NEW}

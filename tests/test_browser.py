@@ -222,7 +222,7 @@ def taxonomy_server(tmp_path_factory, frozen_model):
 @pytest.mark.parametrize("decision", list(FORCE))
 def test_every_decision_reads_as_one_story(browser, taxonomy_server, tmp_path, shots, decision):
     url, collection = taxonomy_server
-    identifier = collection.identifier
+    identifier = collection.index.identifier
     identifier.set_overrides(**{k: FORCE[decision].get(k) for k in THRESHOLD_KEYS})
     context = browser.new_context(viewport=PHONE, device_scale_factor=1)
     try:
@@ -284,7 +284,7 @@ def test_probabilities_end_with_a_none_of_these_row(browser, taxonomy_server, tm
     from api.wording import percent
 
     url, collection = taxonomy_server
-    identifier = collection.identifier
+    identifier = collection.index.identifier
     photo = write_photo(tmp_path, "q.png", "Conus_alpha", 4444)
     best = collection.identify([Image.open(photo)]).candidates[0].score
     identifier.set_overrides(
@@ -325,7 +325,7 @@ def test_a_placed_answer_says_where_the_species_belongs(browser, taxonomy_server
     from index.results import PlacementCalibration, RankCalibration
 
     url, collection = taxonomy_server
-    identifier = collection.identifier
+    identifier = collection.index.identifier
     calibrated = identifier.calibrated_thresholds
     genus = RankCalibration(  # probability 0.8 whatever the scores: logit(0.8) = 1.386
         rank="genus",

@@ -140,7 +140,7 @@ def test_species_listing_is_read_from_the_copy_and_refreshed_after_any_write(sto
     capsys.readouterr()
     assert read_listing(store)["photos"] == 40  # written by enroll / the listing
     other = Collection.open(store, model=FakeEmbedder())  # another process, as the service
-    other.remove_species("Conus_alpha")
+    other.index.remove_species("Conus_alpha")
     assert read_listing(store) is None  # the store changed: the copy is stale
     assert main(["species", "--store", store]) == 0
     assert "4 species, 32 photos" in capsys.readouterr().out
@@ -197,13 +197,13 @@ def test_demo_keeps_one_specimen_per_species_back_and_lists_it(demo_store):
     store, data, out = demo_store
     assert "added 20 photos of 5 species" in out and "kept back 5 specimens (10 photos)" in out
     collection = Collection.open(store, model=FakeEmbedder(), create=False)
-    enrolled = set(collection.photo_names().values())
+    enrolled = set(collection.catalogue.photo_names().values())
     kept = {p.name for p in data.glob("*/*_3_*.png")}  # the last specimen of each species
     assert len(kept) == 10 and not kept & enrolled
-    assert {s.species: s.specimens for s in collection.species()} == dict.fromkeys(
+    assert {s.species: s.specimens for s in collection.catalogue.species()} == dict.fromkeys(
         GENERATED_SPECIES, 2
     )
-    assert collection.species_info("Conus_alpha").family == "Conidae"
+    assert collection.catalogue.species_info("Conus_alpha").family == "Conidae"
 
     from api.app import create_app
     from api.settings import ServiceSettings
@@ -317,5 +317,7 @@ def test_demo_over_a_store_that_holds_everything_withdraws_the_kept_back(
     assert main(["demo", "--store", store, "--data", str(data)]) == 0
     assert "removed 10 photos of kept-back specimens enrolled before" in capsys.readouterr().out
     collection = Collection.open(store, model=FakeEmbedder(), create=False)
-    assert len(collection) == 20
-    assert not {p.name for p in data.glob("*/*_3_*.png")} & set(collection.photo_names().values())
+    assert len(collection.catalogue) == 20
+    assert not {p.name for p in data.glob("*/*_3_*.png")} & set(
+        collection.catalogue.photo_names().values()
+    )

@@ -41,8 +41,8 @@ def _enroll_rounds(store: str, name: str, own: int, barrier, results) -> None:
         report = collection.enroll(name, photos, calibrate=False)
         reports.append((report.added, len(report.duplicates), len(report.refused)))
     barrier.wait(timeout=60)  # both done writing
-    collection.refresh()
-    results[name] = (reports, {s.species: s.count for s in collection.species()})
+    collection.index.refresh()
+    results[name] = (reports, {s.species: s.count for s in collection.catalogue.species()})
 
 
 def test_two_processes_enrolling_the_same_photos_at_once_lose_nothing_and_never_double(
@@ -93,7 +93,7 @@ def test_a_write_rebased_over_another_commit_leaves_that_commit_for_refresh(tmp_
 
     mine.store.add = add_after_their_commit  # type: ignore[method-assign]
     mine.enroll("Alpha_one", [_photo(8)])
-    assert {s.species for s in mine.species()} == {"Alpha_one", "Beta_two"}
+    assert {s.species for s in mine.catalogue.species()} == {"Alpha_one", "Beta_two"}
 
 
 def test_a_photo_committed_by_another_writer_first_is_withdrawn_and_reported(tmp_path: Path):
@@ -117,4 +117,4 @@ def test_a_photo_committed_by_another_writer_first_is_withdrawn_and_reported(tmp
         ("p10.png", "Alpha_one"),
         ("p9.png", "Beta_two"),
     ]
-    assert mine.species_info("Alpha_one").count == 1
+    assert mine.catalogue.species_info("Alpha_one").count == 1

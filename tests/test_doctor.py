@@ -69,7 +69,9 @@ def test_a_missing_data_file_is_found_and_repair_restores_the_newest_whole_versi
     survivors = {i for name, ids in acknowledged.items() if name != "Genus_species3" for i in ids}
     assert stored_ids(path) == survivors  # only the rows of the missing file are gone
     collection = Collection.open(str(path), model=FakeEmbedder(), create=False)
-    assert {s.species for s in collection.species()} == {f"Genus_species{c}" for c in range(3)}
+    assert {s.species for s in collection.catalogue.species()} == {
+        f"Genus_species{c}" for c in range(3)
+    }
     collection.enroll("Genus_species3", [photo(9001)])  # writable again
     assert doctor(capsys, path)[0] == 0
 
@@ -115,7 +117,7 @@ def test_a_damaged_snapshot_is_found_and_repair_deletes_it_so_that_it_rebuilds(c
     assert doctor(capsys, path, "--repair")[0] == 0
     assert not snapshot.exists()
     collection = Collection.open(str(path), model=FakeEmbedder(), create=False)
-    assert len(collection) == len(everything(acknowledged))  # rebuilt from the store
+    assert len(collection.catalogue) == len(everything(acknowledged))  # rebuilt from the store
     assert snapshot_files(path)  # and saved again
 
 

@@ -351,7 +351,7 @@ def test_case3_good_plus_long_photo_enrols_nothing(fresh):
         assert response.status_code == 422, response.text
         assert response.json()["file"] == "long.png"
         assert api.get("/v1/species/Conus_alpha").status_code == 404
-    assert len(collection) == 0 and collection.store.count() == 0
+    assert len(collection.catalogue) == 0 and collection.store.count() == 0
 
 
 def test_case3_long_photo_alone_is_a_422_not_a_500(fresh):

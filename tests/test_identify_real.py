@@ -27,8 +27,8 @@ def test_shells_are_identified_from_five_enrolled_specimens(shared, frozen_model
             species, [r.path for r in enrolled], groups=[r.group for r in enrolled], calibrate=False
         )
         queries += [(species, by_specimen[(species, g)]) for g in specimens[5:]]
-    collection.calibrate()
-    assert len(collection.species()) == 8
+    collection.index.calibrate()
+    assert len(collection.catalogue.species()) == 8
 
     answers = [collection.identify([load_image(r.path) for r in views]) for _, views in queries]
     top1 = sum(a.candidates[0].species == s for a, (s, _) in zip(answers, queries, strict=True))

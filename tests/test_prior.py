@@ -162,10 +162,10 @@ def test_the_store_records_the_models_prior_and_reopened_collections_use_it(tmp_
     collection = Collection.open(store, model=PriorEmbedder(prior))
     name = next(iter(GENERATED_SPECIES))
     collection.enroll(name, sorted((photos / name).iterdir())[:1])
-    assert collection.identifier is not None and collection.identifier.prior is not None
+    assert collection.index.identifier is not None and collection.index.identifier.prior is not None
     reopened = Collection.open(store, model=FakeEmbedder(), need_model=False)
-    assert reopened.identifier is not None and reopened.identifier.prior is not None
-    np.testing.assert_array_equal(reopened.identifier.prior.basis, prior.basis)  # type: ignore[union-attr]
+    assert reopened.index.identifier is not None and reopened.index.identifier.prior is not None
+    np.testing.assert_array_equal(reopened.index.identifier.prior.basis, prior.basis)  # type: ignore[union-attr]
     # a damaged prior is a clear store error, not a traceback from numpy
     SpecimenStore(store).write_prior({"basis": np.ones((3, 2), np.float32)})
     with pytest.raises(StoreError) as caught:

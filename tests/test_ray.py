@@ -84,7 +84,7 @@ def test_ray_enrolment_and_reindex_give_the_local_vectors_and_rows(tmp_path, clu
         np.testing.assert_allclose(row["vector"], theirs[name]["vector"], rtol=0, atol=1e-6)
         for column in set(COLUMNS) - {"id", "vector"}:  # the stored copies too
             assert row[column] == theirs[name][column], (name, column)
-    assert remote.thresholds.source == local.thresholds.source == "calibrated"
+    assert remote.catalogue.thresholds.source == local.catalogue.thresholds.source == "calibrated"
 
     timing = RunTiming()
     repeat = enroll_on_ray(remote, folder_jobs(data), options, progress=False, timing=timing)
@@ -97,7 +97,7 @@ def test_ray_enrolment_and_reindex_give_the_local_vectors_and_rows(tmp_path, clu
     for name, row in after.items():  # the stored copies are exactly what enrolment embedded
         np.testing.assert_allclose(row["vector"], mine[name]["vector"], rtol=0, atol=1e-6)
         assert row["id"] == mine[name]["id"]
-    assert sorted(after) == sorted(mine) and remote.thresholds.source == "calibrated"
+    assert sorted(after) == sorted(mine) and remote.catalogue.thresholds.source == "calibrated"
 
 
 def test_ray_embed_gives_the_vectors_of_embed_paths(tmp_path, cluster):

@@ -69,7 +69,7 @@ def enrolled_template(photos, tmp_path_factory) -> Path:
             groups=groups,
             calibrate=False,
         )
-    collection.calibrate()
+    collection.index.calibrate()
     return path
 
 
@@ -93,22 +93,22 @@ def test_enroll_identify_remove_round_trip(enrolled, generated_collection, store
     assert set(result.timings_ms) >= {"embed", "classify", "total"}
 
     reopened = Collection.open(store_dir, model=FakeEmbedder())
-    assert len(reopened) == 30
-    assert [s.species for s in reopened.species()] == sorted(
+    assert len(reopened.catalogue) == 30
+    assert [s.species for s in reopened.catalogue.species()] == sorted(
         p.name for p in generated_collection.iterdir()
     )
-    assert reopened.species_info("Cypraea gamma").count == 6
-    assert reopened.species_info("Cypraea_gamma").specimens == 3
+    assert reopened.catalogue.species_info("Cypraea gamma").count == 6
+    assert reopened.catalogue.species_info("Cypraea_gamma").specimens == 3
     assert reopened.identify(views).species == "Cypraea_gamma"
 
-    assert reopened.remove_species("Cypraea_gamma") == 6
+    assert reopened.index.remove_species("Cypraea_gamma") == 6
     assert "Cypraea_gamma" not in {c.species for c in reopened.identify(views, top_k=10).candidates}
     again = Collection.open(store_dir, model=FakeEmbedder())
-    assert len(again) == 24
+    assert len(again.catalogue) == 24
     with pytest.raises(SpeciesNotFoundError):
-        again.species_info("Cypraea_gamma")
+        again.catalogue.species_info("Cypraea_gamma")
     with pytest.raises(SpeciesNotFoundError):
-        again.remove_species("Cypraea_gamma")
+        again.index.remove_species("Cypraea_gamma")
 
 
 def test_species_enrolled_from_one_image_is_identifiable_at_once(enrolled, generated_collection):
@@ -163,7 +163,7 @@ def test_crash_during_the_table_write_leaves_the_store_as_before(
     enrolled, generated_collection, monkeypatch
 ):
     before_rows = enrolled.store.count()
-    before_len = len(enrolled)
+    before_len = len(enrolled.catalogue)
     real_add = LanceTable.add
 
     def half_then_crash(self, data, *args, **kwargs):
@@ -175,8 +175,8 @@ def test_crash_during_the_table_write_leaves_the_store_as_before(
         enrolled.enroll("Conus_alpha", files(generated_collection, "Conus_alpha", {4}))
     monkeypatch.setattr(LanceTable, "add", real_add)
     assert enrolled.store.count() == before_rows
-    assert len(enrolled) == before_len
-    assert len(Collection.open(enrolled.store.uri, model=FakeEmbedder())) == before_len
+    assert len(enrolled.catalogue) == before_len
+    assert len(Collection.open(enrolled.store.uri, model=FakeEmbedder()).catalogue) == before_len
     report = enrolled.enroll("Conus_alpha", files(generated_collection, "Conus_alpha", {4}))
     assert report.added == 2 and not report.duplicates  # nothing half-enrolled remained
 
@@ -187,11 +187,11 @@ def test_crash_after_the_write_rolls_the_store_back(enrolled, generated_collecti
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(enrolled.identifier, "add", broken)
+    monkeypatch.setattr(enrolled.index.identifier, "add", broken)
     with pytest.raises(RuntimeError, match="out of memory"):
         enrolled.enroll("Conus_alpha", files(generated_collection, "Conus_alpha", {4}))
     assert enrolled.store.count() == before_rows
-    assert len(enrolled) == before_rows
+    assert len(enrolled.catalogue) == before_rows
 
 
 def test_duplicates_are_skipped_and_cross_species_copies_refused(enrolled, generated_collection):
@@ -244,41 +244,43 @@ def test_thumbnails_and_stored_copies_are_small_jpegs(store_dir, tmp_path):
     Image.new("RGB", (1600, 1200), (120, 80, 40)).save(big)
     collection = Collection.open(store_dir, model=FakeEmbedder())
     specimen = collection.enroll("Oliva_big", [big]).specimen_ids[0]
-    thumb = Image.open(io.BytesIO(collection.thumbnail(specimen)))
-    copy = Image.open(io.BytesIO(collection.image(specimen)))
+    thumb = Image.open(io.BytesIO(collection.catalogue.thumbnail(specimen)))
+    copy = Image.open(io.BytesIO(collection.catalogue.image(specimen)))
     assert thumb.format == "JPEG" and max(thumb.size) <= 160
     assert copy.format == "JPEG" and copy.size == (512, 384)
     with pytest.raises(SpecimenNotFoundError):
-        collection.thumbnail("0123456789abcdef")
+        collection.catalogue.thumbnail("0123456789abcdef")
     with pytest.raises(SpecimenNotFoundError):
-        collection.thumbnail("x' OR '1'='1")
+        collection.catalogue.thumbnail("x' OR '1'='1")
 
 
 def test_removing_a_specimen_updates_the_search_index(enrolled, generated_collection):
     query = [load(files(generated_collection, "Conus_alpha", {1})[0])]
     nearest = enrolled.search(query, k=1)[0]
     assert nearest.score == pytest.approx(1.0, abs=1e-3)  # the enrolled photo itself
-    removed = enrolled.remove_specimen(nearest.specimen_id)
+    removed = enrolled.index.remove_specimen(nearest.specimen_id)
     assert removed.species == "Conus_alpha"
     assert nearest.specimen_id not in {s.specimen_id for s in enrolled.search(query, k=30)}
     with pytest.raises(SpecimenNotFoundError):
-        enrolled.remove_specimen(nearest.specimen_id)
+        enrolled.index.remove_specimen(nearest.specimen_id)
     with pytest.raises(SpecimenNotFoundError):
-        enrolled.thumbnail(nearest.specimen_id)
+        enrolled.catalogue.thumbnail(nearest.specimen_id)
 
 
 def test_thresholds_are_stored_and_overridable(enrolled, store_dir):
     info = enrolled.store.info()
     assert info["thresholds"]["source"] == "calibrated"
     reopened = Collection.open(store_dir, model=FakeEmbedder())
-    assert reopened.thresholds.unknown == pytest.approx(enrolled.thresholds.unknown)
+    assert reopened.catalogue.thresholds.unknown == pytest.approx(
+        enrolled.catalogue.thresholds.unknown
+    )
     custom = Collection.open(
         store_dir,
         model=FakeEmbedder(),
         settings=IndexSettings(unknown_threshold=0.01, ood_threshold=0.5),
     )
-    assert custom.thresholds.unknown == 0.01 and custom.thresholds.ood == 0.5
-    assert set(custom.thresholds.overridden) == {"unknown", "ood"}
+    assert custom.catalogue.thresholds.unknown == 0.01 and custom.catalogue.thresholds.ood == 0.5
+    assert set(custom.catalogue.thresholds.overridden) == {"unknown", "ood"}
 
 
 def test_identify_on_an_empty_store_is_a_clear_error(store_dir, generated_collection):
@@ -306,9 +308,9 @@ def test_old_versions_are_compacted_away(tmp_path):
 def test_another_process_writes_are_picked_up_by_refresh(enrolled, generated_collection):
     other = Collection.open(enrolled.store.uri, model=FakeEmbedder())
     other.enroll("Conus_alpha", files(generated_collection, "Conus_alpha", {4}))
-    assert enrolled.refresh() is True
-    assert len(enrolled) == len(other)
-    assert enrolled.refresh() is False
+    assert enrolled.index.refresh() is True
+    assert len(enrolled.catalogue) == len(other.catalogue)
+    assert enrolled.index.refresh() is False
 
 
 def test_identification_goes_on_while_an_enrollment_is_written(enrolled, generated_collection):
@@ -328,7 +330,7 @@ def test_identification_goes_on_while_an_enrollment_is_written(enrolled, generat
     reader.start()
     try:
         enrolled.enroll("Conus_alpha", files(generated_collection, "Conus_alpha", {4}))
-        enrolled.remove_species("Murex_epsilon")
+        enrolled.index.remove_species("Murex_epsilon")
     finally:
         stop.set()
         reader.join()
@@ -338,7 +340,7 @@ def test_identification_goes_on_while_an_enrollment_is_written(enrolled, generat
 def test_an_emptied_store_takes_a_model_of_another_size(store_dir, generated_collection):
     collection = Collection.open(store_dir, model=FakeEmbedder())
     collection.enroll("Conus_alpha", files(generated_collection, "Conus_alpha", {1}))
-    collection.remove_species("Conus_alpha")
+    collection.index.remove_species("Conus_alpha")
     other = Collection.open(store_dir, model=FakeEmbedder(variant=1))  # empty: no mismatch
     report = other.enroll("Conus_alpha", files(generated_collection, "Conus_alpha", {1}))
     assert report.added == 2 and other.store.dim == 32

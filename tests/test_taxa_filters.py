@@ -118,7 +118,8 @@ def test_known_values_that_no_species_shares_still_say_so(client):
 # ------------------------------------------------------------------ subset on the CLI
 def test_cli_identify_subset_file_restricts_the_candidates(filled, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(
-        "index.workflows.collection.make_embedder", lambda model, **_: (FakeEmbedder(), "")
+        "index.workflows.collection.collection.make_embedder",
+        lambda model, **_: (FakeEmbedder(), ""),
     )
     store, _ = filled
     query = tmp_path / "q.png"
@@ -139,7 +140,9 @@ def test_cli_identify_unknown_subset_name_fails_in_one_line_before_embedding(
     filled, tmp_path, capsys, monkeypatch
 ):
     model = FakeEmbedder()
-    monkeypatch.setattr("index.workflows.collection.make_embedder", lambda name, **_: (model, ""))
+    monkeypatch.setattr(
+        "index.workflows.collection.collection.make_embedder", lambda name, **_: (model, "")
+    )
     store, _ = filled
     query = tmp_path / "q.png"
     query.write_bytes(photo())
@@ -163,7 +166,8 @@ def test_cli_identify_unknown_subset_name_fails_in_one_line_before_embedding(
 
 def test_cli_identify_unknown_family_names_the_closest(filled, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(
-        "index.workflows.collection.make_embedder", lambda model, **_: (FakeEmbedder(), "")
+        "index.workflows.collection.collection.make_embedder",
+        lambda model, **_: (FakeEmbedder(), ""),
     )
     store, _ = filled
     query = tmp_path / "q.png"
@@ -180,7 +184,8 @@ def test_the_subject_noun_comes_from_the_store_and_the_env_overrides_it(
 ):
     monkeypatch.delenv("SHELLID_SUBJECT", raising=False)
     monkeypatch.setattr(
-        "index.workflows.collection.make_embedder", lambda model, **_: (FakeEmbedder(), "")
+        "index.workflows.collection.collection.make_embedder",
+        lambda model, **_: (FakeEmbedder(), ""),
     )
     root = make_collection(tmp_path / "fish", specimens=2, views=1)
     store = str(tmp_path / "store")

@@ -59,17 +59,17 @@ def read_listing(uri: str) -> dict[str, Any] | None:
     return cached if cached.get("token") == token else None
 
 
-def listing_of(collection: Any, token: str | None) -> dict[str, Any]:
-    """What ``shellid species`` shows, from an open collection."""
-    info = collection.store.info()
+def listing_of(catalogue: Any, token: str | None) -> dict[str, Any]:
+    """What ``shellid species`` shows, from an open collection's catalogue."""
+    info = catalogue.store.info()
     return {
         "format": FORMAT,
         "token": token,
-        "uri": collection.store.uri,
-        "photos": len(collection),
+        "uri": catalogue.store.uri,
+        "photos": len(catalogue),
         "model_name": info.get("model_name", "?"),
         "fingerprint": info.get("fingerprint", "?"),
-        "species": [s.model_dump(mode="json") for s in collection.species()],
+        "species": [s.model_dump(mode="json") for s in catalogue.species()],
     }
 
 
@@ -80,10 +80,8 @@ def write_listing(collection: Any, token: str | None = None) -> dict[str, Any]:
     a stale token behind (the next listing reopens the store) rather than a stale list."""
     if token is None:
         token = store_token(collection.store.uri)
-        refresh = getattr(collection, "refresh", None)
-        if refresh is not None:
-            refresh()  # read after the token: a later commit can only make the copy stale
-    listing = listing_of(collection, token)
+        collection.index.refresh()  # after the token: a later commit only makes the copy stale
+    listing = listing_of(collection.catalogue, token)
     root = _local(collection.store.uri)
     if root is not None and token and root.is_dir():
         tmp = root / f"{CACHE_FILE}.{os.getpid()}.tmp"

@@ -162,18 +162,18 @@ def plan(records: list, hold_out: int) -> tuple[dict[str, list], list[dict]]:
 def withdraw(collection, kept: list[dict]) -> int:
     """Remove from the store the photos of kept-back specimens that an earlier demo enrolled
     (same species and file name); returns how many went."""
-    identifier = collection.identifier
+    identifier = collection.index.identifier
     if identifier is None or not kept:
         return 0
     wanted = {(k["species"], Path(f).name) for k in kept for f in k["files"]}
-    names = collection.photo_names()
+    names = collection.catalogue.photo_names()
     ids = [
         i
         for i, species in zip(identifier.specimen_ids, identifier.labels, strict=True)
         if (species, names.get(i, "")) in wanted
     ]
     for specimen_id in ids:
-        collection.remove_specimen(specimen_id)
+        collection.index.remove_specimen(specimen_id)
     return len(ids)
 
 
@@ -192,9 +192,9 @@ def run(args: argparse.Namespace) -> int:
     collection = None
     if args.if_empty:
         collection = open_collection(settings)
-        if len(collection) > 0:
+        if len(collection.catalogue) > 0:
             print(
-                f"shellid demo: {settings.store} already holds {len(collection)} photos; "
+                f"shellid demo: {settings.store} already holds {len(collection.catalogue)} photos; "
                 "nothing to do"
             )
             return 0
@@ -233,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
             )
             bar.update(len(chosen))
     if any(r.added for r in reports):
-        collection.calibrate()
+        collection.index.calibrate()
     unseen = withdraw(collection, kept)  # a store filled before: the kept-back must be unseen
     try_these.record(collection, kept)
     word = args.subject or (None if args.data is not None else "shell")
@@ -248,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"shellid demo: added {added} photos of {len(reports)} species "
         f"({duplicates} already there, {refused} refused as enrolled under another species, "
-        f"{len(errors)} unreadable); the store holds {len(collection)} photos"
+        f"{len(errors)} unreadable); the store holds {len(collection.catalogue)} photos"
     )
     if kept:
         print(

@@ -158,12 +158,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {name}: {why}", file=sys.stderr)
     added = sum(r.added for r in reports)
     if not args.json:
-        th = collection.thresholds
+        th = collection.catalogue.thresholds
         species = sum(1 for r in reports if r.added)
         print(
             f"enrolled {counted(added, 'photo')} of {counted(species, 'species')} into "
-            f"{collection.store.uri} ({counted(len(collection), 'photo')}, "
-            f"{counted(len(collection.species()), 'species')} in all; "
+            f"{collection.store.uri} ({counted(len(collection.catalogue), 'photo')}, "
+            f"{counted(len(collection.catalogue.species()), 'species')} in all; "
             f"thresholds {th.source})"
         )
     from ._listing import write_listing

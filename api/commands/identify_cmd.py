@@ -190,14 +190,14 @@ def read_subset_file(path: Path | None) -> list[str] | None:
     return names
 
 
-def check_filters(collection: Any, args: Any, subset: list[str] | None) -> None:
+def check_filters(catalogue: Any, args: Any, subset: list[str] | None) -> None:
     """Refuse an unknown filter value or subset name before any photo is embedded (one line
     naming the closest known ones)."""
     if not (args.region or args.genus or args.family or subset is not None):
         return
     from index.taxa import check_known, subset_mask
 
-    taxa = collection.taxa()
+    taxa = catalogue.taxa()
     check_known(taxa, args.region, args.genus, args.family)
     if subset is not None:
         subset_mask(taxa, subset)
@@ -322,10 +322,10 @@ class LocalAnswers:
         self.limits = limits
         self.preloaded = [query_image(p, limits) for p in first] if first else None
         self.collection = open_collection(args, exported_model=True)
-        check_filters(self.collection, args, subset)
+        check_filters(self.collection.catalogue, args, subset)
         self.subject = _subject(self.collection.store)
-        self.taxonomy = self.collection.enrolled_taxonomy()
-        self.names = self.collection.photo_names()
+        self.taxonomy = self.collection.catalogue.enrolled_taxonomy()
+        self.names = self.collection.catalogue.photo_names()
 
     def load(self, photos: list[Path]) -> list[Any]:
         if self.preloaded is not None:

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
         ray = ray_options(args)
     collection = open_collection(args, need_model=False)
     old = collection.store.info()
-    if not len(collection):
+    if not len(collection.catalogue):
         print(f"{collection.store.uri}: nothing enrolled; the store will use the new model")
     model = args.model or collection.settings.model
     if ray is not None:
@@ -40,6 +40,6 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"re-embedded {count} photos in {collection.store.uri}: model "
         f"{old.get('fingerprint', '-')} -> {new.get('fingerprint')} ({new.get('model_name')}); "
-        f"thresholds {collection.thresholds.source}"
+        f"thresholds {collection.catalogue.thresholds.source}"
     )
     return 0

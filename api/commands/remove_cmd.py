@@ -90,18 +90,20 @@ def run(args: argparse.Namespace) -> int:
         return 1
     collection = open_collection(args, need_model=False)
     if args.species:
-        info = collection.species_info(args.species)  # SpeciesNotFoundError when not enrolled
+        info = collection.catalogue.species_info(
+            args.species
+        )  # SpeciesNotFoundError when not enrolled
         what = species_removal(info.species, info.count, info.specimens, collection.store.uri)
         if not args.yes and not ask_to_remove(what):
             return 1
-        removed = collection.remove_species(args.species)
+        removed = collection.index.remove_species(args.species)
         print(
             f"removed {species_display(info.species)}: {counted(removed, 'photo')} "
-            f"({len(collection)} left)"
+            f"({len(collection.catalogue)} left)"
         )
     else:
-        record = collection.remove_specimen(args.specimen)
-        left = len(collection)
+        record = collection.index.remove_specimen(args.specimen)
+        left = len(collection.catalogue)
         name = species_display(record.species)
         print(f"removed photo {record.specimen_id} of {name} ({left} left)")
     write_listing(collection)

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     found = collection.search(
         images, k=args.k, region=args.region, genus=args.genus, family=args.family
     )
-    names = collection.photo_names()
+    names = collection.catalogue.photo_names()
     if args.json:
         listed = []
         for s in found:

@@ -77,8 +77,9 @@ def run(args: argparse.Namespace) -> int:
         keys.append("reads need SHELLID_READ_KEY")
     plan = plan_inference(settings, embedder_device(collection.embedder))
     threads = f", {plan.torch_threads} thread(s) each" if plan.torch_threads else ""
+    photos = len(collection.catalogue)
     print(
-        f"shellid: {len(collection)} photos loaded in {time.perf_counter() - started:.1f} s; "
+        f"shellid: {photos} photos loaded in {time.perf_counter() - started:.1f} s; "
         f"{plan.workers} embedding worker(s) on {plan.device}{threads}, up to "
         f"{plan.max_batch_images} photo(s) per pass"
     )

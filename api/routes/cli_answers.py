@@ -35,35 +35,33 @@ async def identify_for_cli(
     subset: list[str] | None = SUBSET,
 ) -> dict[str, Any]:
     uploads = await read_uploads(images, settings, settings.max_query_files)
-    collection = service.collection
     answer = await run_in_threadpool(
-        _identify, collection, [u.image for u in uploads], top_k, region, genus, family, subset,
+        _identify, service, [u.image for u in uploads], top_k, region, genus, family, subset,
         settings.intake_limits(),
     )  # fmt: skip
     return {**answer, "subject": await service.subject()}
 
 
-def _identify(collection, images, top_k, region, genus, family, subset, limits) -> dict[str, Any]:
+def _identify(service, images, top_k, region, genus, family, subset, limits) -> dict[str, Any]:
     """The command line's checks and answer, in the thread pool."""
     from api.commands.identify_cmd import check_filters
 
+    catalogue = service.catalogue
     try:
-        check_filters(
-            collection, SimpleNamespace(region=region, genus=genus, family=family), subset
-        )
+        check_filters(catalogue, SimpleNamespace(region=region, genus=genus, family=family), subset)
     except ValueError as exc:
         raise ApiError(400, "unknown_taxon", str(exc)) from None
-    result = collection.identify(
+    result = service.collection.identify(
         images, top_k=top_k, region=region, genus=genus, family=family, limits=limits,
         subset=subset,
     )  # fmt: skip
     wanted = {c.species for c in result.candidates}
-    taxonomy = {k: v for k, v in collection.enrolled_taxonomy().items() if k in wanted}
+    taxonomy = {k: v for k, v in catalogue.enrolled_taxonomy().items() if k in wanted}
     shown = {s.specimen_id for s in result.similar}
-    names = {k: v for k, v in collection.photo_names().items() if k in shown}
+    names = {k: v for k, v in catalogue.photo_names().items() if k in shown}
     return {
         "answer": result.model_dump(mode="json"),
         "taxonomy": taxonomy,
         "names": names,
-        "store": str(collection.store.uri),
+        "store": str(catalogue.store.uri),
     }

@@ -36,7 +36,7 @@ def healthz() -> Health:
 )
 def readyz(runtime: RuntimeDep):
     if runtime.service is not None:
-        return Readiness(status="ready", specimens=len(runtime.service.collection))
+        return Readiness(status="ready", specimens=len(runtime.service.catalogue))
     body = Readiness(
         status="failed" if runtime.load_error else "loading", detail=runtime.load_error
     )
@@ -68,7 +68,7 @@ async def info(runtime: RuntimeDep, service: ServiceDep) -> ServiceInfo:
         model=model_label(embedder, collection.model_path),
         fingerprint=embedder.fingerprint,
         embedding_dim=embedder.dim,
-        specimens=len(collection),
+        specimens=len(service.catalogue),
         writes_need_key=settings.writes_need_key(),
         reads_need_key=settings.reads_need_key(),
         subject=await service.subject(),

@@ -22,7 +22,7 @@ router = APIRouter(prefix="/v1", tags=["collection"])
     responses=COMMON_ERRORS,
 )
 async def list_try_these(service: ServiceDep) -> TryTheseList:
-    items = await run_in_threadpool(try_these.listing, service.collection)
+    items = await run_in_threadpool(try_these.listing, service.catalogue)
     return TryTheseList.model_validate({"items": items})
 
 
@@ -39,7 +39,7 @@ async def list_try_these(service: ServiceDep) -> TryTheseList:
 )
 async def try_these_photo(item: int, view: int, service: ServiceDep) -> FileResponse:
     try:
-        path, media_type = await run_in_threadpool(try_these.photo, service.collection, item, view)
+        path, media_type = await run_in_threadpool(try_these.photo, service.catalogue, item, view)
     except LookupError as exc:
         raise ApiError(404, "not_found", str(exc)) from None
     return FileResponse(path, media_type=media_type)

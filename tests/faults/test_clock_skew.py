@@ -52,9 +52,9 @@ def _skewed_writer(store: str, ack: str, stop: str) -> None:
             out.write(",".join(name for name, _ in batch) + "\n")
     while not os.path.exists(stop):
         time.sleep(0.05)
-    collection.refresh()
+    collection.index.refresh()
     with open(ack + ".seen", "w") as out:
-        out.write(str(len(collection)))
+        out.write(str(len(collection.catalogue)))
 
 
 def test_a_replica_with_its_clock_hours_ahead_loses_and_hides_no_write(tmp_path: Path):
@@ -71,7 +71,7 @@ def test_a_replica_with_its_clock_hours_ahead_loses_and_hides_no_write(tmp_path:
         batch = [photo(40_000 + 2 * r), photo(40_001 + 2 * r)]
         mine.enroll(f"Normal_species{r % 2}", batch)
         acknowledged |= {name for name, _ in batch}
-        mine.refresh()
+        mine.index.refresh()
         time.sleep(0.2)
     deadline = time.monotonic() + 120
     while len(ack.read_text().splitlines() if ack.exists() else []) < ROUNDS:
@@ -84,16 +84,18 @@ def test_a_replica_with_its_clock_hours_ahead_loses_and_hides_no_write(tmp_path:
 
     stored = set(SpecimenStore(store).select(["filename"], "true")["filename"].to_pylist())
     assert stored == acknowledged  # nothing lost, nothing extra
-    mine.refresh()
-    assert len(mine) == len(stored)  # my view hides none of the skewed replica's writes
+    mine.index.refresh()
+    assert len(mine.catalogue) == len(stored)  # my view hides none of the skewed replica's writes
     assert int((tmp_path / "skewed.ack.seen").read_text()) == len(stored)  # nor its of mine
     # its cleanup did run: of the 14 commits or more, at most the 3 after its last cleanup
     # and my 6 (if they all came after it) are kept
     assert SpecimenStore(store).stats()["versions"] <= 9
     assert snapshot_files(Path(store))  # a snapshot was left, written by either clock
     restarted = Collection.open(store, model=FakeEmbedder(), create=False)
-    assert len(restarted) == len(stored)
-    assert {s.species for s in restarted.species()} == {s.species for s in mine.species()}
+    assert len(restarted.catalogue) == len(stored)
+    assert {s.species for s in restarted.catalogue.species()} == {
+        s.species for s in mine.catalogue.species()
+    }
     created = restarted.store.select(["created"], "true")["created"].to_pylist()
     ahead = [c for c in created if c.replace(tzinfo=UTC) > datetime.now(UTC) + timedelta(hours=1)]
     assert ahead  # the skewed clock did stamp rows, and they are served like any other

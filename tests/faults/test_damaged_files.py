@@ -39,7 +39,7 @@ def test_a_data_file_deleted_under_a_running_service_is_named_and_repaired(
 
     assert running.identify([image(1)]).candidates  # answered from memory
     with pytest.raises(StoreError) as error:
-        running.image(sorted(lost)[0])
+        running.catalogue.image(sorted(lost)[0])
     message = user_message(error.value)
     assert f"shellid doctor --store {path}" in message and "\n" not in message
     with TestClient(create_app(ServiceSettings(store=str(path)), running)) as api:
@@ -54,7 +54,9 @@ def test_a_data_file_deleted_under_a_running_service_is_named_and_repaired(
     record_property("rows_in_lost_file", len(lost))
     stored = set(restarted.store.select(["id"], "true")["id"].to_pylist())
     assert stored == set().union(*acknowledged.values()) - lost  # only the lost file's rows
-    assert len(restarted) == len(stored)  # the snapshot caught up with the restored version
+    assert len(restarted.catalogue) == len(
+        stored
+    )  # the snapshot caught up with the restored version
     assert restarted.enroll("Genus_species3", [photo(300), photo(301)]).added == 2
     assert main(["doctor", "--store", str(path)]) == 0
 
@@ -70,10 +72,10 @@ def test_a_manifest_deleted_under_a_running_service_comes_back_with_its_next_wri
     fresh = set(SpecimenStore(path).select(["id"], "true")["id"].to_pylist())
     assert fresh == everything - acknowledged["Genus_species3"]  # a new process misses it
     assert main(["doctor", "--store", str(path)]) == 1  # and the doctor names it
-    assert len(running) == len(everything)  # the running replica still holds that version
+    assert len(running.catalogue) == len(everything)  # the running replica still holds that version
     assert running.enroll("Genus_species4", [photo(777)]).added == 1  # ... and commits on it
     stored = set(SpecimenStore(path).select(["id"], "true")["id"].to_pylist())
     assert everything <= stored and len(stored) == len(everything) + 1  # nothing lost
     assert main(["doctor", "--store", str(path)]) == 0
     restarted = Collection.open(str(path), model=FakeEmbedder(), create=False)
-    assert len(restarted) == len(stored)
+    assert len(restarted.catalogue) == len(stored)

@@ -99,7 +99,7 @@ def test_a_full_disk_loses_no_acknowledged_enrolment_and_writes_resume_when_free
     assert acknowledged <= stored
     for batch in failed:
         assert batch <= stored or not (batch & stored)  # whole, or not at all
-    assert len(collection) == len(stored)  # the running process agrees with the store
+    assert len(collection.catalogue) == len(stored)  # the running process agrees with the store
 
     # a snapshot cannot be written either: no half file, the previous one still whole
     before = snapshot_files(store)
@@ -141,8 +141,8 @@ def test_an_injected_enospc_at_the_commit_adds_nothing_and_says_so_in_one_line(c
         collection.enroll("Genus_species7", [photo(700), photo(701)])
     assert str(error.value).endswith("nothing was added (no space left on the store's disk)")
     assert set(collection.store.select(["id"], "true")["id"].to_pylist()) == before
-    assert len(collection) == len(before) and "Genus_species7" not in {
-        s.species for s in collection.species()
+    assert len(collection.catalogue) == len(before) and "Genus_species7" not in {
+        s.species for s in collection.catalogue.species()
     }
     table.add = add
     assert collection.enroll("Genus_species7", [photo(700)]).added == 1

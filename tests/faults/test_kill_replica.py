@@ -45,9 +45,9 @@ def _writer(store: str, genus: str, first: int, ack: str, marker: str, stop: str
             out.flush()
             os.fsync(out.fileno())
         index += 2
-    collection.refresh()
+    collection.index.refresh()
     with open(ack + ".seen", "w") as out:
-        out.write("\n".join(sorted(s.species for s in collection.species())))
+        out.write("\n".join(sorted(s.species for s in collection.catalogue.species())))
 
 
 def _kill_mid_commit(process, marker: Path, after: int, delay: float) -> str:
@@ -122,9 +122,9 @@ def test_a_replica_killed_mid_commit_loses_no_acknowledged_write(tmp_path: Path,
     assert stored - acknowledged - {"p1.png", "p2.png"} <= {
         n for line in in_flight for n in line.split(",")
     }  # nothing else appeared
-    assert len(fresh) == len(stored)
+    assert len(fresh.catalogue) == len(stored)
     assert (files["a.ack"].parent / "a.ack.seen").read_text().splitlines() == sorted(
-        s.species for s in fresh.species()
+        s.species for s in fresh.catalogue.species()
     )  # the survivor's view took in the killed replica's commits
     checkup = check_store(store)
     assert checkup.healthy, [f.line() for f in checkup.findings]

@@ -237,10 +237,10 @@ class _Enrolment:
         collection = self.collection
         info = collection.store.info()
         if any(r.added for r in self.reports) or (
-            len(collection) and info.get("calibrated_version") != collection.store.version
+            len(collection.catalogue) and info.get("calibrated_version") != collection.store.version
         ):
-            collection.calibrate()
-        identifier = collection.identifier
+            collection.index.calibrate()
+        identifier = collection.index.identifier
         counts = identifier.counts() if identifier is not None else {}
         for name, report in zip(self.names, self.reports, strict=True):
             report.total = counts.get(name, 0)

@@ -1,7 +1,8 @@
-"""A collection as users meet it: photos and folders in, answers out. It puts every photo
-through the one intake (:mod:`index.workflows.imaging`), embeds it with the collection's model
-(:mod:`index.workflows.models`) and hands the vectors to the engine
-(:class:`index.specimens.SpecimenIndex`: the LanceDB store and the in-memory identifier).
+"""The photo-in operations of one collection: every photo goes through the one intake
+(:mod:`index.workflows.imaging`), is embedded by the model the collection was built with
+(:mod:`index.workflows.models`; a service builds its collection with its micro-batcher in
+front of that model) and its vectors go to the engine (:class:`index.specimens.SpecimenIndex`:
+the LanceDB store and the in-memory identifier).
 
 Thread-safe as the engine is: identification and search go on while an enrollment is
 embedded and written; writers are serialised.
@@ -10,7 +11,6 @@ embedded and written; writers are serialised.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -20,24 +20,16 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from embedder.intake import ImageIntakeError, IntakeLimits, decode_image
+from embedder.intake import ImageIntakeError, IntakeLimits
 
-from ..classifier import VectorIdentifier
-from ..config import IdentifierConfig, IndexSettings
-from ..errors import InvalidQueryError, ModelMismatchError, ModelNotLoadedError, StoreError
-from ..names import canonical_species
-from ..results import (
-    EnrollReport,
-    Identification,
-    SimilarSpecimen,
-    SpeciesPhotos,
-    SpeciesSummary,
-    Thresholds,
-)
-from ..specimens import SpecimenIndex
-from ..store import SpecimenStore
-from ..taxa import KnownTaxa, known_taxa
-from .imaging import (
+from ...catalogue import Catalogue
+from ...config import IdentifierConfig, IndexSettings
+from ...errors import InvalidQueryError, ModelNotLoadedError
+from ...names import canonical_species
+from ...results import EnrollReport, Identification, SimilarSpecimen
+from ...specimens import SpecimenIndex
+from ...store import SpecimenStore
+from ..imaging import (
     AcceptedImage,
     ImageInput,
     PreparedImage,
@@ -48,7 +40,7 @@ from .imaging import (
     prepare_image,
     read_input,
 )
-from .models import (
+from ..models import (
     ImageEmbedder,
     LazyEmbedder,
     check_fingerprint,
@@ -56,34 +48,33 @@ from .models import (
     make_embedder,
     model_record,
 )
-
-#: photos embedded per call when a progress bar is drawn
-EMBED_CHUNK = 64
+from .embedding import embed_photos, embed_stored
+from .folders import enrolled_from, folder_batches
 
 
 class Collection:
-    """Enroll, identify, search and curate one specimen collection (see module doc)."""
+    """Enroll photos of species, and identify and search with photos, in one collection (see
+    the module doc). ``index``: the engine; ``embedder``: the model every photo is embedded
+    by (None: opened without one; a :class:`LazyEmbedder` loads, and is checked against the
+    store, on first use). What the collection holds: :attr:`catalogue`; removals and
+    recalibration: :attr:`index`."""
 
     def __init__(
         self,
-        store: SpecimenStore,
+        index: SpecimenIndex,
         embedder: ImageEmbedder | None,
-        settings: IndexSettings,
-        config: IdentifierConfig,
         model_path: str = "",
         *,
         check_model: bool = True,
     ) -> None:
+        self.index = index
+        self.store: SpecimenStore = index.store
+        self.catalogue = Catalogue(index)
+        self.settings: IndexSettings = index.settings
+        self.model_path = model_path
         self._embedder = embedder
         self._check_model = check_model
-        self.settings = settings
-        self._limits = settings.intake_limits()  # what a photo may cost (SHELLID_MAX_* settings)
-        self.config = config
-        self.model_path = model_path
-        known = embedder is not None and not isinstance(embedder, LazyEmbedder)
-        self.index = SpecimenIndex(
-            store, settings, config, dim=int(embedder.dim) if known and embedder else None
-        )
+        self._limits = index.settings.intake_limits()  # what a photo may cost (SHELLID_MAX_*)
 
     @classmethod
     def open(
@@ -119,22 +110,15 @@ class Collection:
             embedder, path = make_embedder(
                 model if model is not None else settings.model, exported=exported_model
             )
-        if check_model and embedder is not None and not isinstance(embedder, LazyEmbedder):
-            check_fingerprint(store, embedder)  # a lazy model is checked when it loads
-        return cls(
-            store,
-            embedder,
-            settings,
-            config or settings.identifier_config(),
-            path,
-            check_model=check_model,
-        )
+        known = embedder if not isinstance(embedder, LazyEmbedder) else None
+        if check_model and known is not None:
+            check_fingerprint(store, known)  # a lazy model is checked when it loads
+        config = config or settings.identifier_config()
+        dim = int(known.dim) if known is not None else None
+        index = SpecimenIndex(store, settings, config, dim=dim)
+        return cls(index, embedder, path, check_model=check_model)
 
     # ================================================================== the model
-    @property
-    def store(self) -> SpecimenStore:
-        return self.index.store
-
     @property
     def embedder(self) -> ImageEmbedder:
         """The model, loaded (and checked against the store) on first use."""
@@ -150,36 +134,12 @@ class Collection:
             return real
         return embedder
 
-    def use_embedder(self, embedder: ImageEmbedder) -> None:
-        """Embed with ``embedder`` from now on: the same model behind another front (a
-        service's micro-batcher), so every photo still takes this class's path. Refuses a
-        model with another fingerprint (:class:`ModelMismatchError`)."""
-        current = self.embedder
-        if embedder.fingerprint != current.fingerprint:
-            raise ModelMismatchError(current.fingerprint, embedder.fingerprint, uri=self.store.uri)
-        self._embedder = embedder
-
     @property
     def fingerprint(self) -> str:
         """Fingerprint of the model whose vectors the store holds (or will hold)."""
         if self._embedder is not None:
             return self.embedder.fingerprint
         return str(self.store.info().get("fingerprint", ""))
-
-    def _embed(
-        self, images: list[Image.Image], progress: bool = False, desc: str = "embedding"
-    ) -> np.ndarray:
-        embedder = self.embedder
-        if not images:
-            return np.zeros((0, int(embedder.dim)), np.float32)
-        if len(images) <= EMBED_CHUNK or not progress:
-            return np.asarray(embedder.embed_images(images), np.float32).reshape(len(images), -1)
-        parts = []
-        with tqdm(total=len(images), desc=desc, unit="img") as bar:
-            for start in range(0, len(images), EMBED_CHUNK):
-                parts.append(embedder.embed_images(images[start : start + EMBED_CHUNK]))
-                bar.update(len(parts[-1]))
-        return np.concatenate(parts).astype(np.float32)
 
     # ================================================================== enrollment
     def _prepare(
@@ -240,7 +200,9 @@ class Collection:
         report = EnrollReport(species=name)
         prepared = self._prepare(images, report.errors, limits, strict)
         candidates = [(i, p) for i, p in enumerate(prepared) if p is not None]
-        vectors = self._embed([p.image for _, p in candidates], progress, desc=f"embedding {name}")
+        vectors = embed_photos(
+            self.embedder, [p.image for _, p in candidates], progress, desc=f"embedding {name}"
+        )
         return self.enroll_embedded(
             name,
             [p for _, p in candidates],
@@ -310,7 +272,7 @@ class Collection:
                 )
                 bar.update(len(files))
         if any(r.added for r in reports):
-            self.calibrate()
+            self.index.calibrate()
         return reports
 
     # ================================================================== queries
@@ -326,7 +288,9 @@ class Collection:
             raise InvalidQueryError("no image given")
         for image in images:
             check_decoded(image, limits or self._limits)
-        return self._embed([as_stored(normalise_size(im.convert("RGB")))[0] for im in images])
+        return embed_photos(
+            self.embedder, [as_stored(normalise_size(im.convert("RGB")))[0] for im in images]
+        )
 
     def identify(
         self,
@@ -345,7 +309,10 @@ class Collection:
         started = time.perf_counter()
         vectors = self._embed_queries(images, limits)
         embedded = time.perf_counter()
-        result = self.index.identify(vectors, top_k, region, genus, family, subset)
+        with self.index.reading() as identifier:
+            result = identifier.identify(
+                vectors, top_k=top_k, region=region, genus=genus, family=family, subset=subset
+            )
         done = time.perf_counter()
         result.timings_ms["embed"] = round((embedded - started) * 1e3, 3)
         result.timings_ms["identify"] = round((done - embedded) * 1e3, 3)
@@ -364,95 +331,16 @@ class Collection:
         """The ``k`` enrolled images most similar to the photo(s) of one specimen."""
         self.index.need_identifier()
         vectors = self._embed_queries(images, limits)
-        return self.index.search(vectors, k, region, genus, family)
-
-    # ================================================================== the engine's answers
-    # Listing and curation need no photo and no model: the engine answers them (and vectors
-    # embedded elsewhere go straight to it: ``collection.index.identify(vectors)``).
-    def refresh(self) -> bool:
-        """Catch up with other processes' writes to the store; True when there were any."""
-        return self.index.refresh()
-
-    @property
-    def identifier(self) -> VectorIdentifier | None:
-        """The current in-memory identifier (None before anything was enrolled)."""
-        return self.index.identifier
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    @property
-    def thresholds(self) -> Thresholds:
-        return self.index.thresholds
-
-    def species(self) -> list[SpeciesSummary]:
-        """Every enrolled species with its image count (sorted by name)."""
-        return self.index.species()
-
-    def species_info(self, name: str) -> SpeciesSummary:
-        return self.index.species_info(name)
-
-    def taxa(self) -> KnownTaxa:
-        """The regions, genera, families and species the filters can name."""
-        identifier = self.index.identifier
-        if identifier is None:
-            return KnownTaxa()
-        with self.index.lock:
-            return known_taxa(identifier.rows)
-
-    def species_photos(self, name: str, offset: int = 0, limit: int | None = None) -> SpeciesPhotos:
-        """A page of a species' photos with their provenance (see the engine's)."""
-        return self.index.species_photos(name, offset, limit)
-
-    def enrolled_taxonomy(self, species: str | None = None) -> dict[str, dict[str, str]]:
-        """Each enrolled species' taxonomy as enrolled (see the engine's)."""
-        return self.index.enrolled_taxonomy(species)
-
-    def photo_names(self) -> dict[str, str]:
-        """Enrolled photo id -> the file name it was enrolled from ('' when unknown)."""
-        return self.index.photo_names()
-
-    def thumbnail(self, specimen_id: str) -> bytes:
-        """JPEG thumbnail (longer side <= 160 px) of an enrolled image."""
-        return self.index.thumbnail(specimen_id)
-
-    def image(self, specimen_id: str) -> bytes:
-        """The stored normalised JPEG copy of an enrolled image."""
-        return self.index.image(specimen_id)
-
-    def remove_species(self, name: str) -> int:
-        """Delete every image of a species (one commit); returns how many went."""
-        return self.index.remove_species(name)
-
-    def remove_specimen(self, specimen_id: str) -> SimilarSpecimen:
-        """Delete one enrolled image by id; returns what it was."""
-        return self.index.remove_specimen(specimen_id)
-
-    def calibrate(self, target_recall: float | None = None) -> Thresholds:
-        """Refit the scorer and recalibrate the thresholds on the enrolled data."""
-        return self.index.calibrate(target_recall)
+        with self.index.reading() as identifier:
+            return identifier.search(vectors, k=k, region=region, genus=genus, family=family)
 
     # ================================================================== a new model
     def reindex(self, model: str | Path | Any | None = None, progress: bool = True) -> int:
         """Re-embed every stored image with ``model`` (one commit) and adopt that model;
         returns the number of images re-embedded."""
-        new_embedder, _ = make_embedder(model)
-        new_embedder = loaded(new_embedder)
+        new_embedder = loaded(make_embedder(model)[0])
         with self.index.write_lock:
-            ids: list[str] = []
-            parts: list[np.ndarray] = []
-            total = self.store.count()
-            with tqdm(total=total, desc="re-embedding", unit="img", disable=not progress) as bar:
-                for batch_ids, blobs in self.store.iter_images(EMBED_CHUNK):
-                    images = [
-                        stored_image(i, blob) for i, blob in zip(batch_ids, blobs, strict=True)
-                    ]
-                    parts.append(np.asarray(new_embedder.embed_images(images), np.float32))
-                    ids += batch_ids
-                    bar.update(len(batch_ids))
-            vectors = (
-                np.concatenate(parts) if parts else np.zeros((0, new_embedder.dim), np.float32)
-            )
+            ids, vectors = embed_stored(self.store, new_embedder, progress)
             return self.reindex_embedded(model, ids, vectors, embedder=new_embedder)
 
     def reindex_embedded(
@@ -472,56 +360,3 @@ class Collection:
             count = self.index.replace_vectors(ids, vectors, model_record(new_embedder, path))
             self._embedder, self.model_path = new_embedder, path
             return count
-
-
-def stored_image(specimen_id: str, blob: bytes) -> Image.Image:
-    """A stored normalised copy decoded: exactly the pixels enrollment embedded."""
-    try:
-        return decode_image(blob, label=specimen_id)
-    except ImageIntakeError as exc:  # pragma: no cover - store damage
-        raise StoreError(f"stored image {specimen_id} cannot be decoded ({exc.reason})") from None
-
-
-def enrolled_from(files: Sequence[str | Path]) -> str:
-    """The ``source`` recorded for photos enrolled from ``files`` when none is given: the
-    folder holding them (absolute; their common folder when several), so that the source and
-    a photo's file name give its path (photos sent to the service: ``UPLOAD_SOURCE`` of
-    :mod:`index.results`)."""
-    import os
-
-    if not files:
-        return ""
-    return os.path.commonpath([str(Path(f).resolve().parent) for f in files])
-
-
-def folder_batches(
-    root: Path,
-    species: str | None,
-    group_pattern: str | None,
-    taxonomy_csv: str | Path | None,
-    taxonomy: Mapping[str, Any] | None,
-) -> list[tuple[str, list[Path], list[str], dict[str, str]]]:
-    """``(species, files, specimen per file, taxonomy)`` for each species under ``root``
-    (or every image under ``root`` as ``species``)."""
-    from embedder.datasets import compile_group_pattern, group_of, images_in, scan_collection
-
-    if species is not None:
-        if not root.exists():
-            raise InvalidQueryError(f"{root}: no such file or folder")
-        files = images_in([root])
-        if not files:
-            raise InvalidQueryError(f"{root}: no images found")
-        regex = compile_group_pattern(group_pattern)
-        return [(species, files, [group_of(f.stem, regex) for f in files], dict(taxonomy or {}))]
-    by_species: dict[str, list] = defaultdict(list)
-    for record in scan_collection(root, group_pattern=group_pattern, taxonomy_csv=taxonomy_csv):
-        by_species[record.species].append(record)
-    return [
-        (
-            name,
-            [r.path for r in records],
-            [r.group.split("/", 1)[-1] for r in records],
-            dict(records[0].taxonomy) | dict(taxonomy or {}),
-        )
-        for name, records in by_species.items()
-    ]
