@@ -147,7 +147,9 @@ def stored_prior(store: SpecimenStore) -> WithinSpeciesPrior | None:
     try:
         return WithinSpeciesPrior.from_arrays(arrays)
     except ValueError as exc:
-        raise StoreError(f"store {store.uri}: {exc}", remedy=Remedy.REINDEX, store=store.uri) from None
+        raise StoreError(
+            f"store {store.uri}: {exc}", remedy=Remedy.REINDEX, store=store.uri
+        ) from None
 
 
 def enrolled_photo(identifier: VectorIdentifier | None, specimen_id: str) -> SimilarSpecimen:
