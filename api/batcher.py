@@ -162,9 +162,9 @@ class EmbeddingBatcher:
 class BatchedModel:
     """The collection's model with every embedding going through an :class:`EmbeddingBatcher`:
     an ``ImageEmbedder`` (``embed_images``, ``dim``, ``fingerprint``, ``name``) that the
-    service hands to :meth:`index.workflows.collection.Collection.use_embedder`, so the
-    API's photos take the same path as the command line's (``Collection.identify`` /
-    ``search`` / ``enroll``)."""
+    service builds its :class:`index.workflows.collection.Collection` with, so the API's
+    photos take the same path as the command line's (``Collection.identify`` / ``search`` /
+    ``enroll``)."""
 
     def __init__(self, model: Any, batcher: EmbeddingBatcher) -> None:
         self.model = model

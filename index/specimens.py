@@ -1,7 +1,8 @@
 """The engine of one collection: its LanceDB store, the in-memory identifier built from it
-(numpy + FAISS) and the photo-hash table the duplicate rules read. Vectors in, answers out:
-nothing here decodes a photo, loads a model or scans a folder (that is
-:mod:`index.workflows`).
+(numpy + FAISS) and the photo-hash table the duplicate rules read, kept in step on every write
+and catch-up. Vectors in: nothing here decodes a photo, loads a model or scans a folder (that
+is :mod:`index.workflows`); queries read the identifier (:meth:`SpecimenIndex.reading`), and
+listings the catalogue (:mod:`index.catalogue`).
 
 Thread-safe: identification and search go on while a write is under way; writers are
 serialised; the in-memory state switches only after the store commit succeeded (and the
