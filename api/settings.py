@@ -29,6 +29,7 @@ from index.config import DecisionOptions, IndexSettings
 __all__ = [
     "CommandLineSettings",
     "ServiceSettings",
+    "field_bound",
     "SettingsError",
     "load_settings",
     "reference",
@@ -136,6 +137,15 @@ class CommandLineSettings(ShellidSettings):
         if isinstance(value, str) and not value.strip():
             return False if info.field_name == "debug" else None
         return value
+
+
+def field_bound(model: type[BaseModel], name: str, bound: str) -> Any:
+    """The ``bound`` (``ge``, ``gt``, ``le`` or ``lt``) of a settings field, for an HTTP
+    parameter that must accept exactly what the setting does (``top_k``)."""
+    for item in model.model_fields[name].metadata:
+        if hasattr(item, bound):
+            return getattr(item, bound)
+    raise KeyError(f"{model.__name__}.{name} has no {bound} bound")
 
 
 def load_settings(**overrides: Any) -> ServiceSettings:

@@ -183,6 +183,19 @@ def test_identify_refuses_more_photos_than_the_limit(client):
     assert "at most 5" in body["detail"]
 
 
+def test_top_k_accepts_exactly_what_shellid_top_k_accepts(client):
+    from api.settings import SettingsError, field_bound
+
+    most = field_bound(ServiceSettings, "top_k", "le")
+    assert ServiceSettings.load({"top_k": most}).top_k == most
+    with pytest.raises(SettingsError):
+        ServiceSettings.load({"top_k": most + 1})
+    files = photos(query_photo(seed=811))
+    assert client.post("/v1/identify", params={"top_k": most}, files=files).status_code == 200
+    response = client.post("/v1/identify", params={"top_k": most + 1}, files=files)
+    assert_error(response, 422, "invalid_request")
+
+
 def test_invalid_query_parameter_names_the_parameter(client):
     response = client.post("/v1/identify", params={"top_k": 0}, files=photos(query_photo()))
     body = assert_error(response, 422, "invalid_request")

@@ -88,6 +88,21 @@ def test_identify_each_gives_one_answer_per_photo(store, photos, capsys):
     assert all(len(a["candidates"]) == 2 for a in answers)
 
 
+def test_identify_takes_the_number_of_candidates_from_shellid_top_k(
+    store, photos, capsys, monkeypatch
+):
+    monkeypatch.setenv("SHELLID_TOP_K", "1")
+    assert main(["identify", *query(photos, "Conus_alpha"), "--json", "--store", store]) == 0
+    assert len(json.loads(capsys.readouterr().out)["candidates"]) == 1
+    assert (
+        main(
+            ["identify", *query(photos, "Conus_alpha"), "--json", "--top-k", "3", "--store", store]
+        )
+        == 0
+    )
+    assert len(json.loads(capsys.readouterr().out)["candidates"]) == 3  # the option wins
+
+
 def test_identify_prints_a_readable_answer(store, photos, capsys):
     assert main(["identify", *query(photos, "Conus_beta"), "--store", store]) == 0
     out = capsys.readouterr().out

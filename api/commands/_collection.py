@@ -62,6 +62,11 @@ def add_model_option(parser: argparse.ArgumentParser, help_text: str | None = No
     )
 
 
+def add_top_k_option(parser: argparse.ArgumentParser) -> None:
+    """``--top-k``: the answer's candidates (``SHELLID_TOP_K`` when not given)."""
+    add_model_options(parser, _settings_class(), ["top_k"], help={"top_k": "candidates to show"})
+
+
 def add_filter_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("candidate filters (case-insensitive)")
     group.add_argument("--region", help="only species enrolled with this region")

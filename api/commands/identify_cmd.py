@@ -20,6 +20,7 @@ from index.names import display_name as species_display
 
 from ._collection import (
     add_filter_options,
+    add_top_k_option,
     add_model_option,
     add_store_option,
     add_threshold_options,
@@ -73,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="one answer per specimen: photos whose file names give the same specimen under "
         "this regex, or a preset (specimen: Genus_species_<n>_<view>), are its views",
     )
-    parser.add_argument("--top-k", type=int, default=5, help="candidates to show (default: 5)")
+    add_top_k_option(parser)
     parser.add_argument(
         "--format",
         choices=FORMATS,
@@ -338,7 +339,7 @@ class LocalAnswers:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.top_k < 1:
+    if args.top_k is not None and args.top_k < 1:
         raise ValueError("--top-k must be at least 1")
     suffixes = {"text": ".txt", "json": ".json", "jsonl": ".jsonl", "csv": ".csv"}
     implied = {v: k for k, v in suffixes.items()}.get(Path(args.output or "").suffix.lower())
@@ -356,7 +357,8 @@ def run(args: argparse.Namespace) -> int:
     from ._inputs import unreadable_photos
     from ._server import RemoteAnswers
 
-    limits = settings_from(args).intake_limits()
+    settings = settings_from(args)
+    limits, top_k = settings.intake_limits(), settings.top_k
     refused = unreadable_photos([p for _, photos in queries for p in photos], limits)
     if len(queries) == 1 and refused:  # one specimen: refused before anything else loads
         raise next(iter(refused.values()))
@@ -398,7 +400,7 @@ def run(args: argparse.Namespace) -> int:
                 continue
             result = answers.identify(
                 images,
-                top_k=args.top_k,
+                top_k=top_k,
                 region=args.region,
                 genus=args.genus,
                 family=args.family,

@@ -10,6 +10,7 @@ from index.taxa import read_subset
 
 from ..deps import ServiceDep, SettingsDep, require_read_key
 from ..errors import UPLOAD_ERRORS, ErrorBody
+from ..settings import ServiceSettings, field_bound
 from ..schemas import IdentifyResponse, SearchResponse
 from ..uploads import read_uploads
 
@@ -52,7 +53,12 @@ async def identify(
     settings: SettingsDep,
     service: ServiceDep,
     images: list[UploadFile] = PHOTOS,
-    top_k: int | None = Query(None, ge=1, le=50, description="Candidates to return (default 5)."),
+    top_k: int | None = Query(
+        None,
+        ge=field_bound(ServiceSettings, "top_k", "ge"),
+        le=field_bound(ServiceSettings, "top_k", "le"),
+        description="Candidates to return (default 5).",
+    ),
     region: str | None = Query(None, description="Only consider species of this region."),
     genus: str | None = Query(None, description="Only consider species of this genus."),
     family: str | None = Query(None, description="Only consider species of this family."),
