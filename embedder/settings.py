@@ -15,11 +15,18 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Every environment variable of shellid starts with this.
@@ -62,13 +69,20 @@ def settings_problems(
     """One line naming each bad setting of a pydantic ``ValidationError``: ``option(field)``
     for the values in ``given`` (options, arguments), ``SHELLID_<FIELD>`` for the
     environment's."""
-    problems = []
+    return "invalid setting " + problems(
+        error, lambda name: option(name) if name in given else env_name(name)
+    )
+
+
+def problems(error: ValidationError, where: Callable[[str], str] = str) -> str:
+    """Each problem of a pydantic ``ValidationError`` as ``where(field): message``, joined by
+    ``; `` (a problem of the whole model is its message alone)."""
+    found = []
     for item in error.errors():
         name = ".".join(str(part) for part in item.get("loc", ()))
-        where = option(name) if name in given else env_name(name)
         message = str(item.get("msg", "invalid value")).removeprefix("Value error, ")
-        problems.append(f"{where}: {message}")
-    return "invalid setting " + "; ".join(problems)
+        found.append(f"{where(name)}: {message}" if name else message)
+    return "; ".join(found)
 
 
 class ShellidSettings(BaseSettings):
@@ -154,26 +168,30 @@ class EmbedderSettings(ShellidSettings):
         return self.cache_root() / "features"
 
 
-def option_field(default: Any, description: str, **cli: Any) -> Any:
-    """A :class:`TrainingConfig` field with its ``description`` and command-line extras
-    (``choices``, ``option`` name, ``metavar``) for ``api/commands/_options.py``."""
-    return field(default=default, metadata={"description": description, **cli})
+def option_field(default: Any, description: str, **extra: Any) -> Any:
+    """A configuration field with its ``description``, bounds (``ge``, ``gt``, ``lt``, ``le``)
+    and command-line extras (``choices``, ``option`` name, ``metavar``, ``default_text``) for
+    ``api/commands/_options.py``."""
+    bounds = {key: extra.pop(key) for key in ("ge", "gt", "lt", "le") if key in extra}
+    return Field(default=default, description=description, json_schema_extra=extra, **bounds)
 
 
 class TrainingError(ValueError):
     """Training data or settings that cannot work (too few classes, bad values)."""
 
 
-@dataclass
-class TrainingConfig:
+class TrainingConfig(BaseModel):
     """Everything that defines a training run; saved into ``MODEL.pt``.
 
     ``embedding_dim=None`` keeps the backbone's feature size (required by the ``residual`` and
     ``identity`` heads; ``linear``/``mlp`` then default to 512). ``group_pattern`` (regex or
     preset, see :data:`embedder.datasets.GROUP_PRESETS`) keeps views of one specimen or frames
-    of one track on one side of each validation episode. Each field's metadata gives
-    ``shellid train`` its option and help (``api/commands/_options.py``).
+    of one track on one side of each validation episode. Each field gives ``shellid train``
+    its option and help (``api/commands/_options.py``). A value that cannot work is a pydantic
+    ``ValidationError`` (a ``ValueError``) naming the setting, raised when the config is made.
     """
+
+    model_config = ConfigDict(validate_assignment=True)
 
     backbone: str = option_field(
         DEFAULT_BACKBONE,
@@ -181,31 +199,39 @@ class TrainingConfig:
         "(efficientnet_lite0: the first release's loading, for old models)",
         choices=BACKBONE_NAMES,
     )
-    unfreeze: int = option_field(2, "last backbone stages to train; 0 trains the head only")
+    unfreeze: int = option_field(2, "last backbone stages to train; 0 trains the head only", ge=0)
     head: str = option_field("residual", "projection head", choices=HEAD_KINDS)
     embedding_dim: int | None = option_field(
         None,
         "embedding size",
+        ge=2,
         default_text="the backbone's feature size; 512 for linear/mlp heads",
     )
     loss: str = option_field("multisimilarity", "metric loss", choices=LOSS_KINDS)
-    epochs: int = option_field(15, "most epochs")
-    lr: float = option_field(1e-4, "head learning rate")
+    epochs: int = option_field(15, "most epochs", ge=1)
+    lr: float = option_field(1e-4, "head learning rate", gt=0)
     tail_lr_scale: float = option_field(
-        0.3, "learning rate of the unfrozen stages relative to --lr"
+        0.3, "learning rate of the unfrozen stages relative to --lr", ge=0
     )
     weight_decay: float = option_field(1e-4, "AdamW weight decay")
-    views: int = option_field(4, "augmented views cached per training photo, besides the clean one")
-    m_per_class: int = option_field(4, "photos of each species per batch")
-    batch_size: int = option_field(64, "photos per batch")
+    views: int = option_field(
+        4, "augmented views cached per training photo, besides the clean one", ge=0
+    )
+    m_per_class: int = option_field(
+        4, "photos of each species per batch (pairs of one species are needed)", ge=2
+    )
+    batch_size: int = option_field(64, "photos per batch (at least two species)")
     train_batchnorm: bool = option_field(
         False, "update the batch-norm statistics of the unfrozen stages while training"
     )
     val_fraction: float = option_field(
-        0.15, "share of species held out to pick the best epoch (at least 2; 0 = none)"
+        0.15,
+        "share of species held out to pick the best epoch (at least 2; 0 = none)",
+        ge=0,
+        lt=1,
     )
     val_episodes: int = option_field(300, "few-shot episodes of each validation measure")
-    patience: int = option_field(4, "stop after this many epochs without improvement")
+    patience: int = option_field(4, "stop after this many epochs without improvement", ge=1)
     seed: int = option_field(0, "seed of the splits, the sampling and the initialisation")
     normalize_shells: bool = option_field(
         False, "crop studio shell photos to the object on black before embedding"
@@ -220,36 +246,26 @@ class TrainingConfig:
     )
     device: str = option_field("auto", "auto, cpu or cuda")
 
+    @field_validator("head", "loss")
+    @classmethod
+    def _known_kind(cls, value: str, info: ValidationInfo) -> str:
+        known = HEAD_KINDS if info.field_name == "head" else LOSS_KINDS
+        if value not in known:
+            raise ValueError(
+                f"unknown {info.field_name} {value!r}; choose one of {', '.join(known)}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _two_species_per_batch(self) -> Self:
+        if self.batch_size < 2 * self.m_per_class:
+            raise ValueError("batch_size must hold at least two classes (2 x m_per_class)")
+        return self
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.model_dump()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainingConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-    def validate(self) -> None:
-        """Raise :class:`TrainingError` naming the first setting that cannot work."""
-        checks = [
-            (
-                self.head in HEAD_KINDS,
-                f"unknown head {self.head!r}; choose one of {', '.join(HEAD_KINDS)}",
-            ),
-            (
-                self.loss in LOSS_KINDS,
-                f"unknown loss {self.loss!r}; choose one of {', '.join(LOSS_KINDS)}",
-            ),
-            (self.epochs >= 1, "epochs must be ≥ 1"),
-            (self.lr > 0, "lr must be > 0"),
-            (self.tail_lr_scale >= 0, "tail_lr_scale must be ≥ 0"),
-            (self.views >= 0, "views must be ≥ 0"),
-            (self.unfreeze >= 0, "unfreeze must be ≥ 0"),
-            (self.m_per_class >= 2, "m_per_class must be ≥ 2 (pairs of one class are needed)"),
-            (self.batch_size >= 2 * self.m_per_class, "batch_size must hold at least two classes"),
-            (0.0 <= self.val_fraction < 1.0, "val_fraction must be in [0, 1)"),
-            (self.patience >= 1, "patience must be ≥ 1"),
-            (self.embedding_dim is None or self.embedding_dim >= 2, "embedding_dim must be ≥ 2"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise TrainingError(message)
+        """The config a ``MODEL.pt`` saved (keys of other versions ignored)."""
+        return cls(**{k: v for k, v in data.items() if k in cls.model_fields})

@@ -319,7 +319,6 @@ def train_embedder(
     :class:`TrainingError` for unusable data or settings.
     """
     config = config or TrainingConfig()
-    config.validate()
     started = time.perf_counter()
     seed_everything(config.seed)
     device = resolve_device(config.device)
@@ -629,7 +628,6 @@ def train_collection(
 ) -> TrainingResult:
     """Scan ``root/<class>/*`` images, hold out ``val_fraction`` of the classes, train."""
     config = config or TrainingConfig()
-    config.validate()
     records = scan_collection(root, group_pattern=config.group_pattern)
     train_records, val_records = split_validation_classes(records, config.val_fraction, config.seed)
     log(

@@ -12,7 +12,7 @@ docs/configuration.md lists every one.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,7 +24,7 @@ from embedder.intake_limits import (
     MIN_SIDE_PX,
     IntakeLimits,
 )
-from embedder.settings import EmbedderSettings
+from embedder.settings import EmbedderSettings, option_field
 
 DEFAULT_STORE = "shellid-data"
 #: Share of known-species photos the open-set thresholds accept by default: a product choice
@@ -279,3 +279,62 @@ class IndexSettings(EmbedderSettings, DecisionOptions):
             "unknown": self.unknown_threshold,
             "ood": self.ood_threshold,
         }
+
+
+class EvaluationConfig(BaseModel):
+    """Options of ``index.workflows.evaluation.evaluate_collection``; ``shellid evaluate``'s
+    options are generated from these fields (``api/commands/evaluate_cmd.py``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    shots: tuple[Annotated[int, Field(ge=1)], ...] = option_field(
+        (1, 5), "K for K-shot", min_length=1, separator=",", metavar="K,K"
+    )
+    episodes: int = option_field(600, "few-shot episodes per K", ge=1)
+    n_way: int = option_field(5, "N of N-way episodes", ge=1)
+    n_query: int = option_field(15, "queries per species in each few-shot episode", ge=1)
+    allway_repeats: int = option_field(
+        5, "repeats of the every-species-at-once measure, each on a new draw of shots", ge=1
+    )
+    test_fraction: float = option_field(
+        0.3, "share of each species' groups held out as test queries", gt=0, lt=1
+    )
+    unknown_fraction: float = option_field(
+        0.3, "share of species never enrolled, for the open-set figures", gt=0, lt=1
+    )
+    target_recall: float = option_field(
+        DEFAULT_TARGET_RECALL,
+        "known-species recall the open-set thresholds are calibrated for",
+        gt=0.5,
+        lt=1,
+    )
+    group_pattern: str | None = option_field(
+        None,
+        "regex on file names whose (?P<group>...) names one specimen or track, or a preset "
+        "(specimen, track, image); no group is split across train and test",
+        option="--group-regex",
+        metavar="REGEX",
+        default_text="each image is its own group",
+    )
+    classes: str = option_field(
+        "all",
+        "species to evaluate: all, novel / base (not / only those the model was trained or "
+        "validated on), NAME,NAME,... or @FILE",
+        metavar="WHICH",
+    )
+    ood_dirs: tuple[str, ...] = option_field(
+        (),
+        "folders of off-domain photos (drawings, rocks, ...) scored as queries",
+        option="--ood",
+        metavar="DIR",
+        default_text="none",
+    )
+    max_ood_images: int = option_field(500, "photos sampled from each --ood folder", ge=1)
+    bootstrap_resamples: int = option_field(1000, "bootstrap resamples", ge=1, option="--bootstrap")
+    bootstrap_max_per_species: int = option_field(
+        200, "test photos of a species kept for the bootstrap (larger ones subsampled)", ge=1
+    )
+    seed: int = option_field(0, "seed of every split")
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")

@@ -4,7 +4,6 @@ the identifier and FAISS from SHELLID_* variables."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import faiss
@@ -12,7 +11,7 @@ import pytest
 
 from api.app import create_app
 from api.cli import main
-from api.commands._options import add_model_options, options_from
+from api.commands._options import add_model_options, load_config, options_from
 from api.settings import (
     CommandLineSettings,
     ServiceSettings,
@@ -164,15 +163,21 @@ def test_training_options_are_the_training_config():
     add_model_options(parser, TrainingConfig)
     actions = {a.dest: a for a in parser._actions}
     defaults = TrainingConfig()
-    for item in dataclasses.fields(TrainingConfig):
-        assert actions[item.name].default == getattr(defaults, item.name), item.name
-        assert item.metadata["description"] in actions[item.name].help, item.name
+    for name, item in TrainingConfig.model_fields.items():
+        assert actions[name].default == getattr(defaults, name), name
+        assert str(item.description) in actions[name].help, name
     assert actions["group_pattern"].option_strings == ["--group-regex"]
     assert actions["head"].choices == HEAD_KINDS
     args = parser.parse_args(["--epochs", "3", "--normalize-shells", "--group-regex", "specimen"])
     config = TrainingConfig(**options_from(args, TrainingConfig))
     assert (config.epochs, config.normalize_shells, config.group_pattern) == (3, True, "specimen")
     assert config.lr == defaults.lr
+    with pytest.raises(ValueError, match="invalid setting --epochs: Input should be greater"):
+        load_config(TrainingConfig, parser.parse_args(["--epochs", "0"]))
+    checked = argparse.ArgumentParser()
+    add_model_options(checked, TrainingConfig, ["epochs"], check=True)
+    with pytest.raises(SystemExit):  # checked: a value the field refuses is argparse's error
+        checked.parse_args(["--epochs", "0"])
 
 
 @pytest.mark.parametrize(

@@ -162,7 +162,6 @@ def test_notebook_text_is_true_to_the_code(path):
     """The prose cites files that exist, and every ``TrainingConfig`` setting it names
     (``name=value``) is the current default or what the notebook's own code passes."""
     import ast
-    import dataclasses
     import re
 
     from embedder.training import TrainingConfig
@@ -178,7 +177,7 @@ def test_notebook_text_is_true_to_the_code(path):
         if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "TrainingConfig":
             for keyword in node.keywords:
                 passed.setdefault(keyword.arg, set()).add(ast.unparse(keyword.value))
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainingConfig)}
+    defaults = {name: f.default for name, f in TrainingConfig.model_fields.items()}
     for name, value in re.findall(r"`(\w+)=([\w.]+)`", prose):
         if name in defaults:
             allowed = {str(defaults[name]), *passed.get(name, set())}

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 
 from api.cli import main
 from embedder import (
@@ -153,11 +154,12 @@ def test_validation_split_refuses_too_few_classes(records):
         ({"epochs": 0}, "epochs"),
         ({"m_per_class": 1}, "m_per_class"),
         ({"val_fraction": 1.0}, "val_fraction"),
+        ({"batch_size": 4}, "batch_size must hold at least two classes"),
     ],
 )
 def test_bad_settings_are_refused_with_the_setting_named(overrides, message):
-    with pytest.raises(TrainingError, match=message):
-        TrainingConfig(**overrides).validate()
+    with pytest.raises(ValidationError, match=message):
+        TrainingConfig(**overrides)
 
 
 def test_cli_defaults_are_the_training_config_and_the_names_the_registry():
@@ -353,7 +355,7 @@ def test_shellid_train_writes_model_log_and_curves(tmp_path, capsys):
                 "--epochs",
                 "0",
             ],
-            "epochs must be",
+            "invalid setting --epochs: Input should be greater than or equal to 1",
         ),
     ],
 )

@@ -2,24 +2,32 @@
 choices, bounds, default and help are written once, on the field it sets.
 
 ``add_model_options(parser, Model, fields)`` adds ``--field-name`` options for fields of a
-pydantic model (the ``SHELLID_*`` settings: the option's default is "not given", so the
-environment still applies, and the help names the variable) or of a dataclass whose fields
-carry ``metadata`` (:class:`embedder.settings.TrainingConfig`: the option's default is the
-field's). ``options_from(args, Model)`` gives back the fields the options set. Values are
-checked where the model is built (``ShellidSettings.load`` / ``TrainingConfig.validate``), so a
-bad value is one line naming the option, as for the environment's.
+pydantic model: of a ``SHELLID_*`` settings class (the option's default is "not given", so the
+environment still applies, and the help names the variable) or of a plain configuration
+model such as :class:`embedder.settings.TrainingConfig` (the option's default is the field's).
+Values are checked where the model is made (``ShellidSettings.load``, ``load_config``), so a
+bad value is one line naming the option, as for the environment's; or, with ``check=True``,
+by argparse as it reads them. ``options_from(args, Model)`` gives back the fields the options
+set. A field's ``json_schema_extra`` may name its ``option``, ``metavar``, ``choices``
+(a registry's names), ``default_text`` and a ``separator`` (``--shots 1,5``: a tuple in one
+word; other tuples take several words).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+    from pydantic.fields import FieldInfo
+
+ConfigT = typing.TypeVar("ConfigT", bound="BaseModel")
 
 #: annotated_types constraint -> its attribute and sign
 _BOUNDS = (("Gt", "gt", ">"), ("Ge", "ge", "≥"), ("Lt", "lt", "<"), ("Le", "le", "≤"))
@@ -27,9 +35,9 @@ _BOUNDS = (("Gt", "gt", ">"), ("Ge", "ge", "≥"), ("Lt", "lt", "<"), ("Le", "le
 
 @dataclass(frozen=True)
 class OptionSpec:
-    """What one model field says about its option: value type, choices, bounds, default,
-    description and extras (``option``: the option's name, ``metavar``, ``default_text``: the
-    default in words when it is unset)."""
+    """What one model field says about its option: value type (of each item, for a tuple),
+    choices, bounds, default, description and extras (``option``: the option's name,
+    ``metavar``, ``default_text``: the default in words when it is unset, ``separator``)."""
 
     name: str
     kind: type
@@ -38,6 +46,7 @@ class OptionSpec:
     description: str
     bounds: tuple[tuple[str, Any], ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
+    many: bool = False
 
     @property
     def option(self) -> str:
@@ -53,58 +62,52 @@ class OptionSpec:
             return str(self.extra["default_text"])
         if self.default is None:
             return "unset"
+        if self.many:
+            return str(self.extra.get("separator", " ")).join(map(str, self.default))
         return str(self.default)
 
 
-def _unwrap(annotation: Any) -> tuple[type, tuple[Any, ...] | None]:
-    """``(value type, choices)`` of a field annotation (``X | None`` is X; a ``Literal`` gives
-    its values as choices)."""
+def _unwrap(annotation: Any) -> tuple[type, tuple[Any, ...] | None, bool]:
+    """``(value type, choices, many)`` of a field annotation (``X | None`` is X; a
+    ``Literal`` gives its values as choices; ``tuple[X, ...]`` is many X)."""
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         inner = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
         annotation = inner[0] if len(inner) == 1 else str
+    if typing.get_origin(annotation) is tuple:
+        kind, choices, _ = _unwrap(typing.get_args(annotation)[0])
+        return kind, choices, True
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
     if typing.get_origin(annotation) is Literal:
         choices = typing.get_args(annotation)
-        return type(choices[0]), tuple(choices)
+        return type(choices[0]), tuple(choices), False
     from pydantic import SecretStr
 
     if annotation is SecretStr or not isinstance(annotation, type):
-        return str, None
-    return annotation, None
+        return str, None, False
+    return annotation, None, False
 
 
-def option_specs(model: type) -> dict[str, OptionSpec]:
-    """Every field of a pydantic model or a dataclass, as an :class:`OptionSpec`."""
+def _spec(name: str, info: FieldInfo) -> OptionSpec:
     import annotated_types
-    from pydantic import BaseModel
     from pydantic_core import PydanticUndefined
 
-    specs: dict[str, OptionSpec] = {}
-    if isinstance(model, type) and issubclass(model, BaseModel):
-        for name, info in model.model_fields.items():
-            kind, choices = _unwrap(info.annotation)
-            extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
-            bounds = tuple(
-                (sign, getattr(item, attr))
-                for item in info.metadata
-                for cls, attr, sign in _BOUNDS
-                if isinstance(item, getattr(annotated_types, cls))
-            )
-            default = None if info.default is PydanticUndefined else info.default
-            specs[name] = OptionSpec(
-                name, kind, choices, default, info.description or "", bounds, dict(extra)
-            )
-        return specs
-    if dataclasses.is_dataclass(model):
-        hints = typing.get_type_hints(model)
-        for item in dataclasses.fields(model):
-            kind, choices = _unwrap(hints[item.name])
-            meta = dict(item.metadata)
-            choices = tuple(meta.pop("choices", ())) or choices
-            specs[item.name] = OptionSpec(
-                item.name, kind, choices, item.default, meta.pop("description", ""), (), meta
-            )
-        return specs
-    raise TypeError(f"{model!r} is neither a pydantic model nor a dataclass")
+    kind, choices, many = _unwrap(info.annotation)
+    extra = dict(info.json_schema_extra) if isinstance(info.json_schema_extra, dict) else {}
+    choices = tuple(extra.pop("choices", ()) or ()) or choices  # type: ignore[arg-type]
+    bounds = tuple(
+        (sign, getattr(item, attr))
+        for item in info.metadata
+        for cls, attr, sign in _BOUNDS
+        if isinstance(item, getattr(annotated_types, cls))
+    )
+    default = None if info.default is PydanticUndefined else info.default
+    return OptionSpec(name, kind, choices, default, info.description or "", bounds, extra, many)
+
+
+def option_specs(model: type[BaseModel]) -> dict[str, OptionSpec]:
+    """Every field of a pydantic model, as an :class:`OptionSpec`."""
+    return {name: _spec(name, info) for name, info in model.model_fields.items()}
 
 
 def _is_settings(model: type) -> bool:
@@ -113,54 +116,100 @@ def _is_settings(model: type) -> bool:
     return isinstance(model, type) and issubclass(model, ShellidSettings)
 
 
+def _help(spec: OptionSpec, text: str, from_env: bool) -> str:
+    """The option's help: its text, the bounds, and the default (the variable's for a
+    setting)."""
+    from embedder.settings import env_name
+
+    if spec.bounds:
+        text += f" ({spec.bounds_text()})"
+    if from_env:
+        default = spec.default_text()
+        text += f" (default: ${env_name(spec.name)}" + (
+            ")" if default == "unset" else f" or {default})"
+        )
+    elif spec.kind is not bool:
+        text += f" (default: {spec.default_text()})"
+    return text.replace("%", "%%")
+
+
+def checked_value(model: type[BaseModel], spec: OptionSpec) -> Callable[[str], Any]:
+    """argparse's ``type`` for a configuration field: the word as the field's value
+    (``separator``-split for a one-word tuple), refused by argparse, naming the option, when
+    the field would not take it."""
+    from pydantic import TypeAdapter, ValidationError
+
+    info = model.model_fields[spec.name]
+    adapter: TypeAdapter[Any] = TypeAdapter(typing.Annotated[info.annotation, info])
+    item = TypeAdapter(spec.kind)
+
+    def convert(text: str) -> Any:
+        try:
+            if spec.many and "separator" in spec.extra:
+                words = [w for w in text.split(spec.extra["separator"]) if w.strip()]
+                return adapter.validate_python(words)
+            if spec.many:
+                return item.validate_python(text)
+            return adapter.validate_python(text)
+        except ValidationError as exc:
+            problem = exc.errors()[0].get("msg", "invalid value")
+            raise argparse.ArgumentTypeError(f"{text!r}: {problem}") from None
+
+    convert.__name__ = spec.kind.__name__  # argparse names it in "invalid int value"
+    return convert
+
+
+def _value_options(
+    model: type[BaseModel], spec: OptionSpec, from_env: bool, check: bool
+) -> dict[str, Any]:
+    """argparse keywords of a field that takes a value."""
+    kwargs: dict[str, Any] = {"default": None if from_env else spec.default}
+    if check and (spec.kind is not str or spec.bounds or spec.many):
+        kwargs["type"] = checked_value(model, spec)
+    elif not check:
+        kwargs["type"] = spec.kind if spec.kind in (int, float, Path) else str
+    if spec.many and "separator" not in spec.extra:
+        kwargs["nargs"] = "+"
+    if spec.choices:
+        kwargs["choices"] = spec.choices
+    if spec.extra.get("metavar") or spec.extra.get("option"):
+        kwargs["metavar"] = spec.extra.get("metavar") or spec.option.lstrip("-").upper()
+    return kwargs
+
+
 def add_model_options(
     parser: argparse._ActionsContainer,
-    model: type,
+    model: type[BaseModel],
     fields: Iterable[str] | None = None,
     *,
     help: Mapping[str, str] | None = None,
+    check: bool = False,
 ) -> None:
     """Add an option for each of ``fields`` (default: all) of ``model`` to ``parser`` (a
     parser or an argument group). ``help`` replaces a field's description for this command;
-    the bounds and the default are appended either way."""
-    from embedder.settings import env_name
-
+    the bounds and the default are appended either way. ``check``: argparse refuses a value
+    the field would not take (usage and error, exit status 2); otherwise the values are
+    checked where the model is made (one line naming the option)."""
     specs = option_specs(model)
     from_env = _is_settings(model)
     for name in fields if fields is not None else specs:
         spec = specs[name]
-        text = (help or {}).get(name) or spec.description
-        if spec.bounds:
-            text += f" ({spec.bounds_text()})"
-        if from_env:
-            default = spec.default_text()
-            text += f" (default: ${env_name(name)}" + (
-                ")" if default == "unset" else f" or {default})"
-            )
-        elif spec.kind is not bool:
-            text += f" (default: {spec.default_text()})"
-        text = text.replace("%", "%%")
-        kwargs: dict[str, Any] = {"dest": name, "help": text}
+        kwargs: dict[str, Any] = {
+            "dest": name,
+            "help": _help(spec, (help or {}).get(name) or spec.description, from_env),
+        }
+        option = spec.option
         if spec.kind is bool and from_env:
             kwargs.update(action=argparse.BooleanOptionalAction, default=None)
         elif spec.kind is bool:
             kwargs.update(action="store_false" if spec.default else "store_true")
             option = spec.option if not spec.default else "--no-" + spec.option.removeprefix("--")
-            parser.add_argument(option, **kwargs)
-            continue
         else:
-            kwargs.update(
-                type=spec.kind if spec.kind in (int, float, Path) else str,
-                default=None if from_env else spec.default,
-            )
-            if spec.choices:
-                kwargs["choices"] = spec.choices
-            if spec.extra.get("metavar"):
-                kwargs["metavar"] = spec.extra["metavar"]
-        parser.add_argument(spec.option, **kwargs)
+            kwargs.update(_value_options(model, spec, from_env, check and not from_env))
+        parser.add_argument(option, **kwargs)
 
 
-def options_from(args: argparse.Namespace, model: type) -> dict[str, Any]:
+def options_from(args: argparse.Namespace, model: type[BaseModel]) -> dict[str, Any]:
     """The values the options of ``model``'s fields were given (unset ones left out)."""
     return {
         name: getattr(args, name)
@@ -169,7 +218,20 @@ def options_from(args: argparse.Namespace, model: type) -> dict[str, Any]:
     }
 
 
-def option_name(model: type) -> typing.Callable[[str], str]:
+def load_config(model: type[ConfigT], args: argparse.Namespace, **extra: Any) -> ConfigT:
+    """``model`` made from the options (``extra`` taking precedence); a value it refuses is a
+    ``ValueError`` of one line naming the option (``invalid setting --epochs: ...``)."""
+    from pydantic import ValidationError
+
+    from embedder.settings import problems
+
+    try:
+        return model.model_validate(options_from(args, model) | extra)
+    except ValidationError as exc:
+        raise ValueError("invalid setting " + problems(exc, option_name(model))) from None
+
+
+def option_name(model: type[BaseModel]) -> Callable[[str], str]:
     """``field -> its option`` (``--field-name`` unless the field names another), for
     error messages about values given on the command line."""
     specs = option_specs(model)

@@ -20,10 +20,10 @@ from index.names import display_name as species_display
 
 from ._collection import (
     add_filter_options,
-    add_top_k_option,
     add_model_option,
     add_store_option,
     add_threshold_options,
+    add_top_k_option,
     open_collection,
     settings_from,
     store_uri,

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._options import add_model_options, options_from
+from ._options import add_model_options, load_config
 
 HELP = "train the embedder on DATA/<species>/*.jpg (CPU-friendly default; writes MODEL.pt)"
 
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if not data.is_dir():
         raise FileNotFoundError(f"DATA {data} is not a folder")
     out = check_output(args.out, suffix=".pt", overwrite=args.overwrite)
-    config = TrainingConfig(**options_from(args, TrainingConfig))
+    config = load_config(TrainingConfig, args)
     result = train_collection(
         data, config, out=out, cache_dir=args.cache_dir, progress=not args.quiet
     )

@@ -10,8 +10,8 @@ from index.taxa import read_subset
 
 from ..deps import ServiceDep, SettingsDep, require_read_key
 from ..errors import UPLOAD_ERRORS, ErrorBody
-from ..settings import ServiceSettings, field_bound
 from ..schemas import IdentifyResponse, SearchResponse
+from ..settings import ServiceSettings, field_bound
 from ..uploads import read_uploads
 
 router = APIRouter(prefix="/v1", tags=["identify"], dependencies=[Depends(require_read_key)])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
@@ -147,7 +147,7 @@ def check_decoded(image: Image.Image, limits: IntakeLimits | None = None, label:
     """The header checks of :func:`accept_image` (sides, aspect ratio, pixels) on an image
     decoded elsewhere: its decoding cost is spent, the resize and embedding are still to
     come. Raises ImageIntakeError."""
-    limits = replace(limits or IntakeLimits(), max_cost=float("inf"))
+    limits = (limits or IntakeLimits()).model_copy(update={"max_cost": float("inf")})
     check_header(ImageHeader("", image.width, image.height, 0), limits, label or None)
 
 

@@ -18,7 +18,7 @@ import random
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,7 +32,7 @@ from embedder.embedding import Embedder
 from embedder.episodes import summarize
 from embedder.vectors import l2_normalise
 from index.classifier import VectorIdentifier
-from index.config import DEFAULT_TARGET_RECALL, IdentifierConfig
+from index.config import EvaluationConfig, IdentifierConfig
 from index.open_set import OPEN_SET_SCORES
 from index.results import REJECTIONS, Placement
 from index.whitening import WithinSpeciesPrior
@@ -61,33 +61,6 @@ PROBE = "logistic regression (scikit-learn, C=1)"
 
 class EvaluationError(ValueError):
     """A collection or option that cannot be evaluated (too few species, bad class list)."""
-
-
-@dataclass
-class EvaluationConfig:
-    """Options of :func:`evaluate_collection` (the CLI flags of ``shellid evaluate``)."""
-
-    shots: tuple[int, ...] = (1, 5)
-    episodes: int = 600
-    n_way: int = 5
-    n_query: int = 15
-    allway_repeats: int = 5
-    test_fraction: float = 0.3
-    unknown_fraction: float = 0.3
-    target_recall: float = DEFAULT_TARGET_RECALL
-    group_pattern: str | None = None
-    classes: str = "all"
-    ood_dirs: tuple[str, ...] = ()
-    max_ood_images: int = 500
-    bootstrap_resamples: int = 1000
-    bootstrap_max_per_species: int = 200
-    seed: int = 0
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data["shots"] = list(self.shots)
-        data["ood_dirs"] = [str(p) for p in self.ood_dirs]
-        return data
 
 
 @dataclass
