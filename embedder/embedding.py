@@ -29,7 +29,6 @@ from .runtime import (
     RUNTIMES,
     OnnxRunner,
     OnnxRuntimeError,
-    default_runtime,
     resolve_runtime,
     usable_cores,
     warn_fallback,
@@ -95,7 +94,7 @@ class Embedder:
     """Turns PIL images or files into L2-normalised float32 vectors with one model.
 
     ``num_workers`` threads decode and transform images (default: the usable cores; 0 =
-    inline). ``runtime`` (default ``$SHELLID_RUNTIME``, else ``"auto"``) is ``"auto"`` (ONNX
+    inline). ``runtime`` (the settings' ``runtime``, passed down) is ``"auto"`` (ONNX
     Runtime for CPU models when installed, else PyTorch), ``"torch"`` or ``"onnx"``; the ONNX
     export is cached under ``cache_dir`` (default :func:`embedder.cache_dir.default_cache_dir`)
     and made on first use.
@@ -107,11 +106,10 @@ class Embedder:
         model: EmbeddingModel,
         batch_size: int = 32,
         num_workers: int | None = None,
-        runtime: str | None = None,
+        runtime: str = "auto",
         cache_dir: str | Path | None = None,
         threads: int | None = None,
     ) -> None:
-        runtime = runtime or default_runtime()
         if runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
         self.model = model.eval()

@@ -31,21 +31,18 @@ from tqdm.auto import tqdm
 
 from . import stages
 from .backbones import Backbone
+from .cache_dir import default_cache_dir
 from .intake import ImageIntakeError, load_image
-from .settings import EmbedderSettings, env_name
 from .transforms import eval_transform, train_transform
 
 #: Bump when the view recipe (transforms, seeding) changes: old caches then stop matching.
 VIEW_RECIPE = "views/1"
-#: the variable the first releases read for this folder (replaced by ``SHELLID_CACHE_DIR``)
-DEPRECATED_ENV = env_name("cache")
 
 
 def default_features_dir() -> Path:
-    """``<cache dir>/features`` (see :func:`embedder.cache_dir.default_cache_dir`); a set
-    ``$SHELLID_CACHE`` still names the folder itself, with a warning, unless
-    ``$SHELLID_CACHE_DIR`` is set too (:meth:`EmbedderSettings.features_dir`)."""
-    return EmbedderSettings.load().features_dir()
+    """``<default cache dir>/features``: the folder of a feature cache whose root is not given
+    (the command line passes :meth:`embedder.settings.EmbedderSettings.features_dir`)."""
+    return default_cache_dir() / "features"
 
 
 CACHE_DTYPE = np.float16

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .settings import EmbedderSettings
+from .cache_dir import default_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,8 @@ RESAMPLING = {
 
 
 def onnx_dir(cache_dir: str | Path | None = None) -> Path:
-    """``<cache_dir>/onnx`` (default: :meth:`EmbedderSettings.cache_root`)."""
-    root = Path(cache_dir) if cache_dir is not None else EmbedderSettings.load().cache_root()
+    """``<cache_dir>/onnx`` (default: :func:`embedder.cache_dir.default_cache_dir`)."""
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     return root / "onnx"
 
 
@@ -226,13 +226,16 @@ def find_record(
 
 
 def open_cached(
-    spec: str | Path | None, cache_dir: str | Path | None = None, threads: int | None = None
+    spec: str | Path | None,
+    cache_dir: str | Path | None = None,
+    threads: int | None = None,
+    runtime: str = "auto",
 ) -> ExportedEmbedder | None:
     """The model ``spec`` names, run from its cached export without PyTorch, or ``None``
-    (nothing cached for it yet, out of date, ``SHELLID_RUNTIME=torch``, a preprocessing this
-    module does not repeat, or ONNX Runtime missing or refusing the file)."""
+    (nothing cached for it yet, out of date, ``runtime`` torch, a preprocessing this module
+    does not repeat, or ONNX Runtime missing or refusing the file)."""
     try:
-        if EmbedderSettings.load().runtime == "torch":
+        if runtime == "torch":
             return None
         record = find_record(spec, cache_dir)
         if record is None or not ExportedEmbedder.supports(record.preprocess):

@@ -22,13 +22,10 @@ import torch
 
 from .cache_dir import default_cache_dir
 from .model import EmbeddingModel
-from .settings import RUNTIMES, EmbedderSettings, env_name
+from .settings import RUNTIMES
 
 log = logging.getLogger(__name__)
 
-#: Environment variable choosing the runtime of every embedder that is not told otherwise
-#: (:class:`embedder.settings.EmbedderSettings` ``runtime``).
-RUNTIME_ENV = env_name("runtime")
 ONNX_OPSET = 17
 INPUT_NAME = "images"
 OUTPUT_NAME = "embeddings"
@@ -58,12 +55,6 @@ def import_onnxruntime() -> ModuleType:
             "runtime"
         ) from None
     return onnxruntime
-
-
-def default_runtime() -> str:
-    """The runtime setting (``$SHELLID_RUNTIME``: ``auto``, ``torch`` or ``onnx``), else
-    ``"auto"``; a bad value is a :class:`embedder.settings.SettingsError` naming it."""
-    return EmbedderSettings.load().runtime
 
 
 def resolve_runtime(requested: str, device: torch.device) -> str:

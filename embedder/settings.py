@@ -110,6 +110,14 @@ class ShellidSettings(BaseSettings):
             raise SettingsError(settings_problems(exc, given, option)) from None
 
 
+def standard_cache_root() -> Path:
+    """The cache folder when no ``cache_dir`` is given: ``$XDG_CACHE_HOME/shellid``, else
+    ``~/.cache/shellid`` (the platform's convention; ``SHELLID_CACHE_DIR`` is read only by
+    :class:`EmbedderSettings`, which the entry points load and pass down)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "shellid"
+
+
 class EmbedderSettings(ShellidSettings):
     """How photos become vectors on this machine (``SHELLID_RUNTIME``, ``SHELLID_CACHE_DIR``)."""
 
@@ -147,10 +155,12 @@ class EmbedderSettings(ShellidSettings):
 
     def cache_root(self) -> Path:
         """``cache_dir``, else ``$XDG_CACHE_HOME/shellid``, else ``~/.cache/shellid``."""
-        if self.cache_dir is not None:
-            return self.cache_dir
-        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        return Path(base) / "shellid"
+        return self.cache_dir if self.cache_dir is not None else standard_cache_root()
+
+    def embedder_options(self) -> dict[str, Any]:
+        """``runtime`` and ``cache_dir`` for :class:`embedder.Embedder` and the model loaders:
+        the settings passed down instead of read again."""
+        return {"runtime": self.runtime, "cache_dir": self.cache_root()}
 
     def features_dir(self) -> Path:
         """The training feature cache: ``<cache root>/features``; a set ``SHELLID_CACHE``

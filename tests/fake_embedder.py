@@ -40,10 +40,10 @@ class FakeEmbedder:
         return np.asarray(rows, np.float32).reshape(len(rows), self.dim)
 
 
-def fake_make_embedder(model, *, exported: bool = False):
+def fake_make_embedder(model, *, exported: bool = False, settings=None):
     """Drop-in for ``index.workflows.collection.collection.make_embedder``: ``"other"`` in the
-    model name gives variant 1, anything else variant 0 (``exported`` makes no difference to a
-    fake)."""
+    model name gives variant 1, anything else variant 0 (``exported`` and the settings' runtime
+    make no difference to a fake)."""
     if model is not None and hasattr(model, "embed_images"):
         return model, ""
     variant = 1 if model is not None and "other" in str(model) else 0

@@ -287,14 +287,15 @@ def test_training_without_validation_species_prints_no_nan():
 
 
 def test_one_cache_variable_and_the_old_name_still_works_with_a_warning(monkeypatch, tmp_path):
-    from embedder.feature_cache import default_features_dir
+    from embedder.settings import EmbedderSettings
 
     monkeypatch.setenv("SHELLID_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("SHELLID_CACHE", str(tmp_path / "old"))
-    assert default_features_dir() == tmp_path / "cache" / "features"  # the documented one wins
+    features = EmbedderSettings.load().features_dir()
+    assert features == tmp_path / "cache" / "features"  # the documented one wins
     monkeypatch.delenv("SHELLID_CACHE_DIR")
     with pytest.warns(FutureWarning, match="SHELLID_CACHE is deprecated"):
-        assert default_features_dir() == tmp_path / "old"
+        assert EmbedderSettings.load().features_dir() == tmp_path / "old"
 
 
 def test_demo_over_a_store_that_holds_everything_withdraws_the_kept_back(

@@ -21,7 +21,6 @@ from api.settings import (
 )
 from embedder.cache_dir import default_cache_dir
 from embedder.feature_cache import default_features_dir
-from embedder.runtime import default_runtime
 from embedder.settings import (
     HEAD_KINDS,
     EmbedderSettings,
@@ -130,9 +129,25 @@ def test_nested_settings_load_from_the_environment(monkeypatch, tmp_path):
     assert (settings.runtime, settings.cache_root()) == ("torch", tmp_path / "cache")
     assert settings.identifier_config().method == "knn"
     assert settings.intake_limits().max_side == 4096 and settings.refresh_seconds == 0
-    # the embedder reads its layer of the same variables when nobody passes it settings
-    assert default_runtime() == "torch" and default_cache_dir() == tmp_path / "cache"
-    assert default_features_dir() == tmp_path / "cache" / "features"
+    assert settings.features_dir() == tmp_path / "cache" / "features"
+    # the settings are read once and passed down: the embedder never reads the variables
+    assert default_cache_dir() != tmp_path / "cache"
+    assert default_features_dir() != tmp_path / "cache" / "features"
+
+
+def test_the_model_of_a_collection_takes_runtime_and_cache_from_the_settings(monkeypatch, tmp_path):
+    from index.workflows.collection import Collection
+    from index.workflows.models import LazyEmbedder
+
+    monkeypatch.setenv("SHELLID_RUNTIME", "torch")
+    monkeypatch.setenv("SHELLID_CACHE_DIR", str(tmp_path / "cache"))
+    settings = IndexSettings.load({"store": str(tmp_path / "store")})
+    monkeypatch.delenv("SHELLID_RUNTIME")  # read once, at the entry point
+    monkeypatch.delenv("SHELLID_CACHE_DIR")
+    collection = Collection.open(settings=settings, create=True)
+    lazy = collection._embedder
+    assert isinstance(lazy, LazyEmbedder)
+    assert (lazy.runtime, lazy.cache_dir) == ("torch", tmp_path / "cache")
 
 
 def test_generated_options_carry_type_bounds_default_and_help(monkeypatch):
@@ -206,7 +221,7 @@ def test_invalid_values_are_one_line_on_the_command_line(
 def test_a_bad_runtime_names_the_variable_and_the_choices(monkeypatch):
     monkeypatch.setenv("SHELLID_RUNTIME", "tensorflow")
     with pytest.raises(SettingsError) as caught:
-        default_runtime()
+        EmbedderSettings.load()
     assert str(caught.value) == (
         "invalid setting SHELLID_RUNTIME: unknown runtime 'tensorflow'; choose one of auto, "
         "torch, onnx"

@@ -185,14 +185,20 @@ def test_torch_runtime_never_exports(tmp_path):
     assert embedder.runtime == "torch" and not (tmp_path / "onnx").exists()
 
 
-def test_shellid_runtime_environment_chooses_the_default_runtime(tmp_path, monkeypatch):
+def test_the_settings_runtime_reaches_the_embedder_and_the_environment_is_not_reread(
+    tmp_path, monkeypatch
+):
+    from embedder.settings import EmbedderSettings
+    from index.workflows.models import make_embedder
+
     monkeypatch.setenv("SHELLID_RUNTIME", "torch")
-    embedder = Embedder(small_model(), cache_dir=tmp_path)
+    monkeypatch.setenv("SHELLID_CACHE_DIR", str(tmp_path))
+    embedder, _ = make_embedder(small_model(), settings=EmbedderSettings.load())
     embedder.embed_images(specimens(1))
     assert embedder.runtime == "torch" and not (tmp_path / "onnx").exists()
-    monkeypatch.setenv("SHELLID_RUNTIME", "tensorflow")
+    assert Embedder(small_model(), cache_dir=tmp_path).requested_runtime == "auto"
     with pytest.raises(ValueError, match="unknown runtime 'tensorflow'"):
-        Embedder(small_model(), cache_dir=tmp_path)
+        Embedder(small_model(), runtime="tensorflow", cache_dir=tmp_path)
 
 
 def test_changed_weights_get_a_new_export(tmp_path):
@@ -290,12 +296,16 @@ def test_array_transform_gives_the_same_values_as_the_eval_transform(normalize_s
     np.testing.assert_array_equal(odd(specimens(1)[0]), np.ones((3, 2, 2), np.float32))
 
 
-def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+def test_the_cache_folder_follows_the_settings_then_the_platform(monkeypatch, tmp_path):
+    from embedder.settings import EmbedderSettings
+
     monkeypatch.setenv("SHELLID_CACHE_DIR", str(tmp_path / "explicit"))
-    assert default_cache_dir() == tmp_path / "explicit"
-    monkeypatch.delenv("SHELLID_CACHE_DIR")
+    assert EmbedderSettings.load().cache_root() == tmp_path / "explicit"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert default_cache_dir() == tmp_path / "xdg" / "shellid"
+    assert default_cache_dir() == tmp_path / "xdg" / "shellid"  # no settings: the platform's
+    monkeypatch.delenv("SHELLID_CACHE_DIR")
+    assert EmbedderSettings.load().cache_root() == tmp_path / "xdg" / "shellid"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert EmbedderSettings.load().cache_root() == tmp_path / "home" / ".cache" / "shellid"
     assert default_cache_dir() == tmp_path / "home" / ".cache" / "shellid"

@@ -85,11 +85,9 @@ def unreadable_photos(photos: Sequence[Path], limits: Any) -> dict[Path, Excepti
     files that are no image (a text file named .jpg), images too small, too large or too
     elongated. ``limits``: :class:`embedder.intake.IntakeLimits` (the decoding-cost limit is
     checked later, at the stored size). The full intake still runs when a photo is used."""
-    from dataclasses import replace
-
     from embedder.intake import ImageIntakeError, check_header, read_header
 
-    header_limits = replace(limits, max_cost=float("inf"))
+    header_limits = limits.model_copy(update={"max_cost": float("inf")})
     refused: dict[Path, Exception] = {}
     for photo in photos:
         try:

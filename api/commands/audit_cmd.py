@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TextIO
 
 from ._collection import check_model_option
+from ._options import add_model_options, options_from
 
 HELP = "find duplicates, likely mislabels, off-domain and unusable photos in DATA (changes nothing)"
 
@@ -27,6 +28,8 @@ def _threshold(low: float, high: float):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from embedder.settings import EmbedderSettings
+
     parser.add_argument(
         "data", metavar="DATA", help="folder with one sub-folder of photos per species"
     )
@@ -72,8 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=64,
         help="flag images with a shorter side in px (default: 64)",
     )
-    parser.add_argument(
-        "--cache-dir", metavar="DIR", help="embedding cache (default: ~/.cache/shellid)"
+    add_model_options(
+        parser, EmbedderSettings, ["cache_dir"], help={"cache_dir": "embedding cache folder"}
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -106,6 +109,7 @@ def print_summary(result, out: TextIO | None = None, examples: int = 3) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from embedder.settings import EmbedderSettings
     from index.workflows.audit import AuditConfig, audit_collection, write_audit_report, write_csv
 
     data = Path(args.data).expanduser()
@@ -129,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         data,
         Path(args.model).expanduser() if args.model else None,
         config,
-        cache_dir=args.cache_dir,
+        cache_dir=EmbedderSettings.load(options_from(args, EmbedderSettings)).cache_root(),
         progress=not args.quiet,
     )
     print_summary(result)

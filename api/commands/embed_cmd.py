@@ -88,6 +88,7 @@ def describe_errors(errors: dict[str, str], shown: int = 3) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from embedder import Embedder, load_model, save_embeddings
+    from embedder.settings import EmbedderSettings
 
     from ._output import check_output
 
@@ -101,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     out = check_output(args.out, suffix=".npz")
     paths, labels, groups = collect_inputs(args.data, args.group_regex)
     model = load_model(args.model)
-    embedder = Embedder(model, batch_size=args.batch_size)
+    options = EmbedderSettings.load().embedder_options()
+    embedder = Embedder(model, batch_size=args.batch_size, **options)
     started = time.perf_counter()
     if ray is not None:
         from embedder.embedding import EmbeddingResult

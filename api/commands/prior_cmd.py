@@ -74,6 +74,7 @@ def attach_prior(
 def run(args: argparse.Namespace) -> int:
     from embedder import Embedder, load_model
     from embedder.datasets import scan_collection
+    from embedder.settings import EmbedderSettings
 
     from ._output import check_output
     from .embed_cmd import describe_errors
@@ -83,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     out = check_output(args.out, suffix=".pt")
     records = scan_collection(args.data, group_pattern=args.group_regex)
     model = load_model(args.model)
-    embedder = Embedder(model, batch_size=args.batch_size)
+    options = EmbedderSettings.load().embedder_options()
+    embedder = Embedder(model, batch_size=args.batch_size, **options)
     result = embedder.embed_paths([r.path for r in records], progress=not args.quiet)
     if result.errors:
         print(

@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from embedder.settings import TrainingConfig
+    from embedder.settings import EmbedderSettings, TrainingConfig
     from embedder.training import train_collection
 
     from ._output import check_output
@@ -52,9 +52,8 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"DATA {data} is not a folder")
     out = check_output(args.out, suffix=".pt", overwrite=args.overwrite)
     config = load_config(TrainingConfig, args)
-    result = train_collection(
-        data, config, out=out, cache_dir=args.cache_dir, progress=not args.quiet
-    )
+    features = args.cache_dir or EmbedderSettings.load().features_dir()
+    result = train_collection(data, config, out=out, cache_dir=features, progress=not args.quiet)
     metrics = result.metrics
     model = result.model
     if args.prior:  # the model carries how specimens of one species vary in its training data
@@ -68,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
             model,
             [r.path for r in records],
             config.unfreeze,
-            cache_dir=args.cache_dir,
+            cache_dir=features,
             device=next(model.parameters()).device,
             progress=not args.quiet,
         )

@@ -13,6 +13,8 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
+from embedder.settings import EmbedderSettings
+
 from ..errors import ModelMismatchError
 from ..specimens import ModelRecord
 from ..store import SpecimenStore
@@ -75,11 +77,22 @@ class LazyEmbedder:
     With ``exported=True`` (one-off command-line answers) the model's cached ONNX export is
     run without PyTorch when there is one (:func:`embedder.onnx_session.open_cached`: about
     0.2 s instead of several seconds); otherwise, and whenever it is not usable, the model
-    loads with PyTorch, which leaves that export and its records for the next time."""
+    loads with PyTorch, which leaves that export and its records for the next time.
+    ``runtime`` and ``cache_dir`` are the settings' (``SHELLID_RUNTIME``, ``SHELLID_CACHE_DIR``:
+    :class:`embedder.settings.EmbedderSettings`, read by the entry point)."""
 
-    def __init__(self, model: str | None, *, exported: bool = False) -> None:
+    def __init__(
+        self,
+        model: str | None,
+        *,
+        exported: bool = False,
+        runtime: str = "auto",
+        cache_dir: Path | None = None,
+    ) -> None:
         self.spec = model
         self.exported = exported
+        self.runtime = runtime
+        self.cache_dir = cache_dir
         self._real: ImageEmbedder | None = None
         self._lock = threading.Lock()
 
@@ -92,12 +105,14 @@ class LazyEmbedder:
             if self._real is None and self.exported:
                 from embedder.onnx_session import open_cached
 
-                self._real = open_cached(self.spec)
+                self._real = open_cached(self.spec, self.cache_dir, runtime=self.runtime)
             if self._real is None:
                 from embedder import load_model
                 from embedder.embedding import Embedder
 
-                real = Embedder(load_model(self.spec))
+                real = Embedder(
+                    load_model(self.spec), runtime=self.runtime, cache_dir=self.cache_dir
+                )
                 remember_export(self.spec, real)
                 self._real = real
             return self._real
@@ -125,26 +140,30 @@ def remember_export(spec: str | None, embedder: Any) -> None:
         log.info("no ONNX records for model %s: %s", spec or "default", exc)
 
 
-def make_embedder(model: Any, *, exported: bool = False) -> tuple[ImageEmbedder, str]:
+def make_embedder(
+    model: Any, *, exported: bool = False, settings: EmbedderSettings | None = None
+) -> tuple[ImageEmbedder, str]:
     """``(embedder, model path or '')`` from None (frozen default), a packaged backbone name
     (frozen), a MODEL.pt path, an ``EmbeddingModel`` or anything with ``embed_images`` /
     ``dim`` / ``fingerprint``. A name or path gives a :class:`LazyEmbedder` (``exported``:
-    see there): nothing heavy is imported or loaded until the first embedding."""
+    see there): nothing heavy is imported or loaded until the first embedding. ``settings``
+    give the runtime and the cache folder (default: ``auto`` and the standard folder)."""
     if model is not None and hasattr(model, "embed_images"):
         return model, ""
+    where = settings.embedder_options() if settings else {}
     if model is None:
-        return LazyEmbedder(None, exported=exported), ""
+        return LazyEmbedder(None, exported=exported, **where), ""
     if isinstance(model, str | Path):
         file = Path(model).expanduser()
         if not file.is_file():  # a packaged backbone name (load_model says if it is not)
-            return LazyEmbedder(str(model), exported=exported), str(model)
+            return LazyEmbedder(str(model), exported=exported, **where), str(model)
         path = str(file.resolve())
-        return LazyEmbedder(path, exported=exported), path
+        return LazyEmbedder(path, exported=exported, **where), path
     from embedder import EmbeddingModel
     from embedder.embedding import Embedder
 
     if isinstance(model, EmbeddingModel):
-        return Embedder(model), ""
+        return Embedder(model, **where), ""
     raise TypeError(f"not a model: {model!r}")
 
 

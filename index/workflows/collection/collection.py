@@ -108,7 +108,9 @@ class Collection:
         embedder, path = (None, "")
         if need_model:
             embedder, path = make_embedder(
-                model if model is not None else settings.model, exported=exported_model
+                model if model is not None else settings.model,
+                exported=exported_model,
+                settings=settings,
             )
         known = embedder if not isinstance(embedder, LazyEmbedder) else None
         if check_model and known is not None:
@@ -338,7 +340,7 @@ class Collection:
     def reindex(self, model: str | Path | Any | None = None, progress: bool = True) -> int:
         """Re-embed every stored image with ``model`` (one commit) and adopt that model;
         returns the number of images re-embedded."""
-        new_embedder = loaded(make_embedder(model)[0])
+        new_embedder = loaded(make_embedder(model, settings=self.settings)[0])
         with self.index.write_lock:
             ids, vectors = embed_stored(self.store, new_embedder, progress)
             return self.reindex_embedded(model, ids, vectors, embedder=new_embedder)
@@ -354,7 +356,7 @@ class Collection:
         """Adopt ``model`` with the vectors it made elsewhere of the stored images ``ids``
         (every stored image: :meth:`SpecimenStore.iter_images`' normalised copies) in one
         commit, and recalibrate; returns how many were replaced."""
-        new_embedder, path = make_embedder(model)
+        new_embedder, path = make_embedder(model, settings=self.settings)
         new_embedder = embedder or loaded(new_embedder)
         with self.index.write_lock:
             count = self.index.replace_vectors(ids, vectors, model_record(new_embedder, path))
