@@ -35,8 +35,9 @@ Method = Literal["whitened", "prototype", "knn", "prototype+knn"]
 
 
 class DecisionOptions(BaseModel):
-    """The identification options a user sets (``SHELLID_*`` through :class:`IndexSettings`,
-    or in code through :class:`IdentifierConfig`): defined once, here."""
+    """The identification options a user sets (``SHELLID_*`` through :class:`IndexSettings`
+    and the options of ``shellid identify`` and ``serve``, or in code through
+    :class:`IdentifierConfig`): defined once, here."""
 
     method: Method = Field(
         default="whitened",
@@ -96,14 +97,6 @@ class DecisionOptions(BaseModel):
         ge=1,
         description="FAISS OpenMP threads (1: one query at a time is fastest on a small CPU)",
     )
-
-
-class IdentifierConfig(DecisionOptions):
-    """How :class:`index.VectorIdentifier` scores and decides (defaults chosen by measurement,
-    see benchmarks/index_benchmark.py and docs/index.md)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
     feature_power: float = Field(
         default=0.5,
         gt=0.0,
@@ -181,6 +174,15 @@ class IdentifierConfig(DecisionOptions):
         "(feature_power 0.5): all birds-cub images of species left out of a 30-species store "
         "stay above it (lowest 0.551, 1 % quantile 0.62), 77 % of drawings and rocks fall below",
     )
+
+
+class IdentifierConfig(DecisionOptions):
+    """How :class:`index.VectorIdentifier` scores and decides (defaults chosen by measurement,
+    see benchmarks/index_benchmark.py and docs/index.md): the :class:`DecisionOptions`, frozen,
+    and the seed of the calibration's sampling."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
     seed: int = 0
 
 

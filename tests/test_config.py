@@ -150,6 +150,25 @@ def test_the_model_of_a_collection_takes_runtime_and_cache_from_the_settings(mon
     assert (lazy.runtime, lazy.cache_dir) == ("torch", tmp_path / "cache")
 
 
+def test_every_identifier_option_is_a_variable_and_an_option_of_identify_and_serve(monkeypatch):
+    from api.commands import identify_cmd, serve_cmd
+    from api.commands._collection import settings_from
+
+    in_code_only = set(IdentifierConfig.model_fields) - set(IndexSettings.model_fields)
+    assert in_code_only == {"seed"}
+    for command in (identify_cmd, serve_cmd):
+        parser = argparse.ArgumentParser()
+        command.add_arguments(parser)
+        options = {a.dest for a in parser._actions}
+        assert set(DecisionOptions.model_fields) <= options, command.__name__
+    parser = argparse.ArgumentParser()
+    identify_cmd.add_arguments(parser)
+    monkeypatch.setenv("SHELLID_OOD_K", "7")
+    args = parser.parse_args(["x.jpg", "--feature-power", "1", "--no-centre"])
+    config = settings_from(args).identifier_config()
+    assert (config.feature_power, config.centre, config.ood_k) == (1.0, False, 7)
+
+
 def test_generated_options_carry_type_bounds_default_and_help(monkeypatch):
     parser = argparse.ArgumentParser()
     add_model_options(

@@ -86,6 +86,20 @@ def add_threshold_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_decision_options(parser: argparse.ArgumentParser) -> None:
+    """Every other identification option (:class:`index.config.DecisionOptions`: scoring,
+    calibration, search), each also a ``SHELLID_*`` variable."""
+    from index.config import DecisionOptions
+
+    group = parser.add_argument_group(
+        "identification (index.config.DecisionOptions; also SHELLID_* variables)"
+    )
+    thresholds = {"target_recall"}
+    add_model_options(
+        group, _settings_class(), [n for n in DecisionOptions.model_fields if n not in thresholds]
+    )
+
+
 def settings_from(args: argparse.Namespace, **extra: Any) -> IndexSettings:
     """:class:`index.config.IndexSettings` from the environment plus the given options (a bad
     value is one line naming the option or the variable)."""

@@ -19,6 +19,7 @@ from typing import Any, TextIO
 from index.names import display_name as species_display
 
 from ._collection import (
+    add_decision_options,
     add_filter_options,
     add_model_option,
     add_store_option,
@@ -101,6 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_server_option(parser)
     add_model_option(parser)
     add_threshold_options(parser)
+    add_decision_options(parser)
 
 
 def describe(result, files: list[str], subject: str = "shell", names=None) -> str:

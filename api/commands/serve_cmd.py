@@ -9,7 +9,28 @@ import socket
 import time
 from collections.abc import Iterator
 
-from api.commands._collection import add_model_option, add_store_option, check_model_option
+from api.commands._collection import (
+    add_decision_options,
+    add_model_option,
+    add_store_option,
+    add_threshold_options,
+    check_model_option,
+)
+from api.commands._options import add_model_options, options_from
+
+#: ServiceSettings fields that are options of ``shellid serve`` (the keys stay variables: a
+#: command line is visible to every user of the machine)
+SERVICE_OPTIONS = (
+    "max_file_bytes",
+    "max_query_files",
+    "max_enroll_files",
+    "batch_wait_ms",
+    "batch_max_images",
+    "embed_workers",
+    "torch_threads",
+    "refresh_seconds",
+    "subject",
+)
 
 HELP = "serve the HTTP API and the web page (http://127.0.0.1:8000 by default)"
 
@@ -29,6 +50,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["critical", "error", "warning", "info", "debug"],
         help="server log detail (default: %(default)s)",
     )
+    from api.settings import ServiceSettings
+
+    add_model_options(
+        parser.add_argument_group(
+            "service (api.settings.ServiceSettings; also SHELLID_* variables)"
+        ),
+        ServiceSettings,
+        SERVICE_OPTIONS,
+    )
+    add_threshold_options(parser)
+    add_decision_options(parser)
 
 
 class PortUnavailableError(RuntimeError):
@@ -60,9 +92,9 @@ def run(args: argparse.Namespace) -> int:
 
     from api.app import create_app, open_collection
     from api.service import embedder_device, plan_inference
-    from api.settings import load_settings
+    from api.settings import ServiceSettings, load_settings
 
-    settings = load_settings(store=args.store, model=args.model)
+    settings = load_settings(**options_from(args, ServiceSettings))
     check_model_option(settings.model)
     check_port(args.host, args.port)
     started = time.perf_counter()
