@@ -29,6 +29,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .heads import HEADS
+from .losses import LOSSES
+
 #: Every environment variable of shellid starts with this.
 ENV_PREFIX = "SHELLID_"
 
@@ -46,9 +49,10 @@ LEGACY_BACKBONE = "efficientnet_lite0"
 PROFILE_NAMES = ("lite02-ensemble",)
 #: Every name ``--model`` / ``SHELLID_MODEL`` takes besides a MODEL.pt path.
 MODEL_NAMES = BACKBONE_NAMES + PROFILE_NAMES
-#: Head kinds known to ``embedder.model.create_head`` (``residual`` keeps the input size).
-HEAD_KINDS = ("identity", "linear", "mlp", "residual")
-LOSS_KINDS = ("multisimilarity", "supcon", "proxyanchor", "triplet")
+#: The packaged heads and losses (their registries, :data:`embedder.heads.HEADS` and
+#: :data:`embedder.losses.LOSSES`, are torch-free; a name registered later is a choice too).
+HEAD_KINDS = tuple(HEADS)
+LOSS_KINDS = tuple(LOSSES)
 #: Runtime names accepted by ``embedder.runtime.resolve_runtime`` (and ``Embedder(runtime=)``).
 RUNTIMES = ("auto", "torch", "onnx")
 Runtime = Literal["auto", "torch", "onnx"]
@@ -210,14 +214,14 @@ class TrainingConfig(BaseModel):
         choices=BACKBONE_NAMES,
     )
     unfreeze: int = option_field(2, "last backbone stages to train; 0 trains the head only", ge=0)
-    head: str = option_field("residual", "projection head", choices=HEAD_KINDS)
+    head: str = option_field("residual", "projection head", choices=HEADS.names)
     embedding_dim: int | None = option_field(
         None,
         "embedding size",
         ge=2,
         default_text="the backbone's feature size; 512 for linear/mlp heads",
     )
-    loss: str = option_field("multisimilarity", "metric loss", choices=LOSS_KINDS)
+    loss: str = option_field("multisimilarity", "metric loss", choices=LOSSES.names)
     epochs: int = option_field(15, "most epochs", ge=1)
     lr: float = option_field(1e-4, "head learning rate", gt=0)
     tail_lr_scale: float = option_field(
@@ -259,11 +263,9 @@ class TrainingConfig(BaseModel):
     @field_validator("head", "loss")
     @classmethod
     def _known_kind(cls, value: str, info: ValidationInfo) -> str:
-        known = HEAD_KINDS if info.field_name == "head" else LOSS_KINDS
-        if value not in known:
-            raise ValueError(
-                f"unknown {info.field_name} {value!r}; choose one of {', '.join(known)}"
-            )
+        registry = HEADS if info.field_name == "head" else LOSSES
+        if value not in registry:
+            raise ValueError(registry.unknown_message(value))
         return value
 
     @model_validator(mode="after")

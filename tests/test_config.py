@@ -21,6 +21,7 @@ from api.settings import (
 )
 from embedder.cache_dir import default_cache_dir
 from embedder.feature_cache import default_features_dir
+from embedder.heads import HEADS
 from embedder.settings import (
     HEAD_KINDS,
     EmbedderSettings,
@@ -201,7 +202,7 @@ def test_training_options_are_the_training_config():
         assert actions[name].default == getattr(defaults, name), name
         assert str(item.description) in actions[name].help, name
     assert actions["group_pattern"].option_strings == ["--group-regex"]
-    assert actions["head"].choices == HEAD_KINDS
+    assert actions["head"].choices == tuple(HEADS) == HEAD_KINDS
     args = parser.parse_args(["--epochs", "3", "--normalize-shells", "--group-regex", "specimen"])
     config = TrainingConfig(**options_from(args, TrainingConfig))
     assert (config.epochs, config.normalize_shells, config.group_pattern) == (3, True, "specimen")

@@ -94,7 +94,8 @@ def _spec(name: str, info: FieldInfo) -> OptionSpec:
 
     kind, choices, many = _unwrap(info.annotation)
     extra = dict(info.json_schema_extra) if isinstance(info.json_schema_extra, dict) else {}
-    choices = tuple(extra.pop("choices", ()) or ()) or choices  # type: ignore[arg-type]
+    named = extra.pop("choices", None)  # a registry's names, or the function giving them
+    choices = tuple(named() if callable(named) else named or ()) or choices
     bounds = tuple(
         (sign, getattr(item, attr))
         for item in info.metadata
