@@ -12,9 +12,9 @@ docs/configuration.md lists every one.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from embedder.intake_limits import (
     DEFAULT_MAX_ASPECT_RATIO,
@@ -30,13 +30,10 @@ DEFAULT_STORE = "shellid-data"
 #: Share of known-species photos the open-set thresholds accept by default: a product choice
 #: (a curator would rather read "not sure" than a wrong name); docs/index.md has the figures.
 DEFAULT_TARGET_RECALL = 0.90
-
-
-def scorer_names() -> list[str]:
-    """The species scorers :data:`index.scorers.SCORERS` registers (``method``'s choices)."""
-    from .scorers import SCORERS
-
-    return SCORERS.names()
+#: The species scorers :data:`index.scorers.SCORERS` registers (``method``'s choices), listed
+#: here so the settings and the command line import no FAISS (tests/test_registries.py keeps
+#: the two equal).
+Method = Literal["whitened", "prototype", "knn", "prototype+knn"]
 
 
 class DecisionOptions(BaseModel):
@@ -44,9 +41,8 @@ class DecisionOptions(BaseModel):
     and the options of ``shellid identify`` and ``serve``, or in code through
     :class:`IdentifierConfig`): defined once, here."""
 
-    method: str = Field(
+    method: Method = Field(
         default="whitened",
-        json_schema_extra={"choices": scorer_names},
         description="species score: CL2N prototype similarity in the collection's "
         "within-species whitened space (whitened), plain prototype similarity, "
         "nearest-specimen similarity, or the mean of the last two",
@@ -180,15 +176,6 @@ class DecisionOptions(BaseModel):
         "(feature_power 0.5): all birds-cub images of species left out of a 30-species store "
         "stay above it (lowest 0.551, 1 % quantile 0.62), 77 % of drawings and rocks fall below",
     )
-
-    @field_validator("method")
-    @classmethod
-    def _known_scorer(cls, value: str) -> str:
-        from .scorers import SCORERS
-
-        if value not in SCORERS:
-            raise ValueError(SCORERS.unknown_message(value))
-        return value
 
 
 class IdentifierConfig(DecisionOptions):

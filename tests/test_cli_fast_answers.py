@@ -109,8 +109,9 @@ def test_a_changed_model_file_or_code_makes_the_records_stale(tmp_path, monkeypa
     monkeypatch.setattr(onnx_session, "code_stamp", lambda: "other code")
     assert onnx_session.open_cached("by-name", cache_dir=tmp_path) is None
     monkeypatch.undo()
-    monkeypatch.setenv("SHELLID_RUNTIME", "torch")
-    assert onnx_session.open_cached("by-name", cache_dir=tmp_path) is None
+    assert onnx_session.open_cached("by-name", cache_dir=tmp_path) is not None
+    # the settings' runtime (SHELLID_RUNTIME=torch, passed down) wants PyTorch: no export
+    assert onnx_session.open_cached("by-name", cache_dir=tmp_path, runtime="torch") is None
 
 
 def test_cold_identify_imports_no_torch_and_answers_as_the_pytorch_path(setup):

@@ -106,9 +106,13 @@ def _spec(name: str, info: FieldInfo) -> OptionSpec:
     return OptionSpec(name, kind, choices, default, info.description or "", bounds, extra, many)
 
 
-def option_specs(model: type[BaseModel]) -> dict[str, OptionSpec]:
-    """Every field of a pydantic model, as an :class:`OptionSpec`."""
-    return {name: _spec(name, info) for name, info in model.model_fields.items()}
+def option_specs(
+    model: type[BaseModel], fields: Iterable[str] | None = None
+) -> dict[str, OptionSpec]:
+    """Every field (or those named) of a pydantic model, as an :class:`OptionSpec` (a
+    registry's names are read here: only for the fields asked for)."""
+    names = list(model.model_fields) if fields is None else list(fields)
+    return {name: _spec(name, model.model_fields[name]) for name in names}
 
 
 def _is_settings(model: type) -> bool:
@@ -191,9 +195,9 @@ def add_model_options(
     the bounds and the default are appended either way. ``check``: argparse refuses a value
     the field would not take (usage and error, exit status 2); otherwise the values are
     checked where the model is made (one line naming the option)."""
-    specs = option_specs(model)
+    specs = option_specs(model, fields)
     from_env = _is_settings(model)
-    for name in fields if fields is not None else specs:
+    for name in specs:
         spec = specs[name]
         kwargs: dict[str, Any] = {
             "dest": name,
@@ -214,7 +218,7 @@ def options_from(args: argparse.Namespace, model: type[BaseModel]) -> dict[str, 
     """The values the options of ``model``'s fields were given (unset ones left out)."""
     return {
         name: getattr(args, name)
-        for name in option_specs(model)
+        for name in model.model_fields
         if getattr(args, name, None) is not None
     }
 
@@ -235,5 +239,9 @@ def load_config(model: type[ConfigT], args: argparse.Namespace, **extra: Any) ->
 def option_name(model: type[BaseModel]) -> Callable[[str], str]:
     """``field -> its option`` (``--field-name`` unless the field names another), for
     error messages about values given on the command line."""
-    specs = option_specs(model)
-    return lambda name: specs[name].option if name in specs else "--" + name.replace("_", "-")
+    fields = model.model_fields
+    return lambda name: (
+        option_specs(model, [name])[name].option
+        if name in fields
+        else "--" + name.replace("_", "-")
+    )

@@ -15,6 +15,7 @@ import argparse
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 from api.commands._collection import add_model_option, add_store_option, check_model_option
 
@@ -206,8 +207,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"shellid demo: {exc}; the store stays empty", file=sys.stderr)
             return 0
         raise
-    from tqdm import tqdm
-
     from api import subject, try_these
     from embedder.datasets import scan_collection
 
@@ -216,6 +215,25 @@ def run(args: argparse.Namespace) -> int:
     collection = collection or open_collection(settings)
     taxonomy_note = f" with {taxonomy_csv}" if taxonomy_csv else ""
     print(f"shellid demo: enrolling {data}{taxonomy_note} into {settings.store}")
+    reports = enrol_sample(collection, enrol, data.name)
+    unseen = withdraw(collection, kept)  # a store filled before: the kept-back must be unseen
+    try_these.record(collection, kept)
+    word = args.subject or (None if args.data is not None else "shell")
+    if word:
+        subject.record(collection.store, word)
+    if unseen:
+        print(f"shellid demo: removed {unseen} photos of kept-back specimens enrolled before")
+    print_summary(collection, reports, kept)
+    from ._listing import write_listing
+
+    write_listing(collection)
+    return 0
+
+
+def enrol_sample(collection: Any, enrol: dict[str, list[Any]], source: str) -> list[Any]:
+    """Enrol each species' chosen photos (one progress bar), then calibrate once."""
+    from tqdm import tqdm
+
     reports = []
     total = sum(len(r) for r in enrol.values())
     with tqdm(total=total, desc="enrolling", unit="img", file=sys.stderr) as bar:
@@ -226,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
                     species,
                     [r.path for r in chosen],
                     dict(chosen[0].taxonomy),
-                    data.name,
+                    source,
                     groups=[r.group.split("/", 1)[-1] for r in chosen],
                     calibrate=False,
                 )
@@ -234,13 +252,11 @@ def run(args: argparse.Namespace) -> int:
             bar.update(len(chosen))
     if any(r.added for r in reports):
         collection.index.calibrate()
-    unseen = withdraw(collection, kept)  # a store filled before: the kept-back must be unseen
-    try_these.record(collection, kept)
-    word = args.subject or (None if args.data is not None else "shell")
-    if word:
-        subject.record(collection.store, word)
-    if unseen:
-        print(f"shellid demo: removed {unseen} photos of kept-back specimens enrolled before")
+    return reports
+
+
+def print_summary(collection: Any, reports: list[Any], kept: list[dict[str, Any]]) -> None:
+    """What was added, skipped and kept back to try; the first unreadable photos on stderr."""
     added = sum(r.added for r in reports)
     duplicates = sum(len(r.duplicates) for r in reports)
     refused = sum(len(r.refused) for r in reports)
@@ -258,7 +274,3 @@ def run(args: argparse.Namespace) -> int:
         )
     for name, why in list(errors.items())[:10]:
         print(f"  unreadable: {name}: {why}", file=sys.stderr)
-    from ._listing import write_listing
-
-    write_listing(collection)
-    return 0

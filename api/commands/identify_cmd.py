@@ -343,24 +343,15 @@ class LocalAnswers:
 def run(args: argparse.Namespace) -> int:
     if args.top_k is not None and args.top_k < 1:
         raise ValueError("--top-k must be at least 1")
-    suffixes = {"text": ".txt", "json": ".json", "jsonl": ".jsonl", "csv": ".csv"}
-    implied = {v: k for k, v in suffixes.items()}.get(Path(args.output or "").suffix.lower())
-    fmt = args.format or ("jsonl" if args.json else implied or "text")
-    output = None
-    if args.output:
-        from ._output import check_output
-
-        output = check_output(args.output, suffix=suffixes[fmt], option="--output")
+    fmt, output = chosen_output(args)
     queries = plan_queries(args)
     subset = read_subset_file(args.subset)
-
-    from embedder.intake import ImageIntakeError
 
     from ._inputs import unreadable_photos
     from ._server import RemoteAnswers
 
     settings = settings_from(args)
-    limits, top_k = settings.intake_limits(), settings.top_k
+    limits = settings.intake_limits()
     refused = unreadable_photos([p for _, photos in queries for p in photos], limits)
     if len(queries) == 1 and refused:  # one specimen: refused before anything else loads
         raise next(iter(refused.values()))
@@ -370,11 +361,47 @@ def run(args: argparse.Namespace) -> int:
             args, subset, limits, queries[0][1] if len(queries) == 1 else None
         )
     stream: TextIO = io.StringIO() if output else sys.stdout
-    records: list[dict[str, Any]] = []
-    status = answered = 0
+    options = {"top_k": settings.top_k, "region": args.region, "genus": args.genus}
+    options |= {"family": args.family, "subset": subset}
+    records, status, answered = answer_all(queries, refused, answers, fmt, stream, options)
+    if fmt in ("json", "csv"):
+        write_answers(records, fmt, stream)
+    if output is not None:
+        assert isinstance(stream, io.StringIO)
+        output.write_text(stream.getvalue(), encoding="utf-8")
+        print(f"shellid: wrote {answered} answers to {output}", file=sys.stderr)
+    return status
 
+
+def chosen_output(args: argparse.Namespace) -> tuple[str, Path | None]:
+    """``(format, file or None for stdout)``: ``--format``, else ``--json``, else the
+    ``--output`` file's suffix, else text."""
+    suffixes = {"text": ".txt", "json": ".json", "jsonl": ".jsonl", "csv": ".csv"}
+    implied = {v: k for k, v in suffixes.items()}.get(Path(args.output or "").suffix.lower())
+    fmt = args.format or ("jsonl" if args.json else implied or "text")
+    if not args.output:
+        return fmt, None
+    from ._output import check_output
+
+    return fmt, check_output(args.output, suffix=suffixes[fmt], option="--output")
+
+
+def answer_all(
+    queries: list[tuple[str, list[Path]]],
+    refused: dict[Path, Exception],
+    answers: Any,
+    fmt: str,
+    stream: TextIO,
+    options: dict[str, Any],
+) -> tuple[list[dict[str, Any]], int, int]:
+    """Answer each specimen in turn: text and jsonl written as they come, every record kept
+    for json and csv. Returns ``(records, exit status, answers given)``."""
     from tqdm import tqdm
 
+    from embedder.intake import ImageIntakeError
+
+    records: list[dict[str, Any]] = []
+    status = answered = 0
     with tqdm(
         total=len(queries),
         desc="identifying",
@@ -389,7 +416,6 @@ def run(args: argparse.Namespace) -> int:
             try:
                 for photo in (p for p in photos if p in refused):
                     raise refused[photo]
-                assert answers is not None  # some photo was not refused
                 images = answers.load(photos)
             except ImageIntakeError as exc:
                 status = 1
@@ -400,14 +426,7 @@ def run(args: argparse.Namespace) -> int:
                 elif fmt == "jsonl":
                     stream.write(json.dumps(records[-1]) + "\n")
                 continue
-            result = answers.identify(
-                images,
-                top_k=top_k,
-                region=args.region,
-                genus=args.genus,
-                family=args.family,
-                subset=subset,
-            )
+            result = answers.identify(images, **options)
             answered += 1
             if fmt == "text":
                 bar.clear()
@@ -422,10 +441,4 @@ def run(args: argparse.Namespace) -> int:
             if fmt == "jsonl":  # streamed: a long batch shows answers as they come
                 stream.write(json.dumps(record) + "\n")
                 stream.flush()
-    if fmt in ("json", "csv"):
-        write_answers(records, fmt, stream)
-    if output is not None:
-        assert isinstance(stream, io.StringIO)
-        output.write_text(stream.getvalue(), encoding="utf-8")
-        print(f"shellid: wrote {answered} answers to {output}", file=sys.stderr)
-    return status
+    return records, status, answered

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from ._options import add_model_options, load_config
 
@@ -54,31 +55,45 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(TrainingConfig, args)
     features = args.cache_dir or EmbedderSettings.load().features_dir()
     result = train_collection(data, config, out=out, cache_dir=features, progress=not args.quiet)
-    metrics = result.metrics
-    model = result.model
     if args.prior:  # the model carries how specimens of one species vary in its training data
-        from embedder.datasets import scan_collection
-        from embedder.training import embed_cached
+        add_prior(result.model, data, config, features, out, progress=not args.quiet)
+    print_result(result, out)
+    return 0
 
-        from .prior_cmd import attach_prior
 
-        records = scan_collection(data, group_pattern=config.group_pattern)
-        vectors, kept, _ = embed_cached(
-            model,
-            [r.path for r in records],
-            config.unfreeze,
-            cache_dir=features,
-            device=next(model.parameters()).device,
-            progress=not args.quiet,
-        )
-        by_path = {str(r.path): r for r in records}
-        try:
-            described = attach_prior(model, [by_path[str(p)] for p in kept], vectors)
-        except ValueError as exc:
-            print(f"shellid: the model carries no within-species prior: {exc}", file=sys.stderr)
-        else:
-            model.save(out)
-            print(f"{out} carries a {described}")
+def add_prior(
+    model: Any, data: Path, config: Any, features: Path, out: Path, progress: bool
+) -> None:
+    """Give the trained ``model`` the within-species prior of its training photos (embedded
+    from the feature cache) and save it again; a collection without two specimens of a species
+    leaves it without one, said in one line."""
+    from embedder.datasets import scan_collection
+    from embedder.training import embed_cached
+
+    from .prior_cmd import attach_prior
+
+    records = scan_collection(data, group_pattern=config.group_pattern)
+    vectors, kept, _ = embed_cached(
+        model,
+        [r.path for r in records],
+        config.unfreeze,
+        cache_dir=features,
+        device=next(model.parameters()).device,
+        progress=progress,
+    )
+    by_path = {str(r.path): r for r in records}
+    try:
+        described = attach_prior(model, [by_path[str(p)] for p in kept], vectors)
+    except ValueError as exc:
+        print(f"shellid: the model carries no within-species prior: {exc}", file=sys.stderr)
+    else:
+        model.save(out)
+        print(f"{out} carries a {described}")
+
+
+def print_result(result: Any, out: Path) -> None:
+    """The saved model, its validation figures against the frozen start, and the log files."""
+    metrics, model = result.metrics, result.model
     print(
         f"saved {out} ({model.name}, {model.dim}-d, fingerprint {model.fingerprint}, "
         f"best epoch {result.best_epoch} of {metrics['epochs_run']})"
@@ -102,4 +117,3 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("no validation species (--val-fraction 0): the last epoch was kept")
     print(f"log {result.files['log']}, curves {result.files['curves']}")
-    return 0
