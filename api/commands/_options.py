@@ -93,7 +93,9 @@ def _spec(name: str, info: FieldInfo) -> OptionSpec:
     from pydantic_core import PydanticUndefined
 
     kind, choices, many = _unwrap(info.annotation)
-    extra = dict(info.json_schema_extra) if isinstance(info.json_schema_extra, dict) else {}
+    extra: dict[str, Any] = (
+        dict(info.json_schema_extra) if isinstance(info.json_schema_extra, dict) else {}
+    )
     named = extra.pop("choices", None)  # a registry's names, or the function giving them
     choices = tuple(named() if callable(named) else named or ()) or choices
     bounds = tuple(
@@ -145,8 +147,9 @@ def checked_value(model: type[BaseModel], spec: OptionSpec) -> Callable[[str], A
     from pydantic import TypeAdapter, ValidationError
 
     info = model.model_fields[spec.name]
-    adapter: TypeAdapter[Any] = TypeAdapter(typing.Annotated[info.annotation, info])
-    item = TypeAdapter(spec.kind)
+    field_type: Any = typing.Annotated[info.annotation, info]
+    adapter: TypeAdapter[Any] = TypeAdapter(field_type)
+    item: TypeAdapter[Any] = TypeAdapter(spec.kind)
 
     def convert(text: str) -> Any:
         try:
