@@ -220,7 +220,7 @@ def refuse_unreadable(photos: list, args: argparse.Namespace) -> None:
 
 def _enroll_folders_on_ray(args: argparse.Namespace, collection, options, progress: bool):
     """``enroll_folder`` of every DATA tree, as one job on Ray (one report per species)."""
-    from index.workflows.distributed import enroll_on_ray, folder_jobs
+    from index.workflows.ray.enrol import enroll_on_ray, folder_jobs
 
     jobs = [
         job
