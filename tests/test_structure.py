@@ -37,12 +37,6 @@ SIZED_PACKAGES = ("embedder", "index", "api")
 PENDING_SPLIT: dict[str, int] = {
     "index/enrolled.py:EnrolledRows.add": 71,  # helper B2
     "index/store.py:SpecimenStore": 541,  # helper B2
-    "api/commands/demo_cmd.py:run": 85,  # helper C
-    "api/commands/enroll_cmd.py:run": 113,  # helper C
-    "api/commands/evaluate_cmd.py:add_arguments": 82,  # helper C
-    "api/commands/identify_cmd.py:run": 88,  # helper C
-    "api/commands/train_cmd.py:run": 63,  # helper C
-    "api/settings.py:reference": 64,  # helper C
 }
 
 
