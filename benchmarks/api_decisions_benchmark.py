@@ -43,6 +43,7 @@ from embedder import Embedder, load_model  # noqa: E402
 from embedder.datasets import group_split, scan_collection  # noqa: E402
 from index.classifier import VectorIdentifier  # noqa: E402
 from index.results import REJECTIONS  # noqa: E402
+from index.rows import SpecimenRows  # noqa: E402
 
 GOAL_MANY_TOP1 = 0.96
 GOAL_UNKNOWN_REJECTED = 0.50
@@ -134,7 +135,9 @@ def five_photos(name, records, take, max_queries: int) -> None:
     seconds = time.perf_counter() - started
 
     local = VectorIdentifier.fit(
-        take(enrolled), [r.species for r in enrolled], groups=[r.path.name for r in enrolled]
+        SpecimenRows(
+            take(enrolled), [r.species for r in enrolled], groups=[r.path.name for r in enrolled]
+        )
     )
     local_known, local_strangers = (
         local.score_batch(take(known)),

@@ -55,6 +55,7 @@ from index.classifier import VectorIdentifier  # noqa: E402
 from index.config import IdentifierConfig  # noqa: E402
 from index.prototypes import l2_normalise  # noqa: E402
 from index.results import REJECTIONS  # noqa: E402
+from index.rows import SpecimenRows  # noqa: E402
 from index.whitening import Whitening, WithinSpeciesPrior  # noqa: E402
 from index.workflows.evaluation.cache import EmbeddingCache  # noqa: E402
 from index.workflows.evaluation.metrics import REPORTED_KNOWN_RECALL, fpr_at_recall  # noqa: E402
@@ -156,7 +157,7 @@ def evaluate(method, previous_cls, enrolled, vx, queries, qx, strangers, sx, pri
             # the raw-cosine floor of the OOD threshold that went with vectors as embedded
             "unmapped": IdentifierConfig(feature_power=1.0, fallback_ood_similarity=0.40),
         }.get(method)
-        identifier = VectorIdentifier.fit(**args, config=config, prior=prior)
+        identifier = VectorIdentifier.fit(SpecimenRows(**args), config=config, prior=prior)
     known = identifier.score_batch(qx)
     assert known.species == names
     correct = known.similarities.argmax(1) == truth  # the same ranking as the probabilities

@@ -48,6 +48,7 @@ from index.classifier import VectorIdentifier  # noqa: E402
 from index.config import IdentifierConfig  # noqa: E402
 from index.prototypes import l2_normalise  # noqa: E402
 from index.results import REJECTIONS  # noqa: E402
+from index.rows import SpecimenRows  # noqa: E402
 from index.workflows.evaluation.metrics import REPORTED_KNOWN_RECALL  # noqa: E402
 
 
@@ -143,10 +144,12 @@ def fit(
     data: Data, support: list[ImageRecord], config: IdentifierConfig | None = None
 ) -> VectorIdentifier:
     return VectorIdentifier.fit(
-        data.take(support),
-        [r.species for r in support],
-        taxonomy={r.species: dict(r.taxonomy) for r in support},
-        groups=[r.group for r in support],
+        SpecimenRows(
+            data.take(support),
+            [r.species for r in support],
+            taxonomy={r.species: dict(r.taxonomy) for r in support},
+            groups=[r.group for r in support],
+        ),
         config=config,
     )
 
@@ -254,9 +257,7 @@ def off_domain(
     vectors = np.concatenate([shells.take(shell_train), fish.take(fish_train)])
     support = shell_train + fish_train
     identifier = VectorIdentifier.fit(
-        vectors,
-        [r.species for r in support],
-        groups=[r.group for r in support],
+        SpecimenRows(vectors, [r.species for r in support], groups=[r.group for r in support]),
         config=config,
     )
     known_vectors = np.concatenate([shells.take(shell_test), fish.take(fish_test)])

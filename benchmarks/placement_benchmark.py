@@ -65,6 +65,7 @@ from embedder.datasets import ImageRecord, scan_collection, shots_split  # noqa:
 from index.calibration import expected_calibration_error  # noqa: E402
 from index.classifier import VectorIdentifier  # noqa: E402
 from index.results import REJECTIONS  # noqa: E402
+from index.rows import SpecimenRows  # noqa: E402
 from index.workflows.evaluation.cache import EmbeddingCache  # noqa: E402
 
 #: the index before placement (issue 22).
@@ -204,6 +205,14 @@ def mean_of(values: list[float]) -> float:
     return float(np.mean(kept)) if kept else float("nan")
 
 
+def fit_identifier(cls, **rows):
+    """``cls.fit`` over these rows: the baseline (an older ``VectorIdentifier``) takes them as
+    arguments, today's as one :class:`~index.rows.SpecimenRows` batch."""
+    if cls is VectorIdentifier:
+        return cls.fit(SpecimenRows(**rows))
+    return cls.fit(**rows)
+
+
 def run(dataset: str, grouping: str, rank: str, args, cache, previous_cls) -> None:
     records = scan_collection(DATA / dataset, group_pattern=grouping)
     records, vectors = embed(records, cache, dataset)
@@ -227,7 +236,7 @@ def run(dataset: str, grouping: str, rank: str, args, cache, previous_cls) -> No
             )
             parts = (None, queries, take(queries), strangers, take(strangers))
             for label, cls in (("today", previous_cls), ("new", VectorIdentifier)):
-                identifier = cls.fit(**fit)
+                identifier = fit_identifier(cls, **fit)
                 result = figures(identifier, taxonomy, parts, rank, label == "new")
                 for key, value in result.items():
                     table[shots][(label, key)].append(value)
@@ -294,9 +303,10 @@ def stability(dataset: str, grouping: str, args, cache, previous_cls) -> None:
             for label, cls in (("today", previous_cls), ("new", VectorIdentifier)):
                 answers = []
                 for rows in (enrol, [*enrol, one]):
-                    identifier = cls.fit(
-                        vectors[rows],
-                        [records[i].species for i in rows],
+                    identifier = fit_identifier(
+                        cls,
+                        vectors=vectors[rows],
+                        species=[records[i].species for i in rows],
                         groups=[records[i].group for i in rows],
                     )
                     answers.append([identifier.identify(vectors[i][None, :]) for i in query])
@@ -380,7 +390,7 @@ def unusual(args, cache, previous_cls) -> None:
         labels = [r.species for r in shells] + [species] * 3
         groups = [r.group for r in shells] + [f"t{k}" for k in range(3)]
         for label, cls in (("today", previous_cls), ("new", VectorIdentifier)):
-            identifier = cls.fit(vectors, labels, groups=groups)
+            identifier = fit_identifier(cls, vectors=vectors, species=labels, groups=groups)
             batch = identifier.score_batch(fish_x[asked])
             top = [batch.species[j] for j in batch.similarities.argmax(1)]
             decisions = np.array(batch.decisions)

@@ -197,7 +197,7 @@ def p95(values: list[float]) -> float | None:
 
 def sample(minute: int, replicas: list[Replica], ledger: Ledger, store: Path) -> dict[str, Any]:
     usage = [r.usage() for r in replicas]
-    stats = SpecimenStore(store, create=False).stats()
+    stats = SpecimenStore(store, create=False).upkeep.stats()
     latencies = ledger.take_latencies()
     row: dict[str, Any] = {
         "minute": minute,

@@ -9,11 +9,11 @@ calibrated on a sample and recorded in ``store_info`` as ``Collection.calibrate`
 Measured per size, in fresh state each time (the page cache is warm for both):
 
 * **rebuild**: what start-up did before snapshots: read every row, build the identifier and
-  its FAISS index, refit the whitening (``index.snapshot.rebuild``);
+  its FAISS index, refit the whitening (``index.sync.rebuild``);
 * **snapshot**: save one (not timed as ready time), then load it and check it against the
-  store (``index.snapshot.load_state``);
+  store (``index.sync.load_state``);
 * **catch-up**: 1,000 rows written by "another process" after the snapshot, applied by
-  difference (``index.snapshot.catch_up``), against a full reload of the grown store; then
+  difference (``index.sync.catch_up``), against a full reload of the grown store; then
   the whitening refit that follows it (off the query path in a service); then a second
   1,000 rows (the steady state).
 
@@ -45,15 +45,10 @@ sys.path.insert(0, str(REPO))
 
 from index.classifier import VectorIdentifier  # noqa: E402
 from index.config import IdentifierConfig  # noqa: E402
-from index.snapshot import (  # noqa: E402
-    SnapshotKey,
-    Snapshots,
-    catch_up,
-    load_state,
-    rebuild,
-    settle,
-)
+from index.rows import SpecimenRows  # noqa: E402
+from index.snapshot import SnapshotKey, Snapshots  # noqa: E402
 from index.store import SpecimenStore  # noqa: E402
+from index.sync import catch_up, load_state, rebuild, settle  # noqa: E402
 
 CACHE = Path("/tmp/shellid-startup")
 FINGERPRINT = "synthetic0000000"
@@ -124,17 +119,19 @@ def synthetic_store(n: int, dim: int, n_species: int | None = None, seed: int = 
         store.ensure_table(dim)
         for start in range(0, n, CHUNK):
             store.add(synthetic_rows(store, start, min(CHUNK, n - start), dim, n_species, seed))
-        store.compact()
+        store.upkeep.compact()
         # thresholds as SpecimenIndex.calibrate records them (fitted on a sample: the values do
         # not change the start-up time)
         sample = store.select(["species", "id", "specimen", "vector"], "id < '0000000000004e20'")
         flat = sample["vector"].combine_chunks().flatten().to_numpy()
         vectors = np.asarray(flat).reshape(-1, dim)
         identifier = VectorIdentifier.fit(
-            vectors,
-            sample["species"].to_pylist(),
-            specimen_ids=sample["id"].to_pylist(),
-            groups=sample["specimen"].to_pylist(),
+            SpecimenRows(
+                vectors,
+                sample["species"].to_pylist(),
+                ids=sample["id"].to_pylist(),
+                groups=sample["specimen"].to_pylist(),
+            )
         )
         store.write_info(
             fingerprint=FINGERPRINT,
@@ -186,7 +183,7 @@ def _ready_in_new_process(uri: str, dim: int) -> float:
         "import time; t = time.perf_counter()\n"
         "import sys; sys.path.insert(0, sys.argv[1])\n"
         "from index.config import IdentifierConfig\n"
-        "from index.snapshot import Snapshots, load_state\n"
+        "from index.snapshot import Snapshots\nfrom index.sync import load_state\n"
         "from index.store import SpecimenStore\n"
         "state = load_state(SpecimenStore(sys.argv[2], create=False), int(sys.argv[3]), "
         "sys.argv[4], IdentifierConfig(), None, Snapshots(sys.argv[2]))\n"

@@ -1,6 +1,6 @@
 """RSS of a process writing to a store for a long time: LanceDB's default caches (1 GB of
 table metadata, 6 GB of indices per session) beside the bounded session the store uses
-(:data:`index.store.CACHE_BYTES` per cache), each in a fresh process (issue 25).
+(:data:`index.storage.CACHE_BYTES` per cache), each in a fresh process (issue 25).
 
 Each write cycle appends one row (an 8 KB photo, a 256-d vector), reads the new version back
 pinned (as a replica's catch-up does) and deletes the row added 20 cycles before; versions
@@ -25,7 +25,7 @@ import json, sys, tempfile
 from datetime import timedelta
 import lancedb, numpy as np, psutil
 sys.path.insert(0, {repo!r})
-import index.store as store_module
+import index.storage as store_module
 from index.store import SpecimenStore
 from tests.conftest import store_row
 if {default!r}:
@@ -41,7 +41,7 @@ for i in range({writes} + 1):
     if i >= 20:
         s.delete_ids([f"{{i - 20:016x}}"])
     if i % {every} == 0:
-        cache = store_module._session().size_bytes
+        cache = store_module.session().size_bytes
         print(json.dumps([i, process.memory_info().rss / 2**20, cache / 2**20]), flush=True)
 """
 

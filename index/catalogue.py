@@ -19,26 +19,13 @@ from typing import TYPE_CHECKING
 from .errors import SpeciesNotFoundError
 from .names import canonical_species
 from .results import PhotoRecord, SpeciesPhotos, SpeciesSummary, Thresholds
-from .specimens import TAXONOMY_COLUMNS
-from .store import sql_string
+from .schema import PHOTO_COLUMNS, TAXONOMY_COLUMNS, where_in
 from .taxa import KnownTaxa, known_taxa
 
 if TYPE_CHECKING:
     from .specimens import SpecimenIndex
     from .store import SpecimenStore
 
-#: what a species' photo list reads from the store (no vectors, no image bytes).
-PHOTO_COLUMNS = [
-    "id",
-    "species",
-    "specimen",
-    "filename",
-    "source",
-    "region",
-    "width",
-    "height",
-    "created",
-]
 #: photo ids each species summary names (its first one is the species' thumbnail)
 SUMMARY_PHOTOS = 5
 
@@ -130,7 +117,7 @@ class Catalogue:
         name and id (numbers in names in numeric order), and the counts over all of them.
         SpeciesNotFoundError when nothing of ``name`` is enrolled."""
         key = canonical_species(name)
-        table = self.store.select(PHOTO_COLUMNS, f"species = {sql_string(key)}")
+        table = self.store.select(PHOTO_COLUMNS, where_in("species", key))
         if table.num_rows == 0:
             raise SpeciesNotFoundError(f"species {name!r} is not enrolled")
         rows = table.to_pylist()
@@ -166,7 +153,7 @@ class Catalogue:
         if species is None:
             table = self.store.load_index(columns)
         else:
-            table = self.store.select(columns, f"species = {sql_string(species)}")
+            table = self.store.select(columns, where_in("species", species))
         out: dict[str, dict[str, str]] = defaultdict(dict)
         rows = zip(*(table[c].to_pylist() for c in table.column_names), strict=True)
         for name, *values, extra in rows:

@@ -34,7 +34,6 @@ from .config import IdentifierConfig
 from .decision import DecisionPolicy
 from .decision import candidate_mask as species_mask
 from .enrolled import EnrolledRows
-from .errors import InvalidQueryError
 from .open_set import OpenSetScores
 from .placement import place
 from .prototypes import fuse_views, power_normalise
@@ -47,6 +46,7 @@ from .results import (
     SimilarSpecimen,
     Thresholds,
 )
+from .rows import SpecimenRows
 from .scorers import Cl2n, SpeciesScorer, WhitenedScorer, species_scorer
 from .search import VectorIndex
 from .whitening import Whitening, WithinSpeciesPrior
@@ -117,66 +117,22 @@ class VectorIdentifier:
     @classmethod
     def fit(
         cls,
-        vectors: np.ndarray,
-        species: Sequence[str],
-        taxonomy: Mapping[str, Mapping[str, str]] | None = None,
-        specimen_ids: Sequence[str] | None = None,
-        groups: Sequence[str] | None = None,
+        rows: SpecimenRows,
         config: IdentifierConfig | None = None,
         *,
-        sources: Sequence[str] | None = None,
-        regions: Sequence[str] | None = None,
         calibrate: bool = True,
         prior: WithinSpeciesPrior | None = None,
     ) -> VectorIdentifier:
-        """An identifier over ``vectors`` (n, d) labelled ``species``.
-
-        ``taxonomy``: species -> {genus, family, region, ...} (genus defaults to the first word
-        of a ``Genus_species`` name); ``specimen_ids``: one unique id per vector (default
-        ``"0"``, ``"1"``, ...); ``groups``: the physical specimen each vector shows (views of
-        one shell share a group; default each vector its own); ``regions``: per-vector region
-        overriding the species' one; ``prior``: see :meth:`__init__`. Thresholds are
-        calibrated unless ``calibrate=False``.
-        """
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2:
-            raise InvalidQueryError(f"vectors must be a 2-d array, got shape {vectors.shape}")
-        identifier = cls(vectors.shape[1], config, prior)
-        identifier.add(
-            vectors,
-            species,
-            taxonomy,
-            specimen_ids,
-            groups,
-            sources=sources,
-            regions=regions,
-            calibrate=calibrate,
-        )
+        """An identifier over a batch of rows (:class:`~index.rows.SpecimenRows`: vectors,
+        species, taxonomy, ids, groups, sources, regions); ``prior``: see :meth:`__init__`.
+        Thresholds are calibrated unless ``calibrate=False``."""
+        identifier = cls(rows.dim, config, prior)
+        identifier.add(rows, calibrate=calibrate)
         return identifier
 
-    def add(
-        self,
-        vectors: np.ndarray,
-        species: Sequence[str],
-        taxonomy: Mapping[str, Mapping[str, str]] | None = None,
-        specimen_ids: Sequence[str] | None = None,
-        groups: Sequence[str] | None = None,
-        *,
-        sources: Sequence[str] | None = None,
-        regions: Sequence[str] | None = None,
-        calibrate: bool = True,
-    ) -> None:
-        """Enroll more vectors (same arguments as :meth:`fit`); no retraining is involved."""
-        added = self.rows.add(
-            self.features(vectors),
-            species,
-            taxonomy,
-            specimen_ids,
-            groups,
-            sources=sources,
-            regions=regions,
-        )
-        if not added:
+    def add(self, rows: SpecimenRows, *, calibrate: bool = True) -> None:
+        """Enroll more rows (a :class:`~index.rows.SpecimenRows` batch); no retraining."""
+        if not self.rows.add(rows.with_vectors(self.features(rows.vectors))):
             return
         self.generation += 1
         self._refresh()

@@ -18,6 +18,7 @@ import pyarrow as pa
 from .errors import InvalidQueryError, SpecimenNotFoundError
 from .names import genus_of
 from .prototypes import l2_normalise
+from .rows import SpecimenRows
 from .search import VectorIndex
 
 #: joins species and group name, so equal group names of two species stay distinct groups.
@@ -68,68 +69,47 @@ class EnrolledRows:
         return int(self.vectors.shape[0])
 
     # ------------------------------------------------------------------ changes
-    def add(
-        self,
-        vectors: np.ndarray,
-        species: Sequence[str],
-        taxonomy: Mapping[str, Mapping[str, str]] | None = None,
-        specimen_ids: Sequence[str] | None = None,
-        groups: Sequence[str] | None = None,
-        sources: Sequence[str] | None = None,
-        regions: Sequence[str] | None = None,
-    ) -> int:
-        """Validate and append rows (see :meth:`index.VectorIdentifier.fit` for the arguments);
-        returns how many were added. Raises :class:`InvalidQueryError` before changing
-        anything; ``taxonomy`` is merged even when no vector is given."""
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim == 1:
-            vectors = vectors[None, :]
-        n = vectors.shape[0]
-        if vectors.ndim != 2 or (n and vectors.shape[1] != self.dim):
+    def add(self, rows: SpecimenRows) -> int:
+        """Append a batch of rows (:class:`~index.rows.SpecimenRows`, checked when it was
+        made); returns how many were added. Raises :class:`InvalidQueryError` (vector size,
+        ids already enrolled) before changing anything; the batch's taxonomy is merged even
+        when it has no row."""
+        n = len(rows)
+        if n and rows.dim != self.dim:
             raise InvalidQueryError(
-                f"expected vectors of size {self.dim}, got shape {vectors.shape}"
+                f"expected vectors of size {self.dim}, got shape {rows.vectors.shape}"
             )
-        if not np.isfinite(vectors).all():
-            raise InvalidQueryError("vectors contain NaN or infinite values")
-        species = [str(s) for s in species]
-        if len(species) != n:
-            raise InvalidQueryError(f"{n} vectors but {len(species)} species labels")
-        if any(not s for s in species):
-            raise InvalidQueryError("empty species name")
         start = self._next_key
-        ids = [
-            str(i) for i in (specimen_ids if specimen_ids is not None else range(start, start + n))
-        ]
-        if len(ids) != n or len(set(ids)) != n:
-            raise InvalidQueryError("specimen_ids must give one unique id per vector")
+        ids = list(rows.ids) if rows.ids is not None else [str(i) for i in range(start, start + n)]
         clash = set(ids) & self._id_set
         if clash:
             raise InvalidQueryError(f"specimen ids already enrolled: {sorted(clash)[:5]}")
-        group_names = list(groups) if groups is not None else ids
-        if len(group_names) != n:
-            raise InvalidQueryError(f"{n} vectors but {len(group_names)} groups")
-        for name, info in (taxonomy or {}).items():
-            merged = dict(self.taxonomy.get(name, {}))
-            merged.update({k: str(v) for k, v in info.items() if v not in (None, "")})
-            self.taxonomy[name] = merged
-        for name in set(species):
+        for name, info in rows.taxonomy.items():
+            self.taxonomy[name] = {**self.taxonomy.get(name, {}), **info}
+        for name in set(rows.species):
             self.taxonomy.setdefault(name, {})
         if n == 0:
             return 0
         keys = np.arange(start, start + n, dtype=np.int64)
         self._next_key = start + n
-        vectors = l2_normalise(vectors)
-        qualified = [f"{s}{GROUP_SEP}{g}" for s, g in zip(species, group_names, strict=True)]
-        row_regions = [str(r) for r in (regions or [""] * n)]
+        vectors = l2_normalise(rows.vectors)
+        species = list(rows.species)
+        groups = rows.groups if rows.groups is not None else ids
+        qualified = [f"{s}{GROUP_SEP}{g}" for s, g in zip(species, groups, strict=True)]
+        row_regions = list(rows.regions or [""] * n)
         self._add_names(species, qualified)
         self.vectors = self._append_vectors(vectors)
-        self.labels = np.concatenate([self.labels, np.asarray(species, dtype=object)])
-        self.groups = np.concatenate([self.groups, np.asarray(qualified, dtype=object)])
-        self.ids = np.concatenate([self.ids, np.asarray(ids, dtype=object)])
-        self.sources = np.concatenate(
-            [self.sources, np.asarray(list(sources or [""] * n), dtype=object)]
-        )
-        self.row_regions = np.concatenate([self.row_regions, np.asarray(row_regions, dtype=object)])
+        appended = {
+            "labels": species,
+            "groups": qualified,
+            "ids": ids,
+            "sources": list(rows.sources or [""] * n),
+            "row_regions": row_regions,
+        }
+        for name, values in appended.items():
+            setattr(
+                self, name, np.concatenate([getattr(self, name), np.asarray(values, dtype=object)])
+            )
         self.keys = np.concatenate([self.keys, keys])
         self.vector_sum += vectors.sum(axis=0, dtype=np.float64)
         self._id_set.update(ids)

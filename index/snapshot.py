@@ -1,9 +1,9 @@
-"""Start-up in seconds: the in-memory identifier saved beside the store, and catch-up by
-difference (issue 11).
+"""Start-up in seconds: the in-memory identifier saved beside the store (issue 11); the
+snapshot file format and the files of one store.
 
 A **snapshot** is everything a :class:`~index.classifier.VectorIdentifier` answers from
 (rows, prototypes, whitening, calibrated thresholds, the FAISS index) plus the SHA-256 of every
-row (the duplicate table), written as ONE file beside the store:
+row (the duplicate table, :mod:`index.duplicates`), written as ONE file beside the store:
 ``<store>/_snapshots/identifier-<hash>.snap`` (a local directory or an object-store prefix such
 as ``s3://bucket/store``, through :mod:`pyarrow.fs`; LanceDB ignores the folder). ``<hash>``
 names the model fingerprint, the :class:`IdentifierConfig` and the model's within-species
@@ -11,16 +11,8 @@ prior, so processes with other settings never read each other's file; the table 
 was made at is inside. It is written to a temporary name and renamed (local) or put as one
 object (object stores), so a reader sees a whole file or the previous one. Every section
 carries a CRC-32: a truncated or damaged file is refused with a warning and the identifier is
-rebuilt from the store (never a crash, never a wrong answer).
-
-**Catch-up** (:func:`catch_up`): given an identifier at some version and the store at a later
-one, read only the ``id`` column, work out the rows added and removed, read the added rows'
-index columns (not the image bytes) and apply them with ``VectorIdentifier.add`` /
-``remove``. Rows in the store are never updated in place (a write adds or deletes rows;
-``reindex`` changes the fingerprint, hence the snapshot's name), so the ids say everything.
-Start-up (:func:`load_state`) is "snapshot, then catch-up"; a service's refresh is the same
-catch-up from its in-memory state. After a non-empty difference the whitening and the
-thresholds are refit (:func:`settle`), so the answers equal those of a full rebuild.
+rebuilt from the store (never a crash, never a wrong answer). Bringing a snapshot up to the
+store's version is :mod:`index.sync`.
 
 **When to save** (:class:`Snapshots`): after a calibration when the last snapshot is
 :data:`SAVE_EVERY_WRITES` or more commits old, or older than :data:`SAVE_EVERY_SECONDS` (see
@@ -37,10 +29,8 @@ import logging
 import time
 import uuid
 import zlib
-from collections import defaultdict
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,27 +41,11 @@ import pyarrow.fs as pafs
 
 from .classifier import VectorIdentifier
 from .config import IdentifierConfig
-from .results import Thresholds
-from .schema import INDEX_COLUMNS
+from .duplicates import DuplicateTable
 from .search import IndexFile
-from .store import SpecimenStore, sql_string
 from .whitening import WithinSpeciesPrior
 
-__all__ = [
-    "Difference",
-    "DuplicateTable",
-    "LoadedState",
-    "SnapshotError",
-    "SnapshotKey",
-    "Snapshots",
-    "apply_difference",
-    "catch_up",
-    "load_state",
-    "read_difference",
-    "rebuild",
-    "settle",
-    "update_duplicates",
-]
+__all__ = ["Snapshot", "SnapshotError", "SnapshotKey", "Snapshots", "snapshot_place"]
 
 log = logging.getLogger("shellid.index")
 
@@ -82,19 +56,10 @@ FOLDER = "_snapshots"
 SAVE_EVERY_WRITES = 50
 #: ... or this old (seconds); and always on clean shutdown.
 SAVE_EVERY_SECONDS = 600.0
-#: a difference of more than this share of the rows (and more than CATCH_UP_FLOOR rows) is
-#: rebuilt rather than applied row by row.
-CATCH_UP_LIMIT = 0.25
-CATCH_UP_FLOOR = 1_000
-#: added rows read per filtered query (``id IN (...)``).
-READ_CHUNK = 5_000
-TAXONOMY_COLUMNS = ("genus", "family", "region")
 #: bytes at each end of a separate FAISS file checked (CRC-32) when it is mapped at start-up.
 FAISS_CHECKED_ENDS = 1 << 20
 #: a temporary snapshot or FAISS file this old was left by a writer that died: deleted.
 STALE_TEMPORARY_SECONDS = 3600.0
-#: differences kept for a duplicate table not built yet; one more builds it.
-PENDING_DIFFERENCES = 64
 
 
 class SnapshotError(ValueError):
@@ -326,61 +291,6 @@ class _Reader:
             return data
 
         return read
-
-
-# ====================================================================== saving and loading
-class DuplicateTable:
-    """The duplicate table (SHA-256 -> (species, id)), built on first use: a snapshot keeps
-    the SHA-256 of every row as three arrays (memory-mapped for a local file), and a server
-    that only answers queries never needs a million-entry dict. Differences applied before it
-    is built are kept (their hash, species and id columns) and replayed when it is. Not
-    thread-safe by itself: :class:`~index.specimens.SpecimenIndex` uses it under its write
-    lock."""
-
-    def __init__(
-        self,
-        table: dict[str, tuple[str, str]] | None = None,
-        build: Callable[[], dict[str, tuple[str, str]]] | None = None,
-    ) -> None:
-        if (table is None) == (build is None):
-            raise ValueError("a table or a way to build one")
-        self._table = table
-        self._build = build
-        self._pending: list[Difference] = []
-
-    @property
-    def built(self) -> bool:
-        return self._table is not None
-
-    def table(self) -> dict[str, tuple[str, str]]:
-        """The dict (built now if it was not yet)."""
-        if self._table is None:
-            assert self._build is not None
-            table = self._build()
-            for difference in self._pending:
-                update_duplicates(table, difference)
-            self._table, self._build, self._pending = table, None, []
-        return self._table
-
-    def apply(self, difference: Difference) -> None:
-        """Apply a difference now (built) or when built."""
-        if self._table is not None:
-            update_duplicates(self._table, difference)
-        elif difference:
-            added = difference.added
-            kept = added.select(["sha256", "species", "id"]) if added.num_rows else added
-            self._pending.append(
-                Difference(difference.from_version, difference.to_version, kept, difference.removed)
-            )
-            if len(self._pending) > PENDING_DIFFERENCES:  # bounded memory: build it now
-                self.table()
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, DuplicateTable):
-            other = other.table()
-        return self.table() == other
-
-    __hash__ = None  # type: ignore[assignment]
 
 
 def _sha_builder(
@@ -706,300 +616,3 @@ class Snapshots:
         sha = DuplicateTable(build=_sha_builder(indices, offsets, data, rows.labels, rows.ids))
         self.saved_version, self.saved_at = saved.version, float(reader.header["saved_at"])
         return Snapshot(identifier, sha, saved, self.saved_at)
-
-
-# ====================================================================== catch-up
-@dataclass
-class Difference:
-    """What changed in the store between two versions, as applied to an identifier."""
-
-    from_version: int | None
-    to_version: int
-    added: pa.Table  # the added rows' index columns (no vectors), in store order
-    removed: list[str]  # ids
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    def __bool__(self) -> bool:
-        return bool(self.added.num_rows or self.removed)
-
-    @property
-    def added_ids(self) -> list[str]:
-        return [str(i) for i in self.added["id"].to_pylist()] if self.added.num_rows else []
-
-
-class TooDifferent(Exception):
-    """The difference is too large to apply row by row; rebuild instead."""
-
-
-def _taxonomy(
-    columns: Mapping[str, list[Any]], known: Mapping[str, Mapping[str, str]]
-) -> dict[str, dict[str, str]]:
-    """Species -> the first non-empty genus / family / region of its rows, as a full load
-    reads them (keys the identifier knows already are kept as they are)."""
-    taxonomy: dict[str, dict[str, str]] = defaultdict(dict)
-    for i, species in enumerate(columns["species"]):
-        for key in TAXONOMY_COLUMNS:
-            value = columns[key][i]
-            if value and key not in known.get(species, {}):
-                taxonomy[species].setdefault(key, value)
-    return dict(taxonomy)
-
-
-def _apply_rows(identifier: VectorIdentifier, table: pa.Table) -> None:
-    """Add the rows of an index-columns table to ``identifier`` (no calibration)."""
-    if not table.num_rows:
-        return
-    dim = identifier.dim
-    vectors = np.asarray(table["vector"].combine_chunks().flatten().to_numpy()).reshape(-1, dim)
-    columns = {c: table[c].to_pylist() for c in table.column_names if c not in ("vector", "sha256")}
-    identifier.add(
-        vectors,
-        columns["species"],
-        _taxonomy(columns, identifier.taxonomy),
-        columns["id"],
-        columns["specimen"],
-        sources=columns["source"],
-        regions=columns["region"],
-        calibrate=False,
-    )
-
-
-def read_difference(
-    identifier: VectorIdentifier,
-    store: SpecimenStore,
-    version: int | None = None,
-    *,
-    limit: float | None = None,
-) -> Difference:
-    """What :func:`catch_up` would apply, read without changing ``identifier`` (so a service
-    reads outside its query lock): the ids removed from the store since, and the added rows'
-    index columns (``id IN (...)`` in chunks; vectors included) in store order. Raises
-    :class:`TooDifferent` when more than ``limit`` (default :data:`CATCH_UP_LIMIT`) of the
-    rows differ, and more than :data:`CATCH_UP_FLOOR`."""
-    started = time.perf_counter()
-    version = store.latest_version() if version is None else int(version)
-    stored = (
-        store.read_version(["id"], version)["id"].combine_chunks()
-        if version
-        else pa.array([], pa.string())
-    )
-    known = identifier.rows.id_array()
-    added_ids = pc.filter(stored, pc.invert(pc.is_in(stored, value_set=known)))
-    gone = pc.filter(known, pc.invert(pc.is_in(known, value_set=stored)))
-    compared = time.perf_counter()
-    changed = len(added_ids) + len(gone)
-    share = CATCH_UP_LIMIT if limit is None else limit
-    if changed > max(CATCH_UP_FLOOR, share * max(len(stored), len(known))):
-        raise TooDifferent(f"{changed} rows differ")
-    wanted = added_ids.to_pylist()
-    parts = [
-        store.read_version(
-            [*INDEX_COLUMNS],
-            version,
-            "id IN (" + ", ".join(sql_string(i) for i in wanted[k : k + READ_CHUNK]) + ")",
-        )
-        for k in range(0, len(wanted), READ_CHUNK)
-    ]
-    if parts:
-        added = pa.concat_tables(parts)
-        if added.num_rows != len(wanted):  # pragma: no cover - a pinned read
-            raise TooDifferent("the store changed while reading")
-        order = pc.index_in(stored, value_set=added["id"])  # store order of the added rows
-        added = added.take(pc.filter(order, pc.is_valid(order)))
-    else:
-        added = _no_rows()
-    seconds = {"ids": compared - started, "read": time.perf_counter() - compared}
-    return Difference(None, version, added, [str(i) for i in gone.to_pylist()], seconds)
-
-
-def _no_rows() -> pa.Table:
-    return pa.table({c: pa.array([], pa.string()) for c in ("id", "species", "sha256")})
-
-
-def apply_difference(identifier: VectorIdentifier, difference: Difference) -> None:
-    """Apply a :func:`read_difference` result with ``VectorIdentifier.remove`` / ``add`` (no
-    refit: see :func:`settle`)."""
-    started = time.perf_counter()
-    if difference.removed:
-        identifier.remove(difference.removed, calibrate=False)
-    if difference.added.num_rows:
-        _apply_rows(identifier, difference.added)
-    difference.seconds["apply"] = time.perf_counter() - started
-
-
-def catch_up(
-    identifier: VectorIdentifier,
-    store: SpecimenStore,
-    version: int | None = None,
-    *,
-    limit: float | None = None,
-) -> Difference:
-    """Bring ``identifier`` to the store's ``version`` (default: the latest) by applying the
-    difference (:func:`read_difference`, then :func:`apply_difference`). Whitening and
-    thresholds are left as they were (:func:`settle` refits them). :class:`TooDifferent`
-    (changing nothing) when the difference is too large to be worth it."""
-    difference = read_difference(identifier, store, version, limit=limit)
-    apply_difference(identifier, difference)
-    return difference
-
-
-def update_duplicates(sha: dict[str, tuple[str, str]], difference: Difference) -> None:
-    """Apply ``difference`` to a duplicate table (SHA-256 -> (species, id)) in place."""
-    if difference.removed:
-        gone = set(difference.removed)
-        for h in [h for h, (_, i) in sha.items() if i in gone]:
-            del sha[h]
-    added = difference.added
-    if added.num_rows:
-        for h, s, i in zip(
-            added["sha256"].to_pylist(),
-            added["species"].to_pylist(),
-            added["id"].to_pylist(),
-            strict=True,
-        ):
-            sha[h] = (s, i)
-
-
-# ====================================================================== full loads
-def stored_thresholds(
-    store: SpecimenStore, config: IdentifierConfig, version: int
-) -> Thresholds | None:
-    """The thresholds ``store_info`` holds for ``version`` under ``config`` (None: none)."""
-    info = store.info()
-    stored = info.get("thresholds")
-    if (
-        stored
-        and info.get("calibrated_version") == version
-        and info.get("calibration_config") == config.model_dump(mode="json")
-    ):
-        return Thresholds.model_validate(stored)
-    return None
-
-
-def settle(
-    identifier: VectorIdentifier,
-    store: SpecimenStore,
-    version: int,
-    fallback: Thresholds | None = None,
-    lock: AbstractContextManager[Any] | None = None,
-) -> Thresholds:
-    """Refit the whitening for the current rows and install thresholds: the store's for
-    ``version`` when recorded, else ``fallback`` (thresholds known to belong to these rows),
-    else a calibration. What a full load does after reading the rows. The refit is computed
-    first and installed under ``lock`` (a service's query lock) at once."""
-    thresholds = stored_thresholds(store, identifier.config, version) or fallback
-    refit = identifier.prepare_refit(calibrate=thresholds is None)
-    with lock if lock is not None else contextlib.nullcontext():
-        identifier.apply_refit(refit)
-        if thresholds is not None:
-            identifier.thresholds = thresholds
-        return identifier.thresholds
-
-
-def rebuild(
-    store: SpecimenStore,
-    dim: int,
-    config: IdentifierConfig | None = None,
-    prior: WithinSpeciesPrior | None = None,
-    version: int | None = None,
-    seconds: dict[str, float] | None = None,
-) -> tuple[VectorIdentifier, dict[str, tuple[str, str]], int]:
-    """Everything from the store, as before snapshots: ``(identifier, duplicate table,
-    version)`` with every row read (index columns), the FAISS index built and the whitening
-    refit (thresholds from the store, else calibrated). ``seconds`` receives the time of each
-    step (read, index, settle)."""
-    times = seconds if seconds is not None else {}
-    started = time.perf_counter()
-    version = store.latest_version() if version is None else int(version)
-    identifier = VectorIdentifier(dim, config, prior)
-    table = store.read_version([*INDEX_COLUMNS], version) if version else None
-    read = time.perf_counter()
-    sha: dict[str, tuple[str, str]] = {}
-    if table is not None and table.num_rows:
-        _apply_rows(identifier, table)
-        sha = {
-            h: (s, i)
-            for h, s, i in zip(
-                table["sha256"].to_pylist(),
-                table["species"].to_pylist(),
-                table["id"].to_pylist(),
-                strict=True,
-            )
-        }
-    indexed = time.perf_counter()
-    settle(identifier, store, version)
-    times.update(read=read - started, index=indexed - read, settle=time.perf_counter() - indexed)
-    return identifier, sha, version
-
-
-@dataclass
-class LoadedState:
-    """What :func:`load_state` produced and how."""
-
-    identifier: VectorIdentifier
-    sha: DuplicateTable
-    version: int
-    source: str  # "snapshot", "snapshot+catch-up" or "rebuild"
-    difference: Difference | None = None
-    seconds: dict[str, float] = field(default_factory=dict)
-
-
-def load_state(
-    store: SpecimenStore,
-    dim: int,
-    fingerprint: str,
-    config: IdentifierConfig | None = None,
-    prior: WithinSpeciesPrior | None = None,
-    snapshots: Snapshots | None = None,
-) -> LoadedState:
-    """The identifier of the store's latest version: from the snapshot when one of this
-    model, config and prior exists (caught up by difference if the store moved on since),
-    else rebuilt from the store. A damaged snapshot is logged and rebuilt; never used."""
-    config = config or IdentifierConfig()
-    started = time.perf_counter()
-    version = store.latest_version()
-    key = SnapshotKey.of(fingerprint, dim, config, prior, version)
-    snapshot = snapshots.load(key, config, prior) if snapshots is not None else None
-    loaded = time.perf_counter()
-    if snapshot is not None:
-        identifier, sha = snapshot.identifier, snapshot.sha
-        try:
-            if snapshot.key.version == version and store.count() == len(identifier):
-                # made at this very version (rows are never updated in place, so its rows
-                # are the store's): no need to read and compare a million ids
-                difference = Difference(None, version, _no_rows(), [])
-            else:
-                difference = catch_up(identifier, store, version)
-        except TooDifferent as exc:
-            log.info(
-                "snapshot of version %s is too far behind (%s); rebuilding",
-                snapshot.key.version,
-                exc,
-            )
-        else:
-            difference.from_version = snapshot.key.version
-            caught = time.perf_counter()
-            seconds = {"snapshot": loaded - started, "check": caught - loaded}
-            if difference:
-                sha.apply(difference)
-                settle(identifier, store, version)
-                seconds["settle"] = time.perf_counter() - caught
-                return LoadedState(
-                    identifier, sha, version, "snapshot+catch-up", difference, seconds
-                )
-            if (
-                snapshot.key.version != version
-            ):  # same rows: its thresholds hold unless the store has newer
-                settle_thresholds = stored_thresholds(store, config, version)
-                if settle_thresholds is not None:
-                    identifier.thresholds = settle_thresholds
-            return LoadedState(identifier, sha, version, "snapshot", difference, seconds)
-    identifier, table, version = rebuild(store, dim, config, prior, version)
-    return LoadedState(
-        identifier,
-        DuplicateTable(table),
-        version,
-        "rebuild",
-        None,
-        {"rebuild": time.perf_counter() - loaded},
-    )

@@ -26,6 +26,7 @@ import numpy as np
 
 from .classifier import VectorIdentifier
 from .config import IdentifierConfig, IndexSettings
+from .duplicates import DuplicateTable
 from .errors import (
     DuplicateImageError,
     EmptyCollectionError,
@@ -37,21 +38,13 @@ from .errors import (
 )
 from .names import canonical_species, genus_of
 from .results import EnrollReport, SimilarSpecimen, Thresholds
-from .snapshot import (
-    DuplicateTable,
-    SnapshotKey,
-    Snapshots,
-    TooDifferent,
-    apply_difference,
-    load_state,
-    read_difference,
-    settle,
-)
+from .rows import SpecimenRows
+from .schema import TAXONOMY_COLUMNS
+from .snapshot import SnapshotKey, Snapshots
 from .store import SpecimenStore
+from .sync import TooDifferent, apply_difference, load_state, read_difference, settle
 from .whitening import WithinSpeciesPrior
 
-#: taxonomy keys stored in their own columns; any other key goes to the JSON ``extra`` column.
-TAXONOMY_COLUMNS = ("genus", "family", "region")
 log = logging.getLogger("shellid.index")
 
 
@@ -81,45 +74,52 @@ class ModelRecord:
 
 @dataclass
 class _Enrolment:
-    """The photos of one species accepted for one store commit."""
+    """The photos of one species accepted for one store commit, and their rows (row i is
+    ``photos[i]``)."""
 
     name: str
     photos: list[StoredPhoto]
-    vectors: np.ndarray
-    ids: list[str]
-    groups: list[str | None]  # the specimen each photo shows (None: its own)
+    rows: SpecimenRows
     taxonomy: dict[str, str]  # genus, family, region and any other field
-    source: str
+
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        photos: list[StoredPhoto],
+        vectors: np.ndarray,
+        groups: list[str | None],  # the specimen each photo shows (None: its own)
+        taxonomy: dict[str, str],
+        source: str,
+    ) -> _Enrolment:
+        """A fresh id for every photo; the species' taxonomy columns with the genus filled in
+        from the name when not given."""
+        ids = [uuid.uuid4().hex[:16] for _ in photos]
+        columns = {k: v for k, v in taxonomy.items() if k in TAXONOMY_COLUMNS}
+        columns["genus"] = taxonomy.get("genus") or genus_of(name)
+        rows = SpecimenRows(
+            vectors,
+            [name] * len(ids),
+            {name: columns},
+            ids,
+            [g if g is not None else i for g, i in zip(groups, ids, strict=True)],
+            [source] * len(ids),
+            [taxonomy.get("region", "")] * len(ids),
+        )
+        return cls(name, photos, rows, taxonomy)
 
     @property
-    def specimens(self) -> list[str]:
-        return [g if g is not None else i for g, i in zip(self.groups, self.ids, strict=True)]
-
-    @property
-    def genus(self) -> str:
-        return self.taxonomy.get("genus") or genus_of(self.name)
-
-    @property
-    def species_taxonomy(self) -> dict[str, str]:
-        """The species' taxonomy columns (genus filled in from the name when not given)."""
-        fields = {k: v for k, v in self.taxonomy.items() if k in TAXONOMY_COLUMNS}
-        return fields | {"genus": self.genus}
+    def ids(self) -> list[str]:
+        return list(self.rows.ids or [])
 
     def columns(self, fingerprint: str) -> dict[str, list[Any]]:
         """The ``specimens`` table columns of these photos (all but the vectors)."""
-        n = len(self.ids)
+        n = len(self.photos)
         extra = json.dumps(
             {k: v for k, v in self.taxonomy.items() if k not in TAXONOMY_COLUMNS}, sort_keys=True
         )
-        return {
-            "id": self.ids,
-            "species": [self.name] * n,
-            "genus": [self.genus] * n,
-            "family": [self.taxonomy.get("family", "")] * n,
-            "region": [self.taxonomy.get("region", "")] * n,
+        return self.rows.store_columns() | {
             "extra": [extra] * n,
-            "specimen": self.specimens,
-            "source": [self.source] * n,
             "filename": [p.name for p in self.photos],
             "sha256": [p.sha256 for p in self.photos],
             "fingerprint": [fingerprint] * n,
@@ -344,14 +344,13 @@ class SpecimenIndex:
             self.refresh()  # judge duplicates against what other processes committed too
             keep = self._new_photos(name, list(photos), report, strict)
             if keep:
-                batch = _Enrolment(
-                    name=name,
-                    photos=[photos[k] for k in keep],
-                    vectors=np.asarray(vectors, np.float32)[keep],
-                    ids=[uuid.uuid4().hex[:16] for _ in keep],
-                    groups=[None if groups is None else str(groups[k]) for k in keep],
-                    taxonomy=clean_taxonomy(taxonomy),
-                    source=source,
+                batch = _Enrolment.of(
+                    name,
+                    [photos[k] for k in keep],
+                    np.asarray(vectors, np.float32)[keep],
+                    [None if groups is None else str(groups[k]) for k in keep],
+                    clean_taxonomy(taxonomy),
+                    source,
                 )
                 batch = self._commit(batch, model, report, strict)
                 report.added, report.specimen_ids = len(batch.ids), batch.ids
@@ -395,7 +394,7 @@ class SpecimenIndex:
         loaded = self._loaded_version
         before = self.store.latest_version()
         version = self.store.add(
-            self.store.make_rows(batch.columns(model.fingerprint), batch.vectors)
+            self.store.make_rows(batch.columns(model.fingerprint), batch.rows.vectors)
         )
         try:
             size = len(batch.ids)
@@ -436,13 +435,7 @@ class SpecimenIndex:
             raise DuplicateImageError(f"{first}: {why}; nothing was enrolled")
         self.store.delete_ids([batch.ids[k] for k in lost])
         stay = [k for k in range(len(batch.ids)) if k not in set(lost)]
-        return replace(
-            batch,
-            photos=[batch.photos[k] for k in stay],
-            vectors=batch.vectors[stay],
-            ids=[batch.ids[k] for k in stay],
-            groups=[batch.groups[k] for k in stay],
-        )
+        return replace(batch, photos=[batch.photos[k] for k in stay], rows=batch.rows.take(stay))
 
     def _add_own_rows(self, batch: _Enrolment, model: ModelRecord, version: int) -> None:
         """The in-memory state after this process's own commit ``version``, the only one since
@@ -452,16 +445,7 @@ class SpecimenIndex:
             identifier = self._identifier
             if identifier is None or len(identifier) == 0:  # the model's size and prior
                 identifier = VectorIdentifier(model.dim, self.config, stored_prior(self.store))
-            identifier.add(
-                batch.vectors,
-                [batch.name] * len(batch.ids),
-                {batch.name: batch.species_taxonomy},
-                batch.ids,
-                batch.specimens,
-                sources=[batch.source] * len(batch.ids),
-                regions=[batch.taxonomy.get("region", "")] * len(batch.ids),
-                calibrate=False,
-            )
+            identifier.add(batch.rows, calibrate=False)
             if identifier is not self._identifier:
                 identifier.set_overrides(**self.settings.threshold_overrides())
                 self._identifier = identifier

@@ -10,129 +10,68 @@ an enrollment lands whole or not at all. Old versions are compacted away after a
 
 from __future__ import annotations
 
-import json
 import logging
-import random
 import re
 import threading
-import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import lancedb
 import numpy as np
 import pyarrow as pa
 
 from .errors import Remedy, SpecimenNotFoundError, StoreError, StoreWriteError
-from .schema import (
-    INDEX_COLUMNS,
-    INFO_TABLE,
-    PRIOR_TABLE,
-    SPECIMENS_TABLE,
-    STORE_FORMAT,
-    InfoRow,
-    PriorArrayRow,
-    specimen_model,
+from .schema import INDEX_COLUMNS, INFO_TABLE, SPECIMENS_TABLE, specimen_model, where_in
+from .storage import (
+    is_cleaned_up,
+    is_local,
+    retry_conflicts,
+    session,
+    storage_problem,
+    table_names,
 )
+from .store_info import StoreRecords
+from .store_upkeep import StoreUpkeep
 
-T = TypeVar("T")
 ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")
 log = logging.getLogger("shellid.index")
 
 
-#: bytes of each of LanceDB's caches (table metadata, indices), one set per process. Its
-#: default (1 GB of metadata, 6 GB of indices) lets a long-running server grow by the
-#: manifests of every version it ever read, until 7 GB (benchmarks/store_cache_benchmark.py,
-#: docs/deployment.md). The store uses no lance vector index (search is FAISS); 32 MiB of
-#: metadata holds the manifests of hundreds of versions, more than a retention keeps.
-CACHE_BYTES = 32 * 1024 * 1024
-_SESSION: lancedb.Session | None = None
-_SESSION_LOCK = threading.Lock()
+def specimen_table(rows: dict[str, list[Any]], vectors: np.ndarray) -> pa.Table:
+    """A ``specimens`` arrow table from column lists plus the vector matrix (``created``
+    defaults to now)."""
+    dim = vectors.shape[1]
+    schema = specimen_model(dim).to_arrow_schema()
+    columns = dict(rows)
+    columns["vector"] = pa.FixedSizeListArray.from_arrays(
+        pa.array(np.ascontiguousarray(vectors, dtype=np.float32).ravel()), dim
+    )
+    n = vectors.shape[0]
+    columns.setdefault("created", [datetime.now(UTC)] * n)
+    return pa.table({f.name: columns[f.name] for f in schema}, schema=schema)
 
 
-def _session() -> lancedb.Session:
-    """The process's LanceDB session (bounded caches shared by every store it opens)."""
-    global _SESSION
-    with _SESSION_LOCK:
-        if _SESSION is None:
-            _SESSION = lancedb.Session(
-                index_cache_size_bytes=CACHE_BYTES, metadata_cache_size_bytes=CACHE_BYTES
-            )
-        return _SESSION
-
-
-def sql_string(value: str) -> str:
-    """A SQL string literal for LanceDB filters (single quotes doubled)."""
-    return "'" + str(value).replace("'", "''") + "'"
-
-
-def _is_local(uri: str) -> bool:
-    return "://" not in uri
-
-
-#: object-store failures worth naming, as (text in lance's error, what to say)
-_STORAGE_PROBLEMS = (
-    ("NoSuchBucket", "the bucket does not exist"),
-    ("Failed to resolve region", "no region: set AWS_REGION (and AWS_ENDPOINT_URL off AWS)"),
-    ("BadScheme", "an http:// endpoint needs AWS_ALLOW_HTTP=true"),
-    ("dns error", "cannot reach the object store (AWS_ENDPOINT_URL: unknown host)"),
-    ("ConnectError", "cannot reach the object store (AWS_ENDPOINT_URL: connection failed)"),
-    ("InvalidAccessKeyId", "access denied (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"),
-    ("SignatureDoesNotMatch", "access denied (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"),
-    ("AccessDenied", "access denied (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"),
-    ("os error 28", "no space left on the store's disk"),
-    ("No space left", "no space left on the store's disk"),
-    ("os error 122", "disk quota exceeded on the store's disk"),
-    ("os error 30", "the store's file system is read-only"),
-    ("timed out", "the object store timed out"),
-    ("error sending request", "the object store did not answer in time (AWS_TIMEOUT)"),
-    ("SlowDown", "the object store is overloaded (HTTP 503 SlowDown)"),
-    ("503 Service Unavailable", "the object store is unavailable (HTTP 503)"),
-    ("500 Internal Server Error", "the object store failed (HTTP 500)"),
-)
-
-
-_RUST_SOURCE = re.compile(r",\s*/\S+\.rs:\d+:\d+")
-
-
-def _is_conflict(exc: BaseException) -> bool:
-    """A commit another process's commit beat (retry after re-reading), or a table another
-    process created first."""
-    text = str(exc)
-    return any(k in text for k in ("commit conflict", "preempted by concurrent", "already exists"))
-
-
-def _is_cleaned_up(exc: BaseException) -> bool:
-    """A version that no longer exists (removed by a compaction's cleanup)."""
-    return "no longer exists" in str(exc) or "was it cleaned up" in str(exc).lower()
-
-
-def retry_conflicts(write: Callable[[], T], attempts: int = 8) -> T:
-    """Run ``write`` again (re-reading what it merges) while another process's commit beats
-    it; replicas on one store write ``store_info`` at the same moments."""
-    for attempt in range(attempts):
-        try:
-            return write()
-        except Exception as exc:
-            if attempt == attempts - 1 or not _is_conflict(exc):
-                raise
-            time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def storage_problem(exc: BaseException) -> str:
-    """One line for a storage failure: the known object-store problems by name, anything
-    else as the first line of lance's message (which can run to a screenful)."""
-    text = str(exc)
-    for needle, meaning in _STORAGE_PROBLEMS:
-        if needle in text:
-            return meaning
-    line = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    line = _RUST_SOURCE.sub("", line)  # lance appends where in its source it failed
-    return line if len(line) <= 300 else line[:297] + "..."
+def _revectored(
+    old: Any, columns: list[str], position: dict[str, int], vectors: np.ndarray, fingerprint: str
+) -> Iterator[pa.RecordBatch]:
+    """The rows of the table ``old`` (``columns``: all but the vector and fingerprint) with
+    row ``position[id]`` of ``vectors`` and ``fingerprint``, a batch at a time."""
+    dim = int(vectors.shape[1])
+    schema = specimen_model(dim).to_arrow_schema()
+    for batch in old.search().select(columns).limit(None).to_batches(256):
+        rows = [position[i] for i in batch.column("id").to_pylist()]
+        table = pa.Table.from_batches([batch])
+        table = table.append_column(
+            "vector",
+            pa.FixedSizeListArray.from_arrays(
+                pa.array(vectors[rows].astype(np.float32).ravel()), dim
+            ),
+        )
+        table = table.append_column("fingerprint", pa.array([fingerprint] * len(rows)))
+        yield from table.select(schema.names).cast(schema).to_batches()
 
 
 class SpecimenStore:
@@ -154,26 +93,33 @@ class SpecimenStore:
         self.uri = str(uri)
         self.keep_versions = keep_versions
         self.compact_every = max(1, int(compact_every))
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()  # one writer of this object at a time
         #: versions this object committed, newest last (rollback undoes only its own commits)
         self._own_versions: deque[int] = deque(maxlen=256)
         self._last_added: tuple[int, list[str]] | None = None  # (version, ids) of the last add
         missing = f"store {self.uri} does not exist (enroll some species first)"
-        if _is_local(self.uri):
+        if is_local(self.uri):
             path = Path(self.uri)
             if path.exists() and not path.is_dir():
                 raise StoreError(f"store {self.uri} is a file, not a LanceDB directory")
             if not path.exists() and not create:
                 raise StoreError(missing)
         try:
-            self._db = lancedb.connect(self.uri, session=_session())
-            names = set(self._table_names())
+            self._db = lancedb.connect(self.uri, session=session())
+            names = set(table_names(self._db))
         except Exception as exc:
             raise StoreError(f"cannot open store {self.uri}: {storage_problem(exc)}") from None
-        if not names and not create and not _is_local(self.uri):
+        if not names and not create and not is_local(self.uri):
             raise StoreError(missing)  # an object-store prefix exists once a table is written
         self._specimens = self._open_if_made(SPECIMENS_TABLE, names)
-        self._info = self._open_if_made(INFO_TABLE, names)
+        self.upkeep = StoreUpkeep(self)  # compaction, retention, statistics
+        self.records = StoreRecords(
+            self._db,
+            self.uri,
+            self.lock,
+            self._open_if_made(INFO_TABLE, names),
+            lambda name: self._open_if_made(name, table_names(self._db)),
+        )
 
     def _open_if_made(self, name: str, names: set[str] | list[str]) -> Any:
         """The table ``name`` when it exists, else None; a table another process is creating
@@ -192,101 +138,29 @@ class SpecimenStore:
                 store=self.uri,
             ) from exc
 
-    def _table_names(self) -> list[str]:
-        names: list[str] = []
-        token: str | None = None
-        while True:
-            page = self._db.list_tables(page_token=token)
-            names += list(page.tables)
-            token = getattr(page, "page_token", None)
-            if not token:
-                return names
-
-    # ------------------------------------------------------------------ info
-    def _open_info(self) -> None:
-        """Open ``store_info`` if another process has created it since this store opened."""
-        if self._info is None:
-            self._info = self._open_if_made(INFO_TABLE, self._table_names())
-
+    # ------------------------------------------------------------------ info and prior
     def info(self) -> dict[str, Any]:
         """The ``store_info`` entries (empty for a new store)."""
-        self._open_info()
-        if self._info is None:
-            return {}
-        self._info.checkout_latest()
-        table = self._info.to_arrow()
-        return {
-            k: json.loads(v)
-            for k, v in zip(table["key"].to_pylist(), table["value"].to_pylist(), strict=True)
-        }
+        return self.records.info()
 
     def write_info(self, **updates: Any) -> dict[str, Any]:
         """Merge ``updates`` into ``store_info`` (one commit) and return the result."""
-        with self._lock:
-            try:
-                return retry_conflicts(lambda: self._merge_info(updates))
-            except Exception as exc:
-                raise StoreWriteError(
-                    f"cannot write store info to {self.uri}: {storage_problem(exc)}"
-                ) from exc
+        return self.records.write_info(**updates)
 
-    def _merge_info(self, updates: dict[str, Any]) -> dict[str, Any]:
-        info = self.info()  # the latest entries, another process's included
-        info.update(updates)
-        info.setdefault("format", STORE_FORMAT)
-        table = pa.Table.from_pylist(
-            [{"key": k, "value": json.dumps(v)} for k, v in sorted(info.items())],
-            schema=InfoRow.to_arrow_schema(),
-        )
-        if self._info is None:
-            self._info = self._db.create_table(INFO_TABLE, data=table, schema=InfoRow)
-        else:
-            self._info.add(table, mode="overwrite")
-        return info
-
-    # ------------------------------------------------------------------ model prior
     def read_prior(self) -> dict[str, np.ndarray] | None:
-        """The arrays recorded by :meth:`write_prior` (None when the model carries none)."""
-        if PRIOR_TABLE not in self._table_names():
-            return None
-        try:
-            table = self._db.open_table(PRIOR_TABLE).to_arrow()
-        except Exception as exc:
-            raise StoreError(f"cannot read the model prior of {self.uri}: {exc}") from exc
-        arrays = {
-            name: np.asarray(values, np.float32).reshape(shape)
-            for name, shape, values in zip(
-                table["name"].to_pylist(),
-                table["shape"].to_pylist(),
-                table["values"].to_pylist(),
-                strict=True,
-            )
-        }
-        return arrays or None
+        """The model's prior arrays (None when it carries none)."""
+        return self.records.read_prior()
 
     def write_prior(self, arrays: dict[str, np.ndarray] | None) -> None:
         """Record the model's prior arrays (``None``: it has none), replacing the last."""
-        rows = [
-            {"name": name, "shape": list(np.shape(a)), "values": np.ravel(a).tolist()}
-            for name, a in sorted((arrays or {}).items())
-        ]
-        data = pa.Table.from_pylist(rows, schema=PriorArrayRow.to_arrow_schema())
-
-        def write() -> None:
-            if PRIOR_TABLE in self._table_names():
-                self._db.open_table(PRIOR_TABLE).add(data, mode="overwrite")
-            else:
-                self._db.create_table(PRIOR_TABLE, data=data, schema=PriorArrayRow)
-
-        with self._lock:
-            try:
-                retry_conflicts(write)
-            except Exception as exc:
-                raise StoreWriteError(
-                    f"cannot write the model prior to {self.uri}: {storage_problem(exc)}"
-                ) from exc
+        self.records.write_prior(arrays)
 
     # ------------------------------------------------------------------ specimens table
+    @property
+    def table(self) -> Any:
+        """The ``specimens`` LanceDB table (None before it is made)."""
+        return self._specimens
+
     @property
     def dim(self) -> int | None:
         """Vector size of the specimens table (None before the first enrollment)."""
@@ -301,7 +175,7 @@ class SpecimenStore:
     def latest_version(self) -> int:
         """The newest committed version (another process may have written)."""
         if self._specimens is None:
-            self._specimens = self._open_if_made(SPECIMENS_TABLE, self._table_names())
+            self._specimens = self._open_if_made(SPECIMENS_TABLE, table_names(self._db))
             if self._specimens is None:
                 return 0
         self._specimens.checkout_latest()
@@ -314,8 +188,8 @@ class SpecimenStore:
 
     def ensure_table(self, dim: int) -> None:
         """Create the specimens table for ``dim``-sized vectors if it does not exist yet."""
-        with self._lock:
-            if self._specimens is None and SPECIMENS_TABLE in self._table_names():
+        with self.lock:
+            if self._specimens is None and SPECIMENS_TABLE in table_names(self._db):
                 self._specimens = self._db.open_table(SPECIMENS_TABLE)  # made by another process
             if self._specimens is not None and self.dim != dim and self.count() == 0:
                 try:  # an empty table left by another model: take the new vector size
@@ -337,7 +211,7 @@ class SpecimenStore:
             try:
                 self._specimens = self._db.create_table(SPECIMENS_TABLE, schema=specimen_model(dim))
             except Exception as exc:
-                if SPECIMENS_TABLE in self._table_names():  # another replica made it first
+                if SPECIMENS_TABLE in table_names(self._db):  # another replica made it first
                     self.ensure_table(dim)
                     return
                 raise StoreWriteError(
@@ -383,7 +257,7 @@ class SpecimenStore:
             table.checkout(version)
             return table, version
         except Exception as exc:
-            if not _is_cleaned_up(exc):
+            if not is_cleaned_up(exc):
                 raise
         table.checkout_latest()
         log.warning(
@@ -410,17 +284,8 @@ class SpecimenStore:
                 store=self.uri,
             ) from exc
 
-    def make_rows(self, rows: dict[str, list[Any]], vectors: np.ndarray) -> pa.Table:
-        """An arrow table for :meth:`add` from column lists plus the vector matrix."""
-        dim = vectors.shape[1]
-        schema = specimen_model(dim).to_arrow_schema()
-        columns = dict(rows)
-        columns["vector"] = pa.FixedSizeListArray.from_arrays(
-            pa.array(np.ascontiguousarray(vectors, dtype=np.float32).ravel()), dim
-        )
-        n = vectors.shape[0]
-        columns.setdefault("created", [datetime.now(UTC)] * n)
-        return pa.table({f.name: columns[f.name] for f in schema}, schema=schema)
+    #: an arrow table for :meth:`add` (:func:`specimen_table`).
+    make_rows = staticmethod(specimen_table)
 
     def add(self, table: pa.Table) -> int:
         """Append rows in ONE commit; on any failure the table is restored to the version
@@ -428,7 +293,7 @@ class SpecimenStore:
         if self._specimens is None:
             raise StoreError("the specimens table does not exist yet (call ensure_table)")
         ids = [str(i) for i in table.column("id").to_pylist()]
-        with self._lock:
+        with self.lock:
             try:
                 self._specimens.add(table)
             except Exception as exc:
@@ -440,7 +305,7 @@ class SpecimenStore:
             self._committed()
             version = self.version  # this commit's (housekeeping may commit after it)
             self._last_added = (version, ids)
-            self._after_write()
+            self.upkeep.after_write()
             return version
 
     def _committed(self) -> None:
@@ -451,7 +316,7 @@ class SpecimenStore:
         commit of its own, so other processes' commits since then are kept."""
         if self._specimens is None or not ids:
             return
-        where = "id IN (" + ", ".join(sql_string(i) for i in ids) + ")"
+        where = where_in("id", ids)
         try:
             self._specimens.checkout_latest()
             if self._specimens.count_rows(where):
@@ -471,7 +336,7 @@ class SpecimenStore:
         is this object's own. StoreError when another process committed in between."""
         if self._specimens is None:
             return
-        with self._lock:
+        with self.lock:
             if self._last_added is not None and self._last_added[0] > version:
                 self._withdraw(self._last_added[1])
                 self._last_added = None
@@ -499,7 +364,7 @@ class SpecimenStore:
         """Delete the rows matching a filter (one commit); returns how many went."""
         if self._specimens is None:
             return 0
-        with self._lock:
+        with self.lock:
             before = self.count(where)
             if not before:
                 return 0
@@ -511,7 +376,7 @@ class SpecimenStore:
                     f"({storage_problem(exc)})"
                 ) from exc
             self._committed()
-            self._after_write()
+            self.upkeep.after_write()
             return before
 
     def owners_before(self, version: int, sha256s: list[str]) -> dict[str, tuple[str, str]]:
@@ -521,7 +386,7 @@ class SpecimenStore:
         once exactly one (the later commit) finds the other's row."""
         if version < 1 or not sha256s or self._specimens is None:
             return {}
-        where = "sha256 IN (" + ", ".join(sql_string(h) for h in sorted(set(sha256s))) + ")"
+        where = where_in("sha256", sorted(set(sha256s)))
         own: set[str] = set()
         try:
             table, read = self._at_version(version)
@@ -533,25 +398,18 @@ class SpecimenStore:
             found = rows.to_arrow()
         except Exception as exc:
             raise StoreError(f"cannot read store {self.uri}: {storage_problem(exc)}") from exc
-        owners: dict[str, tuple[str, str]] = {}
-        for sha, species, specimen_id in zip(
-            found["sha256"].to_pylist(),
-            found["species"].to_pylist(),
-            found["id"].to_pylist(),
-            strict=True,
-        ):
-            if specimen_id not in own:
-                owners.setdefault(sha, (species, specimen_id))
-        return owners
+        rows = zip(*(found[c].to_pylist() for c in ("sha256", "species", "id")), strict=True)
+        held = [(sha, (species, i)) for sha, species, i in rows if i not in own]
+        return dict(reversed(held))  # the first row of each photo
 
     def delete_ids(self, ids: list[str]) -> int:
         ids = [i for i in ids if ID_PATTERN.match(i)]
         if not ids:
             return 0
-        return self.delete("id IN (" + ", ".join(sql_string(i) for i in ids) + ")")
+        return self.delete(where_in("id", ids))
 
     def delete_species(self, species: str) -> int:
-        return self.delete(f"species = {sql_string(species)}")
+        return self.delete(where_in("species", species))
 
     def read_blob(self, specimen_id: str, column: str) -> bytes:
         """``thumbnail`` or ``image`` bytes of one row (SpecimenNotFoundError if absent)."""
@@ -562,7 +420,7 @@ class SpecimenStore:
         try:
             table = (
                 self._specimens.search()
-                .where(f"id = {sql_string(specimen_id)}")
+                .where(where_in("id", specimen_id))
                 .select([column])
                 .limit(1)
                 .to_arrow()
@@ -589,7 +447,7 @@ class SpecimenStore:
         position = {i: k for k, i in enumerate(ids)}
         dim = int(vectors.shape[1])
         schema = specimen_model(dim).to_arrow_schema()
-        with self._lock:
+        with self.lock:
             before = self.latest_version()
             old = self._db.open_table(SPECIMENS_TABLE, version=before)
             columns = [f.name for f in old.schema if f.name not in ("vector", "fingerprint")]
@@ -603,23 +461,12 @@ class SpecimenStore:
                     store=self.uri,
                 )
 
-            def batches() -> Iterator[pa.RecordBatch]:
-                for batch in old.search().select(columns).limit(None).to_batches(256):
-                    rows = [position[i] for i in batch.column("id").to_pylist()]
-                    table = pa.Table.from_batches([batch])
-                    table = table.append_column(
-                        "vector",
-                        pa.FixedSizeListArray.from_arrays(
-                            pa.array(vectors[rows].astype(np.float32).ravel()), dim
-                        ),
-                    )
-                    table = table.append_column("fingerprint", pa.array([fingerprint] * len(rows)))
-                    yield from table.select(schema.names).cast(schema).to_batches()
-
             try:
                 self._specimens = self._db.create_table(
                     SPECIMENS_TABLE,
-                    data=pa.RecordBatchReader.from_batches(schema, batches()),
+                    data=pa.RecordBatchReader.from_batches(
+                        schema, _revectored(old, columns, position, vectors, fingerprint)
+                    ),
                     mode="overwrite",
                 )
             except Exception as exc:
@@ -630,49 +477,5 @@ class SpecimenStore:
                     f"({storage_problem(exc)})"
                 ) from exc
             self._committed()
-            self._after_write()
+            self.upkeep.after_write()
             return self.version
-
-    # ------------------------------------------------------------------ maintenance
-    def writes_since_compaction(self) -> int:
-        """Commits to the specimens table since the last compaction, read from the store (the
-        table version against the one recorded by :meth:`compact`), so the count survives
-        restarts and is shared by every process writing to the store."""
-        if self._specimens is None:
-            return 0
-        last = int(self.info().get("compacted_version") or 1)  # version 1: the empty table
-        return max(0, self.version - last)
-
-    def _after_write(self) -> None:
-        if self.writes_since_compaction() >= self.compact_every:
-            self.compact()
-
-    def compact(self) -> None:
-        """Merge small data files and drop versions older than ``keep_versions``; records
-        the specimens table's version afterwards (``compacted_version`` in store_info)."""
-        with self._lock:
-            done = True
-            for table in (self._specimens, self._info):
-                if table is None:
-                    continue
-                try:
-                    table.optimize(cleanup_older_than=self.keep_versions)
-                except Exception as exc:  # housekeeping: the write it follows has landed
-                    done = False
-                    log.warning("compacting store %s failed (will retry later): %s", self.uri, exc)
-            if done and self._specimens is not None:
-                try:
-                    self.write_info(compacted_version=self.latest_version())
-                except StoreError as exc:  # pragma: no cover - the next write retries
-                    log.warning("recording the compaction of %s failed: %s", self.uri, exc)
-
-    def stats(self) -> dict[str, Any]:
-        """Rows, versions and data files of the specimens table."""
-        if self._specimens is None:
-            return {"rows": 0, "versions": 0, "fragments": 0}
-        stats: Any = self._specimens.stats()
-        return {
-            "rows": int(stats["num_rows"]),
-            "versions": len(self._specimens.list_versions()),
-            "fragments": int(stats["fragment_stats"]["num_fragments"]),
-        }

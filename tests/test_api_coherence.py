@@ -109,6 +109,6 @@ def test_a_stopping_service_leaves_a_snapshot_the_next_start_begins_from(tmp_pat
     def no_rebuild(*args, **kwargs):
         raise AssertionError("started from the store, not from the shutdown's snapshot")
 
-    monkeypatch.setattr("index.snapshot.rebuild", no_rebuild)
+    monkeypatch.setattr("index.sync.rebuild", no_rebuild)
     again = Collection.open(store, model=FakeEmbedder())  # caught up: nothing to add
     assert {s.species for s in again.catalogue.species()} == {FIRST, NEW}

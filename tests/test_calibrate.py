@@ -18,6 +18,7 @@ from index.config import IdentifierConfig
 from index.enrolled import EnrolledRows
 from index.open_set import OpenSetScores
 from index.prototypes import power_normalise
+from index.rows import SpecimenRows
 from index.scorers import Cl2n, species_scorer
 from tests.clusters import specimens_around, unit
 
@@ -36,7 +37,9 @@ def synthetic(specimens=(5, 5, 5, 5, 2, 1)) -> tuple[np.ndarray, list[str], list
 def enrolled(specimens=(5, 5, 5, 5, 2, 1)) -> EnrolledRows:
     vectors, labels, groups = synthetic(specimens)
     rows = EnrolledRows(DIM)
-    rows.add(power_normalise(vectors, CONFIG.feature_power), labels, groups=groups)  # as mapped
+    rows.add(
+        SpecimenRows(power_normalise(vectors, CONFIG.feature_power), labels, groups=groups)
+    )  # as mapped
     return rows
 
 
@@ -81,7 +84,7 @@ def test_calibration_fits_the_thresholds_and_reaches_about_the_target_recall():
 
 def test_the_identifier_calibrates_with_this_procedure():
     vectors, labels, groups = synthetic()
-    identifier = VectorIdentifier.fit(vectors, labels, groups=groups)
+    identifier = VectorIdentifier.fit(SpecimenRows(vectors, labels, groups=groups))
     rows = enrolled()
     scorer, ood = parts(rows)
     assert identifier.thresholds == calibrate(rows, scorer, ood, identifier.config)
@@ -180,9 +183,9 @@ def test_the_thresholds_do_not_depend_on_the_specimen_ids():
     vectors, labels, groups = synthetic()
     names = sorted(set(groups))
     renamed = {g: f"{len(names) - i:04d}-{g}" for i, g in enumerate(names)}  # order reversed
-    first = VectorIdentifier.fit(vectors, labels, groups=groups, config=CONFIG)
+    first = VectorIdentifier.fit(SpecimenRows(vectors, labels, groups=groups), config=CONFIG)
     second = VectorIdentifier.fit(
-        vectors, labels, groups=[renamed[g] for g in groups], config=CONFIG
+        SpecimenRows(vectors, labels, groups=[renamed[g] for g in groups]), config=CONFIG
     )
     assert first.thresholds.source == "calibrated"
     for name in ("unknown", "temperature", "ood"):  # up to the order of float sums

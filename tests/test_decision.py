@@ -11,6 +11,7 @@ from index.decision import DecisionPolicy, candidate_mask, rollup_matrix
 from index.enrolled import EnrolledRows
 from index.errors import InvalidQueryError
 from index.results import Thresholds
+from index.rows import SpecimenRows
 
 SPECIES = ["Conus_a", "Conus_b", "Murex_c", "Oliva_d"]
 GENUS = ["Conus", "Conus", "Murex", ""]
@@ -88,15 +89,17 @@ def test_decisions_are_made_per_query():
 def rows() -> EnrolledRows:
     enrolled = EnrolledRows(4)
     enrolled.add(
-        np.eye(4),
-        SPECIES,
-        taxonomy={
-            "Conus_a": {"family": "Conidae", "region": "Red Sea; Indo-Pacific"},
-            "Conus_b": {"family": "Conidae"},
-            "Murex_c": {"family": "Muricidae", "region": "Atlantic"},
-            "Oliva_d": {"family": "Olividae"},
-        },
-        regions=["", "red sea", "", ""],
+        SpecimenRows(
+            np.eye(4),
+            SPECIES,
+            taxonomy={
+                "Conus_a": {"family": "Conidae", "region": "Red Sea; Indo-Pacific"},
+                "Conus_b": {"family": "Conidae"},
+                "Murex_c": {"family": "Muricidae", "region": "Atlantic"},
+                "Oliva_d": {"family": "Olividae"},
+            },
+            regions=["", "red sea", "", ""],
+        )
     )
     return enrolled
 
@@ -142,7 +145,8 @@ def _random_collection(rng: np.random.Generator):
                 labels.append(f"Genus{s % 3}_species{s}")
                 groups.append(f"p{p}")
     identifier = VectorIdentifier.fit(
-        np.array(vectors), labels, groups=groups, config=IdentifierConfig(use_gpu=False)
+        SpecimenRows(np.array(vectors), labels, groups=groups),
+        config=IdentifierConfig(use_gpu=False),
     )
     if rng.random() < 0.3:  # a user's overrides must not break the story either
         identifier.set_overrides(

@@ -9,6 +9,7 @@ import pytest
 from embedder.datasets import genus_of
 from index.enrolled import EnrolledRows, regions_of
 from index.errors import InvalidQueryError, SpecimenNotFoundError
+from index.rows import SpecimenRows
 
 DIM = 8
 
@@ -18,13 +19,15 @@ def filled() -> EnrolledRows:
     rng = np.random.default_rng(0)
     rows = EnrolledRows(DIM)
     rows.add(
-        rng.normal(size=(7, DIM)),
-        ["Murex_b", "Conus_a", "Conus_a", "Murex_b", "Conus_a", "Conus_a", "plain name"],
-        taxonomy={"Conus_a": {"family": "Conidae", "region": "Red Sea"}},
-        specimen_ids=[f"id{i}" for i in range(7)],
-        groups=["m1", "c1", "c1", "m1", "c2", "c2", "p1"],
-        sources=[f"s{i}" for i in range(7)],
-        regions=["", "", "", "", "Atlantic", "", ""],
+        SpecimenRows(
+            rng.normal(size=(7, DIM)),
+            ["Murex_b", "Conus_a", "Conus_a", "Murex_b", "Conus_a", "Conus_a", "plain name"],
+            taxonomy={"Conus_a": {"family": "Conidae", "region": "Red Sea"}},
+            ids=[f"id{i}" for i in range(7)],
+            groups=["m1", "c1", "c1", "m1", "c2", "c2", "p1"],
+            sources=[f"s{i}" for i in range(7)],
+            regions=["", "", "", "", "Atlantic", "", ""],
+        )
     )
     return rows
 
@@ -75,8 +78,8 @@ def test_dropping_nothing_changes_nothing():
     [
         ({"species": ["A_a"]}, "2 vectors but 1 species labels"),
         ({"species": ["A_a", ""]}, "empty species name"),
-        ({"specimen_ids": ["x", "x"]}, "one unique id per vector"),
-        ({"specimen_ids": ["id0", "new"]}, "specimen ids already enrolled: ['id0']"),
+        ({"ids": ["x", "x"]}, "one unique id per vector"),
+        ({"ids": ["id0", "new"]}, "specimen ids already enrolled: ['id0']"),
         ({"groups": ["g"]}, "2 vectors but 1 groups"),
         ({"vectors": np.full((2, DIM), np.nan)}, "NaN or infinite"),
         ({"vectors": np.ones((2, DIM + 1))}, f"expected vectors of size {DIM}"),
@@ -86,7 +89,7 @@ def test_invalid_additions_raise_before_anything_changes(kwargs, message):
     rows = filled()
     arguments = {"vectors": np.ones((2, DIM)), "species": ["A_a", "A_a"]} | kwargs
     with pytest.raises(InvalidQueryError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        rows.add(**arguments)
+        rows.add(SpecimenRows(**arguments))
     assert len(rows) == 7 and len(rows.index) == 7
     assert "A_a" not in rows.taxonomy
 
@@ -99,7 +102,9 @@ def test_unknown_ids_raise_naming_the_first_missing_one():
 
 def test_the_same_group_name_in_two_species_is_two_specimens():
     rows = EnrolledRows(DIM)
-    rows.add(np.eye(DIM)[:4], ["A_a", "A_a", "B_b", "B_b"], groups=["g", "g", "g", "g"])
+    rows.add(
+        SpecimenRows(np.eye(DIM)[:4], ["A_a", "A_a", "B_b", "B_b"], groups=["g", "g", "g", "g"])
+    )
     assert rows.group_counts.tolist() == [1, 1]
     assert len(set(rows.g.tolist())) == 2
     assert rows.specimen_of_row(2) == "g"
@@ -109,7 +114,9 @@ def test_genus_defaults_to_the_first_word_and_taxonomy_overrides_it():
     rows = filled()
     assert rows.genus == ["Conus", "Murex", ""]
     assert rows.family == ["Conidae", "", ""]
-    rows.add(np.ones((1, DIM)), ["Murex_b"], taxonomy={"Murex_b": {"genus": "Haustellum"}})
+    rows.add(
+        SpecimenRows(np.ones((1, DIM)), ["Murex_b"], taxonomy={"Murex_b": {"genus": "Haustellum"}})
+    )
     assert rows.genus[1] == "Haustellum"
     assert genus_of("Conus textile") == "Conus"
     assert genus_of("conus_textile") == ""
@@ -134,6 +141,9 @@ def test_nearest_respects_the_species_mask():
 
 def test_adding_no_vector_still_merges_the_taxonomy():
     rows = filled()
-    assert rows.add(np.zeros((0, DIM)), [], taxonomy={"Oliva_c": {"family": "Olividae"}}) == 0
+    assert (
+        rows.add(SpecimenRows(np.zeros((0, DIM)), [], taxonomy={"Oliva_c": {"family": "Olividae"}}))
+        == 0
+    )
     assert rows.taxonomy["Oliva_c"] == {"family": "Olividae"}
     assert len(rows) == 7

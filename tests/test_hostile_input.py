@@ -500,7 +500,7 @@ def test_case4_the_compaction_counter_survives_a_restart(tmp_path, monkeypatch):
         store.add(store.make_rows(store_row(i), np.ones((1, 4), np.float32)))
     assert len(compactions) >= 1  # with a per-process counter: never
     store = SpecimenStore(tmp_path / "s", compact_every=3)
-    assert store.writes_since_compaction() < 3
+    assert store.upkeep.writes_since_compaction() < 3
 
 
 def _recording_compact(original, calls: list[int]):

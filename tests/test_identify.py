@@ -11,6 +11,7 @@ import pytest
 from index import EmptyCollectionError, IdentifierConfig, InvalidQueryError, VectorIdentifier
 from index.calibration import auroc, fit_temperature, softmax
 from index.prototypes import fuse_views, l2_normalise, power_normalise
+from index.rows import SpecimenRows
 
 DIM = 32
 
@@ -57,13 +58,15 @@ def world():
     known = [n for n in sorted(set(names)) if int(n.rsplit("species", 1)[1]) < 7]
     keep = np.isin(names, known)
     identifier = VectorIdentifier.fit(
-        vectors[keep],
-        list(np.array(names)[keep]),
-        groups=list(np.array(groups)[keep]),
-        taxonomy={
-            "Genus0_species0": {"region": "Japan", "family": "Conidae"},
-            "Genus0_species1": {"region": "Red Sea", "family": "Conidae"},
-        },
+        SpecimenRows(
+            vectors[keep],
+            list(np.array(names)[keep]),
+            groups=list(np.array(groups)[keep]),
+            taxonomy={
+                "Genus0_species0": {"region": "Japan", "family": "Conidae"},
+                "Genus0_species1": {"region": "Red Sea", "family": "Conidae"},
+            },
+        )
     )
     return identifier, centres
 
@@ -112,10 +115,10 @@ def test_calibration_reports_what_it_achieves(world):
 def test_higher_target_recall_gives_looser_thresholds():
     vectors, names, groups, _ = clustered(seed=3)
     strict = VectorIdentifier.fit(
-        vectors, names, groups=groups, config=IdentifierConfig(target_recall=0.8)
+        SpecimenRows(vectors, names, groups=groups), config=IdentifierConfig(target_recall=0.8)
     )
     loose = VectorIdentifier.fit(
-        vectors, names, groups=groups, config=IdentifierConfig(target_recall=0.99)
+        SpecimenRows(vectors, names, groups=groups), config=IdentifierConfig(target_recall=0.99)
     )
     assert loose.thresholds.unknown >= strict.thresholds.unknown
     assert loose.thresholds.stats.known_recall >= strict.thresholds.stats.known_recall
@@ -123,7 +126,7 @@ def test_higher_target_recall_gives_looser_thresholds():
 
 def test_overrides_survive_recalibration():
     vectors, names, groups, _ = clustered(seed=1)
-    other = VectorIdentifier.fit(vectors, names, groups=groups)
+    other = VectorIdentifier.fit(SpecimenRows(vectors, names, groups=groups))
     other.set_overrides(unknown=0.123)
     other.calibrate()
     assert other.thresholds.unknown == pytest.approx(0.123)
@@ -161,9 +164,7 @@ def test_look_alike_species_of_one_genus_roll_up_to_the_genus():
     # vectors as given (feature_power 1): the signed power map spreads these synthetic
     # near-zero components, and look-alikes built in raw cosine would drift apart by chance
     identifier = VectorIdentifier.fit(
-        l2_normalise(np.array(vectors)),
-        labels,
-        groups=groups,
+        SpecimenRows(l2_normalise(np.array(vectors)), labels, groups=groups),
         config=IdentifierConfig(feature_power=1.0),
     )
     result = identifier.identify(centres[:1])
@@ -202,7 +203,7 @@ def test_views_of_one_specimen_are_fused():
     vectors, names, groups, centres = clustered(seed=4, species=3)
     # the three species fully centred, as in a bigger collection (fusion is what is checked)
     config = IdentifierConfig(centre_full_species=3)
-    identifier = VectorIdentifier.fit(vectors, names, groups=groups, config=config)
+    identifier = VectorIdentifier.fit(SpecimenRows(vectors, names, groups=groups), config=config)
     a, b, c = centres
     view1 = l2_normalise(0.55 * a + 0.45 * b)
     view2 = l2_normalise(0.55 * a + 0.45 * c)
@@ -234,12 +235,10 @@ def test_several_prototypes_capture_a_species_with_two_forms():
     vectors = l2_normalise(np.array(vectors))
     queries = l2_normalise(form2 + 0.15 * rng.normal(size=(30, DIM)) / np.sqrt(DIM) * 3)
     single = VectorIdentifier.fit(
-        vectors, labels, groups=groups, config=IdentifierConfig(method="prototype")
+        SpecimenRows(vectors, labels, groups=groups), config=IdentifierConfig(method="prototype")
     )
     multi = VectorIdentifier.fit(
-        vectors,
-        labels,
-        groups=groups,
+        SpecimenRows(vectors, labels, groups=groups),
         config=IdentifierConfig(method="prototype", prototypes_per_species=2),
     )
 
@@ -255,7 +254,7 @@ def test_single_score_methods_identify_too(method, world):
     _, centres = world
     vectors, names, groups, _ = clustered()
     identifier = VectorIdentifier.fit(
-        vectors, names, groups=groups, config=IdentifierConfig(method=method)
+        SpecimenRows(vectors, names, groups=groups), config=IdentifierConfig(method=method)
     )
     batch = identifier.score_batch(new_specimens(centres, 3, 10, seed=9))
     assert [t[0] for t in batch.top(1)].count("Genus1_species3") >= 9
@@ -263,7 +262,7 @@ def test_single_score_methods_identify_too(method, world):
 
 
 def test_one_species_one_image_still_answers_with_fallbacks():
-    identifier = VectorIdentifier.fit(l2_normalise(np.ones((1, DIM))), ["Conus_solo"])
+    identifier = VectorIdentifier.fit(SpecimenRows(l2_normalise(np.ones((1, DIM))), ["Conus_solo"]))
     assert identifier.thresholds.source == "fallback"
     assert identifier.thresholds.stats.notes
     same = identifier.identify(l2_normalise(np.ones((1, DIM))))
@@ -275,7 +274,7 @@ def test_one_species_one_image_still_answers_with_fallbacks():
 def test_one_image_per_species_gives_no_unknown_decisions():
     rng = np.random.default_rng(2)
     identifier = VectorIdentifier.fit(
-        l2_normalise(rng.normal(size=(4, DIM))), ["A_a", "B_b", "C_c", "D_d"]
+        SpecimenRows(l2_normalise(rng.normal(size=(4, DIM))), ["A_a", "B_b", "C_c", "D_d"])
     )
     assert identifier.thresholds.unknown == float("inf")
     assert any("unknown" in note for note in identifier.thresholds.stats.notes)
@@ -294,7 +293,7 @@ def test_wrong_query_size_is_a_clear_error(world):
 
 def test_removal_updates_candidates_and_search():
     vectors, names, groups, centres = clustered(seed=6, species=4)
-    identifier = VectorIdentifier.fit(vectors, names, groups=groups)
+    identifier = VectorIdentifier.fit(SpecimenRows(vectors, names, groups=groups))
     query = new_specimens(centres, 0, 1, seed=10)
     nearest = identifier.search(query, k=1)[0].specimen_id
     identifier.remove([nearest])
@@ -325,7 +324,7 @@ def test_queries_are_compared_in_the_space_the_rows_are_stored_in():
     rng = np.random.default_rng(5)
     vectors = np.abs(rng.normal(size=(12, DIM))).astype(np.float32)  # pooled ReLU-like
     names = [f"Genus_s{i % 4}" for i in range(12)]
-    identifier = VectorIdentifier.fit(vectors, names, calibrate=False)
+    identifier = VectorIdentifier.fit(SpecimenRows(vectors, names), calibrate=False)
     assert identifier.config.feature_power == 0.5  # the default maps
     np.testing.assert_allclose(identifier.vectors, power_normalise(vectors, 0.5), atol=1e-6)
     for row in (0, 7):

@@ -14,6 +14,7 @@ from index import VectorIdentifier
 from index.calibration import expected_calibration_error
 from index.placement import fit_placement, precision_threshold
 from index.results import Identification, Placement
+from index.rows import SpecimenRows
 from tests.clusters import specimens_around, unit
 
 DIM = 64
@@ -59,10 +60,12 @@ def unseen_setting():
     unseen = {f"Genus{g}_species0" for g in range(GENERA)}
     keep = held_out_split(labels, unseen)
     identifier = VectorIdentifier.fit(
-        vectors[keep],
-        [x for x, k in zip(labels, keep, strict=True) if k],
-        taxonomy={s: t for s, t in taxonomy.items() if s not in unseen},
-        groups=[x for x, k in zip(groups, keep, strict=True) if k],
+        SpecimenRows(
+            vectors[keep],
+            [x for x, k in zip(labels, keep, strict=True) if k],
+            taxonomy={s: t for s, t in taxonomy.items() if s not in unseen},
+            groups=[x for x, k in zip(groups, keep, strict=True) if k],
+        )
     )
     truth = [taxonomy[x]["genus"] for x, k in zip(labels, keep, strict=True) if not k]
     return identifier, vectors[~keep], truth
@@ -126,7 +129,7 @@ def test_no_taxonomy_means_no_placement():
     """Names without a genus part and no taxonomy.csv: nothing to place in."""
     vectors, labels, groups, _ = tree(seed=1)
     plain = [label.replace("Genus", "g").lower() for label in labels]
-    identifier = VectorIdentifier.fit(vectors, plain, groups=groups)
+    identifier = VectorIdentifier.fit(SpecimenRows(vectors, plain, groups=groups))
     assert identifier.thresholds.placement is None
     assert all(p is None for p in identifier.score_batch(vectors[:20]).placements)
 
@@ -134,7 +137,7 @@ def test_no_taxonomy_means_no_placement():
 def test_too_few_species_sharing_a_genus_means_no_placement_at_that_rank():
     vectors, labels, groups, taxonomy = tree(seed=2)
     lonely = {s: {"genus": f"Lone{i}"} for i, s in enumerate(sorted(taxonomy))}
-    identifier = VectorIdentifier.fit(vectors, labels, taxonomy=lonely, groups=groups)
+    identifier = VectorIdentifier.fit(SpecimenRows(vectors, labels, taxonomy=lonely, groups=groups))
     fitted = identifier.thresholds.placement
     assert fitted is not None and fitted.ranks == []
     assert any("genus: no placement" in note for note in fitted.notes)
@@ -156,7 +159,9 @@ def test_family_placement_when_no_genus_is_likely_enough():
     vectors, labels, groups = specimens_around(
         unit(np.array(centres)), [5] * len(names), rng, 0.12, 0.02, lambda s: names[s]
     )
-    identifier = VectorIdentifier.fit(unit(vectors), labels, taxonomy=taxonomy, groups=groups)
+    identifier = VectorIdentifier.fit(
+        SpecimenRows(unit(vectors), labels, taxonomy=taxonomy, groups=groups)
+    )
     fitted = identifier.thresholds.placement
     assert fitted is not None
     family = next(r for r in fitted.ranks if r.rank == "family")
@@ -233,10 +238,10 @@ def test_an_unrelated_species_leaves_other_answers_and_similarities_alone():
     )
     vectors = unit(vectors)
     queries = unit(centres[:2].repeat(20, axis=0) + 0.3 * rng.normal(size=(40, DIM)))
-    before = VectorIdentifier.fit(vectors, labels, groups=groups)
+    before = VectorIdentifier.fit(SpecimenRows(vectors, labels, groups=groups))
     far = unit(centres[2] + 0.05 * rng.normal(size=DIM))[None, :]
     after = VectorIdentifier.fit(
-        np.vstack([vectors, far]), [*labels, "Other_sp"], groups=[*groups, "far"]
+        SpecimenRows(np.vstack([vectors, far]), [*labels, "Other_sp"], groups=[*groups, "far"])
     )
     changed = 0
     for q in queries:

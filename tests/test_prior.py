@@ -13,6 +13,7 @@ from embedder import EmbeddingModel, create_backbone
 from index import VectorIdentifier
 from index.config import IdentifierConfig
 from index.errors import StoreError
+from index.rows import SpecimenRows
 from index.store import SpecimenStore
 from index.whitening import Whitening, WithinSpeciesPrior
 from index.workflows.collection import Collection
@@ -53,7 +54,9 @@ def one_shot_accuracy(prior: WithinSpeciesPrior | None, seed: int) -> float:
     vectors, labels, groups = domain(12, 8, seed)
     first = groups == "p0"  # one photo per species enrolled, the other specimens asked
     identifier = VectorIdentifier.fit(
-        vectors[first], list(labels[first]), groups=list(groups[first]), config=CONFIG, prior=prior
+        SpecimenRows(vectors[first], list(labels[first]), groups=list(groups[first])),
+        config=CONFIG,
+        prior=prior,
     )
     answers = identifier.score_batch(vectors[~first])
     best = np.asarray(answers.species)[answers.similarities.argmax(axis=1)]

@@ -141,8 +141,8 @@ def test_a_store_on_s3_adds_deletes_versions_and_reads_blobs(uri):
     assert other.latest_version() == second and other.info()["fingerprint"] == "f" * 16
     assert other.delete_ids([f"{1:016x}"]) == 1
     assert store.latest_version() > second and store.count() == 1
-    store.compact()
-    stats = store.stats()
+    store.upkeep.compact()
+    stats = store.upkeep.stats()
     assert stats["rows"] == 1 and stats["fragments"] == 1 and stats["versions"] >= 1
 
 

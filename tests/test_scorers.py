@@ -12,6 +12,7 @@ from index.enrolled import EnrolledRows
 from index.open_set.out_of_domain import OutOfDomainScore as OodScorer
 from index.open_set.out_of_domain import topk_mean
 from index.open_set.unknown_species import unknown_scores
+from index.rows import SpecimenRows
 from index.scorers import (
     Cl2n,
     MeanScorer,
@@ -34,7 +35,7 @@ def world(config: IdentifierConfig = CONFIG, species: int = 4, specimens: int = 
         centres, [specimens] * species, rng, 0.3, 0.05, lambda s: f"Genus_s{s}"
     )
     rows = EnrolledRows(DIM)
-    rows.add(vectors, labels, groups=groups)
+    rows.add(SpecimenRows(vectors, labels, groups=groups))
     cl2n = Cl2n(rows, config)
     cl2n.fit()
     queries = unit(centres + 0.3 * rng.normal(size=centres.shape)).astype(np.float32)

@@ -14,17 +14,11 @@ import pytest
 
 from index.classifier import VectorIdentifier
 from index.config import IdentifierConfig
-from index.snapshot import (
-    SnapshotKey,
-    Snapshots,
-    TooDifferent,
-    catch_up,
-    load_state,
-    rebuild,
-    settle,
-    update_duplicates,
-)
+from index.duplicates import update_duplicates
+from index.rows import SpecimenRows
+from index.snapshot import SnapshotKey, Snapshots
 from index.store import SpecimenStore
+from index.sync import TooDifferent, catch_up, load_state, rebuild, settle
 from tests.clusters import unit
 
 DIM = 24
@@ -165,7 +159,7 @@ def test_catch_up_in_memory_equals_a_rebuild(store):
 
 
 def test_catch_up_refuses_a_difference_too_large(store, monkeypatch):
-    monkeypatch.setattr("index.snapshot.CATCH_UP_FLOOR", 10)
+    monkeypatch.setattr("index.sync.CATCH_UP_FLOOR", 10)
     identifier, _, _ = fresh(store)
     store.add(rows(store, 144, 200, seed=4))
     count = len(identifier)
@@ -317,17 +311,23 @@ def test_incremental_tables_equal_tables_built_at_once():
         regions = [["", "Red Sea", "Indo-Pacific; Red Sea"][int(r)] for r in rng.integers(0, 3, n)]
         ids = [str(next_id + i) for i in range(n)]
         next_id += n
-        grown.add(unit(rng.normal(size=(n, DIM))), species, None, ids, groups, regions=regions)
+        grown.add(
+            SpecimenRows(
+                unit(rng.normal(size=(n, DIM))), species, None, ids, groups, regions=regions
+            )
+        )
         if step % 3 == 2:
             grown.drop(rng.random(len(grown)) < 0.3)
     once = EnrolledRows(DIM)
     once.add(
-        grown.vectors,
-        grown.labels.tolist(),
-        None,
-        grown.ids.tolist(),
-        [g.split("\x1f", 1)[1] for g in grown.groups.tolist()],
-        regions=grown.row_regions.tolist(),
+        SpecimenRows(
+            grown.vectors,
+            grown.labels.tolist(),
+            None,
+            grown.ids.tolist(),
+            [g.split("\x1f", 1)[1] for g in grown.groups.tolist()],
+            regions=grown.row_regions.tolist(),
+        )
     )
     assert grown.species == once.species
     for name in ("y", "g", "counts", "group_counts", "order", "starts"):
@@ -351,7 +351,7 @@ def test_the_engine_starts_from_its_snapshot_and_refreshes_by_difference(store, 
     def no_rebuild(*args, **kwargs):
         raise AssertionError("rebuilt from the store")
 
-    monkeypatch.setattr("index.snapshot.rebuild", no_rebuild)
+    monkeypatch.setattr("index.sync.rebuild", no_rebuild)
     engine = SpecimenIndex(SpecimenStore(store.uri, create=False), settings, config, dim=DIM)
     assert len(engine) == len(first) == 144
     monkeypatch.setattr("index.specimens.load_state", no_rebuild)  # refresh never reloads
@@ -373,9 +373,9 @@ def test_arrow_ids_follow_the_rows():
 
     rows_ = EnrolledRows(DIM)
     rng = np.random.default_rng(1)
-    rows_.add(unit(rng.normal(size=(6, DIM))), ["A"] * 6, specimen_ids=list("abcdef"))
+    rows_.add(SpecimenRows(unit(rng.normal(size=(6, DIM))), ["A"] * 6, ids=list("abcdef")))
     assert rows_.id_array().to_pylist() == list("abcdef")
-    rows_.add(unit(rng.normal(size=(2, DIM))), ["B"] * 2, specimen_ids=["g", "h"])
+    rows_.add(SpecimenRows(unit(rng.normal(size=(2, DIM))), ["B"] * 2, ids=["g", "h"]))
     rows_.drop(np.isin(rows_.ids, ["b", "g"]))
     assert rows_.id_array().to_pylist() == rows_.ids.tolist() == list("acdefh")
 

@@ -300,7 +300,7 @@ def test_old_versions_are_compacted_away(tmp_path):
     store.ensure_table(4)
     for i in range(10):
         store.add(store.make_rows(store_row(i), np.ones((1, 4), np.float32)))
-    stats = store.stats()
+    stats = store.upkeep.stats()
     assert stats["rows"] == 10
     assert stats["fragments"] == 1 and stats["versions"] <= 2
 

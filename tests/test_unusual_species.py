@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from index import VectorIdentifier
+from index.rows import SpecimenRows
 from tests.clusters import specimens_around, unit
 
 DIM = 64
@@ -31,7 +32,7 @@ def collection(seed: int = 0):
 
 def test_an_unusual_species_widens_the_domain_around_itself():
     vectors, labels, groups, others, rng = collection()
-    identifier = VectorIdentifier.fit(vectors, labels, groups=groups)
+    identifier = VectorIdentifier.fit(SpecimenRows(vectors, labels, groups=groups))
     assert "Reef_fish" in identifier.thresholds.ood_by_species
     assert identifier.thresholds.ood_by_species["Reef_fish"] > identifier.thresholds.ood
     batch = identifier.score_batch(others)
@@ -47,5 +48,5 @@ def test_an_unusual_species_widens_the_domain_around_itself():
 
 def test_tight_species_get_no_threshold_of_their_own():
     vectors, labels, groups, _, _ = collection(seed=1)
-    identifier = VectorIdentifier.fit(vectors, labels, groups=groups)
+    identifier = VectorIdentifier.fit(SpecimenRows(vectors, labels, groups=groups))
     assert not any(name.startswith("Studio") for name in identifier.thresholds.ood_by_species)

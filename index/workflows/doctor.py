@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from ..schema import INFO_TABLE, PRIOR_TABLE, SPECIMENS_TABLE
 from ..snapshot import STALE_TEMPORARY_SECONDS, Snapshots
-from ..store import storage_problem
+from ..storage import storage_problem
 
 __all__ = ["Checkup", "Finding", "check_store"]
 

@@ -89,7 +89,7 @@ def test_a_replica_with_its_clock_hours_ahead_loses_and_hides_no_write(tmp_path:
     assert int((tmp_path / "skewed.ack.seen").read_text()) == len(stored)  # nor its of mine
     # its cleanup did run: of the 14 commits or more, at most the 3 after its last cleanup
     # and my 6 (if they all came after it) are kept
-    assert SpecimenStore(store).stats()["versions"] <= 9
+    assert SpecimenStore(store).upkeep.stats()["versions"] <= 9
     assert snapshot_files(Path(store))  # a snapshot was left, written by either clock
     restarted = Collection.open(store, model=FakeEmbedder(), create=False)
     assert len(restarted.catalogue) == len(stored)

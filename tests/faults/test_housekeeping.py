@@ -44,9 +44,9 @@ def test_a_store_taking_writes_for_ever_stays_bounded_on_disk_and_in_versions(tm
     for i in range(90):
         cycle(store, i, rng)
         if i in (29, 59, 89):
-            store.compact()  # the same point of the schedule each time
+            store.upkeep.compact()  # the same point of the schedule each time
             sizes.append(disk_bytes(path))
-            versions.append(store.stats()["versions"])
+            versions.append(store.upkeep.stats()["versions"])
     assert store.count() == 10
     assert max(versions) <= 2  # only the newest kept (retention 0), at every sample
     assert sizes[2] <= 1.15 * sizes[0], sizes  # 60 more writes, no growth
@@ -58,7 +58,7 @@ def test_the_default_retention_keeps_recent_versions_for_readers_in_flight(tmp_p
     rng = np.random.default_rng(1)
     for i in range(12):
         cycle(store, i, rng)
-    assert store.stats()["versions"] >= 12  # all younger than the retention: kept
+    assert store.upkeep.stats()["versions"] >= 12  # all younger than the retention: kept
     assert store.read_version(["id"], 3).num_rows == 2  # an old version still reads
 
 

@@ -35,6 +35,7 @@ from index.classifier import VectorIdentifier
 from index.config import EvaluationConfig, IdentifierConfig
 from index.open_set import OPEN_SET_SCORES
 from index.results import REJECTIONS, Placement
+from index.rows import SpecimenRows
 from index.whitening import WithinSpeciesPrior
 
 from .bootstrap import bootstrap_f1
@@ -318,10 +319,9 @@ def _fit_and_score(
     scores: dict[str, QueryScores] = {}
     if method.kind == "identifier":
         ident = VectorIdentifier.fit(
-            x[train],
-            labels,
-            _taxonomy(train_records),
-            groups=[r.group for r in train_records],
+            SpecimenRows(
+                x[train], labels, _taxonomy(train_records), groups=[r.group for r in train_records]
+            ),
             config=IdentifierConfig(target_recall=cfg.target_recall, seed=cfg.seed),
             calibrate=calibrate,
             prior=method.prior,

@@ -35,12 +35,12 @@ class _StoredWorker:
         self.embedder = worker_embedder(model, fingerprint, batch_size, cpus)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from ...store import sql_string
+        from ...schema import where_in
         from ..collection import stored_image
 
         began = time.time()
         ids = [str(i) for i in batch["id"]]
-        table = self.store.select(["id", "image"], f"id IN ({', '.join(map(sql_string, ids))})")
+        table = self.store.select(["id", "image"], where_in("id", ids))
         blobs = dict(zip(table["id"].to_pylist(), table["image"].to_pylist(), strict=True))
         missing = [i for i in ids if i not in blobs]
         if missing:
