@@ -66,12 +66,13 @@ def specimen_model(dim: int) -> type[LanceModel]:
 
 def _columns_read_by(read: str | None) -> list[str]:
     """The ``specimens`` columns (in table order) a read takes; every one for ``None``."""
-    fields = specimen_model(1).model_fields
-    return [
-        name
-        for name, info in fields.items()
-        if read is None or read in (info.json_schema_extra or {}).get("read_by", ())  # type: ignore[operator]
-    ]
+    columns = []
+    for name, info in specimen_model(1).model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        read_by = extra.get("read_by")
+        if read is None or (isinstance(read_by, list) and read in read_by):
+            columns.append(name)
+    return columns
 
 
 #: every column of ``specimens``, in table order.

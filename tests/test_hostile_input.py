@@ -39,6 +39,7 @@ from embedder.intake import (
 from index.errors import InvalidQueryError
 from index.names import canonical_species
 from index.store import SpecimenStore
+from index.store_upkeep import StoreUpkeep
 from index.workflows.collection import Collection
 from index.workflows.imaging import accept_image, storage_size
 from tests.conftest import GENERATED_SPECIES, draw_specimen, make_collection, store_row
@@ -492,7 +493,7 @@ def test_case4_dot_dot_is_refused_by_the_api(client):
 def test_case4_the_compaction_counter_survives_a_restart(tmp_path, monkeypatch):
     compactions: list[int] = []
     monkeypatch.setattr(
-        SpecimenStore, "compact", _recording_compact(SpecimenStore.compact, compactions)
+        StoreUpkeep, "compact", _recording_compact(StoreUpkeep.compact, compactions)
     )
     for i in range(6):  # a new process (a new store object) for every write
         store = SpecimenStore(tmp_path / "s", compact_every=3)
@@ -505,7 +506,7 @@ def test_case4_the_compaction_counter_survives_a_restart(tmp_path, monkeypatch):
 
 def _recording_compact(original, calls: list[int]):
     def compact(self):
-        calls.append(self.version)
+        calls.append(self.store.version)
         return original(self)
 
     return compact
