@@ -13,7 +13,7 @@ import pyarrow as pa
 if TYPE_CHECKING:
     from .sync import Difference
 
-__all__ = ["DuplicateTable", "update_duplicates"]
+__all__ = ["DuplicateTable", "owners_of", "update_duplicates"]
 
 #: differences kept for a duplicate table not built yet; one more builds it.
 PENDING_DIFFERENCES = 64
@@ -69,6 +69,13 @@ class DuplicateTable:
         return self.table() == other
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def owners_of(table: pa.Table) -> dict[str, tuple[str, str]]:
+    """The duplicate table of the rows of ``table`` (its sha256, species and id columns)."""
+    sha: dict[str, tuple[str, str]] = {}
+    _update(sha, table, [])
+    return sha
 
 
 def update_duplicates(sha: dict[str, tuple[str, str]], difference: Difference) -> None:

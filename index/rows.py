@@ -119,8 +119,9 @@ class SpecimenRows:
     # ------------------------------------------------------------------ store columns
     def store_columns(self) -> dict[str, list[str]]:
         """The ``specimens`` columns these rows fill (all but ``vector``, which is
-        :attr:`vectors`): ``id``, ``species``, ``genus``, ``family``, ``region`` (the row's,
-        else the species'), ``specimen`` (the group, else the id) and ``source``. Needs ids."""
+        :attr:`vectors`): ``id``, ``species``, ``genus``, ``family``, ``region`` (the rows',
+        the species' when no regions are given), ``specimen`` (the group, else the id) and
+        ``source``. Needs ids."""
         if self.ids is None:
             raise ValueError("store rows need ids")
         n, species = len(self), list(self.species)

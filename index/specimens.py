@@ -192,7 +192,7 @@ class SpecimenIndex:
     # ================================================================== loading
     def load(self) -> None:
         """(Re)build the in-memory identifier: from the snapshot beside the store caught up
-        with the store by difference, else from every row (:mod:`index.snapshot`)."""
+        with the store by difference, else from every row (:mod:`index.sync`)."""
         dim = self.store.dim or self.dim
         identifier = None
         sha = DuplicateTable({})

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from .classifier import VectorIdentifier
 from .config import IdentifierConfig
-from .duplicates import DuplicateTable
+from .duplicates import DuplicateTable, owners_of
 from .results import Thresholds
 from .rows import SpecimenRows
 from .schema import INDEX_COLUMNS, where_in
@@ -214,15 +214,7 @@ def rebuild(
     sha: dict[str, tuple[str, str]] = {}
     if table is not None and table.num_rows:
         identifier.add(SpecimenRows.from_table(table), calibrate=False)
-        sha = {
-            h: (s, i)
-            for h, s, i in zip(
-                table["sha256"].to_pylist(),
-                table["species"].to_pylist(),
-                table["id"].to_pylist(),
-                strict=True,
-            )
-        }
+        sha = owners_of(table)
     indexed = time.perf_counter()
     settle(identifier, store, version)
     times.update(read=read - started, index=indexed - read, settle=time.perf_counter() - indexed)
