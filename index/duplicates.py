@@ -10,10 +10,15 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
+from .errors import StoreError
+from .schema import where_in
+from .storage import storage_problem
+
 if TYPE_CHECKING:
+    from .store import SpecimenStore
     from .sync import Difference
 
-__all__ = ["DuplicateTable", "owners_of", "update_duplicates"]
+__all__ = ["DuplicateTable", "owners_before", "owners_of", "update_duplicates"]
 
 #: differences kept for a duplicate table not built yet; one more builds it.
 PENDING_DIFFERENCES = 64
@@ -69,6 +74,31 @@ class DuplicateTable:
         return self.table() == other
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def owners_before(
+    store: SpecimenStore, version: int, sha256s: Sequence[str]
+) -> dict[str, tuple[str, str]]:
+    """Who held these photos (SHA-256 of the original bytes) in the store's table as of
+    ``version``: ``sha256 -> (species, id)``. A writer asks for the version just before its
+    own commit: commits are totally ordered, so of two processes that enrolled one photo at
+    once exactly one (the later commit) finds the other's row."""
+    if version < 1 or not sha256s or store.table is None:
+        return {}
+    own: set[str] = set()
+    try:
+        table, read = store.at_version(version)
+        if read != version:
+            # cleaned up: a later version holds the same rows plus this writer's own
+            # commit (version + 1, whose rows are left out) and maybe later commits
+            own = set(store.last_added_ids)
+        query = table.search().where(where_in("sha256", sorted(set(sha256s))))
+        found = query.select(["sha256", "species", "id"]).limit(None).to_arrow()
+    except Exception as exc:
+        raise StoreError(f"cannot read store {store.uri}: {storage_problem(exc)}") from exc
+    rows = zip(*(found[c].to_pylist() for c in ("sha256", "species", "id")), strict=True)
+    held = [(sha, (species, i)) for sha, species, i in rows if i not in own]
+    return dict(reversed(held))  # the first row of each photo
 
 
 def owners_of(table: pa.Table) -> dict[str, tuple[str, str]]:

@@ -26,7 +26,7 @@ import numpy as np
 
 from .classifier import VectorIdentifier
 from .config import IdentifierConfig, IndexSettings
-from .duplicates import DuplicateTable
+from .duplicates import DuplicateTable, owners_before
 from .errors import (
     DuplicateImageError,
     EmptyCollectionError,
@@ -416,7 +416,7 @@ class SpecimenIndex:
         commit (another process may have enrolled the same photos since this one refreshed):
         the rows that lost are deleted again (a commit of their own) and reported as
         duplicates or refused. Of two writers, the later commit always yields."""
-        owners = self.store.owners_before(version - 1, [p.sha256 for p in batch.photos])
+        owners = owners_before(self.store, version - 1, [p.sha256 for p in batch.photos])
         lost = [k for k, p in enumerate(batch.photos) if p.sha256 in owners]
         if not lost:
             return batch

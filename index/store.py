@@ -162,6 +162,11 @@ class SpecimenStore:
         return self._specimens
 
     @property
+    def last_added_ids(self) -> list[str]:
+        """The ids of this object's last append (none after a rollback)."""
+        return [] if self._last_added is None else list(self._last_added[1])
+
+    @property
     def dim(self) -> int | None:
         """Vector size of the specimens table (None before the first enrollment)."""
         if self._specimens is None:
@@ -247,7 +252,7 @@ class SpecimenStore:
         except Exception as exc:
             raise self._read_failed(exc) from exc
 
-    def _at_version(self, version: int) -> tuple[Any, int]:
+    def at_version(self, version: int) -> tuple[Any, int]:
         """The specimens table checked out at ``version``; when that version has been cleaned
         up meanwhile (another replica's retention, or its clock running ahead), at the newest
         one instead, and which one it is. Catch-up compares ids, so a read of a later version
@@ -272,9 +277,9 @@ class SpecimenStore:
     def read_version(self, columns: list[str], version: int, where: str | None = None) -> pa.Table:
         """``columns`` of the rows of the specimens table as of ``version`` (a pinned read:
         commits made meanwhile are not mixed in), optionally filtered by ``where``; a version
-        cleaned up meanwhile is read as the newest (:meth:`_at_version`)."""
+        cleaned up meanwhile is read as the newest (:meth:`at_version`)."""
         try:
-            table, _ = self._at_version(version)
+            table, _ = self.at_version(version)
             query = table.search().select(columns).limit(None)
             return (query.where(where) if where else query).to_arrow()
         except Exception as exc:
@@ -378,29 +383,6 @@ class SpecimenStore:
             self._committed()
             self.upkeep.after_write()
             return before
-
-    def owners_before(self, version: int, sha256s: list[str]) -> dict[str, tuple[str, str]]:
-        """Who held these photos (SHA-256 of the original bytes) in the table as of
-        ``version``: ``sha256 -> (species, id)``. A writer asks for the version just before its
-        own commit: commits are totally ordered, so of two processes that enrolled one photo at
-        once exactly one (the later commit) finds the other's row."""
-        if version < 1 or not sha256s or self._specimens is None:
-            return {}
-        where = where_in("sha256", sorted(set(sha256s)))
-        own: set[str] = set()
-        try:
-            table, read = self._at_version(version)
-            if read != version and self._last_added is not None:
-                # cleaned up: a later version holds the same rows plus this writer's own
-                # commit (version + 1, whose rows are left out) and maybe later commits
-                own = set(self._last_added[1])
-            rows = table.search().where(where).select(["sha256", "species", "id"]).limit(None)
-            found = rows.to_arrow()
-        except Exception as exc:
-            raise StoreError(f"cannot read store {self.uri}: {storage_problem(exc)}") from exc
-        rows = zip(*(found[c].to_pylist() for c in ("sha256", "species", "id")), strict=True)
-        held = [(sha, (species, i)) for sha, species, i in rows if i not in own]
-        return dict(reversed(held))  # the first row of each photo
 
     def delete_ids(self, ids: list[str]) -> int:
         ids = [i for i in ids if ID_PATTERN.match(i)]

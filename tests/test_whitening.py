@@ -7,6 +7,7 @@ import numpy as np
 from index import VectorIdentifier
 from index.config import IdentifierConfig
 from index.enrolled import EnrolledRows
+from index.rows import SpecimenRows
 from index.scorers import Cl2n, PrototypeScorer, WhitenedScorer, species_scorer
 from index.whitening import Whitening
 from tests.clusters import unit
@@ -36,7 +37,7 @@ def stretched(species: int, specimens: int, seed: int = 0, views: int = 1):
 
 def fitted(config: IdentifierConfig, vectors, labels, groups):
     rows = EnrolledRows(DIM)
-    rows.add(vectors, labels, groups=groups)
+    rows.add(SpecimenRows(vectors, labels, groups=groups))
     cl2n = Cl2n(rows, config)
     cl2n.fit()
     return rows, cl2n
@@ -71,9 +72,10 @@ def test_shrinkage_follows_the_specimens_not_the_photos():
 
 def test_whitening_names_specimens_that_the_plain_prototypes_confuse():
     vectors, labels, groups = stretched(4, 30)
-    identifier = VectorIdentifier.fit(vectors, labels, groups=groups, config=CONFIG)
+    identifier = VectorIdentifier.fit(SpecimenRows(vectors, labels, groups=groups), config=CONFIG)
     plain = VectorIdentifier.fit(
-        vectors, labels, groups=groups, config=IdentifierConfig(method="prototype", use_gpu=False)
+        SpecimenRows(vectors, labels, groups=groups),
+        config=IdentifierConfig(method="prototype", use_gpu=False),
     )
     queries, truth, _ = stretched(4, 40, seed=9)
     right = np.mean(
@@ -117,14 +119,14 @@ def test_held_out_scores_do_not_let_a_specimen_vouch_for_itself():
 
 def test_a_refit_changes_nothing_until_it_is_applied_and_new_species_count_at_once():
     vectors, labels, groups = stretched(3, 20)
-    identifier = VectorIdentifier.fit(vectors, labels, groups=groups, config=CONFIG)
+    identifier = VectorIdentifier.fit(SpecimenRows(vectors, labels, groups=groups), config=CONFIG)
     queries, _, _ = stretched(3, 2, seed=4)
     newcomer, new_labels, new_groups = stretched(4, 3, seed=6)
     keep = [i for i, s in enumerate(new_labels) if s == "Genus_s3"]
     identifier.add(
-        newcomer[keep],
-        [new_labels[i] for i in keep],
-        groups=[new_groups[i] for i in keep],
+        SpecimenRows(
+            newcomer[keep], [new_labels[i] for i in keep], groups=[new_groups[i] for i in keep]
+        ),
         calibrate=False,
     )
     # enrolled without a refit: answered at once, with the previous whitening
