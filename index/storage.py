@@ -7,10 +7,12 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 import lancedb
+
+from .errors import Remedy, StoreError
 
 T = TypeVar("T")
 
@@ -112,3 +114,20 @@ def table_names(db: Any) -> list[str]:
         token = getattr(page, "page_token", None)
         if not token:
             return names
+
+
+def open_if_made(db: Any, uri: str, name: str, names: Collection[str] | None = None) -> Any:
+    """The table ``name`` of the store at ``uri`` (connection ``db``) when it exists, else
+    None (``names``: the tables listed already); a table another process is creating right
+    now (listed, its first commit not landed yet) counts as not made yet, and is opened on a
+    later read."""
+    if name not in (table_names(db) if names is None else names):
+        return None
+    try:
+        return db.open_table(name)
+    except Exception as exc:
+        if "not found" in str(exc).lower() or "was not found" in str(exc).lower():
+            return None
+        raise StoreError(
+            f"cannot open store {uri}: {storage_problem(exc)}", remedy=Remedy.DOCTOR, store=uri
+        ) from exc

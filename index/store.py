@@ -28,6 +28,7 @@ from .schema import INDEX_COLUMNS, INFO_TABLE, SPECIMENS_TABLE, specimen_model, 
 from .storage import (
     is_cleaned_up,
     is_local,
+    open_if_made,
     retry_conflicts,
     session,
     storage_problem,
@@ -111,32 +112,14 @@ class SpecimenStore:
             raise StoreError(f"cannot open store {self.uri}: {storage_problem(exc)}") from None
         if not names and not create and not is_local(self.uri):
             raise StoreError(missing)  # an object-store prefix exists once a table is written
-        self._specimens = self._open_if_made(SPECIMENS_TABLE, names)
-        self.upkeep = StoreUpkeep(self)  # compaction, retention, statistics
-        self.records = StoreRecords(
-            self._db,
-            self.uri,
-            self.lock,
-            self._open_if_made(INFO_TABLE, names),
-            lambda name: self._open_if_made(name, table_names(self._db)),
-        )
+        self._specimens = open_if_made(self._db, self.uri, SPECIMENS_TABLE, names)
+        info = open_if_made(self._db, self.uri, INFO_TABLE, names)
+        self.records = StoreRecords(self._db, self.uri, self.lock, info)
 
-    def _open_if_made(self, name: str, names: set[str] | list[str]) -> Any:
-        """The table ``name`` when it exists, else None; a table another process is creating
-        right now (listed, its first commit not landed yet) counts as not made yet, and is
-        opened on a later read."""
-        if name not in names:
-            return None
-        try:
-            return self._db.open_table(name)
-        except Exception as exc:
-            if "not found" in str(exc).lower() or "was not found" in str(exc).lower():
-                return None
-            raise StoreError(
-                f"cannot open store {self.uri}: {storage_problem(exc)}",
-                remedy=Remedy.DOCTOR,
-                store=self.uri,
-            ) from exc
+    @property
+    def upkeep(self) -> StoreUpkeep:
+        """Compaction, retention and statistics of this store."""
+        return StoreUpkeep(self)  # made per use: no reference cycle keeps the store alive
 
     # ------------------------------------------------------------------ info and prior
     def info(self) -> dict[str, Any]:
@@ -180,7 +163,7 @@ class SpecimenStore:
     def latest_version(self) -> int:
         """The newest committed version (another process may have written)."""
         if self._specimens is None:
-            self._specimens = self._open_if_made(SPECIMENS_TABLE, table_names(self._db))
+            self._specimens = open_if_made(self._db, self.uri, SPECIMENS_TABLE)
             if self._specimens is None:
                 return 0
         self._specimens.checkout_latest()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -14,31 +13,22 @@ import pyarrow as pa
 
 from .errors import StoreError, StoreWriteError
 from .schema import INFO_TABLE, PRIOR_TABLE, STORE_FORMAT, InfoRow, PriorArrayRow
-from .storage import retry_conflicts, storage_problem, table_names
+from .storage import open_if_made, retry_conflicts, storage_problem, table_names
 
 
 class StoreRecords:
     """``store_info`` and ``within_species_prior`` of the store at ``uri`` (the LanceDB
     connection ``db``); ``table``: the ``store_info`` table when it is open already;
-    ``open_if_made``: opens a table by name, None while it is not made; ``lock``: the
-    store's writer lock."""
+    ``lock``: the store's writer lock."""
 
-    def __init__(
-        self,
-        db: Any,
-        uri: str,
-        lock: threading.RLock,
-        table: Any,
-        open_if_made: Callable[[str], Any],
-    ) -> None:
+    def __init__(self, db: Any, uri: str, lock: threading.RLock, table: Any) -> None:
         self._db, self.uri, self._lock = db, uri, lock
         self.table = table
-        self._open_if_made = open_if_made
 
     def _open_info(self) -> None:
         """Open ``store_info`` if another process has created it since this store opened."""
         if self.table is None:
-            self.table = self._open_if_made(INFO_TABLE)
+            self.table = open_if_made(self._db, self.uri, INFO_TABLE)
 
     def info(self) -> dict[str, Any]:
         """The ``store_info`` entries (empty for a new store)."""
