@@ -50,10 +50,11 @@ def assert_close(got: Any, want: Any, where: str = "answer") -> None:
 def answers(engine: SpecimenIndex) -> list[dict[str, Any]]:
     """The answers to the recorded probes, without their timings."""
     probes = np.asarray(RECORD["probes"], np.float32)
-    return [
-        engine.identify(q[None, :], top_k=3).model_dump(mode="json", exclude={"timings_ms"})
-        for q in probes
-    ]
+    with engine.reading() as identifier:
+        return [
+            identifier.identify(q[None, :], top_k=3).model_dump(mode="json", exclude={"timings_ms"})
+            for q in probes
+        ]
 
 
 WANTED = [{k: v for k, v in a.items() if k != "timings_ms"} for a in RECORD["answers"]]

@@ -18,6 +18,7 @@ from index.config import IdentifierConfig
 from index.enrolled import EnrolledRows
 from index.open_set import OPEN_SET_SCORES, HeldOutImages, HeldOutOpenSet, OpenSetScore
 from index.results import Decision, Thresholds
+from index.rows import SpecimenRows
 from index.workflows.evaluation.openset import open_set_figures, open_set_thresholds
 from tests.clusters import specimens_around, unit
 
@@ -94,7 +95,8 @@ def answers(identifier: VectorIdentifier, queries: np.ndarray) -> list[str]:
 
 def fitted() -> tuple[VectorIdentifier, np.ndarray]:
     vectors, labels, groups, queries = collection()
-    return VectorIdentifier.fit(vectors, labels, groups=groups, config=CONFIG), queries
+    identifier = VectorIdentifier.fit(SpecimenRows(vectors, labels, groups=groups), config=CONFIG)
+    return identifier, queries
 
 
 def test_a_registered_score_is_calibrated_and_gets_a_threshold_by_name(toy):
