@@ -68,10 +68,10 @@ def add_top_k_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_filter_options(parser: argparse.ArgumentParser) -> None:
+    from ._models import FilterOptions
+
     group = parser.add_argument_group("candidate filters (case-insensitive)")
-    group.add_argument("--region", help="only species enrolled with this region")
-    group.add_argument("--genus", help="only species of this genus")
-    group.add_argument("--family", help="only species of this family")
+    add_model_options(group, FilterOptions)
 
 
 def add_threshold_options(parser: argparse.ArgumentParser) -> None:

@@ -47,10 +47,16 @@ class OptionSpec:
     bounds: tuple[tuple[str, Any], ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
     many: bool = False
+    required: bool = False
+
+    @property
+    def dest(self) -> str:
+        """The attribute of the parsed arguments (``json_`` -> ``json``)."""
+        return self.name.rstrip("_")
 
     @property
     def option(self) -> str:
-        return str(self.extra.get("option") or "--" + self.name.replace("_", "-"))
+        return str(self.extra.get("option") or "--" + self.dest.replace("_", "-"))
 
     def bounds_text(self) -> str:
         """``"> 0.5, < 1"`` (empty without bounds)."""
@@ -105,7 +111,17 @@ def _spec(name: str, info: FieldInfo) -> OptionSpec:
         if isinstance(item, getattr(annotated_types, cls))
     )
     default = None if info.default is PydanticUndefined else info.default
-    return OptionSpec(name, kind, choices, default, info.description or "", bounds, extra, many)
+    return OptionSpec(
+        name,
+        kind,
+        choices,
+        default,
+        info.description or "",
+        bounds,
+        extra,
+        many,
+        info.is_required(),
+    )
 
 
 def option_specs(
@@ -135,7 +151,12 @@ def _help(spec: OptionSpec, text: str, from_env: bool) -> str:
         text += f" (default: ${env_name(spec.name)}" + (
             ")" if default == "unset" else f" or {default})"
         )
-    elif spec.kind is not bool:
+    elif spec.extra.get("default_text") or not (
+        spec.kind is bool
+        or spec.required
+        or spec.default in (None, ())
+        or spec.extra.get("default_said")  # the description says it
+    ):
         text += f" (default: {spec.default_text()})"
     return text.replace("%", "%%")
 
@@ -171,13 +192,23 @@ def _value_options(
     model: type[BaseModel], spec: OptionSpec, from_env: bool, check: bool
 ) -> dict[str, Any]:
     """argparse keywords of a field that takes a value."""
-    kwargs: dict[str, Any] = {"default": None if from_env else spec.default}
+    kwargs: dict[str, Any] = {}
+    if spec.required:
+        kwargs["required"] = True
+    elif not spec.extra.get("positional"):
+        kwargs["default"] = None if from_env else spec.default
     if check and (spec.kind is not str or spec.bounds or spec.many):
         kwargs["type"] = checked_value(model, spec)
     elif not check:
         kwargs["type"] = spec.kind if spec.kind in (int, float, Path) else str
     if spec.many and "separator" not in spec.extra:
         kwargs["nargs"] = "+"
+    if spec.extra.get("positional"):
+        kwargs.pop("required", None)  # argparse: a positional is required by being one
+    if "const" in spec.extra:  # --ray alone: its const
+        kwargs.update(nargs="?", const=spec.extra["const"])
+    if callable(spec.extra.get("parse")):  # a check of its own (a Ray address)
+        kwargs["type"] = spec.extra["parse"]
     if spec.choices:
         kwargs["choices"] = spec.choices
     if spec.extra.get("metavar") or spec.extra.get("option"):
@@ -202,27 +233,30 @@ def add_model_options(
     from_env = _is_settings(model)
     for name in specs:
         spec = specs[name]
-        kwargs: dict[str, Any] = {
-            "dest": name,
-            "help": _help(spec, (help or {}).get(name) or spec.description, from_env),
-        }
+        text = (help or {}).get(name) or spec.description
+        kwargs: dict[str, Any] = {"dest": spec.dest, "help": _help(spec, text, from_env) or None}
         option = spec.option
-        if spec.kind is bool and from_env:
+        if spec.extra.get("positional"):
+            del kwargs["dest"]  # a positional's name is its dest
+            option = spec.dest
+            kwargs.update(_value_options(model, spec, from_env, check and not from_env))
+        elif spec.kind is bool and from_env:
             kwargs.update(action=argparse.BooleanOptionalAction, default=None)
         elif spec.kind is bool:
             kwargs.update(action="store_false" if spec.default else "store_true")
             option = spec.option if not spec.default else "--no-" + spec.option.removeprefix("--")
         else:
             kwargs.update(_value_options(model, spec, from_env, check and not from_env))
-        parser.add_argument(option, **kwargs)
+        names = [option, spec.extra["short"]] if spec.extra.get("short") else [option]
+        parser.add_argument(*names, **kwargs)
 
 
 def options_from(args: argparse.Namespace, model: type[BaseModel]) -> dict[str, Any]:
     """The values the options of ``model``'s fields were given (unset ones left out)."""
     return {
-        name: getattr(args, name)
+        name: getattr(args, name.rstrip("_"))
         for name in model.model_fields
-        if getattr(args, name, None) is not None
+        if getattr(args, name.rstrip("_"), None) is not None
     }
 
 

@@ -32,55 +32,16 @@ def add_ray_options(
 ) -> None:
     """``--ray [ADDRESS]`` and how the job runs there (``--ray-batch-size`` unless the command
     has its own ``--batch-size``; ``--ray-commit`` for enrolment)."""
+    from ._models import RayJobOptions
+    from ._options import add_model_options
+
     group = parser.add_argument_group(
         "Ray (big collections on a cluster; needs pip install 'shellid[ray]')"
     )
-    group.add_argument(
-        "--ray",
-        nargs="?",
-        const="local",
-        type=ray_address,
-        metavar="ADDRESS",
-        help="run on Ray: auto (the cluster this machine is part of) or HEAD:6379; without "
-        "ADDRESS a local Ray on this machine",
-    )
-    group.add_argument(
-        "--ray-workers",
-        type=int,
-        metavar="N",
-        help="embedding workers (default: one per GPU of the cluster, else one per "
-        "--ray-cpus CPUs)",
-    )
-    group.add_argument(
-        "--ray-cpus",
-        type=float,
-        default=1.0,
-        metavar="C",
-        help="CPUs per worker (threads that decode and embed; default: %(default)g)",
-    )
-    group.add_argument(
-        "--ray-gpus",
-        type=float,
-        metavar="G",
-        help="GPUs per worker (default: 1 where the cluster has GPUs, else 0)",
-    )
-    if batch:
-        group.add_argument(
-            "--ray-batch-size",
-            type=int,
-            default=32,
-            metavar="N",
-            help="photos per batch sent to a worker (default: %(default)s)",
-        )
-    if commit:
-        group.add_argument(
-            "--ray-commit",
-            type=int,
-            default=2000,
-            metavar="N",
-            help="photos per store commit (default: %(default)s; a species is never split "
-            "below this)",
-        )
+    fields = ["ray", "ray_workers", "ray_cpus", "ray_gpus"]
+    fields += ["ray_batch_size"] if batch else []
+    fields += ["ray_commit"] if commit else []
+    add_model_options(group, RayJobOptions, fields)
 
 
 def ray_options(args: argparse.Namespace, batch_size: int | None = None) -> Any:

@@ -50,14 +50,10 @@ class ServerRefusal(ValueError):
 
 
 def add_server_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--server",
-        metavar="URL",
-        default="auto",
-        help="ask this running 'shellid serve' (e.g. http://127.0.0.1:8000) instead of loading "
-        "the store and model here; 'auto' (default): the server serving --store, if one runs "
-        "on this machine; 'none': never",
-    )
+    from ._models import ServerOption
+    from ._options import add_model_options
+
+    add_model_options(parser, ServerOption)
 
 
 def server_file(store: str) -> Path | None:

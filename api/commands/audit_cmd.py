@@ -14,71 +14,17 @@ from ._options import add_model_options, options_from
 HELP = "find duplicates, likely mislabels, off-domain and unusable photos in DATA (changes nothing)"
 
 
-def _threshold(low: float, high: float):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{value} must be between {low:g} and {high:g}")
-        return value
-
-    return parse
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from embedder.settings import EmbedderSettings
 
-    parser.add_argument(
-        "data", metavar="DATA", help="folder with one sub-folder of photos per species"
-    )
-    parser.add_argument(
-        "--report", metavar="DIR", help="write an HTML page with thumbnails into DIR"
-    )
-    parser.add_argument("--csv", metavar="FILE", help="write one row per finding to FILE (CSV)")
-    parser.add_argument(
-        "--model",
-        metavar="MODEL.pt",
-        help="model for the embedding checks (default: frozen backbone)",
-    )
-    parser.add_argument(
-        "--group-regex",
-        metavar="REGEX",
-        help="regex on file names whose (?P<group>...) names one specimen or track, or a preset "
-        "(specimen, track, image): views or frames of one object are not near-duplicate findings",
-    )
-    parser.add_argument(
-        "--duplicate-cosine",
-        type=_threshold(0.5, 1.0),
-        default=0.97,
-        help="embedding cosine from which two photos are near duplicates (default: 0.97)",
-    )
-    parser.add_argument(
-        "--off-domain-z",
-        type=_threshold(1.0, 50.0),
-        default=4.0,
-        help="robust z-score of neighbour similarity below -Z marks off-domain images (default: 4)",
-    )
-    parser.add_argument(
-        "--outlier-percentile",
-        type=_threshold(50.0, 100.0),
-        default=99.0,
-        help="distance-to-species-centre percentile for outliers (default: 99)",
-    )
-    parser.add_argument(
-        "--min-images", type=int, default=5, help="flag species with fewer images (default: 5)"
-    )
-    parser.add_argument(
-        "--min-side",
-        type=int,
-        default=64,
-        help="flag images with a shorter side in px (default: 64)",
-    )
+    from ._models import AuditOptions
+
+    fields = list(AuditOptions.model_fields)
+    add_model_options(parser, AuditOptions, fields[:-1], check=True)
     add_model_options(
         parser, EmbedderSettings, ["cache_dir"], help={"cache_dir": "embedding cache folder"}
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_model_options(parser, AuditOptions, ["quiet"])
 
 
 def print_summary(result, out: TextIO | None = None, examples: int = 3) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from api.commands._collection import add_model_option, add_store_option, check_model_option
+from api.commands._options import add_model_options
 
 HELP = "fill a store with the sample shell collection (for trying the service)"
 
@@ -32,46 +33,14 @@ class SampleNotFoundError(RuntimeError):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ._models import DemoOptions
+
     add_store_option(parser)
     add_model_option(parser, "MODEL.pt to embed with")
-    parser.add_argument(
-        "--data",
-        type=Path,
-        help=f"a folder per species to enroll instead of the sample ({SAMPLE_NAME})",
-    )
-    parser.add_argument(
-        "--taxonomy",
-        metavar="CSV",
-        type=Path,
-        help="species,genus,family,region,... (default: DATA/taxonomy.csv, or for the sample "
-        "the packaged api/demo/taxonomy.csv)",
-    )
-    parser.add_argument(
-        "--group-regex",
-        default="specimen",
-        metavar="REGEX",
-        help="regex or preset naming the specimen in file names (default: specimen, "
-        "Genus_species_<n>_<view>: views of one shell are one specimen)",
-    )
-    parser.add_argument(
-        "--hold-out",
-        type=int,
-        default=1,
-        metavar="N",
-        help="specimens of each species to keep back for trying (default: 1; 0 enrols all; a "
-        "species keeps at least one enrolled specimen)",
-    )
-    parser.add_argument(
-        "--subject",
-        metavar="WORD",
-        help="what the collection holds, for the page's words (default: shell for the sample; "
-        "a --data collection keeps the store's)",
-    )
-    parser.add_argument(
-        "--if-empty",
-        action="store_true",
-        help="do nothing when the store already holds photos; when no sample is found, "
-        "say so and succeed (used by 'make serve')",
+    add_model_options(
+        parser,
+        DemoOptions,
+        help={"data": f"a folder per species to enroll instead of the sample ({SAMPLE_NAME})"},
     )
 
 

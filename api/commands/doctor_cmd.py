@@ -9,19 +9,16 @@ import json
 import sys
 
 from ._collection import add_store_option, store_uri
+from ._options import add_model_options
 
 HELP = "check a store (tables, versions, data files, vectors, photos, snapshots); --repair fixes"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ._models import DoctorOptions
+
     add_store_option(parser)
-    parser.add_argument(
-        "--repair",
-        action="store_true",
-        help="repair what is safe: set unreadable manifests aside, restore the newest version "
-        "that reads whole, delete damaged snapshots (rebuilt at the next start)",
-    )
-    parser.add_argument("--json", action="store_true", help="print the findings as JSON")
+    add_model_options(parser, DoctorOptions)
 
 
 def run(args: argparse.Namespace) -> int:

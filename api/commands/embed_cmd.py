@@ -7,35 +7,16 @@ import sys
 import time
 from pathlib import Path
 
+from ._options import add_model_options
 from ._ray import add_ray_options
 
 HELP = "embed photos (a DATA/<species>/ tree, folders or files) into an .npz file"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "data",
-        nargs="+",
-        metavar="DATA",
-        help="a folder with one sub-folder per species (labels = folder names), a folder of "
-        "photos, or photo files (photos outside species folders get the label '')",
-    )
-    parser.add_argument(
-        "--model", metavar="MODEL.pt", help="trained model (default: the frozen backbone)"
-    )
-    parser.add_argument(
-        "--out", required=True, metavar="FILE.npz", help="where to write the embeddings"
-    )
-    parser.add_argument(
-        "--group-regex",
-        metavar="REGEX",
-        help="regex on file names whose (?P<group>...) names one specimen or track, or a preset: "
-        "specimen, track, image; stored as 'groups' (default: the file name)",
-    )
-    parser.add_argument(
-        "--batch-size", type=int, default=32, help="photos per batch (default: %(default)s)"
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    from ._models import EmbedOptions
+
+    add_model_options(parser, EmbedOptions)
     add_ray_options(parser, batch=False)
 
 

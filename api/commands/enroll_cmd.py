@@ -10,6 +10,7 @@ import sys
 from index.names import display_name as species_display
 
 from ._collection import add_model_option, add_store_option, open_collection
+from ._options import add_model_options
 from ._output import counted
 from ._ray import add_ray_options
 
@@ -17,44 +18,15 @@ HELP = "enroll species from photos (folders with a folder per species, or --spec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "data",
-        nargs="+",
-        metavar="DATA",
-        help="folder trees DATA/<Genus_species>/*.jpg, or (with --species) photos, folders "
-        "and quoted patterns such as 'new/*.jpg'",
-    )
-    parser.add_argument("--species", help="enroll every photo given as this species")
+    from ._models import EnrollOptions, EnrollTaxonomy
+
+    add_model_options(parser, EnrollOptions, ["data", "species"])
     add_store_option(parser)
     add_model_option(parser, "MODEL.pt to embed with")
-    parser.add_argument(
-        "--taxonomy",
-        metavar="CSV",
-        help="taxonomy CSV (species,genus,family,region,...; default DATA/taxonomy.csv if present)",
-    )
-    parser.add_argument(
-        "--group-regex",
-        metavar="REGEX",
-        help="regex on file names naming the specimen a photo shows, so views of one shell count "
-        "as one specimen; or a preset: specimen (Genus_species_<n>_<view>), track, image "
-        "(default: each photo its own specimen)",
-    )
+    add_model_options(parser, EnrollOptions, ["taxonomy", "group_regex"])
     tax = parser.add_argument_group("taxonomy of --species (override the CSV)")
-    tax.add_argument("--genus")
-    tax.add_argument("--family")
-    tax.add_argument("--region")
-    parser.add_argument(
-        "--source",
-        help="provenance recorded with each photo (default: the folder the photos are in, so "
-        "that the source and file name give each photo's path)",
-    )
-    parser.add_argument(
-        "--subject",
-        metavar="WORD",
-        help="what the collection holds, one noun for the page's words (shell, fish, bird); "
-        "kept in the store",
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON report per species")
+    add_model_options(tax, EnrollTaxonomy)
+    add_model_options(parser, EnrollOptions, ["source", "subject", "json_"])
     add_ray_options(parser, commit=True)
 
 

@@ -34,18 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from embedder.settings import EmbedderSettings
     from index.config import EvaluationConfig, IndexSettings
 
-    parser.add_argument(
-        "data", metavar="DATA", help="folder with one sub-folder of photos per species"
-    )
-    parser.add_argument(
-        "--model",
-        metavar="MODEL.pt",
-        help="trained model to measure (default: the frozen backbone)",
-    )
-    parser.add_argument(
-        "--json", metavar="FILE", help="write every figure as JSON (keys: docs/evaluation.md)"
-    )
-    parser.add_argument("--report", metavar="DIR", help="write an HTML report with plots into DIR")
+    from ._models import EvaluateOptions
+
+    add_model_options(parser, EvaluateOptions, ["data", "model", "json_", "report"])
     add_model_options(parser, EvaluationConfig, CONFIG_OPTIONS, check=True)
     add_model_options(
         parser,
@@ -56,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_options(
         parser, EmbedderSettings, ["cache_dir"], help={"cache_dir": "embedding cache folder"}
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_model_options(parser, EvaluateOptions, ["quiet"])
 
 
 def print_summary(figures: dict, out: TextIO | None = None) -> None:

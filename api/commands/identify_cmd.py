@@ -31,6 +31,7 @@ from ._collection import (
     table,
     taxonomy_value,
 )
+from ._options import add_model_options
 from ._server import add_server_option
 
 HELP = "identify the species in photos, folders or patterns (one answer per specimen or photo)"
@@ -55,49 +56,15 @@ TAXONOMY_FIRST = ("genus", "family", "region")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "images",
-        nargs="+",
-        metavar="PHOTO",
-        help="photo files, folders (searched recursively) or quoted patterns such as "
-        "'shells/*.jpg'",
-    )
+    from ._models import IdentifyOptions
+
+    add_model_options(parser, IdentifyOptions, ["images"])
     grouping = parser.add_mutually_exclusive_group()
-    grouping.add_argument(
-        "--each",
-        action="store_true",
-        help="one answer per photo (the default when a folder or pattern is given; "
-        "otherwise the photos are views of one specimen)",
-    )
-    grouping.add_argument(
-        "--group-regex",
-        metavar="REGEX",
-        help="one answer per specimen: photos whose file names give the same specimen under "
-        "this regex, or a preset (specimen: Genus_species_<n>_<view>), are its views",
-    )
+    add_model_options(grouping, IdentifyOptions, ["each", "group_regex"])
     add_top_k_option(parser)
-    parser.add_argument(
-        "--format",
-        choices=FORMATS,
-        help="text (default), json (one list), jsonl (one object per specimen) or csv (one "
-        "row per candidate)",
-    )
-    parser.add_argument("--json", action="store_true", help="the same as --format jsonl")
-    parser.add_argument(
-        "--output",
-        "-o",
-        metavar="FILE",
-        help="write the answers to FILE instead of stdout; its suffix (.csv, .json, .jsonl, "
-        ".txt) gives the format when --format is not given",
-    )
+    add_model_options(parser, IdentifyOptions, ["format", "json_", "output"])
     add_filter_options(parser)
-    parser.add_argument(
-        "--subset",
-        metavar="FILE",
-        type=Path,
-        help="only the taxa listed in FILE, one per line: species, genus or family names "
-        "(# starts a comment); an unknown name is answered with the closest known ones",
-    )
+    add_model_options(parser, IdentifyOptions, ["subset"])
     add_store_option(parser)
     add_server_option(parser)
     add_model_option(parser)

@@ -9,40 +9,15 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from ._options import add_model_options
+
 HELP = "make a model file carry a within-species prior learned from a labelled collection"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "data",
-        metavar="DATA",
-        help="a folder with one sub-folder per species (DATA/<Genus_species>/*.jpg), "
-        "at least some species with two or more specimens",
-    )
-    parser.add_argument(
-        "--model",
-        metavar="MODEL.pt",
-        help="the model to extend: a MODEL.pt or a packaged backbone (default: the frozen one)",
-    )
-    parser.add_argument(
-        "--out", required=True, metavar="MODEL.pt", help="where to write the model with its prior"
-    )
-    parser.add_argument(
-        "--group-regex",
-        metavar="REGEX",
-        help="regex on file names whose (?P<group>...) names one specimen or track, or a preset: "
-        "specimen, track, image (default: each photo its own specimen)",
-    )
-    parser.add_argument(
-        "--components",
-        type=int,
-        default=None,
-        help="principal directions kept (default: index.whitening.PRIOR_COMPONENTS)",
-    )
-    parser.add_argument(
-        "--batch-size", type=int, default=32, help="photos per batch (default: %(default)s)"
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    from ._models import PriorOptions
+
+    add_model_options(parser, PriorOptions)
 
 
 def attach_prior(

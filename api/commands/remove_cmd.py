@@ -8,18 +8,18 @@ import sys
 from index.names import display_name as species_display
 
 from ._collection import add_store_option, open_collection, store_uri
+from ._options import add_model_options
 from ._output import counted
 
 HELP = "remove a species (--species NAME) or one enrolled photo (--specimen ID)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ._models import RemoveOptions
+
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--species", metavar="NAME", help="remove every photo of this species")
-    what.add_argument("--specimen", metavar="ID", help="remove one photo (id from identify/search)")
-    parser.add_argument(
-        "--yes", "-y", action="store_true", help="do not ask before removing a whole species"
-    )
+    add_model_options(what, RemoveOptions, ["species", "specimen"])
+    add_model_options(parser, RemoveOptions, ["yes"])
     add_store_option(parser)
 
 

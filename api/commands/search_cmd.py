@@ -16,14 +16,15 @@ from ._collection import (
     table,
     taxonomy_value,
 )
+from ._options import add_model_options
 
 HELP = "find the enrolled photos most similar to a photo (several photos = views of one specimen)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="photo file(s) of one specimen")
-    parser.add_argument("--k", type=int, default=10, help="how many photos to list (default: 10)")
-    parser.add_argument("--json", action="store_true", help="print a JSON list")
+    from ._models import SearchOptions
+
+    add_model_options(parser, SearchOptions)
     add_filter_options(parser)
     add_store_option(parser)
     add_model_option(parser)

@@ -38,18 +38,9 @@ HELP = "serve the HTTP API and the web page (http://127.0.0.1:8000 by default)"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_store_option(parser)
     add_model_option(parser, "MODEL.pt to embed with")
-    parser.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--port", type=int, default=8000, help="port to listen on (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--log-level",
-        default="info",
-        choices=["critical", "error", "warning", "info", "debug"],
-        help="server log detail (default: %(default)s)",
-    )
+    from ._models import ServeOptions
+
+    add_model_options(parser, ServeOptions)
     from api.settings import ServiceSettings
 
     add_model_options(

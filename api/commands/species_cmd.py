@@ -14,13 +14,16 @@ from ._collection import (
     table,
     taxonomy_value,
 )
+from ._options import add_model_options
 
 HELP = "list the enrolled species with photo and specimen counts"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ._models import ListingOptions
+
     add_store_option(parser)
-    parser.add_argument("--json", action="store_true", help="print a JSON list")
+    add_model_options(parser, ListingOptions)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,28 +15,9 @@ HELP = "train the embedder on DATA/<species>/*.jpg (CPU-friendly default; writes
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from embedder.settings import TrainingConfig
 
-    parser.add_argument(
-        "data", metavar="DATA", help="folder with one sub-folder of photos per species"
-    )
-    parser.add_argument(
-        "--out", required=True, metavar="MODEL.pt", help="where to write the trained model"
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    parser.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=None,
-        help="feature cache folder (default: $SHELLID_CACHE_DIR/features, else "
-        "~/.cache/shellid/features)",
-    )
-    parser.add_argument(
-        "--no-prior",
-        dest="prior",
-        action="store_false",
-        help="do not store the training data's within-species prior in the model "
-        "(see shellid prior)",
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    from ._models import TrainOptions
+
+    add_model_options(parser, TrainOptions)
     add_model_options(
         parser.add_argument_group("training (embedder.settings.TrainingConfig)"), TrainingConfig
     )
