@@ -50,6 +50,7 @@ sys.path.insert(0, str(REPO))
 
 from embedder import Embedder, load_model  # noqa: E402
 from embedder.datasets import ImageRecord, group_split, scan_collection, shots_split  # noqa: E402
+from embedder.settings import EmbedderSettings  # noqa: E402
 from index.calibration import auroc, expected_calibration_error  # noqa: E402
 from index.classifier import VectorIdentifier  # noqa: E402
 from index.config import IdentifierConfig  # noqa: E402
@@ -181,8 +182,9 @@ def evaluate(method, previous_cls, enrolled, vx, queries, qx, strangers, sx, pri
 
 
 def decisions_part(args, previous_cls) -> None:
-    embedder = Embedder(load_model(None))
-    cache = EmbeddingCache(embedder)
+    settings = EmbedderSettings.load()  # read once: SHELLID_RUNTIME, SHELLID_CACHE_DIR
+    embedder = Embedder(load_model(None), **settings.embedder_options())
+    cache = EmbeddingCache(embedder, settings.cache_root())
     figures: dict = defaultdict(lambda: defaultdict(list))
     for name in args.datasets:
         records = scan_collection(args.data / name, group_pattern=DATASETS[name])
@@ -240,8 +242,9 @@ def prior_part(args) -> None:
     never enrolled, as in part 1). Columns: the default without a prior, with the prior of
     the training half ("same kind"), with the prior of another whole set ("other kind"), and
     the probe; all on the same splits of the collection half."""
-    embedder = Embedder(load_model(None))
-    cache = EmbeddingCache(embedder)
+    settings = EmbedderSettings.load()
+    embedder = Embedder(load_model(None), **settings.embedder_options())
+    cache = EmbeddingCache(embedder, settings.cache_root())
     loaded = {}
     for name in DATASETS:
         records = scan_collection(args.data / name, group_pattern=DATASETS[name])

@@ -62,6 +62,7 @@ from decision_benchmark import baseline_identifier, embed  # noqa: E402
 
 from embedder import Embedder, load_model  # noqa: E402
 from embedder.datasets import ImageRecord, scan_collection, shots_split  # noqa: E402
+from embedder.settings import EmbedderSettings  # noqa: E402
 from index.calibration import expected_calibration_error  # noqa: E402
 from index.classifier import VectorIdentifier  # noqa: E402
 from index.results import REJECTIONS  # noqa: E402
@@ -428,7 +429,10 @@ def main() -> None:
     parser.add_argument("--unusual-species", type=int, default=8)
     parser.add_argument("--stability-seeds", type=int, default=6)
     args = parser.parse_args()
-    cache = EmbeddingCache(Embedder(load_model(None)))
+    settings = EmbedderSettings.load()  # read once: SHELLID_RUNTIME, SHELLID_CACHE_DIR
+    cache = EmbeddingCache(
+        Embedder(load_model(None), **settings.embedder_options()), settings.cache_root()
+    )
     previous_cls = baseline_identifier(BASELINE_COMMIT)
     if "placement" in args.parts:
         for dataset, grouping, rank in RUNS:

@@ -51,9 +51,9 @@ from benchmarks.backbone_benchmark import photos, unknown_species_auroc  # noqa:
 from benchmarks.embedder_benchmark import few_shot_scores  # noqa: E402
 from benchmarks.embedding_cache import embed_files  # noqa: E402
 from embedder import Embedder, EmbeddingModel, default_model  # noqa: E402
-from embedder.cache_dir import default_cache_dir  # noqa: E402
 from embedder.episodes import cl2n  # noqa: E402
 from embedder.profiles import PROFILES, Profile, create_profile  # noqa: E402
+from embedder.settings import EmbedderSettings  # noqa: E402
 from embedder.vectors import l2_normalise  # noqa: E402
 from index.prototypes import power_normalise  # noqa: E402
 
@@ -300,7 +300,8 @@ def main() -> int:
         help="identify requests timed per shipped model (0: none)",
     )
     parser.add_argument("--only", help="comma-separated row numbers (0, the baseline, always)")
-    parser.add_argument("--cache", type=Path, default=default_cache_dir() / "profile-benchmark")
+    cache_root = EmbedderSettings.load().cache_root()  # SHELLID_CACHE_DIR, read once here
+    parser.add_argument("--cache", type=Path, default=cache_root / "profile-benchmark")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     data = load_data(args.shared, args.per_class)
