@@ -1,6 +1,7 @@
-"""The words of an index error's remedy: the ``shellid`` command that fixes it. The index
-says what happened and names a :class:`~index.errors.Remedy`; the HTTP answers
-(``api/errors.py``) and the command line (``api/cli.py``) show :func:`user_message`. Light:
+"""The words of an index remedy: the ``shellid`` command that fixes it. The index says what
+happened and names a :class:`~index.errors.Remedy`; the HTTP answers (``api/errors.py``) and
+the command line (``api/cli.py``) show :func:`user_message`, ``shellid doctor`` its findings
+with :func:`remedy_words`. Light:
 the standard library and ``index.errors`` only, so the CLI's error path stays fast."""
 
 from __future__ import annotations
@@ -18,7 +19,20 @@ REMEDY_WORDS: dict[Remedy, str] = {
     "answers): shellid reindex{store_option} (or keep the old vectors with --model "
     "efficientnet_lite0)",
     Remedy.REINDEX_AGAIN: "; run reindex again",
+    Remedy.REINDEX_ROWS: "; re-embed them with: shellid reindex --store {store}",
+    Remedy.REINDEX_STORE: "; re-embed with: shellid reindex --store {store}",
+    Remedy.REMOVE_AND_ENROL: "; remove and enrol them again: shellid remove --specimen ID",
 }
+
+
+def remedy_words(remedy: Remedy | None, store: str = "") -> str:
+    """What the user runs about ``remedy`` for ``store``, as written after the problem
+    ('' for no remedy)."""
+    if remedy is None:
+        return ""
+    return REMEDY_WORDS[remedy].format(
+        store=store, store_option=f" --store {store}" if store else ""
+    )
 
 
 def user_message(exc: BaseException) -> str:
@@ -27,8 +41,4 @@ def user_message(exc: BaseException) -> str:
     remedy = getattr(exc, "remedy", None)
     if not isinstance(remedy, Remedy):
         return str(exc)
-    store = str(getattr(exc, "store", "") or "")
-    words = REMEDY_WORDS[remedy].format(
-        store=store, store_option=f" --store {store}" if store else ""
-    )
-    return f"{exc}{words}"
+    return f"{exc}{remedy_words(remedy, str(getattr(exc, 'store', '') or ''))}"

@@ -28,6 +28,12 @@ class Remedy(StrEnum):
     REINDEX_CORRECTED_DEFAULT = "reindex_corrected_default"
     #: the store changed while it was re-embedded: re-embed it again
     REINDEX_AGAIN = "reindex_again"
+    #: re-embed the store's rows that have no usable vector (``shellid doctor``)
+    REINDEX_ROWS = "reindex_rows"
+    #: re-embed the store, whose vectors come from several models (``shellid doctor``)
+    REINDEX_STORE = "reindex_store"
+    #: remove the rows whose photo is unreadable and enrol them again (``shellid doctor``)
+    REMOVE_AND_ENROL = "remove_and_enrol"
 
 
 class CollectionError(Exception):

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from api.cli import main
+from api.commands.doctor_cmd import finding_problem
 from api.remedies import user_message
+from index.errors import Remedy
 from index.store import SpecimenStore
 from index.workflows.collection import Collection
 from index.workflows.doctor import check_store
@@ -130,8 +132,18 @@ def test_rows_with_unreadable_photos_are_reported_with_what_to_run_and_kept(caps
     checkup = check_store(str(tmp_path / "s"), repair=True)
     assert not checkup.healthy
     (finding,) = checkup.findings
-    assert "unreadable photo" in finding.problem and "shellid remove --specimen" in finding.problem
+    assert "unreadable photo" in finding.problem and finding.remedy is Remedy.REMOVE_AND_ENROL
+    assert "shellid" not in finding.problem  # the index names the remedy; api words it
+    assert finding_problem(finding).endswith(
+        "; remove and enrol them again: shellid remove --specimen ID"
+    )
     assert store.count() == 1  # never deleted by the doctor
+    status, out = doctor(capsys, tmp_path / "s")
+    assert status == 1 and "shellid remove --specimen ID" in out
+    status, out = doctor(capsys, tmp_path / "s", "--json")
+    (reported,) = json.loads(out)["findings"]
+    assert list(reported) == ["where", "problem", "repair", "repaired", "lost_rows"]
+    assert reported["problem"] == finding_problem(finding)
 
 
 def test_a_store_that_is_not_there_is_one_line(capsys, tmp_path):

@@ -7,9 +7,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING, Any
 
 from ._collection import add_store_option, store_uri
 from ._options import add_model_options
+
+if TYPE_CHECKING:
+    from index.workflows.doctor import Finding
 
 HELP = "check a store (tables, versions, data files, vectors, photos, snapshots); --repair fixes"
 
@@ -19,6 +23,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_store_option(parser)
     add_model_options(parser, DoctorOptions)
+
+
+def finding_problem(finding: Finding) -> str:
+    """The finding's problem as the user reads it: with the command its remedy names."""
+    from ..remedies import remedy_words
+
+    return f"{finding.problem}{remedy_words(finding.remedy, finding.store)}"
+
+
+def finding_json(finding: Finding) -> dict[str, Any]:
+    """The finding in ``--json``: where, problem (worded with its remedy), repair, repaired,
+    lost_rows."""
+    return {
+        "where": finding.where,
+        "problem": finding_problem(finding),
+        "repair": finding.repair,
+        "repaired": finding.repaired,
+        "lost_rows": finding.lost_rows,
+    }
+
+
+def finding_line(finding: Finding) -> str:
+    """The finding's line in the printed report."""
+    from ..remedies import remedy_words
+
+    return finding.line(remedy_words(finding.remedy, finding.store))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
                     "healthy": checkup.healthy,
                     "facts": checkup.facts,
                     "passed": checkup.passed,
-                    "findings": [vars(f) for f in checkup.findings],
+                    "findings": [finding_json(f) for f in checkup.findings],
                 },
                 default=str,
             )
@@ -55,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     for line in checkup.passed:
         print(f"ok        {line}")
     for finding in checkup.findings:
-        print(finding.line())
+        print(finding_line(finding))
     left = [f for f in checkup.findings if not f.repaired]
     if not left:
         print("healthy" if not checkup.findings else "repaired: the store is healthy again")

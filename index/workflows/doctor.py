@@ -21,7 +21,8 @@ Repairs (``repair=True``), each only when safe:
   files a dead writer left are deleted.
 
 Rows whose photo is unreadable, vectors of the wrong size and a second model's vectors are
-reported with what to run; they are never deleted here.
+reported with a :class:`~index.errors.Remedy` (``api`` words the command to run); they are
+never deleted here.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import pyarrow.compute as pc
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..errors import Remedy
 from ..schema import INFO_TABLE, PRIOR_TABLE, SPECIMENS_TABLE
 from ..snapshot import STALE_TEMPORARY_SECONDS, Snapshots
 from ..storage import storage_problem
@@ -56,19 +58,25 @@ _MISSING_FILE = re.compile(r"Not found: [^,]*?/?(data/[^,/\s]+\.lance)")
 
 @dataclass
 class Finding:
-    """One problem: where, what, and what ``--repair`` does about it (None: nothing safe)."""
+    """One problem: where, what, and what ``--repair`` does about it (None: nothing safe);
+    ``remedy``: what the user can do instead, for the ``store`` it is about (``api`` words
+    the command: ``api.commands.doctor_cmd``)."""
 
     where: str
     problem: str
     repair: str | None = None
     repaired: bool = False
     lost_rows: int = 0
+    remedy: Remedy | None = None
+    store: str = ""
 
-    def line(self) -> str:
+    def line(self, remedy_words: str = "") -> str:
+        """The report's line (``remedy_words``: the remedy as worded after the problem)."""
+        problem = f"{self.problem}{remedy_words}"
         if self.repaired:
-            return f"repaired  {self.where}: {self.problem}; {self.repair}"
+            return f"repaired  {self.where}: {problem}; {self.repair}"
         todo = f"; --repair will {self.repair}" if self.repair else ""
-        return f"DAMAGED   {self.where}: {self.problem}{todo}"
+        return f"DAMAGED   {self.where}: {problem}{todo}"
 
 
 @dataclass
@@ -85,8 +93,10 @@ class Checkup:
         """Nothing damaged is left (every finding repaired, or none)."""
         return all(f.repaired for f in self.findings)
 
-    def add(self, where: str, problem: str, repair: str | None = None) -> Finding:
-        finding = Finding(where, problem, repair)
+    def add(
+        self, where: str, problem: str, repair: str | None = None, remedy: Remedy | None = None
+    ) -> Finding:
+        finding = Finding(where, problem, repair, remedy=remedy, store=self.uri if remedy else "")
         self.findings.append(finding)
         return finding
 
@@ -307,12 +317,12 @@ def _report_rows(
     bad_photos: list[str],
     fingerprints: set[str],
 ) -> None:
-    rows, store = len(ids), checkup.uri
+    rows = len(ids)
     if bad_vectors:
         checkup.add(
             "specimens",
-            f"{len(bad_vectors)} of {rows} rows have no usable vector (first: {bad_vectors[0]}); "
-            f"re-embed them with: shellid reindex --store {store}",
+            f"{len(bad_vectors)} of {rows} rows have no usable vector (first: {bad_vectors[0]})",
+            remedy=Remedy.REINDEX_ROWS,
         )
     else:
         checkup.passed.append(f"vectors: {rows} of {rows} rows, {dim}-d, finite")
@@ -324,7 +334,8 @@ def _report_rows(
         checkup.add(
             "specimens",
             f"{len(bad_photos)} rows have an unreadable photo or thumbnail (first: "
-            f"{bad_photos[0]}); remove and enrol them again: shellid remove --specimen ID",
+            f"{bad_photos[0]})",
+            remedy=Remedy.REMOVE_AND_ENROL,
         )
     else:
         checkup.passed.append(f"photos: {rows} photos and thumbnails readable")
@@ -333,8 +344,8 @@ def _report_rows(
     if rows and others:
         checkup.add(
             "specimens",
-            f"vectors of {len(others)} other model(s) than store_info's {expected}; "
-            f"re-embed with: shellid reindex --store {store}",
+            f"vectors of {len(others)} other model(s) than store_info's {expected}",
+            remedy=Remedy.REINDEX_STORE,
         )
 
 
