@@ -100,8 +100,21 @@ class IdentifyResponse(BaseModel):
     similar: list[SimilarOut]
     region: str | None = Field(None, description="Most likely region by a vote of neighbours.")
     region_votes: dict[str, float] = {}
-    ood_score: float = Field(0.0, description="Higher = less like anything enrolled.")
-    unknown_score: float = Field(0.0, description="Higher = more likely a species not enrolled.")
+    ood_score: float = Field(
+        0.0,
+        description="Higher = less like anything enrolled (`open_set_scores.ood`, kept for "
+        "older clients).",
+    )
+    unknown_score: float = Field(
+        0.0,
+        description="Higher = more likely a species not enrolled (`open_set_scores.unknown`, "
+        "kept for older clients).",
+    )
+    open_set_scores: dict[str, float] = Field(
+        {},
+        description="Every open-set score of the collection by name (ood, unknown, and any "
+        "score registered since): higher = more likely rejected by it.",
+    )
     placement: PlacementOut | None = Field(
         None,
         description="The genus (else family) the specimen's species most likely belongs to, "

@@ -386,7 +386,7 @@ class VectorIdentifier:
                 "classify": round((scored_at - started) * 1e3, 3),
                 "search": round((time.perf_counter() - scored_at) * 1e3, 3),
             },
-            **scored.open_set_fields(),
+            open_set_scores=scored.answer_scores(),
         )
 
     def search(

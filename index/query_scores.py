@@ -27,10 +27,11 @@ class Scored:
     open_set: dict[str, np.ndarray]
     verdicts: list[tuple[Decision, str | None, float]]
 
-    def open_set_fields(self, i: int = 0) -> dict[str, float]:
-        """``{"<name>_score": value}`` of query ``i`` as the answer shows it (NaN as 2)."""
+    def answer_scores(self, i: int = 0) -> dict[str, float]:
+        """``{name: value}`` of every open-set score of query ``i`` as the answer shows it
+        (NaN as 2)."""
         return {
-            f"{name}_score": round(float(np.nan_to_num(scores[i], nan=2.0)), 6)
+            name: round(float(np.nan_to_num(scores[i], nan=2.0)), 6)
             for name, scores in self.open_set.items()
         }
 

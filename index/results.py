@@ -84,6 +84,11 @@ class SimilarSpecimen(BaseModel):
     specimen: str = ""
 
 
+#: open-set scores an answer also carries as a field of its own, ``<name>_score`` (the wire
+#: format before ``Identification.open_set_scores``; kept for older clients)
+KEPT_SCORE_FIELDS: tuple[str, ...] = ("ood", "unknown")
+
+
 class Identification(BaseModel):
     """The answer for one query specimen (one or several views)."""
 
@@ -104,10 +109,12 @@ class Identification(BaseModel):
     similar: list[SimilarSpecimen] = Field(default_factory=list)
     region: str | None = None
     region_votes: dict[str, float] = Field(default_factory=dict)
-    #: the open-set scores (index.open_set), one field per score named ``<name>_score``:
-    #: the wire format keeps these two; a score registered later is in BatchScores only
-    ood_score: float = 0.0
-    unknown_score: float = 0.0
+    open_set_scores: dict[str, float] = Field(
+        default_factory=dict,
+        description="every registered open-set score (index.open_set) by name, higher = more "
+        "likely rejected by it; ``ood`` and ``unknown`` are also sent as ``ood_score`` and "
+        "``unknown_score``, kept for older clients",
+    )
     placement: Placement | None = Field(
         None,
         description="the genus (else family) the specimen's species most likely belongs to, "
@@ -115,6 +122,53 @@ class Identification(BaseModel):
         "and only when its calibrated probability clears the collection's placement threshold",
     )
     timings_ms: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_open_set_scores(cls, data: Any) -> Any:
+        """An answer written as one field per score (``ood_score``, as older servers and
+        stores did) -> ``open_set_scores``; the mapping wins where both are given."""
+        if not isinstance(data, dict):
+            return data
+        names = {f"{name}_score": name for name in (*KEPT_SCORE_FIELDS, *OPEN_SET_SCORES)}
+        given = {names[k]: v for k, v in data.items() if k in names}
+        if not given:
+            return data
+        rest = {k: v for k, v in data.items() if k not in names}
+        return {**rest, "open_set_scores": {**given, **data.get("open_set_scores", {})}}
+
+    @model_serializer(mode="wrap")
+    def _spread_kept_scores(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """``ood_score`` and ``unknown_score`` written before ``open_set_scores`` (where the
+        wire format had them), from the mapping."""
+        data = handler(self)
+        if not isinstance(data, dict):
+            return data
+        kept = {f"{name}_score": self.open_set_score(name) for name in KEPT_SCORE_FIELDS}
+        if "open_set_scores" not in data:
+            return {**data, **kept}
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            if key == "open_set_scores":
+                out.update(kept)
+            out[key] = value
+        return out
+
+    def open_set_score(self, name: str) -> float:
+        """The open-set score ``name`` of this answer (0.0 when it has none)."""
+        return float(self.open_set_scores.get(name, 0.0))
+
+    @property
+    def ood_score(self) -> float:
+        """The ``ood`` score (index.open_set.out_of_domain): higher = less like anything
+        enrolled."""
+        return self.open_set_score("ood")
+
+    @property
+    def unknown_score(self) -> float:
+        """The ``unknown`` score (index.open_set.unknown_species): higher = more likely a
+        species not enrolled."""
+        return self.open_set_score("unknown")
 
 
 class EnrollReport(BaseModel):

@@ -57,7 +57,15 @@ def answers(engine: SpecimenIndex) -> list[dict[str, Any]]:
         ]
 
 
-WANTED = [{k: v for k, v in a.items() if k != "timings_ms"} for a in RECORD["answers"]]
+#: the recorded answers; answers now also carry their open-set scores in one mapping (the
+#: same values as the recorded ``ood_score`` and ``unknown_score``)
+WANTED = [
+    {
+        **{k: v for k, v in a.items() if k != "timings_ms"},
+        "open_set_scores": {"ood": a["ood_score"], "unknown": a["unknown_score"]},
+    }
+    for a in RECORD["answers"]
+]
 
 
 def open_engine(path: Path) -> SpecimenIndex:

@@ -1,7 +1,7 @@
 """Open-set scores are plug-ins: a toy score, one class plus one registration line, is made
 for every new identifier, calibrated with the others, given a threshold in
-``Thresholds.open_set``, checked by the decision policy and reported by evaluation; removed
-again, every answer is today's."""
+``Thresholds.open_set``, checked by the decision policy, reported by evaluation and sent in
+the HTTP answer; removed again, every answer is today's."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 
 from index import VectorIdentifier
 from index.calibration import acceptance_threshold
@@ -21,6 +22,8 @@ from index.results import Decision, Thresholds
 from index.rows import SpecimenRows
 from index.workflows.evaluation.openset import open_set_figures, open_set_thresholds
 from tests.clusters import specimens_around, unit
+from tests.conftest import GENERATED_SPECIES, make_collection
+from tests.fake_embedder import FakeEmbedder
 
 DIM = 16
 CONFIG = IdentifierConfig(use_gpu=False)
@@ -153,3 +156,26 @@ def test_unregistering_a_score_restores_todays_answers():
     again, _ = fitted()
     assert (answers(again, queries), again.thresholds.model_dump_json()) == expected
     assert list(again.thresholds.open_set) == ["ood", "unknown"]
+
+
+def test_the_http_answer_carries_every_registered_score(toy, tmp_path):
+    from api.app import create_app
+    from api.settings import ServiceSettings
+    from index.workflows.collection import Collection
+
+    photos = make_collection(tmp_path / "photos", specimens=3, views=1, size=64)
+    store = str(tmp_path / "store")
+    collection = Collection.open(store, model=FakeEmbedder(), create=True)
+    for species in list(GENERATED_SPECIES)[:3]:
+        collection.enroll(species, sorted((photos / species).iterdir()))
+    query = sorted((photos / species).iterdir())[0].read_bytes()
+    settings = ServiceSettings(store=store, refresh_seconds=0)
+    with TestClient(create_app(settings, collection)) as client:
+        reply = client.post("/v1/identify", files=[("images", ("q.png", query, "image/png"))])
+    assert reply.status_code == 200, reply.text
+    answer = reply.json()
+    scores = answer["open_set_scores"]
+    assert list(scores) == ["ood", "unknown", "toy"]
+    assert 0.0 <= scores["toy"] <= 2.0  # 1 - a cosine similarity
+    # the fields older clients read are the mapping's
+    assert (answer["ood_score"], answer["unknown_score"]) == (scores["ood"], scores["unknown"])

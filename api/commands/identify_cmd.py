@@ -111,8 +111,22 @@ def describe(result, files: list[str], subject: str = "shell", names=None) -> st
     if result.region:
         votes = ", ".join(f"{k} {v:.0%}" for k, v in result.region_votes.items())
         lines.append(f"  region (nearest specimens): {result.region}  [{votes}]")
-    lines.append(f"  scores: unknown {result.unknown_score:.3f}, off-domain {result.ood_score:.3f}")
+    lines.append(f"  scores: {scores_text(result)}")
     return "\n".join(lines)
+
+
+#: how the text answer names the open-set scores, in its order (any other by its own name,
+#: after these)
+SCORE_WORDS = {"unknown": "unknown", "ood": "off-domain"}
+
+
+def scores_text(result) -> str:
+    """Every open-set score of the answer: ``unknown 0.123, off-domain 0.456`` and then the
+    scores registered since, by name."""
+    names = [*SCORE_WORDS, *(n for n in result.open_set_scores if n not in SCORE_WORDS)]
+    return ", ".join(
+        f"{SCORE_WORDS.get(name, name)} {result.open_set_score(name):.3f}" for name in names
+    )
 
 
 def photo_label(similar, names: dict[str, str] | None) -> str:
