@@ -179,3 +179,18 @@ def test_the_http_answer_carries_every_registered_score(toy, tmp_path):
     assert 0.0 <= scores["toy"] <= 2.0  # 1 - a cosine similarity
     # the fields older clients read are the mapping's
     assert (answer["ood_score"], answer["unknown_score"]) == (scores["ood"], scores["unknown"])
+
+
+def test_an_answer_written_with_one_field_per_score_reads_into_the_mapping():
+    from index.results import Identification
+
+    old = {"decision": "species", "ood_score": 0.25, "unknown_score": 0.5}  # an older server's
+    answer = Identification.model_validate(old)
+    assert answer.open_set_scores == {"ood": 0.25, "unknown": 0.5}
+    dumped = answer.model_dump(mode="json")
+    assert list(dumped)[list(dumped).index("ood_score") :][:3] == [
+        "ood_score",
+        "unknown_score",
+        "open_set_scores",
+    ]
+    assert Identification.model_validate(dumped) == answer
