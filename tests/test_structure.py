@@ -31,11 +31,6 @@ MAX_CLASS_LINES = 400
 MAX_FUNCTION_LINES = 60
 SIZED_PACKAGES = ("embedder", "index", "api")
 
-#: Classes and functions over the limits that other parts of issue 26 are splitting meanwhile:
-#: "path:qualified name" -> its length when listed. The list may only shrink: an entry that
-#: grows, or is no longer over its limit, fails the test (then remove it here).
-PENDING_SPLIT: dict[str, int] = {}
-
 
 def _modules(package: str, root: Path = REPO) -> Iterator[Path]:
     yield from sorted((root / package).rglob("*.py"))
@@ -207,21 +202,9 @@ def test_no_class_or_function_is_over_its_size_limit():
     over = [
         f"{item.key}: {item.lines} lines (limit {item.limit})"
         for item in _all_sized()
-        if item.lines > item.limit and item.key not in PENDING_SPLIT
+        if item.lines > item.limit
     ]
     assert over == []
-
-
-def test_the_pending_split_list_only_shrinks():
-    sizes = {item.key: item for item in _all_sized()}
-    stale = []
-    for key, listed in PENDING_SPLIT.items():
-        item = sizes.get(key)
-        if item is None or item.lines <= item.limit:
-            stale.append(f"{key}: no longer over its limit; remove it from PENDING_SPLIT")
-        elif item.lines > listed:
-            stale.append(f"{key}: grew from {listed} to {item.lines} lines")
-    assert stale == []
 
 
 def test_sizes_count_from_the_first_decorator_to_the_last_line(tmp_path):
