@@ -47,15 +47,21 @@ def add_ray_options(
 def ray_options(args: argparse.Namespace, batch_size: int | None = None) -> Any:
     """The :class:`index.workflows.ray.cluster.RayOptions` of parsed ``args``; fails in one
     line when Ray is not installed or the cluster's address accepts no connection."""
+    from pydantic import ValidationError
+
+    from embedder.settings import problems
     from index.workflows.ray.cluster import RayOptions, probe, require_ray
 
     require_ray()
     probe(args.ray)  # an unreachable cluster fails before the model loads
-    return RayOptions(
-        address=args.ray,
-        workers=args.ray_workers,
-        cpus_per_worker=args.ray_cpus,
-        gpus_per_worker=args.ray_gpus,
-        batch_size=batch_size or args.ray_batch_size,
-        commit_photos=getattr(args, "ray_commit", 2000),
-    )
+    try:
+        return RayOptions(
+            address=args.ray,
+            workers=args.ray_workers,
+            cpus_per_worker=args.ray_cpus,
+            gpus_per_worker=args.ray_gpus,
+            batch_size=batch_size or args.ray_batch_size,
+            commit_photos=getattr(args, "ray_commit", 2000),
+        )
+    except ValidationError as exc:  # the reason in one line, as the CLI reports errors
+        raise ValueError(problems(exc)) from None

@@ -83,15 +83,22 @@ def run(args: argparse.Namespace) -> int:
     out = check_output(args.out, suffix=".npz")
     paths, labels, groups = collect_inputs(args.data, args.group_regex)
     model = load_model(args.model)
-    options = EmbedderSettings.load().embedder_options()
-    embedder = Embedder(model, batch_size=args.batch_size, **options)
+    settings = EmbedderSettings.load()
+    embedder = Embedder(model, batch_size=args.batch_size, **settings.embedder_options())
     started = time.perf_counter()
     if ray is not None:
         from embedder.embedding import EmbeddingResult
         from index.workflows.ray.embed import embed_on_ray
 
         result = EmbeddingResult(
-            *embed_on_ray(paths, args.model, embedder.fingerprint, ray, progress=not args.quiet)
+            *embed_on_ray(
+                paths,
+                args.model,
+                embedder.fingerprint,
+                ray,
+                settings=settings,
+                progress=not args.quiet,
+            )
         )
     else:
         result = embedder.embed_paths(paths, progress=not args.quiet)

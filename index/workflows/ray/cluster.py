@@ -12,12 +12,15 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from embedder.settings import EmbedderSettings
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +76,14 @@ def require_ray() -> ModuleType:
     return ray
 
 
-@dataclass(frozen=True)
-class RayOptions:
+class RayOptions(BaseModel):
     """How a job runs on Ray. ``workers``: actors (default: one per GPU where the cluster has
     GPUs, else one per ``cpus_per_worker`` CPUs); ``gpus_per_worker``: default 1 where the
     cluster has GPUs, else 0; ``commit_photos``: photos per store commit; ``temp_dir``: the
-    sockets and logs of a local Ray."""
+    sockets and logs of a local Ray. A value that cannot work is a pydantic
+    ``ValidationError`` (a ``ValueError``) with the one-line reason below."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     address: str = "local"
     workers: int | None = None
@@ -88,7 +93,8 @@ class RayOptions:
     commit_photos: int = DEFAULT_COMMIT
     temp_dir: str = LOCAL_TEMP_DIR
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _usable(self) -> Self:
         check_address(self.address)
         if self.workers is not None and self.workers < 1:
             raise ValueError("Ray workers must be ≥ 1")
@@ -98,6 +104,7 @@ class RayOptions:
             raise ValueError("GPUs per Ray worker must be ≥ 0")
         if self.batch_size < 1 or self.commit_photos < 1:
             raise ValueError("the Ray batch size and photos per commit must be ≥ 1")
+        return self
 
 
 @dataclass
@@ -278,24 +285,33 @@ def run_on_actors(
         )
 
 
-@dataclass(frozen=True)
-class ModelSource:
+class ModelSource(BaseModel):
     """A model as it travels to the workers: a packaged backbone name (or None, the frozen
-    default), or a MODEL.pt's bytes (so workers need no shared file system)."""
+    default), or a MODEL.pt's bytes (so workers need no shared file system), with the runtime
+    and cache folder of the settings the command loaded (``SHELLID_RUNTIME``,
+    ``SHELLID_CACHE_DIR``), so a worker embeds as the driver would."""
+
+    model_config = ConfigDict(frozen=True)
 
     name: str | None
-    data: bytes | None = field(default=None, repr=False)
+    data: bytes | None = Field(default=None, repr=False)
+    runtime: str = "auto"
+    cache_dir: Path | None = None
 
     @classmethod
-    def of(cls, spec: str | Path | None) -> ModelSource:
+    def of(cls, spec: str | Path | None, settings: EmbedderSettings | None = None) -> ModelSource:
+        """``spec`` (a MODEL.pt path is read into ``data``) with ``settings``' runtime and
+        cache folder (None: ``auto`` and the standard folder)."""
+        where = settings.embedder_options() if settings is not None else {}
         if spec is not None and Path(spec).expanduser().is_file():
-            return cls(str(spec), Path(spec).expanduser().read_bytes())
-        return cls(None if spec is None else str(spec))
+            return cls(name=str(spec), data=Path(spec).expanduser().read_bytes(), **where)
+        return cls(name=None if spec is None else str(spec), **where)
 
 
 def worker_embedder(source: ModelSource, fingerprint: str, batch_size: int, cpus: float) -> Any:
     """The model on this worker (on its GPU when Ray gave it one), as an
-    ``embedder.Embedder`` using ``cpus`` threads; refuses a model other than the driver's."""
+    ``embedder.Embedder`` using ``cpus`` threads and the source's runtime and cache folder;
+    refuses a model other than the driver's."""
     import torch
 
     from embedder import load_model
@@ -310,7 +326,14 @@ def worker_embedder(source: ModelSource, fingerprint: str, batch_size: int, cpus
             model = load_model(path)
     else:
         model = load_model(source.name)
-    embedder = Embedder(model, batch_size=batch_size, num_workers=threads, threads=threads)
+    embedder = Embedder(
+        model,
+        batch_size=batch_size,
+        num_workers=threads,
+        threads=threads,
+        runtime=source.runtime,
+        cache_dir=source.cache_dir,
+    )
     if embedder.fingerprint != fingerprint:
         raise RayClusterError(
             f"the worker's model {embedder.fingerprint} is not the driver's {fingerprint}"

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from embedder.settings import EmbedderSettings
+
 from .cluster import (
     ModelSource,
     RayOptions,
@@ -44,11 +46,13 @@ def embed_on_ray(
     fingerprint: str,
     options: RayOptions,
     *,
+    settings: EmbedderSettings | None = None,
     progress: bool = True,
     timing: RunTiming | None = None,
 ) -> tuple[np.ndarray, list[Path], dict[str, str]]:
     """``shellid embed`` on Ray: ``(vectors of the readable photos, their paths, errors by
-    path)`` in the order of ``paths``, as ``Embedder.embed_paths`` gives them."""
+    path)`` in the order of ``paths``, as ``Embedder.embed_paths`` gives them; the workers
+    use ``settings``' runtime and cache folder (None: ``auto`` and the standard folder)."""
     timing = timing if timing is not None else RunTiming()
     started = time.perf_counter()
     timing.started_at = time.time()
@@ -65,7 +69,7 @@ def embed_on_ray(
             _PathWorker,
             plan,
             batch_size=options.batch_size,
-            model=ModelSource.of(model),
+            model=ModelSource.of(model, settings),
             fingerprint=fingerprint,
         )
         for out in results.iter_batches(batch_size=None, batch_format="numpy"):

@@ -256,7 +256,8 @@ def enroll_on_ray(
     timing: RunTiming | None = None,
 ) -> list[EnrollReport]:
     """Enrol ``jobs`` on Ray (one report per job, as :meth:`Collection.enroll_folder`): the
-    workers read, take in and embed the photos; the driver commits them in commits of at most
+    workers read, take in and embed the photos (with the runtime and cache folder of the
+    collection's settings); the driver commits them in commits of at most
     ``options.commit_photos`` photos of one species, and calibrates once at the end. Photos
     already enrolled under the same species are skipped unread (``duplicates``)."""
     timing = timing if timing is not None else RunTiming()
@@ -278,7 +279,7 @@ def enroll_on_ray(
                 _EnrolWorker,
                 plan,
                 batch_size=options.batch_size,
-                model=ModelSource.of(collection.model_path or None),
+                model=ModelSource.of(collection.model_path or None, collection.settings),
                 fingerprint=embedder.fingerprint,
                 limits=collection.settings.intake_limits(),
                 known=_known_photos(collection),

@@ -63,12 +63,13 @@ def reindex_on_ray(
 ) -> int:
     """``shellid reindex`` on Ray: the workers read the stored normalised copies straight
     from the store (its URI must be reachable from every worker) and embed them with
-    ``model``; the driver rewrites the vectors in one commit
-    (:meth:`Collection.reindex_embedded`). Returns the number of photos re-embedded."""
+    ``model`` (with the runtime and cache folder of the collection's settings); the driver
+    rewrites the vectors in one commit (:meth:`Collection.reindex_embedded`). Returns the
+    number of photos re-embedded."""
     timing = timing if timing is not None else RunTiming()
     started = time.perf_counter()
     timing.started_at = time.time()
-    new_embedder = loaded(make_embedder(model)[0])
+    new_embedder = loaded(make_embedder(model, settings=collection.settings)[0])
     ids = [str(i) for i in collection.store.load_index(["id"])["id"].to_pylist()]
     vectors = np.zeros((len(ids), int(new_embedder.dim)), np.float32)
     if ids:
@@ -89,7 +90,7 @@ def reindex_on_ray(
                 plan,
                 batch_size=options.batch_size,
                 uri=uri,
-                model=ModelSource.of(model),
+                model=ModelSource.of(model, collection.settings),
                 fingerprint=new_embedder.fingerprint,
             )
             for out in results.iter_batches(batch_size=None, batch_format="numpy"):
