@@ -28,6 +28,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from index.config import IndexSettings
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 DATA = REPO.parent / "shared" / "datasets"
@@ -104,7 +106,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="shellid-coherence-"))
     try:
         store = work / "store"
-        writer = Collection.open(store)  # process A
+        writer = Collection.open(store, settings=IndexSettings.load())  # process A
         writer.enroll_folder(SHELLS, progress=False, group_pattern="specimen")
         newcomers = sorted(p for p in NEWCOMERS.rglob("*.jpg"))[:: max(1, 400 // args.rounds)]
         photos = len(writer.catalogue)

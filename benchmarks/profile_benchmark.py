@@ -55,6 +55,7 @@ from embedder.episodes import cl2n  # noqa: E402
 from embedder.profiles import PROFILES, Profile, create_profile  # noqa: E402
 from embedder.settings import EmbedderSettings  # noqa: E402
 from embedder.vectors import l2_normalise  # noqa: E402
+from index.config import IndexSettings  # noqa: E402
 from index.prototypes import power_normalise  # noqa: E402
 
 LITE0, LITE1, LITE2 = (f"tf_efficientnet_lite{i}" for i in range(3))
@@ -228,7 +229,9 @@ def identify_p50(models: list[str | None], data: dict, queries: int, shots: int 
     with tempfile.TemporaryDirectory() as folder:
         collections = []
         for index, model in enumerate(models):
-            collection = Collection.open(Path(folder) / f"store-{index}", model=model)
+            collection = Collection.open(
+                Path(folder) / f"store-{index}", model=model, settings=IndexSettings.load()
+            )
             for species, files in enrolled.items():
                 collection.enroll(species, files, calibrate=False)
             collection.index.calibrate()  # once, at the end

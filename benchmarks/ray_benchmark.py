@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from index.config import IndexSettings
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "shells-zhang8"
 
@@ -40,7 +42,7 @@ def single_process(data: Path, work: Path) -> tuple[float, int]:
     """Seconds and photos of ``Collection.enroll_folder`` into a fresh store."""
     from index.workflows.collection import Collection
 
-    collection = Collection.open(work / "single")
+    collection = Collection.open(work / "single", settings=IndexSettings.load())
     collection.embedder  # noqa: B018 - the model loads before the clock starts, as on Ray
     started = time.perf_counter()
     reports = collection.enroll_folder(data, progress=False)
@@ -53,7 +55,7 @@ def on_ray(data: Path, work: Path, workers: int, address: str):
     from index.workflows.ray.cluster import RayOptions, RunTiming
     from index.workflows.ray.enrol import enroll_on_ray, folder_jobs
 
-    collection = Collection.open(work / f"ray{workers}")
+    collection = Collection.open(work / f"ray{workers}", settings=IndexSettings.load())
     collection.embedder  # noqa: B018
     timing = RunTiming()
     options = RayOptions(address=address, workers=workers, cpus_per_worker=1)

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import httpx
 
+from index.config import IndexSettings
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -69,7 +71,9 @@ def build_store(store: Path, data: Path, model: str | None) -> tuple[str, list[P
     if len(names) < 2:
         raise SystemExit(f"{data}: need at least 2 species, found {len(names)}")
     held_out = names[-1]
-    collection = Collection.open(str(store), model=model, create=True)
+    collection = Collection.open(
+        str(store), model=model, create=True, settings=IndexSettings.load()
+    )
     for name in names[:-1]:
         group = by_species[name]
         taxonomy = {k: v for k, v in (group[0].taxonomy or {}).items() if v}

@@ -14,6 +14,7 @@ from PIL import Image
 from api.app import create_app
 from api.service import InferencePlan
 from api.settings import ServiceSettings
+from index.config import IndexSettings
 from index.results import DECISIONS
 from tests.conftest import GENERATED_SPECIES, draw_specimen, make_collection
 
@@ -44,7 +45,7 @@ def settings_for(store: Path, **values) -> ServiceSettings:
 def open_collection(store: Path, model):
     from index.workflows.collection import Collection
 
-    return Collection.open(str(store), model=model, create=True)
+    return Collection.open(str(store), model=model, create=True, settings=IndexSettings.load())
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.settings import ServiceSettings
+from index.config import IndexSettings
 from index.workflows.collection import Collection
 from tests.conftest import GENERATED_SPECIES, make_collection
 from tests.fake_embedder import FakeEmbedder
@@ -38,12 +39,16 @@ def wait_for(condition, seconds: float = 5.0) -> float:
 def test_the_service_follows_another_processs_enrolments_and_removals(tmp_path, refresh_seconds):
     photos = make_collection(tmp_path / "photos", specimens=2, views=1, size=64)
     store = str(tmp_path / "store")
-    served = Collection.open(store, model=FakeEmbedder(), create=True)
+    served = Collection.open(
+        store, model=FakeEmbedder(), create=True, settings=IndexSettings.load()
+    )
     served.enroll(FIRST, sorted((photos / FIRST).iterdir()))
     settings = ServiceSettings(store=store, refresh_seconds=refresh_seconds)
     with TestClient(create_app(settings, served)) as client:
         assert listed(client) == {FIRST}
-        other = Collection.open(store, model=FakeEmbedder())  # the CLI, in another process
+        other = Collection.open(
+            store, model=FakeEmbedder(), settings=IndexSettings.load()
+        )  # the CLI, in another process
         other.enroll(NEW, sorted((photos / NEW).iterdir()))
         assert wait_for(lambda: NEW in listed(client)) < 5
         query = sorted((photos / NEW).iterdir())[0].read_bytes()
@@ -57,10 +62,14 @@ def test_the_service_follows_another_processs_enrolments_and_removals(tmp_path, 
 def test_refresh_zero_turns_the_watch_off(tmp_path):
     photos = make_collection(tmp_path / "photos", specimens=2, views=1, size=64)
     store = str(tmp_path / "store")
-    served = Collection.open(store, model=FakeEmbedder(), create=True)
+    served = Collection.open(
+        store, model=FakeEmbedder(), create=True, settings=IndexSettings.load()
+    )
     served.enroll(FIRST, sorted((photos / FIRST).iterdir()))
     with TestClient(create_app(ServiceSettings(store=store, refresh_seconds=0), served)) as client:
-        Collection.open(store, model=FakeEmbedder()).enroll(NEW, sorted((photos / NEW).iterdir()))
+        Collection.open(store, model=FakeEmbedder(), settings=IndexSettings.load()).enroll(
+            NEW, sorted((photos / NEW).iterdir())
+        )
         time.sleep(0.5)
         assert listed(client) == {FIRST}
 
@@ -68,8 +77,10 @@ def test_refresh_zero_turns_the_watch_off(tmp_path):
 def test_writes_are_judged_against_what_other_processes_committed(tmp_path):
     photos = make_collection(tmp_path / "photos", specimens=2, views=1, size=64)
     store = str(tmp_path / "store")
-    cli = Collection.open(store, model=FakeEmbedder(), create=True)
-    server = Collection.open(store, model=FakeEmbedder())  # opened before the CLI's write
+    cli = Collection.open(store, model=FakeEmbedder(), create=True, settings=IndexSettings.load())
+    server = Collection.open(
+        store, model=FakeEmbedder(), settings=IndexSettings.load()
+    )  # opened before the CLI's write
     photo = sorted((photos / FIRST).iterdir())[0]
     cli.enroll(FIRST, [photo])
     report = server.enroll("Otherus_fish", [photo])  # the same photo under another name
@@ -80,18 +91,22 @@ def test_writes_are_judged_against_what_other_processes_committed(tmp_path):
 def test_two_processes_that_opened_an_empty_store_can_both_write(tmp_path):
     photos = make_collection(tmp_path / "photos", specimens=2, views=1, size=64)
     store = str(tmp_path / "store")
-    first = Collection.open(store, model=FakeEmbedder(), create=True)
-    second = Collection.open(store, model=FakeEmbedder())  # both saw no tables
+    first = Collection.open(store, model=FakeEmbedder(), create=True, settings=IndexSettings.load())
+    second = Collection.open(
+        store, model=FakeEmbedder(), settings=IndexSettings.load()
+    )  # both saw no tables
     first.enroll(FIRST, sorted((photos / FIRST).iterdir()))
     second.enroll(NEW, sorted((photos / NEW).iterdir()))  # tables made by the other: opened
-    third = Collection.open(store, model=FakeEmbedder())
+    third = Collection.open(store, model=FakeEmbedder(), settings=IndexSettings.load())
     assert {s.species for s in third.catalogue.species()} == {FIRST, NEW}
 
 
 def test_a_stopping_service_leaves_a_snapshot_the_next_start_begins_from(tmp_path, monkeypatch):
     photos = make_collection(tmp_path / "photos", specimens=2, views=1, size=64)
     store = tmp_path / "store"
-    served = Collection.open(store, model=FakeEmbedder(), create=True)
+    served = Collection.open(
+        store, model=FakeEmbedder(), create=True, settings=IndexSettings.load()
+    )
     served.enroll(FIRST, sorted((photos / FIRST).iterdir()))
     folder = store / "_snapshots"
 
@@ -99,7 +114,9 @@ def test_a_stopping_service_leaves_a_snapshot_the_next_start_begins_from(tmp_pat
         return {p.name: p.stat().st_mtime_ns for p in folder.glob("identifier-*.snap")}
 
     with TestClient(create_app(ServiceSettings(store=str(store), refresh_seconds=0), served)):
-        other = Collection.open(store, model=FakeEmbedder())  # a write the server catches up
+        other = Collection.open(
+            store, model=FakeEmbedder(), settings=IndexSettings.load()
+        )  # a write the server catches up
         other.enroll(NEW, sorted((photos / NEW).iterdir()))
         assert served.index.refresh()
         before = saved()
@@ -110,5 +127,7 @@ def test_a_stopping_service_leaves_a_snapshot_the_next_start_begins_from(tmp_pat
         raise AssertionError("started from the store, not from the shutdown's snapshot")
 
     monkeypatch.setattr("index.sync.rebuild", no_rebuild)
-    again = Collection.open(store, model=FakeEmbedder())  # caught up: nothing to add
+    again = Collection.open(
+        store, model=FakeEmbedder(), settings=IndexSettings.load()
+    )  # caught up: nothing to add
     assert {s.species for s in again.catalogue.species()} == {FIRST, NEW}

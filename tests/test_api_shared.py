@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.settings import ServiceSettings
+from index.config import IndexSettings
 
 pytestmark = pytest.mark.shared
 
@@ -35,7 +36,9 @@ def test_unseen_real_specimens_are_identified_over_http(shared, tmp_path, frozen
     assert len(photos) >= 5
 
     store = tmp_path / "store"
-    collection = Collection.open(str(store), model=frozen_model, create=True)
+    collection = Collection.open(
+        str(store), model=frozen_model, create=True, settings=IndexSettings.load()
+    )
     with TestClient(create_app(ServiceSettings(store=str(store)), collection)) as api:
         for species, specimens in photos.items():
             files = [
@@ -82,7 +85,9 @@ def test_a_species_enrolled_with_three_photos_is_named_at_once(shared, tmp_path,
     *known, newcomer = sorted(photos)
 
     store = tmp_path / "store"
-    collection = Collection.open(str(store), model=frozen_model, create=True)
+    collection = Collection.open(
+        str(store), model=frozen_model, create=True, settings=IndexSettings.load()
+    )
     with TestClient(create_app(ServiceSettings(store=str(store)), collection)) as api:
         for species in known:
             paths = [p for s, ps in photos[species].items() if s not in HELD_OUT for p in ps]

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.settings import ServiceSettings
+from index.config import IndexSettings
 from tests.conftest import make_collection
 from tests.fake_embedder import FakeEmbedder
 
@@ -29,7 +30,9 @@ def api(tmp_path):
 
     root = make_collection(tmp_path / "photos", specimens=6, views=2, size=64)
     store = tmp_path / "store"
-    collection = Collection.open(str(store), model=FakeEmbedder(), create=True)
+    collection = Collection.open(
+        str(store), model=FakeEmbedder(), create=True, settings=IndexSettings.load()
+    )
     collection.enroll_folder(root, progress=False, group_pattern=r"^(.+)_[AB]$")
     with TestClient(create_app(ServiceSettings(store=str(store), api_key=KEY), collection)) as c:
         yield c
@@ -160,7 +163,9 @@ def test_reads_need_the_read_key_when_one_is_set(tmp_path):
         tmp_path / "photos", {"Conus_alpha": ("ellipse", (200, 60, 40))}, 1, 2, 64
     )
     store = tmp_path / "store"
-    collection = Collection.open(str(store), model=FakeEmbedder(), create=True)
+    collection = Collection.open(
+        str(store), model=FakeEmbedder(), create=True, settings=IndexSettings.load()
+    )
     collection.enroll_folder(root, progress=False)
     settings = ServiceSettings(store=str(store), read_key="reader")
     with TestClient(create_app(settings, collection)) as api:

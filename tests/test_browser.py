@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from index.config import IndexSettings
 from tests.browser import serve
 from tests.conftest import GENERATED_SPECIES, draw_specimen, make_collection
 
@@ -32,7 +33,9 @@ def server(tmp_path_factory, frozen_model):
     species = {k: GENERATED_SPECIES[k] for k in ("Conus_alpha", "Cypraea_gamma", "Murex_epsilon")}
     root = make_collection(tmp_path_factory.mktemp("photos"), species, specimens=2, views=2)
     store = tmp_path_factory.mktemp("store") / "store"
-    collection = Collection.open(str(store), model=frozen_model, create=True)
+    collection = Collection.open(
+        str(store), model=frozen_model, create=True, settings=IndexSettings.load()
+    )
     collection.enroll_folder(root, progress=False)
     settings = ServiceSettings(store=str(store), api_key=API_KEY)
     yield from serve(create_app(settings, collection))
@@ -210,7 +213,9 @@ def taxonomy_server(tmp_path_factory, frozen_model):
         views=2,
     )
     store = tmp_path_factory.mktemp("store") / "store"
-    collection = Collection.open(str(store), model=frozen_model, create=True)
+    collection = Collection.open(
+        str(store), model=frozen_model, create=True, settings=IndexSettings.load()
+    )
     for name, (genus, family) in taxa.items():
         paths = sorted(str(p) for p in (root / name).glob("*.png"))
         collection.enroll(name, paths, taxonomy={"genus": genus, "family": family})

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from index.config import IndexSettings
 from tests.browser import serve
 from tests.conftest import GENERATED_SPECIES, draw_specimen, make_collection
 from tests.fake_embedder import FakeEmbedder
@@ -48,7 +49,9 @@ def server(tmp_path_factory):
     species = {name: GENERATED_SPECIES[name] for name in TAXA}
     root = make_collection(tmp_path_factory.mktemp("photos"), species, specimens=3, views=2)
     store = tmp_path_factory.mktemp("store") / "store"
-    collection = Collection.open(str(store), model=FakeEmbedder(), create=True)
+    collection = Collection.open(
+        str(store), model=FakeEmbedder(), create=True, settings=IndexSettings.load()
+    )
     for name, taxonomy in TAXA.items():
         paths = sorted(str(p) for p in (root / name).glob("*.png"))
         groups = [Path(p).stem.rsplit("_", 1)[0] for p in paths]
@@ -301,7 +304,9 @@ def big_server(tmp_path_factory):
         draw_specimen(kind, colour, 9000 + i, size=48).save(path)
         paths.append(str(path))
     store = tmp_path_factory.mktemp("store") / "store"
-    collection = Collection.open(str(store), model=FakeEmbedder(), create=True)
+    collection = Collection.open(
+        str(store), model=FakeEmbedder(), create=True, settings=IndexSettings.load()
+    )
     collection.enroll("Conus_alpha", paths, groups=[Path(p).stem for p in paths])
     yield from serve(create_app(ServiceSettings(store=str(store)), collection))
 
@@ -338,7 +343,9 @@ def test_a_server_that_needs_a_read_key_shows_the_species_page_once_it_is_given(
         tmp_path_factory.mktemp("photos"), {"Conus_alpha": GENERATED_SPECIES["Conus_alpha"]}, 2, 2
     )
     store = tmp_path_factory.mktemp("store") / "store"
-    collection = Collection.open(str(store), model=FakeEmbedder(), create=True)
+    collection = Collection.open(
+        str(store), model=FakeEmbedder(), create=True, settings=IndexSettings.load()
+    )
     collection.enroll_folder(root, progress=False)
     settings = ServiceSettings(store=str(store), read_key="reader")
     for url in serve(create_app(settings, collection)):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from api.cli import main
+from index.config import IndexSettings
 from tests.browser import serve
 from tests.conftest import make_collection
 from tests.fake_embedder import FakeEmbedder
@@ -26,13 +27,17 @@ def demo_server(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(
         api.app,
         "open_collection",
-        lambda settings: Collection.open(settings.store, model=FakeEmbedder(), create=True),
+        lambda settings: Collection.open(
+            settings.store, model=FakeEmbedder(), create=True, settings=settings
+        ),
     )
     data = make_collection(tmp_path / "sample", specimens=3, views=2, size=128)
     store = str(tmp_path / "store")
     assert main(["demo", "--store", store, "--data", str(data)]) == 0
     capsys.readouterr()
-    collection = Collection.open(store, model=FakeEmbedder(), create=False)
+    collection = Collection.open(
+        store, model=FakeEmbedder(), create=False, settings=IndexSettings.load()
+    )
     yield from serve(create_app(ServiceSettings(store=store), collection))
 
 

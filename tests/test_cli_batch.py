@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from api.cli import main
 from api.commands import demo_cmd
+from index.config import IndexSettings
 from tests.conftest import GENERATED_SPECIES, make_collection
 from tests.fake_embedder import FakeEmbedder
 
@@ -139,7 +140,9 @@ def test_species_listing_is_read_from_the_copy_and_refreshed_after_any_write(sto
     assert main(["species", "--store", store]) == 0
     capsys.readouterr()
     assert read_listing(store)["photos"] == 40  # written by enroll / the listing
-    other = Collection.open(store, model=FakeEmbedder())  # another process, as the service
+    other = Collection.open(
+        store, model=FakeEmbedder(), settings=IndexSettings.load()
+    )  # another process, as the service
     other.index.remove_species("Conus_alpha")
     assert read_listing(store) is None  # the store changed: the copy is stale
     assert main(["species", "--store", store]) == 0
@@ -181,7 +184,9 @@ def demo_store(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(
         api.app,
         "open_collection",
-        lambda settings: Collection.open(settings.store, model=FakeEmbedder(), create=True),
+        lambda settings: Collection.open(
+            settings.store, model=FakeEmbedder(), create=True, settings=settings
+        ),
     )
     data = make_collection(tmp_path / "sample", specimens=3, views=2)
     (data / "taxonomy.csv").write_text("species,genus,family\nConus_alpha,Conus,Conidae\n")
@@ -196,7 +201,9 @@ def test_demo_keeps_one_specimen_per_species_back_and_lists_it(demo_store):
 
     store, data, out = demo_store
     assert "added 20 photos of 5 species" in out and "kept back 5 specimens (10 photos)" in out
-    collection = Collection.open(store, model=FakeEmbedder(), create=False)
+    collection = Collection.open(
+        store, model=FakeEmbedder(), create=False, settings=IndexSettings.load()
+    )
     enrolled = set(collection.catalogue.photo_names().values())
     kept = {p.name for p in data.glob("*/*_3_*.png")}  # the last specimen of each species
     assert len(kept) == 10 and not kept & enrolled
@@ -309,7 +316,9 @@ def test_demo_over_a_store_that_holds_everything_withdraws_the_kept_back(
     monkeypatch.setattr(
         api.app,
         "open_collection",
-        lambda settings: Collection.open(settings.store, model=FakeEmbedder(), create=True),
+        lambda settings: Collection.open(
+            settings.store, model=FakeEmbedder(), create=True, settings=settings
+        ),
     )
     data = make_collection(tmp_path / "sample", specimens=3, views=2)
     store = str(tmp_path / "store")
@@ -317,7 +326,9 @@ def test_demo_over_a_store_that_holds_everything_withdraws_the_kept_back(
     assert "added 30 photos" in capsys.readouterr().out
     assert main(["demo", "--store", store, "--data", str(data)]) == 0
     assert "removed 10 photos of kept-back specimens enrolled before" in capsys.readouterr().out
-    collection = Collection.open(store, model=FakeEmbedder(), create=False)
+    collection = Collection.open(
+        store, model=FakeEmbedder(), create=False, settings=IndexSettings.load()
+    )
     assert len(collection.catalogue) == 20
     assert not {p.name for p in data.glob("*/*_3_*.png")} & set(
         collection.catalogue.photo_names().values()

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from index.config import IndexSettings
 from index.workflows.collection import Collection
 from tests.fake_embedder import FakeEmbedder
 
@@ -33,7 +34,7 @@ def _round_photos(r: int) -> list[tuple[str, bytes]]:
 def _enroll_rounds(store: str, name: str, own: int, barrier, results) -> None:
     """Each round: the same photos as the other process (under another species) and one of
     its own, enrolled at the same moment."""
-    collection = Collection.open(store, model=FakeEmbedder())
+    collection = Collection.open(store, model=FakeEmbedder(), settings=IndexSettings.load())
     reports = []
     for r in range(ROUNDS):
         barrier.wait(timeout=60)
@@ -49,7 +50,9 @@ def test_two_processes_enrolling_the_same_photos_at_once_lose_nothing_and_never_
     tmp_path: Path,
 ):
     store = str(tmp_path / "store")
-    Collection.open(store, model=FakeEmbedder()).enroll("Seed_species", [_photo(1)])
+    Collection.open(store, model=FakeEmbedder(), settings=IndexSettings.load()).enroll(
+        "Seed_species", [_photo(1)]
+    )
     context = mp.get_context("spawn")
     barrier = context.Barrier(2)
     with context.Manager() as manager:
@@ -65,7 +68,9 @@ def test_two_processes_enrolling_the_same_photos_at_once_lose_nothing_and_never_
             assert worker.exitcode == 0
         results = dict(results)
 
-    rows = Collection.open(store, model=FakeEmbedder()).store.load_index(["sha256", "species"])
+    rows = Collection.open(
+        store, model=FakeEmbedder(), settings=IndexSettings.load()
+    ).store.load_index(["sha256", "species"])
     owners = Counter(rows["sha256"].to_pylist())
     assert max(owners.values()) == 1  # no photo under two species, none twice
     assert len(owners) == 1 + ROUNDS * PER_ROUND + 2 * ROUNDS  # nothing lost
@@ -83,8 +88,8 @@ def test_two_processes_enrolling_the_same_photos_at_once_lose_nothing_and_never_
 
 def test_a_write_rebased_over_another_commit_leaves_that_commit_for_refresh(tmp_path: Path):
     store = str(tmp_path / "store")
-    mine = Collection.open(store, model=FakeEmbedder(), create=True)
-    theirs = Collection.open(store, model=FakeEmbedder())
+    mine = Collection.open(store, model=FakeEmbedder(), create=True, settings=IndexSettings.load())
+    theirs = Collection.open(store, model=FakeEmbedder(), settings=IndexSettings.load())
     add = mine.store.add
 
     def add_after_their_commit(table):  # their commit lands between my refresh and my add
@@ -98,8 +103,8 @@ def test_a_write_rebased_over_another_commit_leaves_that_commit_for_refresh(tmp_
 
 def test_a_photo_committed_by_another_writer_first_is_withdrawn_and_reported(tmp_path: Path):
     store = str(tmp_path / "store")
-    mine = Collection.open(store, model=FakeEmbedder(), create=True)
-    theirs = Collection.open(store, model=FakeEmbedder())
+    mine = Collection.open(store, model=FakeEmbedder(), create=True, settings=IndexSettings.load())
+    theirs = Collection.open(store, model=FakeEmbedder(), settings=IndexSettings.load())
     mine.enroll("Seed_species", [_photo(1)])
     add = mine.store.add
 

@@ -151,6 +151,33 @@ def test_the_model_of_a_collection_takes_runtime_and_cache_from_the_settings(mon
     assert (lazy.runtime, lazy.cache_dir) == ("torch", tmp_path / "cache")
 
 
+def test_opening_a_collection_reads_no_variable_only_the_settings_it_is_given(
+    monkeypatch, tmp_path
+):
+    from index.config import IndexSettings
+    from index.workflows.collection import Collection
+    from index.workflows.models import LazyEmbedder
+
+    for name in ("STORE", "MODEL", "TOP_K", "MAX_SIDE", "RUNTIME", "METHOD"):
+        monkeypatch.delenv(f"SHELLID_{name}", raising=False)
+    settings = IndexSettings.load({"store": str(tmp_path / "mine"), "top_k": 3})
+    monkeypatch.setenv("SHELLID_STORE", str(tmp_path / "theirs"))  # set after the entry point
+    monkeypatch.setenv("SHELLID_MODEL", "tf_efficientnet_lite2")
+    monkeypatch.setenv("SHELLID_TOP_K", "9")
+    monkeypatch.setenv("SHELLID_MAX_SIDE", "100")
+    monkeypatch.setenv("SHELLID_RUNTIME", "onnx")
+    monkeypatch.setenv("SHELLID_METHOD", "knn")
+    collection = Collection.open(settings=settings, create=True)
+    assert (tmp_path / "mine").exists() and not (tmp_path / "theirs").exists()
+    assert collection.settings.top_k == 3 and collection._limits.max_side == settings.max_side
+    assert collection.index.config == settings.identifier_config()
+    lazy = collection._embedder
+    assert isinstance(lazy, LazyEmbedder)
+    assert (lazy.spec, lazy.runtime) == (None, settings.runtime)
+    with pytest.raises(TypeError, match="settings"):
+        Collection.open(tmp_path / "mine")  # type: ignore[call-arg]  # settings are required
+
+
 def test_every_identifier_option_is_a_variable_and_an_option_of_identify_and_serve(monkeypatch):
     from api.commands import identify_cmd, serve_cmd
     from api.commands._collection import settings_from

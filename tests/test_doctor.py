@@ -12,6 +12,7 @@ import pytest
 from api.cli import main
 from api.commands.doctor_cmd import finding_problem
 from api.remedies import user_message
+from index.config import IndexSettings
 from index.errors import Remedy
 from index.store import SpecimenStore
 from index.workflows.collection import Collection
@@ -70,7 +71,9 @@ def test_a_missing_data_file_is_found_and_repair_restores_the_newest_whole_versi
     assert "repaired  table specimens" in out and "healthy again" in out
     survivors = {i for name, ids in acknowledged.items() if name != "Genus_species3" for i in ids}
     assert stored_ids(path) == survivors  # only the rows of the missing file are gone
-    collection = Collection.open(str(path), model=FakeEmbedder(), create=False)
+    collection = Collection.open(
+        str(path), model=FakeEmbedder(), create=False, settings=IndexSettings.load()
+    )
     assert {s.species for s in collection.catalogue.species()} == {
         f"Genus_species{c}" for c in range(3)
     }
@@ -84,7 +87,9 @@ def test_an_unreadable_newest_manifest_is_set_aside_and_the_table_opens_before_i
     broken = manifest(path, newest)
     broken.write_bytes(broken.read_bytes()[:10])  # torn write
     with pytest.raises(Exception) as caught:
-        Collection.open(str(path), model=FakeEmbedder(), create=False)
+        Collection.open(
+            str(path), model=FakeEmbedder(), create=False, settings=IndexSettings.load()
+        )
     assert f"shellid doctor --store {path}" in user_message(caught.value)
     status, out = doctor(capsys, path)
     assert status == 1 and "cannot be opened" in out and "set its unreadable" in out
@@ -118,7 +123,9 @@ def test_a_damaged_snapshot_is_found_and_repair_deletes_it_so_that_it_rebuilds(c
     assert [f["where"] for f in report["findings"]] == [f"snapshot {snapshot.name}"]
     assert doctor(capsys, path, "--repair")[0] == 0
     assert not snapshot.exists()
-    collection = Collection.open(str(path), model=FakeEmbedder(), create=False)
+    collection = Collection.open(
+        str(path), model=FakeEmbedder(), create=False, settings=IndexSettings.load()
+    )
     assert len(collection.catalogue) == len(everything(acknowledged))  # rebuilt from the store
     assert snapshot_files(path)  # and saved again
 

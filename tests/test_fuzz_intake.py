@@ -23,6 +23,7 @@ from PIL import Image
 from api.app import create_app
 from api.settings import ServiceSettings
 from embedder.intake import to_rgb
+from index.config import IndexSettings
 from index.workflows.collection import Collection
 from tests.conftest import make_collection
 from tests.fake_embedder import FakeEmbedder
@@ -37,7 +38,7 @@ EXAMPLES = 40
 def fuzz_client(tmp_path_factory):
     root = make_collection(tmp_path_factory.mktemp("photos"), specimens=2, views=1)
     store = tmp_path_factory.mktemp("fuzz") / "store"
-    collection = Collection.open(str(store), model=FakeEmbedder())
+    collection = Collection.open(str(store), model=FakeEmbedder(), settings=IndexSettings.load())
     collection.enroll_folder(root, progress=False)
     app = create_app(ServiceSettings(store=str(store)), collection)
     with TestClient(app, raise_server_exceptions=False) as client:

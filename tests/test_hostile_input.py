@@ -36,6 +36,7 @@ from embedder.intake import (
     estimate_cost,
     to_rgb,
 )
+from index.config import IndexSettings
 from index.errors import InvalidQueryError
 from index.names import canonical_species
 from index.store import SpecimenStore
@@ -104,7 +105,7 @@ def reference(tmp_path_factory):
     root = make_collection(tmp_path_factory.mktemp("photos"), specimens=2, views=2)
     store = tmp_path_factory.mktemp("hostile") / "store"
     embedder = RecordingEmbedder()
-    collection = Collection.open(str(store), model=embedder)
+    collection = Collection.open(str(store), model=embedder, settings=IndexSettings.load())
     collection.enroll_folder(root, progress=False)
     return store, collection, embedder
 
@@ -119,7 +120,7 @@ def client(reference):
 @pytest.fixture
 def fresh(tmp_path):
     store = tmp_path / "store"
-    return store, Collection.open(str(store), model=FakeEmbedder())
+    return store, Collection.open(str(store), model=FakeEmbedder(), settings=IndexSettings.load())
 
 
 def cpu_seconds(call) -> tuple[float, object]:

@@ -9,6 +9,7 @@ import pytest
 
 from embedder import load_image
 from embedder.datasets import scan_collection
+from index.config import IndexSettings
 from index.workflows.collection import Collection
 
 
@@ -18,7 +19,9 @@ def test_shells_are_identified_from_five_enrolled_specimens(shared, frozen_model
     by_specimen: dict[tuple[str, str], list] = defaultdict(list)
     for record in records:
         by_specimen[(record.species, record.group)].append(record)
-    collection = Collection.open(tmp_path / "store", model=frozen_model)
+    collection = Collection.open(
+        tmp_path / "store", model=frozen_model, settings=IndexSettings.load()
+    )
     queries = []
     for species in sorted({r.species for r in records}):
         specimens = sorted(g for s, g in by_specimen if s == species)

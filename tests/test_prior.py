@@ -11,7 +11,7 @@ from api.cli import main
 from api.remedies import user_message
 from embedder import EmbeddingModel, create_backbone
 from index import VectorIdentifier
-from index.config import IdentifierConfig
+from index.config import IdentifierConfig, IndexSettings
 from index.errors import StoreError
 from index.rows import SpecimenRows
 from index.store import SpecimenStore
@@ -162,17 +162,21 @@ def test_the_store_records_the_models_prior_and_reopened_collections_use_it(tmp_
         np.array(prior_vectors), labels, np.arange(len(labels)).astype(str)
     )
     store = tmp_path / "store"
-    collection = Collection.open(store, model=PriorEmbedder(prior))
+    collection = Collection.open(store, model=PriorEmbedder(prior), settings=IndexSettings.load())
     name = next(iter(GENERATED_SPECIES))
     collection.enroll(name, sorted((photos / name).iterdir())[:1])
     assert collection.index.identifier is not None and collection.index.identifier.prior is not None
-    reopened = Collection.open(store, model=FakeEmbedder(), need_model=False)
+    reopened = Collection.open(
+        store, model=FakeEmbedder(), need_model=False, settings=IndexSettings.load()
+    )
     assert reopened.index.identifier is not None and reopened.index.identifier.prior is not None
     np.testing.assert_array_equal(reopened.index.identifier.prior.basis, prior.basis)  # type: ignore[union-attr]
     # a damaged prior is a clear store error, not a traceback from numpy
     SpecimenStore(store).write_prior({"basis": np.ones((3, 2), np.float32)})
     with pytest.raises(StoreError) as caught:
-        Collection.open(store, model=FakeEmbedder(), need_model=False)
+        Collection.open(
+            store, model=FakeEmbedder(), need_model=False, settings=IndexSettings.load()
+        )
     assert user_message(caught.value).endswith("; run shellid reindex")
 
 

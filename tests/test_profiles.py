@@ -24,6 +24,7 @@ from embedder import (
 from embedder.profiles import PROFILES, Profile, create_profile
 from embedder.settings import BACKBONE_NAMES, MODEL_NAMES, PROFILE_NAMES
 from index import ModelMismatchError
+from index.config import IndexSettings
 from index.workflows.collection import Collection
 from tests.conftest import GENERATED_SPECIES, draw_specimen, make_collection
 
@@ -154,20 +155,24 @@ def test_a_store_built_with_the_default_refuses_a_profile_until_reindexed(
     name, few_photos, tmp_path
 ):
     store = tmp_path / "store"
-    collection = Collection.open(store)
+    collection = Collection.open(store, settings=IndexSettings.load())
     for species, files in few_photos.items():
         collection.enroll(species, files)
     query = [Image.open(next(iter(few_photos.values()))[0])]
     with pytest.raises(ModelMismatchError) as caught:
-        Collection.open(store, model=name).identify(query)  # the model is checked as it loads
+        Collection.open(store, model=name, settings=IndexSettings.load()).identify(
+            query
+        )  # the model is checked as it loads
     message = user_message(caught.value)
     assert "\n" not in message and "shellid reindex --model NEW" in message
     assert collection.reindex(name, progress=False) == 4
-    reopened = Collection.open(store, model=name)
+    reopened = Collection.open(store, model=name, settings=IndexSettings.load())
     assert reopened.identify(query).candidates[0].species in few_photos
     assert reopened.fingerprint == frozen(name).fingerprint
     with pytest.raises(ModelMismatchError):
-        Collection.open(store).identify(query)  # and now the default is the other model
+        Collection.open(store, settings=IndexSettings.load()).identify(
+            query
+        )  # and now the default is the other model
 
 
 def test_the_command_line_takes_profile_names_and_lists_them_for_a_bad_one(tmp_path):

@@ -11,6 +11,7 @@ from PIL import Image
 
 from api.cli import main
 from embedder.intake import ImageIntakeError
+from index.config import IndexSettings
 from index.workflows.collection import Collection
 from index.workflows.imaging import query_image
 from tests.conftest import make_collection
@@ -23,7 +24,9 @@ pytestmark = pytest.mark.usefixtures("fake_cli_model")
 def store(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("query-intake")
     photos = make_collection(root / "photos", specimens=2, views=1, size=64)
-    collection = Collection.open(root / "store", model=FakeEmbedder())
+    collection = Collection.open(
+        root / "store", model=FakeEmbedder(), settings=IndexSettings.load()
+    )
     collection.enroll_folder(photos, progress=False)
     return root / "store"
 
@@ -56,7 +59,7 @@ def test_query_image_accepts_like_enrolment_and_never_upsamples(tmp_path):
 
 
 def test_python_callers_with_decoded_images_get_the_same_shape_checks(store):
-    collection = Collection.open(store, model=FakeEmbedder())
+    collection = Collection.open(store, model=FakeEmbedder(), settings=IndexSettings.load())
     with pytest.raises(ImageIntakeError) as refused:
         collection.identify([Image.new("RGB", (20000, 40))])
     assert refused.value.code == "bad_aspect_ratio"
@@ -76,7 +79,9 @@ def test_the_image_limits_are_settings_the_command_line_honours(
     monkeypatch.setenv("SHELLID_MAX_ASPECT_RATIO", "3")
     assert main(["identify", str(wide), "--store", str(store)]) != 0
     assert "at most 3:1 is accepted" in capsys.readouterr().err
-    collection = Collection.open(store, model=FakeEmbedder())  # and the collection itself
+    collection = Collection.open(
+        store, model=FakeEmbedder(), settings=IndexSettings.load()
+    )  # and the collection itself
     with pytest.raises(ImageIntakeError):
         collection.identify([Image.new("RGB", (400, 100))])
 
@@ -104,7 +109,7 @@ def test_a_photo_asked_is_embedded_from_the_same_pixels_as_once_enrolled(tmp_pat
     path.parent.mkdir()
     noisy.save(path)
     embedder = RecordingEmbedder()
-    collection = Collection.open(tmp_path / "store", model=embedder)
+    collection = Collection.open(tmp_path / "store", model=embedder, settings=IndexSettings.load())
     collection.enroll("Conus textile", [path])
     enrolled = embedder.seen[-1]
     collection.search([query_image(path)], k=1)

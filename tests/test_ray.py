@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from index.config import IndexSettings
 from tests.conftest import REPO, shared_dataset
 
 pytest.importorskip("ray", reason="Ray is the optional extra 'ray' (in dev)")
@@ -66,10 +67,10 @@ def test_ray_enrolment_and_reindex_give_the_local_vectors_and_rows(tmp_path, clu
 
     data = real_set(tmp_path / "shells", species=2, per_species=4)
     (next(data.iterdir()) / "broken.jpg").write_bytes(b"not a photo")
-    local = Collection.open(tmp_path / "local")
+    local = Collection.open(tmp_path / "local", settings=IndexSettings.load())
     expected = local.enroll_folder(data, progress=False)
 
-    remote = Collection.open(tmp_path / "ray")
+    remote = Collection.open(tmp_path / "ray", settings=IndexSettings.load())
     options = RayOptions(address=cluster, workers=1, batch_size=3, commit_photos=3)
     reports = enroll_on_ray(remote, folder_jobs(data), options, progress=False)
 

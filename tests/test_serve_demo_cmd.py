@@ -28,7 +28,9 @@ def fast_open(monkeypatch, frozen_model):
     monkeypatch.setattr(
         api.app,
         "open_collection",
-        lambda settings: Collection.open(settings.store, model=frozen_model, create=True),
+        lambda settings: Collection.open(
+            settings.store, model=frozen_model, create=True, settings=settings
+        ),
     )
 
 

@@ -14,6 +14,7 @@ from PIL import Image
 from api.app import create_app
 from api.batcher import BatchedModel
 from api.settings import ServiceSettings
+from index.config import IndexSettings
 from index.results import SpeciesSummary
 from index.workflows.collection import Collection
 from tests.conftest import GENERATED_SPECIES, make_collection
@@ -42,7 +43,7 @@ def test_the_service_collection_embeds_through_the_batcher_it_was_built_with(tmp
     photos = make_collection(tmp_path / "photos", specimens=2, views=1, size=64)
     store = str(tmp_path / "store")
     model = ThreadRecordingEmbedder()
-    opened = Collection.open(store, model=model, create=True)
+    opened = Collection.open(store, model=model, create=True, settings=IndexSettings.load())
     opened.enroll(FIRST, sorted((photos / FIRST).iterdir()))
     app = create_app(ServiceSettings(store=store, refresh_seconds=0), opened)
     with TestClient(app) as client:
@@ -68,7 +69,9 @@ def test_the_service_collection_embeds_through_the_batcher_it_was_built_with(tmp
 def test_the_species_listing_is_served_from_the_catalogue(tmp_path, monkeypatch):
     photos = make_collection(tmp_path / "photos", specimens=2, views=1, size=64)
     store = str(tmp_path / "store")
-    opened = Collection.open(store, model=FakeEmbedder(), create=True)
+    opened = Collection.open(
+        store, model=FakeEmbedder(), create=True, settings=IndexSettings.load()
+    )
     opened.enroll(FIRST, sorted((photos / FIRST).iterdir()))
     app = create_app(ServiceSettings(store=store, refresh_seconds=0), opened)
     with TestClient(app) as client:

@@ -57,7 +57,7 @@ def generated_collection(photos) -> Path:
 def enrolled_template(photos, tmp_path_factory) -> Path:
     """A store with specimens 1-3 of the five generated species, built once per module."""
     path = tmp_path_factory.mktemp("template") / "store"
-    collection = Collection.open(path, model=FakeEmbedder())
+    collection = Collection.open(path, model=FakeEmbedder(), settings=IndexSettings.load())
     for species in sorted(p.name for p in photos.iterdir()):
         paths = files(photos, species, {1, 2, 3})
         groups = [p.stem.rsplit("_", 1)[0] for p in paths]
@@ -77,7 +77,7 @@ def enrolled_template(photos, tmp_path_factory) -> Path:
 def enrolled(enrolled_template, store_dir) -> Collection:
     """A private copy of the template store, opened with the fake embedder."""
     shutil.copytree(enrolled_template, store_dir)
-    return Collection.open(store_dir, model=FakeEmbedder())
+    return Collection.open(store_dir, model=FakeEmbedder(), settings=IndexSettings.load())
 
 
 def load(path: Path) -> Image.Image:
@@ -92,7 +92,7 @@ def test_enroll_identify_remove_round_trip(enrolled, generated_collection, store
     assert result.region == "Japan"
     assert set(result.timings_ms) >= {"embed", "classify", "total"}
 
-    reopened = Collection.open(store_dir, model=FakeEmbedder())
+    reopened = Collection.open(store_dir, model=FakeEmbedder(), settings=IndexSettings.load())
     assert len(reopened.catalogue) == 30
     assert [s.species for s in reopened.catalogue.species()] == sorted(
         p.name for p in generated_collection.iterdir()
@@ -103,7 +103,7 @@ def test_enroll_identify_remove_round_trip(enrolled, generated_collection, store
 
     assert reopened.index.remove_species("Cypraea_gamma") == 6
     assert "Cypraea_gamma" not in {c.species for c in reopened.identify(views, top_k=10).candidates}
-    again = Collection.open(store_dir, model=FakeEmbedder())
+    again = Collection.open(store_dir, model=FakeEmbedder(), settings=IndexSettings.load())
     assert len(again.catalogue) == 24
     with pytest.raises(SpeciesNotFoundError):
         again.catalogue.species_info("Cypraea_gamma")
@@ -126,7 +126,7 @@ def test_species_enrolled_from_one_image_is_identifiable_at_once(enrolled, gener
 
 def test_store_made_by_another_model_is_refused_with_the_fix(enrolled, store_dir):
     with pytest.raises(ModelMismatchError) as caught:
-        Collection.open(store_dir, model=FakeEmbedder(variant=1))
+        Collection.open(store_dir, model=FakeEmbedder(variant=1), settings=IndexSettings.load())
     message = user_message(caught.value)
     assert "fake000000000000" in message and "fake000000000001" in message
     assert "shellid reindex --model NEW" in message
@@ -137,9 +137,11 @@ def test_store_built_by_the_first_releases_default_asks_for_a_reindex(photos, tm
     legacy = FakeEmbedder()
     legacy.name = "efficientnet_lite0/frozen"
     path = tmp_path / "old-store"
-    Collection.open(path, model=legacy).enroll("Conus_alpha", files(photos, "Conus_alpha", {1}))
+    Collection.open(path, model=legacy, settings=IndexSettings.load()).enroll(
+        "Conus_alpha", files(photos, "Conus_alpha", {1})
+    )
     with pytest.raises(ModelMismatchError) as caught:
-        Collection.open(path, model=FakeEmbedder(variant=1))
+        Collection.open(path, model=FakeEmbedder(variant=1), settings=IndexSettings.load())
     message = user_message(caught.value)
     assert "first release's default backbone" in message
     assert f"shellid reindex --store {path}" in message
@@ -151,12 +153,14 @@ def test_reindex_re_embeds_every_image_with_the_new_model(
     new = FakeEmbedder(variant=1)
     assert enrolled.reindex(new, progress=False) == 30
     assert enrolled.store.dim == 32 and enrolled.fingerprint == new.fingerprint
-    reopened = Collection.open(store_dir, model=FakeEmbedder(variant=1))
+    reopened = Collection.open(
+        store_dir, model=FakeEmbedder(variant=1), settings=IndexSettings.load()
+    )
     assert reopened.store.info()["fingerprint"] == new.fingerprint
     views = [load(p) for p in files(generated_collection, "Murex_epsilon", {4})]
     assert reopened.identify(views).species == "Murex_epsilon"
     with pytest.raises(ModelMismatchError):
-        Collection.open(store_dir, model=FakeEmbedder())
+        Collection.open(store_dir, model=FakeEmbedder(), settings=IndexSettings.load())
 
 
 def test_crash_during_the_table_write_leaves_the_store_as_before(
@@ -176,7 +180,14 @@ def test_crash_during_the_table_write_leaves_the_store_as_before(
     monkeypatch.setattr(LanceTable, "add", real_add)
     assert enrolled.store.count() == before_rows
     assert len(enrolled.catalogue) == before_len
-    assert len(Collection.open(enrolled.store.uri, model=FakeEmbedder()).catalogue) == before_len
+    assert (
+        len(
+            Collection.open(
+                enrolled.store.uri, model=FakeEmbedder(), settings=IndexSettings.load()
+            ).catalogue
+        )
+        == before_len
+    )
     report = enrolled.enroll("Conus_alpha", files(generated_collection, "Conus_alpha", {4}))
     assert report.added == 2 and not report.duplicates  # nothing half-enrolled remained
 
@@ -214,14 +225,14 @@ def test_duplicates_are_skipped_and_cross_species_copies_refused(enrolled, gener
 
 
 def test_same_image_twice_in_one_call_is_enrolled_once(store_dir, generated_collection):
-    collection = Collection.open(store_dir, model=FakeEmbedder())
+    collection = Collection.open(store_dir, model=FakeEmbedder(), settings=IndexSettings.load())
     path = files(generated_collection, "Conus_alpha")[0]
     report = collection.enroll("Conus_alpha", [path, ("copy.png", path.read_bytes())])
     assert report.added == 1 and report.duplicates == ["copy.png"]
 
 
 def test_unreadable_images_are_reported_and_the_rest_enrolled(store_dir, generated_collection):
-    collection = Collection.open(store_dir, model=FakeEmbedder())
+    collection = Collection.open(store_dir, model=FakeEmbedder(), settings=IndexSettings.load())
     good = files(generated_collection, "Conus_alpha", {1})
     report = collection.enroll(
         "Conus_alpha",
@@ -232,7 +243,7 @@ def test_unreadable_images_are_reported_and_the_rest_enrolled(store_dir, generat
 
 
 def test_one_commit_per_enrollment(store_dir, generated_collection):
-    collection = Collection.open(store_dir, model=FakeEmbedder())
+    collection = Collection.open(store_dir, model=FakeEmbedder(), settings=IndexSettings.load())
     collection.enroll("Conus_alpha", files(generated_collection, "Conus_alpha", {1}))
     version = collection.store.version
     collection.enroll("Conus_beta", files(generated_collection, "Conus_beta"))  # 8 images
@@ -242,7 +253,7 @@ def test_one_commit_per_enrollment(store_dir, generated_collection):
 def test_thumbnails_and_stored_copies_are_small_jpegs(store_dir, tmp_path):
     big = tmp_path / "Oliva_big.png"
     Image.new("RGB", (1600, 1200), (120, 80, 40)).save(big)
-    collection = Collection.open(store_dir, model=FakeEmbedder())
+    collection = Collection.open(store_dir, model=FakeEmbedder(), settings=IndexSettings.load())
     specimen = collection.enroll("Oliva_big", [big]).specimen_ids[0]
     thumb = Image.open(io.BytesIO(collection.catalogue.thumbnail(specimen)))
     copy = Image.open(io.BytesIO(collection.catalogue.image(specimen)))
@@ -270,7 +281,7 @@ def test_removing_a_specimen_updates_the_search_index(enrolled, generated_collec
 def test_thresholds_are_stored_and_overridable(enrolled, store_dir):
     info = enrolled.store.info()
     assert info["thresholds"]["source"] == "calibrated"
-    reopened = Collection.open(store_dir, model=FakeEmbedder())
+    reopened = Collection.open(store_dir, model=FakeEmbedder(), settings=IndexSettings.load())
     assert reopened.catalogue.thresholds.unknown == pytest.approx(
         enrolled.catalogue.thresholds.unknown
     )
@@ -284,14 +295,16 @@ def test_thresholds_are_stored_and_overridable(enrolled, store_dir):
 
 
 def test_identify_on_an_empty_store_is_a_clear_error(store_dir, generated_collection):
-    collection = Collection.open(store_dir, model=FakeEmbedder())
+    collection = Collection.open(store_dir, model=FakeEmbedder(), settings=IndexSettings.load())
     with pytest.raises(EmptyCollectionError, match="enroll"):
         collection.identify([load(files(generated_collection, "Conus_alpha")[0])])
 
 
 def test_opening_a_missing_store_without_create_fails(tmp_path):
     with pytest.raises(StoreError, match="does not exist"):
-        Collection.open(tmp_path / "nowhere", model=FakeEmbedder(), create=False)
+        Collection.open(
+            tmp_path / "nowhere", model=FakeEmbedder(), create=False, settings=IndexSettings.load()
+        )
 
 
 @pytest.mark.filterwarnings("ignore:optimize")
@@ -306,7 +319,7 @@ def test_old_versions_are_compacted_away(tmp_path):
 
 
 def test_another_process_writes_are_picked_up_by_refresh(enrolled, generated_collection):
-    other = Collection.open(enrolled.store.uri, model=FakeEmbedder())
+    other = Collection.open(enrolled.store.uri, model=FakeEmbedder(), settings=IndexSettings.load())
     other.enroll("Conus_alpha", files(generated_collection, "Conus_alpha", {4}))
     assert enrolled.index.refresh() is True
     assert len(enrolled.catalogue) == len(other.catalogue)
@@ -338,9 +351,11 @@ def test_identification_goes_on_while_an_enrollment_is_written(enrolled, generat
 
 
 def test_an_emptied_store_takes_a_model_of_another_size(store_dir, generated_collection):
-    collection = Collection.open(store_dir, model=FakeEmbedder())
+    collection = Collection.open(store_dir, model=FakeEmbedder(), settings=IndexSettings.load())
     collection.enroll("Conus_alpha", files(generated_collection, "Conus_alpha", {1}))
     collection.index.remove_species("Conus_alpha")
-    other = Collection.open(store_dir, model=FakeEmbedder(variant=1))  # empty: no mismatch
+    other = Collection.open(
+        store_dir, model=FakeEmbedder(variant=1), settings=IndexSettings.load()
+    )  # empty: no mismatch
     report = other.enroll("Conus_alpha", files(generated_collection, "Conus_alpha", {1}))
     assert report.added == 2 and other.store.dim == 32

@@ -16,6 +16,7 @@ import api.service
 from api.app import create_app
 from api.cli import main
 from api.settings import ServiceSettings
+from index.config import IndexSettings
 from index.errors import InvalidQueryError
 from index.names import accepted_species, display_name
 from index.taxa import closest, read_subset
@@ -38,7 +39,9 @@ def filled(tmp_path_factory):
     root = make_collection(tmp_path_factory.mktemp("photos") / "data", specimens=3, views=1)
     (root / "taxonomy.csv").write_text(TAXONOMY)
     store = str(tmp_path_factory.mktemp("store") / "store")
-    collection = Collection.open(store, model=FakeEmbedder(), create=True)
+    collection = Collection.open(
+        store, model=FakeEmbedder(), create=True, settings=IndexSettings.load()
+    )
     collection.enroll_folder(root, progress=False, group_pattern="specimen")
     return store, collection
 
@@ -191,7 +194,9 @@ def test_the_subject_noun_comes_from_the_store_and_the_env_overrides_it(
     store = str(tmp_path / "store")
     assert main(["enroll", str(root), "--store", store, "--subject", "fish"]) == 0
     capsys.readouterr()
-    collection = Collection.open(store, model=FakeEmbedder(), create=False)
+    collection = Collection.open(
+        store, model=FakeEmbedder(), create=False, settings=IndexSettings.load()
+    )
     worded = []
     real_words = api.service.words_for
     monkeypatch.setattr(
@@ -294,14 +299,21 @@ def test_demo_keeps_its_subject_in_the_store_and_refuses_a_bad_one_first(
 
     def open_fake(settings):
         opened.append(settings.store)
-        return Collection.open(settings.store, model=FakeEmbedder(), create=True)
+        return Collection.open(settings.store, model=FakeEmbedder(), create=True, settings=settings)
 
     monkeypatch.setattr(api.app, "open_collection", open_fake)
     data = make_collection(tmp_path / "sample", specimens=2, views=1)
     store = str(tmp_path / "store")
     assert main(["demo", "--store", store, "--data", str(data), "--subject", "fish"]) == 0
     capsys.readouterr()
-    assert recorded(Collection.open(store, model=FakeEmbedder(), create=False).store) == "fish"
+    assert (
+        recorded(
+            Collection.open(
+                store, model=FakeEmbedder(), create=False, settings=IndexSettings.load()
+            ).store
+        )
+        == "fish"
+    )
     opened.clear()
     bad = ["demo", "--store", str(tmp_path / "other"), "--data", str(data), "--subject", "1/2"]
     assert main(bad) == 2

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from index.config import IndexSettings
 from index.workflows.collection import Collection
 from tests.fake_embedder import FakeEmbedder
 
@@ -26,7 +27,9 @@ def photo(i: int, size: int = 64) -> tuple[str, bytes]:
 def enrolled_store(path: Path, commits: int = 4, per_commit: int = 2) -> dict[str, set[str]]:
     """A store with ``commits`` enrolments (one commit each) through the fake embedder;
     returns species -> ids acknowledged."""
-    collection = Collection.open(str(path), model=FakeEmbedder(), create=True)
+    collection = Collection.open(
+        str(path), model=FakeEmbedder(), create=True, settings=IndexSettings.load()
+    )
     acknowledged: dict[str, set[str]] = {}
     for c in range(commits):
         name = f"Genus_species{c}"
@@ -73,5 +76,7 @@ def flip_bytes(path: Path, at: int = 200, count: int = 16) -> None:
 
 def stored_ids(store: Path) -> set[str]:
     """Ids of the rows in the store, read by a fresh process-like open."""
-    collection = Collection.open(str(store), model=FakeEmbedder(), create=False)
+    collection = Collection.open(
+        str(store), model=FakeEmbedder(), create=False, settings=IndexSettings.load()
+    )
     return set(collection.store.select(["id"], "true")["id"].to_pylist())

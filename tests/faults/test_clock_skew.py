@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from index.config import IndexSettings
 from index.store import SpecimenStore
 from index.workflows.collection import Collection
 from index.workflows.doctor import check_store
@@ -38,7 +39,7 @@ def _skewed_writer(store: str, ack: str, stop: str) -> None:
 
     index.specimens.datetime = SkewedDatetime  # type: ignore[misc]
     index.store.datetime = SkewedDatetime  # type: ignore[misc]
-    collection = Collection.open(store, model=FakeEmbedder())
+    collection = Collection.open(store, model=FakeEmbedder(), settings=IndexSettings.load())
     collection.index.store.keep_versions = timedelta(0)
     collection.index.store.compact_every = 1
     collection.index.settings = collection.index.settings.model_copy(
@@ -59,7 +60,7 @@ def _skewed_writer(store: str, ack: str, stop: str) -> None:
 
 def test_a_replica_with_its_clock_hours_ahead_loses_and_hides_no_write(tmp_path: Path):
     store = str(tmp_path / "store")
-    mine = Collection.open(store, model=FakeEmbedder(), create=True)
+    mine = Collection.open(store, model=FakeEmbedder(), create=True, settings=IndexSettings.load())
     mine.enroll("Normal_species0", [photo(1), photo(2)])
     ack, stop = tmp_path / "skewed.ack", tmp_path / "stop"
     process = mp.get_context("spawn").Process(
@@ -91,7 +92,9 @@ def test_a_replica_with_its_clock_hours_ahead_loses_and_hides_no_write(tmp_path:
     # and my 6 (if they all came after it) are kept
     assert SpecimenStore(store).upkeep.stats()["versions"] <= 9
     assert snapshot_files(Path(store))  # a snapshot was left, written by either clock
-    restarted = Collection.open(store, model=FakeEmbedder(), create=False)
+    restarted = Collection.open(
+        store, model=FakeEmbedder(), create=False, settings=IndexSettings.load()
+    )
     assert len(restarted.catalogue) == len(stored)
     assert {s.species for s in restarted.catalogue.species()} == {
         s.species for s in mine.catalogue.species()

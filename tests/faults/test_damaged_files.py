@@ -17,6 +17,7 @@ from api.app import create_app
 from api.cli import main
 from api.remedies import user_message
 from api.settings import ServiceSettings
+from index.config import IndexSettings
 from index.errors import StoreError
 from index.store import SpecimenStore
 from index.workflows.collection import Collection
@@ -33,7 +34,9 @@ def test_a_data_file_deleted_under_a_running_service_is_named_and_repaired(
 ):
     path = tmp_path / "store"
     acknowledged = enrolled_store(path)
-    running = Collection.open(str(path), model=FakeEmbedder(), create=False)
+    running = Collection.open(
+        str(path), model=FakeEmbedder(), create=False, settings=IndexSettings.load()
+    )
     data_files(path)[-1].unlink()  # the last enrolment's rows
     lost = acknowledged["Genus_species3"]
 
@@ -49,7 +52,9 @@ def test_a_data_file_deleted_under_a_running_service_is_named_and_repaired(
 
     started = time.monotonic()
     assert main(["doctor", "--store", str(path), "--repair"]) == 0
-    restarted = Collection.open(str(path), model=FakeEmbedder(), create=False)
+    restarted = Collection.open(
+        str(path), model=FakeEmbedder(), create=False, settings=IndexSettings.load()
+    )
     record_property("recover_s", round(time.monotonic() - started, 3))
     record_property("rows_in_lost_file", len(lost))
     stored = set(restarted.store.select(["id"], "true")["id"].to_pylist())
@@ -67,7 +72,9 @@ def test_a_manifest_deleted_under_a_running_service_comes_back_with_its_next_wri
     path = tmp_path / "store"
     acknowledged = enrolled_store(path)
     everything = set().union(*acknowledged.values())
-    running = Collection.open(str(path), model=FakeEmbedder(), create=False)
+    running = Collection.open(
+        str(path), model=FakeEmbedder(), create=False, settings=IndexSettings.load()
+    )
     manifest(path, newest_version(path)).unlink()  # the last enrolment's commit
     fresh = set(SpecimenStore(path).select(["id"], "true")["id"].to_pylist())
     assert fresh == everything - acknowledged["Genus_species3"]  # a new process misses it
@@ -77,5 +84,7 @@ def test_a_manifest_deleted_under_a_running_service_comes_back_with_its_next_wri
     stored = set(SpecimenStore(path).select(["id"], "true")["id"].to_pylist())
     assert everything <= stored and len(stored) == len(everything) + 1  # nothing lost
     assert main(["doctor", "--store", str(path)]) == 0
-    restarted = Collection.open(str(path), model=FakeEmbedder(), create=False)
+    restarted = Collection.open(
+        str(path), model=FakeEmbedder(), create=False, settings=IndexSettings.load()
+    )
     assert len(restarted.catalogue) == len(stored)

@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.settings import ServiceSettings
+from index.config import IndexSettings
 from index.errors import StoreWriteError
 from index.snapshot import Snapshots
 from index.workflows.collection import Collection
@@ -61,7 +62,9 @@ def fill(disk: Path, leave: int) -> Path:
 
 
 def names_of(store: Path) -> set[str]:
-    collection = Collection.open(str(store), model=FakeEmbedder(), create=False)
+    collection = Collection.open(
+        str(store), model=FakeEmbedder(), create=False, settings=IndexSettings.load()
+    )
     return set(collection.store.select(["filename"], "true")["filename"].to_pylist())
 
 
@@ -69,7 +72,9 @@ def test_a_full_disk_loses_no_acknowledged_enrolment_and_writes_resume_when_free
     small_disk, record_property
 ):
     store = small_disk / "store"
-    collection = Collection.open(str(store), model=FakeEmbedder(), create=True)
+    collection = Collection.open(
+        str(store), model=FakeEmbedder(), create=True, settings=IndexSettings.load()
+    )
     acknowledged: set[str] = set()
     failed: list[set[str]] = []
     for c in range(3):  # a collection and its snapshot before the disk fills
@@ -126,7 +131,9 @@ def _no_space(*args, **kwargs):
 
 @pytest.fixture
 def collection(tmp_path) -> Collection:
-    collection = Collection.open(str(tmp_path / "store"), model=FakeEmbedder(), create=True)
+    collection = Collection.open(
+        str(tmp_path / "store"), model=FakeEmbedder(), create=True, settings=IndexSettings.load()
+    )
     for c in range(3):
         collection.enroll(f"Genus_species{c}", [photo(10 * c + k) for k in range(2)])
     return collection

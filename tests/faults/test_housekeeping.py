@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from index.config import IndexSettings
 from index.store import SpecimenStore
 from index.workflows.collection import Collection
 from tests.conftest import store_row
@@ -64,7 +65,9 @@ def test_the_default_retention_keeps_recent_versions_for_readers_in_flight(tmp_p
 
 def test_snapshots_of_other_kinds_past_their_retention_are_removed_with_their_files(tmp_path):
     path = tmp_path / "store"
-    collection = Collection.open(str(path), model=FakeEmbedder(), create=True)
+    collection = Collection.open(
+        str(path), model=FakeEmbedder(), create=True, settings=IndexSettings.load()
+    )
     collection.enroll("Genus_species0", [photo(1), photo(2)])
     collection.enroll("Genus_species1", [photo(3), photo(4)])
     (current,) = snapshot_files(path)

@@ -10,6 +10,7 @@ import signal
 import time
 from pathlib import Path
 
+from index.config import IndexSettings
 from index.workflows.collection import Collection
 from index.workflows.doctor import check_store
 from tests.fake_embedder import FakeEmbedder
@@ -27,7 +28,7 @@ def _writer(store: str, genus: str, first: int, ack: str, marker: str, stop: str
     go to ``marker``, after it (acknowledged) to ``ack``, fsync'ed."""
     from index.store import SpecimenStore
 
-    collection = Collection.open(store, model=FakeEmbedder())
+    collection = Collection.open(store, model=FakeEmbedder(), settings=IndexSettings.load())
     commit = SpecimenStore.add
 
     def add(self, table):
@@ -65,7 +66,7 @@ def _kill_mid_commit(process, marker: Path, after: int, delay: float) -> str:
 
 def test_a_replica_killed_mid_commit_loses_no_acknowledged_write(tmp_path: Path, record_property):
     store = str(tmp_path / "store")
-    Collection.open(store, model=FakeEmbedder(), create=True).enroll(
+    Collection.open(store, model=FakeEmbedder(), create=True, settings=IndexSettings.load()).enroll(
         "Seed_species", [photo(1), photo(2)]
     )
     files = {name: tmp_path / name for name in ("a.ack", "a.mark", "b.ack", "b.mark", "stop")}
@@ -106,7 +107,9 @@ def test_a_replica_killed_mid_commit_loses_no_acknowledged_write(tmp_path: Path,
     assert survivor.exitcode == 0
 
     started = time.monotonic()
-    fresh = Collection.open(store, model=FakeEmbedder(), create=False)  # a restart
+    fresh = Collection.open(
+        store, model=FakeEmbedder(), create=False, settings=IndexSettings.load()
+    )  # a restart
     record_property("recover_s", round(time.monotonic() - started, 3))
     stored = set(fresh.store.select(["filename"], "true")["filename"].to_pylist())
     acknowledged = {

@@ -25,6 +25,7 @@ from moto.moto_server.werkzeug_app import (
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Response
 
+from index.config import IndexSettings
 from index.errors import StoreWriteError
 from index.workflows.collection import Collection
 from tests.fake_embedder import FakeEmbedder
@@ -130,14 +131,16 @@ def s3_env(s3, monkeypatch) -> Iterator[FaultyS3]:
 @pytest.fixture
 def collection(s3_env) -> Collection:
     uri = f"s3://{BUCKET}/{uuid.uuid4().hex[:12]}"
-    collection = Collection.open(uri, model=FakeEmbedder(), create=True)
+    collection = Collection.open(
+        uri, model=FakeEmbedder(), create=True, settings=IndexSettings.load()
+    )
     for c in range(3):
         collection.enroll(f"Genus_species{c}", [photo(10 * c + k) for k in range(2)])
     return collection
 
 
 def stored_names(uri: str) -> set[str]:
-    fresh = Collection.open(uri, model=FakeEmbedder(), create=False)
+    fresh = Collection.open(uri, model=FakeEmbedder(), create=False, settings=IndexSettings.load())
     return set(fresh.store.select(["filename"], "true")["filename"].to_pylist())
 
 

@@ -83,22 +83,22 @@ class Collection:
         model: str | Path | Any | None = None,
         create: bool = True,
         *,
-        settings: IndexSettings | None = None,
+        settings: IndexSettings,
         config: IdentifierConfig | None = None,
         need_model: bool = True,
         check_model: bool = True,
         exported_model: bool = False,
     ) -> Collection:
-        """Open (or create) the collection at ``uri`` (default ``SHELLID_STORE`` or
-        ``./shellid-data``) with ``model`` (default ``SHELLID_MODEL`` or the frozen backbone;
-        ``exported_model``: run its cached ONNX export without PyTorch when there is one, see
-        :class:`~index.workflows.models.LazyEmbedder`).
+        """Open (or create) the collection at ``uri`` (default ``settings.store``) with
+        ``model`` (default ``settings.model``, else the frozen backbone; ``exported_model``:
+        run its cached ONNX export without PyTorch when there is one, see
+        :class:`~index.workflows.models.LazyEmbedder`). ``settings`` (required) are the ones
+        the entry point loaded (``IndexSettings.load()``): nothing here reads the environment.
 
         Refuses a store whose vectors another model made (:class:`ModelMismatchError`) unless
         ``check_model=False`` (for ``reindex``). ``need_model=False`` skips loading the model
         (listing and removing work; enrolling and identifying images do not).
         """
-        settings = settings or IndexSettings.load()
         store = SpecimenStore(
             uri if uri is not None else settings.store,
             create=create,
