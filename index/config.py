@@ -342,3 +342,47 @@ class EvaluationConfig(BaseModel):
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")
+
+
+class AuditConfig(BaseModel):
+    """Thresholds of ``index.workflows.audit.audit_collection`` (defaults suit photo
+    collections of a few to 10,000 images); ``shellid audit``'s threshold options are these
+    fields (``api/commands/_models.py`` ``AuditOptions``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    near_duplicate_cosine: float = option_field(
+        0.97, "embedding cosine from which two photos are near duplicates", ge=0.5, le=1.0
+    )
+    near_duplicate_hash_bits: int = option_field(
+        9,
+        "dHash bits (of 256) that may differ for a copy whose embedding cosine is also "
+        "near_duplicate_hash_cosine",
+    )
+    near_duplicate_hash_cosine: float = option_field(
+        0.85, "embedding cosine of a copy found by its dHash"
+    )
+    neighbours: int = option_field(5, "k for the mislabel and off-domain checks")
+    off_domain_z: float = option_field(
+        4.0,
+        "robust z-score of neighbour similarity below -Z marks off-domain images",
+        ge=1.0,
+        le=50.0,
+        default_text="4",
+    )
+    outlier_percentile: float = option_field(
+        99.0,
+        "distance-to-species-centre percentile for outliers",
+        ge=50.0,
+        le=100.0,
+        default_text="99",
+    )
+    outlier_min_z: float = option_field(
+        3.0, "robust SDs above the median an outlier's distance is at least"
+    )
+    min_side: int = option_field(64, "flag images with a shorter side in px")
+    min_images: int = option_field(5, "flag species with fewer images")
+    min_groups: int = option_field(2, "flag species with fewer specimens (groups)")
+    group_pattern: str | None = option_field(
+        None, "regex or preset (see embedder.datasets.GROUP_PRESETS) naming one specimen"
+    )

@@ -11,10 +11,13 @@ run (pydantic costs ``shellid --help`` nothing).
 
 from __future__ import annotations
 
+from copy import copy
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+
+from index.config import AuditConfig
 
 #: ``shellid identify``'s output formats
 Format = Literal["text", "json", "jsonl", "csv"]
@@ -23,6 +26,12 @@ Format = Literal["text", "json", "jsonl", "csv"]
 def option(default: Any, description: str = "", **extra: Any) -> Any:
     """A command-line field: its default, help text and option extras."""
     return Field(default=default, description=description, json_schema_extra=extra)
+
+
+def config_field(config: type[BaseModel], name: str) -> Any:
+    """The field ``name`` of ``config`` (its default, bounds and help) as an option of another
+    name: one definition of each threshold."""
+    return copy(config.model_fields[name])
 
 
 def argument(description: str, metavar: str) -> Any:
@@ -283,7 +292,8 @@ class EvaluateOptions(BaseModel):
 
 
 class AuditOptions(BaseModel):
-    """``shellid audit`` (the thresholds become ``index.workflows.audit.AuditConfig``)."""
+    """``shellid audit``; its thresholds are ``index.config.AuditConfig``'s fields (and
+    become that config)."""
 
     data: str = argument("folder with one sub-folder of photos per species", "DATA")
     report: str | None = option(None, "write an HTML page with thumbnails into DIR", metavar="DIR")
@@ -297,28 +307,11 @@ class AuditOptions(BaseModel):
         "(specimen, track, image): views or frames of one object are not near-duplicate findings",
         metavar="REGEX",
     )
-    duplicate_cosine: float = Field(
-        default=0.97,
-        ge=0.5,
-        le=1.0,
-        description="embedding cosine from which two photos are near duplicates",
-    )
-    off_domain_z: float = Field(
-        default=4.0,
-        ge=1.0,
-        le=50.0,
-        description="robust z-score of neighbour similarity below -Z marks off-domain images",
-        json_schema_extra={"default_text": "4"},
-    )
-    outlier_percentile: float = Field(
-        default=99.0,
-        ge=50.0,
-        le=100.0,
-        description="distance-to-species-centre percentile for outliers",
-        json_schema_extra={"default_text": "99"},
-    )
-    min_images: int = option(5, "flag species with fewer images")
-    min_side: int = option(64, "flag images with a shorter side in px")
+    duplicate_cosine: float = config_field(AuditConfig, "near_duplicate_cosine")
+    off_domain_z: float = config_field(AuditConfig, "off_domain_z")
+    outlier_percentile: float = config_field(AuditConfig, "outlier_percentile")
+    min_images: int = config_field(AuditConfig, "min_images")
+    min_side: int = config_field(AuditConfig, "min_side")
     quiet: bool = option(False, "no progress bars")
 
 

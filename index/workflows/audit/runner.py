@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from embedder import Embedder, EmbeddingModel, ImageRecord, load_model, scan_collection
 from embedder.intake import MIN_SIDE_PX
 
+from ...config import AuditConfig
 from ..evaluation.cache import EmbeddingCache
 from .embedding_checks import (
     CentroidSimilarity,
@@ -26,23 +27,6 @@ from .embedding_checks import (
 )
 from .files import HASH_BITS, FileInfo, hamming_pairs, inspect_file
 from .findings import Finding, sort_findings
-
-
-@dataclass
-class AuditConfig:
-    """Thresholds of the audit (defaults suit photo collections of a few to 10,000 images)."""
-
-    near_duplicate_cosine: float = 0.97  # embedding cosine at or above: same photo
-    near_duplicate_hash_bits: int = 9  # dHash bits (of 256) that may differ for a copy ...
-    near_duplicate_hash_cosine: float = 0.85  # ... whose embedding cosine is also this high
-    neighbours: int = 5  # k for the mislabel and off-domain checks
-    off_domain_z: float = 4.0  # robust z below -this: off-domain
-    outlier_percentile: float = 99.0  # distance-to-centre percentile for outliers
-    outlier_min_z: float = 3.0  # ... and at least this many robust SDs above the median
-    min_side: int = 64  # images smaller than this (px, shorter side) are flagged "tiny"
-    min_images: int = 5  # species with fewer images are flagged
-    min_groups: int = 2  # species with fewer specimens/groups are flagged
-    group_pattern: str | None = None  # regex or preset (see embedder.datasets.GROUP_PRESETS)
 
 
 @dataclass
@@ -65,7 +49,7 @@ class AuditResult:
             "species": self.species,
             "embedded": self.embedded,
             "model": self.model,
-            "config": asdict(self.config),
+            "config": self.config.model_dump(),
             "findings": [asdict(f) for f in self.findings],
         }
 
