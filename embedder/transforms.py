@@ -4,11 +4,10 @@ shell-photo normalisation (object on a plain background -> cropped, black backgr
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import numpy as np
 import torch
 from PIL import Image
+from pydantic import BaseModel, ConfigDict
 from scipy import ndimage
 from torchvision.transforms import v2 as T
 
@@ -16,13 +15,15 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-@dataclass(frozen=True)
-class PreprocessConfig:
+class PreprocessConfig(BaseModel):
     """What a backbone expects: input size, normalisation and resize policy.
 
     ``normalize_shells`` turns on :func:`normalize_shell_photo` before resizing (for studio
-    photos of one object on a plain background; off for natural photos).
+    photos of one object on a plain background; off for natural photos). Saved as
+    :meth:`to_dict` in ``MODEL.pt`` and ONNX cache records, and part of the fingerprints.
     """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     input_size: int = 224
     mean: tuple[float, float, float] = IMAGENET_MEAN
@@ -32,18 +33,20 @@ class PreprocessConfig:
     normalize_shells: bool = False
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields as plain data, in their order (``mean`` and ``std`` as tuples)."""
+        return self.model_dump()
 
     @classmethod
     def from_dict(cls, data: dict) -> PreprocessConfig:
-        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        """The config saved as ``data`` (keys it does not know are ignored)."""
+        known = {k: data[k] for k in cls.model_fields if k in data}
         for key in ("mean", "std"):
             if key in known:
                 known[key] = tuple(float(v) for v in known[key])
         return cls(**known)
 
     def with_shell_normalisation(self, enabled: bool) -> PreprocessConfig:
-        return PreprocessConfig(**{**self.to_dict(), "normalize_shells": enabled})
+        return self.model_copy(update={"normalize_shells": enabled})
 
 
 def _interpolation(name: str) -> T.InterpolationMode:
