@@ -32,7 +32,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +68,9 @@ class Variant:
     def model(self) -> EmbeddingModel:
         model = default_model(self.backbone)
         if self.tf_inputs:
-            model.backbone.preprocess = replace(model.backbone.preprocess, mean=TF_MEAN, std=TF_STD)
+            model.backbone.preprocess = model.backbone.preprocess.model_copy(
+                update={"mean": TF_MEAN, "std": TF_STD}
+            )
         return model
 
 

@@ -19,7 +19,7 @@ beside the plain backbone names of :data:`embedder.backbones.BACKBONES`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import torch
@@ -191,6 +191,6 @@ def create_profile(profile: Profile | str, weights: str | None = "offline") -> B
         raise BackboneError(f"profile {profile.name!r} takes weights 'offline' or None")
     members = [create_backbone(name, weights=weights) for name in profile.members]
     features = ProfileFeatures(profile, members).eval()
-    preprocess = replace(profile.preprocess)
+    preprocess = profile.preprocess.model_copy()
     source = "offline" if weights == "offline" else "random"
     return Backbone(profile.name, features, preprocess, f"{source}:profile")
