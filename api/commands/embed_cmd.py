@@ -92,12 +92,7 @@ def run(args: argparse.Namespace) -> int:
 
         result = EmbeddingResult(
             *embed_on_ray(
-                paths,
-                args.model,
-                embedder.fingerprint,
-                ray,
-                settings=settings,
-                progress=not args.quiet,
+                paths, args.model, embedder.fingerprint, ray, settings, progress=not args.quiet
             )
         )
     else:

@@ -45,8 +45,8 @@ def embed_on_ray(
     model: str | Path | None,
     fingerprint: str,
     options: RayOptions,
-    *,
     settings: EmbedderSettings | None = None,
+    *,
     progress: bool = True,
     timing: RunTiming | None = None,
 ) -> tuple[np.ndarray, list[Path], dict[str, str]]:
