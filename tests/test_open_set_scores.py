@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from index import VectorIdentifier
 from index.calibration import acceptance_threshold
-from index.config import IdentifierConfig
+from index.config import IdentifierConfig, IndexSettings
 from index.enrolled import EnrolledRows
 from index.open_set import OPEN_SET_SCORES, HeldOutImages, HeldOutOpenSet, OpenSetScore
 from index.results import Decision, Thresholds
@@ -165,7 +165,9 @@ def test_the_http_answer_carries_every_registered_score(toy, tmp_path):
 
     photos = make_collection(tmp_path / "photos", specimens=3, views=1, size=64)
     store = str(tmp_path / "store")
-    collection = Collection.open(store, model=FakeEmbedder(), create=True)
+    collection = Collection.open(
+        store, model=FakeEmbedder(), create=True, settings=IndexSettings.load()
+    )
     for species in list(GENERATED_SPECIES)[:3]:
         collection.enroll(species, sorted((photos / species).iterdir()))
     query = sorted((photos / species).iterdir())[0].read_bytes()
