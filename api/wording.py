@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from index.names import display_name as species_display
-from index.results import REJECTIONS
 
 
 def percent(probability: float) -> str:
@@ -35,11 +34,6 @@ def percent(probability: float) -> str:
 def similarity(score: float) -> str:
     """``0.5412`` -> ``similarity 0.54`` (cosine similarity, not a probability)."""
     return f"similarity {score:.2f}"
-
-
-def is_rejection(decision: str) -> bool:
-    """True for ``unknown_species`` and ``out_of_domain``: no enrolled species is named."""
-    return decision in REJECTIONS
 
 
 def _field(item: Any, name: str, default: Any = None) -> Any:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -181,11 +180,3 @@ def read_csv(path: str | Path) -> list[Finding]:
     """Read a findings CSV written by :func:`write_csv`."""
     with Path(path).open(newline="", encoding="utf-8") as handle:
         return [Finding(**row) for row in csv.DictReader(handle)]
-
-
-def summary_counts(findings: Iterable[Finding]) -> dict[str, dict[str, int]]:
-    """``{kind: {severity: count}}`` for the kinds that occur."""
-    counts: dict[str, Counter] = {}
-    for finding in findings:
-        counts.setdefault(finding.kind, Counter())[finding.severity] += 1
-    return {kind: dict(counts[kind]) for kind in KINDS if kind in counts}
