@@ -57,7 +57,7 @@ async def identify(
         None,
         ge=field_bound(ServiceSettings, "top_k", "ge"),
         le=field_bound(ServiceSettings, "top_k", "le"),
-        description="Candidates to return (default 5).",
+        description="Candidates to return (default: the server's SHELLID_TOP_K, 5 unless set).",
     ),
     region: str | None = Query(None, description="Only consider species of this region."),
     genus: str | None = Query(None, description="Only consider species of this genus."),
