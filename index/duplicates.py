@@ -87,13 +87,12 @@ def owners_before(
         return {}
     own: set[str] = set()
     try:
-        table, read = store.at_version(version)
+        wanted = where_in("sha256", sorted(set(sha256s)))
+        found, read = store.read_at(version, ["sha256", "species", "id"], wanted)
         if read != version:
             # cleaned up: a later version holds the same rows plus this writer's own
             # commit (version + 1, whose rows are left out) and maybe later commits
             own = set(store.last_added_ids)
-        query = table.search().where(where_in("sha256", sorted(set(sha256s))))
-        found = query.select(["sha256", "species", "id"]).limit(None).to_arrow()
     except Exception as exc:
         raise StoreError(f"cannot read store {store.uri}: {storage_problem(exc)}") from exc
     rows = zip(*(found[c].to_pylist() for c in ("sha256", "species", "id")), strict=True)

@@ -74,9 +74,18 @@ def is_conflict(exc: BaseException) -> bool:
     return any(k in text for k in ("commit conflict", "preempted by concurrent", "already exists"))
 
 
+_DATA_FILE_GONE = re.compile(r"Not found: \S*\.lance/data/\S+\.lance")
+
+
 def is_cleaned_up(exc: BaseException) -> bool:
-    """A version that no longer exists (removed by a compaction's cleanup)."""
-    return "no longer exists" in str(exc) or "was it cleaned up" in str(exc).lower()
+    """A version that no longer exists (removed by a compaction's cleanup), or one whose data
+    files a cleanup removed while it was being read."""
+    text = str(exc)
+    return (
+        "no longer exists" in text
+        or "was it cleaned up" in text.lower()
+        or _DATA_FILE_GONE.search(text) is not None
+    )
 
 
 def retry_conflicts(write: Callable[[], T], attempts: int = 8) -> T:

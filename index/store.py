@@ -38,6 +38,9 @@ from .store_info import StoreRecords
 from .store_upkeep import StoreUpkeep
 
 ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")
+#: reads of a cleaned-up version before giving up (:meth:`SpecimenStore.read_at`)
+_CLEANED_UP_TRIES = 4
+
 log = logging.getLogger("shellid.index")
 
 
@@ -247,6 +250,9 @@ class SpecimenStore:
         except Exception as exc:
             if not is_cleaned_up(exc):
                 raise
+        return self._newest_instead(table, version)
+
+    def _newest_instead(self, table: Any, version: int) -> tuple[Any, int]:
         table.checkout_latest()
         log.warning(
             "store %s: version %s was cleaned up while being read; read version %s instead "
@@ -257,14 +263,30 @@ class SpecimenStore:
         )
         return table, int(table.version)
 
+    def read_at(
+        self, version: int, columns: list[str], where: str | None = None
+    ) -> tuple[pa.Table, int]:
+        """``columns`` of the rows of the specimens table as of ``version``, optionally filtered
+        by ``where``, and the version read. A cleanup can remove a version's data files after
+        its checkout, in the middle of the scan: then the newest version is read instead, as
+        in :meth:`at_version` (a few tries, as a compaction can replace the newest too)."""
+        table, read = self.at_version(version)
+        for attempt in range(_CLEANED_UP_TRIES):
+            try:
+                query = table.search().select(columns).limit(None)
+                return (query.where(where) if where else query).to_arrow(), read
+            except Exception as exc:
+                if attempt == _CLEANED_UP_TRIES - 1 or not is_cleaned_up(exc):
+                    raise
+            table, read = self._newest_instead(self._db.open_table(SPECIMENS_TABLE), read)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def read_version(self, columns: list[str], version: int, where: str | None = None) -> pa.Table:
         """``columns`` of the rows of the specimens table as of ``version`` (a pinned read:
         commits made meanwhile are not mixed in), optionally filtered by ``where``; a version
-        cleaned up meanwhile is read as the newest (:meth:`at_version`)."""
+        cleaned up meanwhile is read as the newest (:meth:`read_at`)."""
         try:
-            table, _ = self.at_version(version)
-            query = table.search().select(columns).limit(None)
-            return (query.where(where) if where else query).to_arrow()
+            return self.read_at(version, columns, where)[0]
         except Exception as exc:
             raise StoreError(
                 f"cannot read version {version} of store {self.uri}: {storage_problem(exc)}",

@@ -3,6 +3,7 @@ SHELLID_REQUIRE_SHARED=1), generated image collections, and one frozen model per
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import tempfile
 from pathlib import Path
@@ -26,6 +27,17 @@ def shared_dataset(name: str) -> Path:
             pytest.fail(message + " (SHELLID_REQUIRE_SHARED=1)")
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _no_child_process_outlives_its_test():
+    """A test that fails while a child process waits for its signal would leave that child
+    running, and the interpreter waits for it at exit: the run hangs (a CI timeout) instead of
+    reporting the failure. Children still alive after a test are killed."""
+    yield
+    for child in multiprocessing.active_children():
+        child.kill()
+        child.join(10)
 
 
 @pytest.fixture

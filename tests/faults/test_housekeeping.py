@@ -89,3 +89,28 @@ def test_snapshots_of_other_kinds_past_their_retention_are_removed_with_their_fi
     assert current.name in left
     assert files["recent"].name in left and files["fresh.tmp"].name in left
     assert not {files[k].name for k in ("old", "old.faiss", "stale.tmp")} & left
+
+
+def test_a_version_whose_files_a_cleanup_removes_during_the_read_is_read_as_the_newest(
+    tmp_path, caplog
+):
+    """A replica checks out a version, then another replica's cleanup removes that version's
+    data files before the scan reads them (the window CI once hit): the read falls back to the
+    newest version instead of failing."""
+    path = tmp_path / "store"
+    store = SpecimenStore(path, compact_every=1_000)  # compacted by hand below
+    store.ensure_table(8)
+    rng = np.random.default_rng(2)
+    for i in range(6):
+        cycle(store, i, rng)
+    old = store.latest_version()
+    before = set((path / "specimens.lance" / "data").iterdir())
+    store.upkeep.compact()  # default retention: the old version's manifest stays
+    for data_file in before:  # what the other replica's cleanup removes, manifest last
+        data_file.unlink()
+    rows, read = store.read_at(old, ["id"])
+    assert read > old and sorted(rows["id"].to_pylist()) == sorted(
+        store.select(["id"], "true")["id"].to_pylist()
+    )
+    assert store.read_version(["id"], old).num_rows == 6
+    assert "was cleaned up while being read" in caplog.text
