@@ -20,7 +20,16 @@ from .deps import Runtime
 from .errors import ServerErrorAnswer, install_error_handlers
 from .metrics import ServiceMetrics
 from .remedies import user_message
-from .routes import cli_answers, health, identify, species, species_pages, taxa, try_these
+from .routes import (
+    cli_answers,
+    health,
+    identify,
+    species,
+    species_pages,
+    taxa,
+    train,
+    try_these,
+)
 from .service import ShellidService
 from .settings import ServiceSettings, load_settings
 from .uploads import BodyLimitMiddleware
@@ -86,7 +95,7 @@ def _metrics(runtime: Runtime) -> ServiceMetrics:
 
 def _routes(app: FastAPI) -> None:
     """The API's routers, the web page and its static files."""
-    for module in (health, identify, cli_answers, species, species_pages, try_these, taxa):
+    for module in (health, identify, cli_answers, species, species_pages, try_these, taxa, train):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)

@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .errors import ApiError
+from .jobs import TrainingJobs
 from .metrics import ServiceMetrics
 from .service import ShellidService
 from .settings import ServiceSettings
@@ -25,6 +26,8 @@ class Runtime:
     service: ShellidService | None = None
     load_error: str | None = None
     loaded: threading.Event = field(default_factory=threading.Event)
+    training: TrainingJobs | None = None  # made on the first training request
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 bearer = HTTPBearer(auto_error=False, description="The API key: 'Authorization: Bearer <key>'.")
@@ -53,6 +56,31 @@ def get_service(runtime: RuntimeDep) -> ShellidService:
 #: what routes declare: ``settings: SettingsDep``, ``service: ServiceDep``.
 SettingsDep = Annotated[ServiceSettings, Depends(get_settings)]
 ServiceDep = Annotated[ShellidService, Depends(get_service)]
+
+
+def training_jobs_for(service: ShellidService) -> TrainingJobs:
+    """The training jobs of ``service``: each opens a collection of its own on the service's
+    store and, once its model is installed there, makes the service catch up with the store
+    at once (the refresh its store watch runs every ``SHELLID_REFRESH_SECONDS``)."""
+    from index.workflows.collection import Collection
+
+    settings, store = service.settings, service.collection.store.uri
+    return TrainingJobs(
+        open_collection=lambda: Collection.open(store, create=False, settings=settings),
+        follow=service.collection.index.refresh,
+        cache_dir=settings.features_dir(),
+    )
+
+
+def get_training(runtime: RuntimeDep, service: ServiceDep) -> TrainingJobs:
+    """The service's training jobs (503 while the service is not loaded)."""
+    with runtime.lock:
+        if runtime.training is None:
+            runtime.training = training_jobs_for(service)
+        return runtime.training
+
+
+TrainingDep = Annotated[TrainingJobs, Depends(get_training)]
 CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from index.results import Decision
 
@@ -315,3 +315,51 @@ class SubjectOut(BaseModel):
     subject: str = Field(
         description="The word in use ($SHELLID_SUBJECT overrides the store's, if set)."
     )
+
+
+def _training_help(name: str) -> str:
+    from embedder.settings import TrainingConfig
+
+    return str(TrainingConfig.model_fields[name].description or name)
+
+
+class TrainRequest(BaseModel):
+    """What a curator may change of the store-training recipe (``POST /v1/train``; every field
+    optional, unset = the recipe's value; other fields are refused)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int | None = Field(None, ge=1, le=200, description=_training_help("epochs"))
+    unfreeze: int | None = Field(
+        None,
+        ge=0,
+        le=7,
+        description=_training_help("unfreeze") + " (EfficientNet-Lite has 7 stages)",
+    )
+    seed: int | None = Field(None, ge=0, description=_training_help("seed"))
+
+
+class TrainingJobOut(BaseModel):
+    """A training job: where it is, and how it ended."""
+
+    id: str = Field(description="The job's id: GET /v1/train/{id}.")
+    state: Literal["queued", "running", "installed", "not_installed", "failed"] = Field(
+        description="installed: the service now answers with the new model; not_installed: it "
+        "was not better on validation (report.reason says why) and the old model serves on; "
+        "failed: error says why, and the old model serves on."
+    )
+    stage: str = Field(description="What it is doing: 'epoch 3/15', 're-embedding the store'...")
+    fraction: float = Field(ge=0, le=1, description="Share of the whole job done (never falls).")
+    elapsed_seconds: float
+    eta_seconds: float | None = Field(
+        description="Seconds left, estimated from the fraction (null before any progress)."
+    )
+    created: datetime = Field(description="When the job was asked for (UTC).")
+    settings: dict[str, Any] = Field(description="The training fields the request changed.")
+    report: dict[str, Any] | None = Field(
+        description="When finished: installed, reason (one line with the figures), species, "
+        "photos, validation_photos, before and after (seen-species top-1 on the validation "
+        "photos), seconds, model_name, fingerprint."
+    )
+    error: str | None = Field(description="One line, when the job failed.")
+    log: list[str] = Field(description="The trainer's last lines.")
