@@ -47,6 +47,7 @@ DESCRIPTION = """Identify species from photos by few-shot metric learning.
   species or out of domain), ranked candidates with calibrated probabilities, and the most
   similar enrolled photos.
 * **Collection**: enroll a species from a few photos (no retraining), list and delete.
+* **Training**: train the model on the photos enrolled, as a job to poll (`POST /v1/train`).
 
 Writes need `Authorization: Bearer <key>` when the server has `SHELLID_API_KEY`; reads too
 when it has `SHELLID_READ_KEY`. Errors answer `{"detail", "code", "file"}`.

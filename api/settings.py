@@ -44,7 +44,8 @@ class ServiceSettings(IndexSettings):
 
     api_key: SecretStr | None = Field(
         default=None,
-        description="When set, enrolling and deleting need 'Authorization: Bearer <key>'.",
+        description="When set, enrolling, deleting and training need "
+        "'Authorization: Bearer <key>'.",
     )
     read_key: SecretStr | None = Field(
         default=None,
