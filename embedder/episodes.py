@@ -1,6 +1,7 @@
 """Few-shot measurement on embeddings: episodic N-way K-shot accuracy with prototypes (CL2N,
-as SimpleShot), all-way K-shot, and Recall@K retrieval. Numpy in, numpy out; used for model
-selection during training, by the benchmarks and by ``shellid evaluate``.
+as SimpleShot), all-way K-shot, seen-species nearest-prototype top-1, and Recall@K retrieval.
+Numpy in, numpy out; used for model selection during training, by the benchmarks, by store
+training and by ``shellid evaluate``.
 """
 
 from __future__ import annotations
@@ -135,6 +136,30 @@ def episodic_accuracy(
         predicted = (query @ prototypes.T).argmax(axis=1)
         accuracies[e] = float((predicted == episode.query_way).mean())
     return summarize(accuracies, n_way, k_shot)
+
+
+def prototype_top1(
+    support: np.ndarray,
+    support_labels: Sequence[str],
+    query: np.ndarray,
+    query_labels: Sequence[str],
+) -> float:
+    """Seen-species top-1: the share of ``query`` vectors whose nearest prototype (mean of a
+    species' ``support`` vectors, CL2N with the support mean) is their own species'. Every
+    species of the support competes; a query species with no support raises ``ValueError``.
+    NaN when there are no queries. The one measure of training's ``validation="photos"`` and
+    of store training's before/after figures."""
+    species = sorted(set(support_labels))
+    missing = sorted(set(query_labels) - set(species))
+    if missing:
+        raise ValueError(f"query species without support vectors: {missing[:3]}")
+    if len(query_labels) == 0:
+        return float("nan")
+    x, q = cl2n(np.asarray(support, np.float32), np.asarray(query, np.float32))
+    labels = np.asarray(support_labels)
+    prototypes = l2_normalise(np.stack([x[labels == s].mean(axis=0) for s in species]))
+    predicted = np.asarray(species)[(q @ prototypes.T).argmax(axis=1)]
+    return float((predicted == np.asarray(query_labels)).mean())
 
 
 def recall_at_k(

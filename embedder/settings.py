@@ -238,9 +238,17 @@ class TrainingConfig(BaseModel):
     train_batchnorm: bool = option_field(
         False, "update the batch-norm statistics of the unfrozen stages while training"
     )
+    validation: Literal["species", "photos"] = option_field(
+        "species",
+        "what picks the best epoch: species = held-out species never trained on, scored by "
+        "5-way 1-shot (unseen species); photos = held-out specimens of the trained species, "
+        "scored by nearest-prototype top-1 among all trained species (seen species)",
+    )
     val_fraction: float = option_field(
         0.15,
-        "share of species held out to pick the best epoch (at least 2; 0 = none)",
+        "share held out to pick the best epoch: of the species (validation species, at least "
+        "2) or of each species' specimens (validation photos, at least 1 of 3 or more); "
+        "0 = none",
         ge=0,
         lt=1,
     )

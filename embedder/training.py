@@ -10,9 +10,12 @@ Method (see docs/training.md for the measurements behind the defaults):
    projection head are trained on those features with a pytorch-metric-learning loss, batches
    drawn by ``MPerClassSampler`` (``m_per_class`` images of each class per batch), one random
    cached view per image per epoch. The pretrained tail gets a lower learning rate than the head.
-3. After every epoch the model embeds the validation *classes* (never seen in training) and is
-   scored by episodic 5-way 1-shot accuracy with CL2N prototypes; the best epoch's weights are
-   kept and training stops after ``patience`` epochs without improvement.
+3. After every epoch the model is scored on the validation records (:mod:`embedder.validation`,
+   ``TrainingConfig.validation``): held-out *classes* never trained on, by episodic 5-way
+   1-shot accuracy with CL2N prototypes (``"species"``), or held-out photos of the trained
+   classes, by nearest-prototype top-1 against the training photos' clean views
+   (``"photos"``); the best epoch's weights are kept and training stops after ``patience``
+   epochs without improvement.
 4. The result is an :class:`embedder.EmbeddingModel` (full backbone weights with the trained
    tail, head, config, class list, validation metrics), saved as ``MODEL.pt`` with a CSV log
    and a PNG of the training curves beside it.
@@ -38,13 +41,21 @@ from tqdm.auto import tqdm
 
 from . import stages
 from .backbones import Backbone, create_backbone
-from .datasets import DatasetError, ImageRecord, class_split, scan_collection
-from .episodes import episodic_accuracy
+from .datasets import DatasetError, ImageRecord, scan_collection
+from .episodes import prototype_top1
 from .feature_cache import CachedFeatures, FeatureCache
 from .losses import LOSSES
 from .model import EmbeddingModel, create_head
 from .registry import UnknownNameError
 from .settings import LOSS_KINDS, TrainingConfig, TrainingError
+from .validation import (
+    check_validation,
+    check_validation_classes,
+    check_validation_photos,
+    species_scores,
+    split_validation,
+    split_validation_classes,
+)
 
 
 @dataclass
@@ -58,6 +69,7 @@ class EpochLog:
     val_5shot: float
     lr: float
     seconds: float
+    val_top1: float = math.nan  # validation "photos": seen-species nearest-prototype top-1
 
 
 @dataclass
@@ -98,26 +110,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def split_validation_classes(
-    records: Sequence[ImageRecord], val_fraction: float, seed: int
-) -> tuple[list[ImageRecord], list[ImageRecord]]:
-    """Hold out whole classes for validation (at least 2 when ``val_fraction > 0``)."""
-    species = sorted({r.species for r in records})
-    if val_fraction == 0:
-        return list(records), []
-    n_val = max(2, round(val_fraction * len(species)))
-    if len(species) - n_val < 2:
-        raise TrainingError(
-            f"{len(species)} classes are too few to hold {n_val} out for validation and train on "
-            "at least 2; add classes or use a validation fraction of 0"
-        )
-    _, val, _ = class_split(species, (1 - n_val / len(species), n_val / len(species), 0.0), seed)
-    wanted = set(val)
-    return [r for r in records if r.species not in wanted], [
-        r for r in records if r.species in wanted
-    ]
 
 
 class _Trainable(nn.Module):
@@ -182,35 +174,6 @@ def embed_cached(
     return vectors, cached.paths, cached.errors
 
 
-def _validation_scores(
-    vectors: np.ndarray, labels: list[str], groups: list[str], episodes: int, seed: int
-) -> tuple[float, float, float]:
-    """(1-shot mean, its 95 % CI, 5-shot mean or NaN) on validation embeddings."""
-    n_way = min(5, len(set(labels)))
-    one = episodic_accuracy(
-        vectors, labels, n_way=n_way, k_shot=1, episodes=episodes, seed=seed, groups=groups
-    )
-    try:
-        five = episodic_accuracy(
-            vectors, labels, n_way=n_way, k_shot=5, episodes=episodes, seed=seed, groups=groups
-        ).mean
-    except ValueError:  # fewer than n_way classes with 6 specimens: 5-shot cannot be measured
-        five = math.nan
-    return one.mean, one.ci95, five
-
-
-def _check_validation_classes(records: Sequence[ImageRecord]) -> None:
-    groups: dict[str, set[str]] = {}
-    for record in records:
-        groups.setdefault(record.species, set()).add(record.group)
-    usable = [s for s, g in groups.items() if len(g) >= 2]
-    if len(usable) < 2:
-        raise TrainingError(
-            "validation needs at least 2 classes with 2 or more specimens (groups) each; "
-            f"the validation classes have {len(usable)}"
-        )
-
-
 # ---------------------------------------------------------------------- files
 def log_paths(out: Path) -> dict[str, Path]:
     """Where the CSV log and the PNG curves of a model saved at ``out`` go."""
@@ -250,16 +213,23 @@ def plot_curves(history: Sequence[EpochLog], best_epoch: int, path: Path, title:
     ax_loss.plot([h.epoch for h in trained], [h.loss for h in trained], marker="o", color="tab:red")
     ax_loss.set(xlabel="epoch", ylabel="training loss", title="loss")
     ax_loss.grid(alpha=0.3)
-    one = [100 * h.val_1shot for h in history]
-    ci = [100 * h.val_1shot_ci for h in history]
-    ax_acc.errorbar(epochs, one, yerr=ci, marker="o", capsize=3, label="val 5-way 1-shot")
+    seen = not all(math.isnan(h.val_top1) for h in history)
+    if seen:
+        top1 = [100 * h.val_top1 for h in history]
+        ax_acc.plot(epochs, top1, marker="o", label="val top-1, trained species")
+    else:
+        one = [100 * h.val_1shot for h in history]
+        ci = [100 * h.val_1shot_ci for h in history]
+        ax_acc.errorbar(epochs, one, yerr=ci, marker="o", capsize=3, label="val 5-way 1-shot")
     if not all(math.isnan(h.val_5shot) for h in history):
         ax_acc.plot(
             epochs, [100 * h.val_5shot for h in history], marker="s", label="val 5-way 5-shot"
         )
     ax_acc.axvline(best_epoch, color="grey", linestyle="--", label=f"best epoch {best_epoch}")
     ax_acc.set(
-        xlabel="epoch (0 = before training)", ylabel="accuracy (%)", title="validation classes"
+        xlabel="epoch (0 = before training)",
+        ylabel="accuracy (%)",
+        title="validation photos" if seen else "validation classes",
     )
     ax_acc.grid(alpha=0.3)
     ax_acc.legend()
@@ -309,12 +279,15 @@ def train_embedder(
     backbone: Backbone | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    on_epoch: Callable[[int, int], None] | None = None,
 ) -> TrainingResult:
-    """Train on ``train_records``, select the epoch on ``val_records`` (other classes).
+    """Train on ``train_records``, select the epoch on ``val_records``: other classes
+    (``config.validation`` "species") or other photos of the trained classes ("photos").
 
     ``backbone`` is the starting point (default: ``config.backbone`` with its offline
     pretrained weights); it is trained in place. With no validation records the last epoch is
-    kept. Seeds Python, NumPy and torch with ``config.seed``. Writes ``out`` (MODEL.pt) with its
+    kept. ``on_epoch(epoch, epochs)`` follows the epochs (0: the starting model measured).
+    Seeds Python, NumPy and torch with ``config.seed``. Writes ``out`` (MODEL.pt) with its
     ``.training.csv`` and ``.training.png`` when ``out`` is given. Raises
     :class:`TrainingError` for unusable data or settings.
     """
@@ -322,7 +295,7 @@ def train_embedder(
     started = time.perf_counter()
     seed_everything(config.seed)
     device = resolve_device(config.device)
-    _check_classes(train_records, val_records)
+    check_validation(train_records, val_records, config.validation)
     backbone = _frozen_backbone(backbone, config, device)
     data = _cache_features(
         FeatureCache(cache_dir, backbone, config.unfreeze),
@@ -333,10 +306,10 @@ def train_embedder(
         log,
     )
     network = _build_network(backbone, len(data.classes), config, device)
-    history, best_epoch = _run_epochs(network, data, config, device, progress, log)
+    history, best_epoch = _run_epochs(network, data, config, device, progress, log, on_epoch)
     for parameter in backbone.parameters():
         parameter.requires_grad_(False)
-    metrics = _training_metrics(history, best_epoch, data, time.perf_counter() - started)
+    metrics = _training_metrics(history, best_epoch, data, config, time.perf_counter() - started)
     model = EmbeddingModel(
         backbone,
         network.head,
@@ -348,22 +321,6 @@ def train_embedder(
     model.invalidate_fingerprint()
     files = _write_outputs(model, history, best_epoch, config, out)
     return TrainingResult(model, history, best_epoch, metrics, files)
-
-
-def _check_classes(
-    train_records: Sequence[ImageRecord], val_records: Sequence[ImageRecord]
-) -> None:
-    """At least two training classes, and validation classes that are never trained on."""
-    classes = sorted({r.species for r in train_records})
-    if len(classes) < 2:
-        raise TrainingError(f"training needs at least 2 classes; found {len(classes)}")
-    if val_records:
-        _check_validation_classes(val_records)
-    overlap = set(classes) & {r.species for r in val_records}
-    if overlap:
-        raise TrainingError(
-            f"validation classes must not be trained on; shared: {sorted(overlap)[:3]}"
-        )
 
 
 def _frozen_backbone(
@@ -406,8 +363,12 @@ def _cache_features(
     classes = sorted(set(train_labels))
     if len(classes) < 2:
         raise TrainingError("fewer than 2 training classes have readable images")
-    if val_records:
-        _check_validation_classes([by_path[p] for p in val_set.paths])
+    if val_records and config.validation == "photos":
+        check_validation_photos(
+            set(classes), set(train_set.paths), [by_path[p] for p in val_set.paths]
+        )
+    elif val_records:
+        check_validation_classes([by_path[p] for p in val_set.paths])
     return _TrainingData(
         train=train_set,
         val=val_set,
@@ -456,19 +417,20 @@ def _run_epochs(
     device: torch.device,
     progress: bool,
     log: Callable[[str], None],
+    on_epoch: Callable[[int, int], None] | None = None,
 ) -> tuple[list[EpochLog], int]:
     """Train epoch by epoch, validating after each; loads the best epoch's weights into the
-    network and returns the history and that epoch (early stop after ``patience``)."""
+    network and returns the history and that epoch (early stop after ``patience``).
+    ``on_epoch(epoch, epochs)`` is called after each epoch (0: the starting model)."""
     validating = len(data.val.paths) > 0
     batches = _EpochBatches(data, config)
-    one, ci, five = _validate(network.net, data, config, device)
-    history = [EpochLog(0, math.nan, one, ci, five, 0.0, 0.0)]
-    log(
-        f"epoch  0/{config.epochs}  before training          val 1-shot {_percent(one)}  "
-        f"5-shot {_percent(five)}"
-    )
-    best_epoch, best_score, stale = 0, one, 0
+    one, ci, five, top1 = _validate(network.net, data, config, device)
+    history = [EpochLog(0, math.nan, one, ci, five, 0.0, 0.0, top1)]
+    log(_epoch_line(history[0], config, improved=False))
+    best_epoch, best_score, stale = 0, _score(history[0], config), 0
     best_state = copy.deepcopy(network.net.state_dict())
+    if on_epoch is not None:
+        on_epoch(0, config.epochs)
     for epoch in range(1, config.epochs + 1):
         tick = time.perf_counter()
         lr = network.optimizer.param_groups[0]["lr"]
@@ -483,20 +445,19 @@ def _run_epochs(
             )
         ]
         network.scheduler.step()
-        one, ci, five = _validate(network.net, data, config, device)
+        one, ci, five, top1 = _validate(network.net, data, config, device)
         mean_loss = float(np.mean(losses)) if losses else math.nan
-        history.append(EpochLog(epoch, mean_loss, one, ci, five, lr, time.perf_counter() - tick))
-        improved = validating and one > best_score
+        row = EpochLog(epoch, mean_loss, one, ci, five, lr, time.perf_counter() - tick, top1)
+        history.append(row)
+        improved = validating and _score(row, config) > best_score
         if improved or not validating:
-            best_epoch, best_score, stale = epoch, one, 0
+            best_epoch, best_score, stale = epoch, _score(row, config), 0
             best_state = copy.deepcopy(network.net.state_dict())
         else:
             stale += 1
-        log(
-            f"epoch {epoch:2d}/{config.epochs}  loss {mean_loss:.4f}  "
-            f"val 1-shot {_percent(one)}  "
-            f"5-shot {_percent(five)}  ({history[-1].seconds:.0f} s){'  *' if improved else ''}"
-        )
+        log(_epoch_line(row, config, improved))
+        if on_epoch is not None:
+            on_epoch(epoch, config.epochs)
         if validating and stale >= config.patience:
             log(
                 f"no improvement for {config.patience} epochs: stopping, keeping epoch {best_epoch}"
@@ -504,6 +465,25 @@ def _run_epochs(
             break
     network.net.load_state_dict(best_state)
     return history, best_epoch
+
+
+def _score(row: EpochLog, config: TrainingConfig) -> float:
+    """What selects the epoch: seen-species top-1 (validation "photos") or 1-shot."""
+    return row.val_top1 if config.validation == "photos" else row.val_1shot
+
+
+def _epoch_line(row: EpochLog, config: TrainingConfig, improved: bool) -> str:
+    """One log line of an epoch (epoch 0: before training)."""
+    if config.validation == "photos":
+        figures = f"val top-1 {_percent(row.val_top1)}"
+    else:
+        figures = f"val 1-shot {_percent(row.val_1shot)}  5-shot {_percent(row.val_5shot)}"
+    if row.epoch == 0:
+        return f"epoch  0/{config.epochs}  before training          {figures}"
+    return (
+        f"epoch {row.epoch:2d}/{config.epochs}  loss {row.loss:.4f}  {figures}  "
+        f"({row.seconds:.0f} s){'  *' if improved else ''}"
+    )
 
 
 class _EpochBatches:
@@ -532,14 +512,21 @@ class _EpochBatches:
 
 def _validate(
     net: nn.Module, data: _TrainingData, config: TrainingConfig, device: torch.device
-) -> tuple[float, float, float]:
-    """Validation scores of ``net`` (NaN when there are no validation images)."""
+) -> tuple[float, float, float, float]:
+    """Validation scores of ``net``: (1-shot, its CI, 5-shot, seen-species top-1), NaN where
+    not measured (no validation images, or the other validation mode)."""
+    nan = math.nan
     if not data.val.paths:
-        return math.nan, math.nan, math.nan
+        return nan, nan, nan, nan
     vectors = embed_features(net, data.val.features[:, 0], device)
-    return _validation_scores(
+    if config.validation == "photos":
+        support = embed_features(net, data.train.features[:, 0], device)
+        labels = [data.classes[i] for i in data.label_ids.tolist()]
+        return nan, nan, nan, prototype_top1(support, labels, vectors, data.val_labels)
+    one, ci, five = species_scores(
         vectors, data.val_labels, data.val_groups, config.val_episodes, config.seed
     )
+    return one, ci, five, nan
 
 
 def _train_step(
@@ -569,20 +556,31 @@ def _train_step(
 
 
 def _training_metrics(
-    history: list[EpochLog], best_epoch: int, data: _TrainingData, seconds: float
+    history: list[EpochLog],
+    best_epoch: int,
+    data: _TrainingData,
+    config: TrainingConfig,
+    seconds: float,
 ) -> dict[str, Any]:
-    """What MODEL.pt records of its training (NaN, i.e. not measured, becomes None)."""
+    """What MODEL.pt records of its training (NaN, i.e. not measured, becomes None):
+    ``validation`` says which figures were measured (``val_1shot``... for "species",
+    ``val_top1`` for "photos"; ``_before``: the starting model)."""
     best = history[best_epoch]
     validating = len(data.val.paths) > 0
+    species = config.validation == "species"
     metrics: dict[str, Any] = {
         "best_epoch": best_epoch,
         "epochs_run": history[-1].epoch,
+        "validation": config.validation,
+        "val_images": len(data.val.paths),
+        "val_top1": best.val_top1,
+        "val_top1_before": history[0].val_top1,
         "val_1shot": best.val_1shot,
         "val_1shot_ci95": best.val_1shot_ci,
         "val_5shot": best.val_5shot,
         "val_1shot_before": history[0].val_1shot,
         "val_5shot_before": history[0].val_5shot,
-        "val_n_way": min(5, len(set(data.val_labels))) if validating else 0,
+        "val_n_way": min(5, len(set(data.val_labels))) if validating and species else 0,
         "val_classes": sorted(set(data.val_labels)),
         "train_images": len(data.train.paths),
         "skipped_images": data.skipped,
@@ -626,14 +624,20 @@ def train_collection(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> TrainingResult:
-    """Scan ``root/<class>/*`` images, hold out ``val_fraction`` of the classes, train."""
+    """Scan ``root/<class>/*`` images, hold out ``val_fraction`` of the classes (or of each
+    class's specimens, ``config.validation`` "photos"), train."""
     config = config or TrainingConfig()
     records = scan_collection(root, group_pattern=config.group_pattern)
-    train_records, val_records = split_validation_classes(records, config.val_fraction, config.seed)
+    train_records, val_records = split_validation(records, config)
+    held = (
+        f"{len(val_records)} photos of {len({r.species for r in val_records})} of them"
+        if config.validation == "photos"
+        else f"{len({r.species for r in val_records})}"
+    )
     log(
         f"{len(records)} images of {len({r.species for r in records})} classes: "
         f"{len({r.species for r in train_records})} to train on, "
-        f"{len({r.species for r in val_records})} held out for validation"
+        f"{held} held out for validation"
     )
     return train_embedder(
         train_records, val_records, config, out=out, cache_dir=cache_dir, progress=progress, log=log

@@ -24,6 +24,7 @@ from embedder import (
     stages,
 )
 from embedder.backbones import BackboneError
+from embedder.episodes import prototype_top1
 from embedder.feature_cache import FeatureCache
 from embedder.model import create_head
 from embedder.training import (
@@ -34,6 +35,7 @@ from embedder.training import (
     train_embedder,
 )
 from embedder.transforms import PreprocessConfig
+from embedder.validation import split_validation_photos
 from tests.conftest import make_collection
 
 SMALL = 64  # input size for tests: 12x fewer operations than 224
@@ -144,6 +146,39 @@ def test_validation_split_refuses_too_few_classes(records):
     three = [r for r in records if r.species in {"Conus_alpha", "Conus_beta", "Cypraea_gamma"}]
     with pytest.raises(TrainingError, match="too few"):
         split_validation_classes(three, 0.3, seed=0)
+
+
+def test_photo_validation_holds_out_whole_specimens_of_every_species(records):
+    train, val = split_validation_photos(records, 0.25, seed=0)
+    assert len(train) + len(val) == len(records)
+    species = {r.species for r in records}
+    # 4 specimens each: one specimen (both its views) of every species is held out
+    assert {r.species for r in val} == species and len(val) == 2 * len(species)
+    assert {r.species for r in train} == species
+    assert not {r.group for r in train} & {r.group for r in val}
+    # seeded and independent of the records' order; another seed holds out other specimens
+    assert split_validation_photos(records[::-1], 0.25, seed=0)[1] == val[::-1]
+    assert {r.group for r in split_validation_photos(records, 0.25, seed=1)[1]} != {
+        r.group for r in val
+    }
+
+
+def test_photo_validation_trains_on_species_with_too_few_specimens_whole(records):
+    two_specimens = [r for r in records if r.group.split("_")[-1] in ("1", "2")]
+    assert len({r.group for r in two_specimens}) == 2 * len({r.species for r in records})
+    train, val = split_validation_photos(two_specimens, 0.5, seed=0)
+    assert val == [] and train == two_specimens
+    assert split_validation_photos(records, 0.0, seed=0) == (list(records), [])
+
+
+def test_seen_species_top1_is_the_share_of_queries_nearest_their_own_prototype():
+    support = np.array([[1, 0, 0], [0.9, 0.1, 0], [0, 1, 0], [0, 0.9, 0.1]], np.float32)
+    labels = ["a", "a", "b", "b"]
+    query = np.array([[1, 0.05, 0], [0.05, 1, 0], [0.2, 0.1, 0]], np.float32)
+    assert prototype_top1(support, labels, query, ["a", "b", "b"]) == pytest.approx(2 / 3)
+    assert math.isnan(prototype_top1(support, labels, query[:0], []))
+    with pytest.raises(ValueError, match="without support"):
+        prototype_top1(support, labels, query[:1], ["c"])
 
 
 @pytest.mark.parametrize(
@@ -264,6 +299,63 @@ def test_best_epoch_weights_are_kept(records, tmp_path):
     assert result.metrics["val_1shot"] == pytest.approx(best.val_1shot)
 
 
+def test_photo_validation_selects_the_epoch_by_seen_species_top1(records, tmp_path):
+    train, val = split_validation_photos(records, 0.25, seed=0)
+    config = quick_config(unfreeze=0, head="residual", epochs=3, validation="photos")
+    lines: list[str] = []
+    epochs: list[int] = []
+    result = train_embedder(
+        train,
+        val,
+        config,
+        cache_dir=tmp_path,
+        backbone=small_backbone("offline"),
+        progress=False,
+        log=lines.append,
+        on_epoch=lambda epoch, total: epochs.append(epoch),
+    )
+    metrics = result.metrics
+    assert metrics["validation"] == "photos" and metrics["val_images"] == len(val)
+    assert metrics["val_1shot"] is None and metrics["val_n_way"] == 0
+    top1 = [h.val_top1 for h in result.history]
+    assert all(0.0 <= t <= 1.0 for t in top1) and epochs == [0, 1, 2, 3]
+    assert metrics["val_top1_before"] == top1[0]
+    assert metrics["val_top1"] == top1[result.best_epoch] == max(top1)
+    assert "val top-1" in lines[0] and "1-shot" not in lines[0]
+    # the figure is the saved model's: its embeddings of the photos give the same top-1
+    vectors, kept, _ = embed_cached(
+        result.model, [r.path for r in train + val], 0, cache_dir=tmp_path, progress=False
+    )
+    assert kept == [r.path for r in train + val]
+    n = len(train)
+    again = prototype_top1(
+        vectors[:n], [r.species for r in train], vectors[n:], [r.species for r in val]
+    )
+    assert again == pytest.approx(metrics["val_top1"])
+
+
+@pytest.mark.parametrize(
+    ("pick_val", "message"),
+    [
+        (lambda train, other: other, "must be of trained classes"),
+        (lambda train, other: train[:2], "must not be training photos"),
+    ],
+)
+def test_photo_validation_refuses_photos_it_cannot_score(records, tmp_path, pick_val, message):
+    other = [r for r in records if r.species == "Conus_alpha"]
+    train = [r for r in records if r.species != "Conus_alpha"]
+    with pytest.raises(TrainingError, match=message):
+        train_embedder(
+            train,
+            pick_val(train, other),
+            quick_config(validation="photos"),
+            cache_dir=tmp_path,
+            backbone=small_backbone(),
+            progress=False,
+            log=lambda _: None,
+        )
+
+
 def test_cached_embeddings_equal_the_embedder_output(records, tmp_path):
     backbone = small_backbone()
     head = create_head("residual", backbone.num_features, backbone.num_features)
@@ -335,6 +427,22 @@ def test_shellid_train_writes_model_log_and_curves(tmp_path, capsys):
     # the training data's within-species prior travels with the model (5 species x 3 specimens)
     assert "carries a within-species prior from 30 photos of 5 species (10 degrees" in stdout
     assert model.within_species_prior is not None
+
+
+def test_shellid_train_with_photo_validation_reports_seen_species_top1(tmp_path, capsys):
+    data = make_collection(tmp_path / "data", specimens=3, views=2, size=64)
+    out = tmp_path / "MODEL.pt"
+    argv = ["train", str(data), "--out", str(out), "--epochs", "1", "--views", "0"]
+    argv += ["--batch-size", "8", "--validation", "photos", "--group-regex", "specimen"]
+    code, stdout, stderr = run_cli(
+        [*argv, "--cache-dir", str(tmp_path / "cache"), "--quiet"], capsys
+    )
+    assert code == 0, stderr
+    # 5 species x 3 specimens: one specimen (2 views) of each is held out
+    assert "30 images of 5 classes: 5 to train on, 10 photos of 5 of them held out" in stdout
+    assert "validation on 10 held-out photos of the trained species: top-1" in stdout
+    assert "(before training" in stdout
+    assert EmbeddingModel.load(out).metrics["validation"] == "photos"
 
 
 @pytest.mark.parametrize(

@@ -79,7 +79,13 @@ def print_result(result: Any, out: Path) -> None:
         f"saved {out} ({model.name}, {model.dim}-d, fingerprint {model.fingerprint}, "
         f"best epoch {result.best_epoch} of {metrics['epochs_run']})"
     )
-    if metrics.get("val_1shot") is not None:
+    if metrics.get("val_top1") is not None:
+        print(
+            f"validation on {metrics['val_images']} held-out photos of the trained species: "
+            f"top-1 {100 * metrics['val_top1']:.1f} % "
+            f"(before training {100 * metrics['val_top1_before']:.1f} %)"
+        )
+    elif metrics.get("val_1shot") is not None:
         n_way = metrics["val_n_way"]
         five = metrics.get("val_5shot")
         five_text = (
@@ -96,5 +102,5 @@ def print_result(result: Any, out: Path) -> None:
             f"(before training {100 * metrics['val_1shot_before']:.1f} %){five_text}"
         )
     else:
-        print("no validation species (--val-fraction 0): the last epoch was kept")
+        print("nothing held out for validation (--val-fraction 0): the last epoch was kept")
     print(f"log {result.files['log']}, curves {result.files['curves']}")
