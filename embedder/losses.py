@@ -71,3 +71,11 @@ def triplet_loss(num_classes: int, dim: int) -> tuple[nn.Module, nn.Module | Non
         losses.TripletMarginLoss(margin=0.1),
         miners.TripletMarginMiner(margin=0.1, type_of_triplets="semihard"),
     )
+
+
+@LOSSES.register("arcface")
+def arcface_loss(num_classes: int, dim: int) -> tuple[nn.Module, nn.Module | None]:
+    """ArcFace (angular margin 28.6°, scale 64): one learned centre per class, no miner."""
+    from pytorch_metric_learning import losses
+
+    return losses.ArcFaceLoss(num_classes, dim, margin=28.6, scale=64), None
