@@ -7,8 +7,8 @@ Protocol (``--seed`` picks the species and photos):
 
 * ``--seen`` species (80 of birds-cub-base100's 100) are *enrolled*: ``--photos`` photos each
   (20, from distinct specimens/tracks) are the store. The model trains on them; with
-  ``validation="photos"`` (when ``TrainingConfig`` has it) ``--val-photos`` of each species'
-  store photos pick the epoch instead of training, as store training holds some out.
+  ``validation="photos"`` (when ``TrainingConfig`` has it) the store is split as store
+  training splits it (``val_fraction`` of each species' specimens pick the epoch).
 * **seen top-1**: every other photo of the enrolled species, identified by the product's
   identifier (:class:`index.VectorIdentifier`, the default config, no prior) fitted on the
   store's vectors (all ``--photos`` per species) of the candidate's model: its top species.
@@ -84,11 +84,11 @@ class Split:
     unseen: list[ImageRecord]
 
 
-def make_split(
-    records: Sequence[ImageRecord], seen: int, photos: int, val_photos: int, seed: int
-) -> Split:
+def make_split(records: Sequence[ImageRecord], seen: int, photos: int, seed: int) -> Split:
     """``seen`` random species with ``photos`` store photos each (distinct groups); the rest of
-    their photos (other groups) are the seen test; the other species are unseen."""
+    their photos (other groups) are the seen test; the other species are unseen. With
+    ``validation="photos"`` the store is split as store training splits it
+    (``embedder.validation.split_validation_photos``, ``TrainingConfig().val_fraction``)."""
     species = sorted({r.species for r in records})
     if seen >= len(species):
         raise SystemExit(f"--seen {seen} leaves no unseen species of {len(species)}")
@@ -96,18 +96,13 @@ def make_split(
     unseen = set(rng.choice(species, len(species) - seen, replace=False).tolist())
     known = [r for r in records if r.species not in unseen]
     store, seen_test = shots_split(known, photos, seed=seed)
-    val: list[ImageRecord] = []
-    if val_photos:
-        val_part, _ = shots_split(store, val_photos, seed=seed)
-        val = val_part
-    held = {r.path for r in val}
-    return Split(
-        store,
-        [r for r in store if r.path not in held],
-        val,
-        seen_test,
-        [r for r in records if r.species in unseen],
-    )
+    train, val = list(store), []
+    if has_photo_validation():
+        from embedder.validation import split_validation_photos  # type: ignore[import-not-found]
+
+        defaults = TrainingConfig()
+        train, val = split_validation_photos(store, defaults.val_fraction, seed)
+    return Split(store, train, val, seen_test, [r for r in records if r.species in unseen])
 
 
 def has_photo_validation() -> bool:
@@ -161,7 +156,7 @@ def train(
 
 
 def protocol_key(args: argparse.Namespace) -> str:
-    return f"{args.dataset}:{args.seen}:{args.photos}:{args.val_photos}:{args.seed}"
+    return f"{args.dataset}:{args.seen}:{args.photos}:{has_photo_validation()}:{args.seed}"
 
 
 def cold_cache_minutes(
@@ -306,9 +301,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dataset", default="birds-cub-base100", choices=list(DATASETS))
     parser.add_argument("--seen", type=int, default=80, help="enrolled (trained) species")
     parser.add_argument("--photos", type=int, default=20, help="store photos per seen species")
-    parser.add_argument(
-        "--val-photos", type=int, default=4, help="store photos per species that pick the epoch"
-    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--candidates", default=",".join(CANDIDATES), help="comma-separated")
     parser.add_argument("--epochs", type=int, help="override every candidate's epochs (quick)")
@@ -329,12 +321,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     records = scan_collection(args.data / args.dataset, group_pattern=DATASETS[args.dataset])
-    if not has_photo_validation():
-        args.val_photos = 0  # no seen-species validation yet: every store photo trains
-    split = make_split(records, args.seen, args.photos, args.val_photos, args.seed)
+    split = make_split(records, args.seen, args.photos, args.seed)
     validation = (
-        f"{args.val_photos} of each species' store photos pick the epoch (validation='photos')"
-        if args.val_photos
+        f"{len(split.val)} held-out store photos pick the epoch (validation='photos')"
+        if split.val
         else "no validation (this TrainingConfig has no validation='photos'): last epoch kept"
     )
     print(
