@@ -96,9 +96,9 @@ def make_split(records: Sequence[ImageRecord], seen: int, photos: int, seed: int
     unseen = set(rng.choice(species, len(species) - seen, replace=False).tolist())
     known = [r for r in records if r.species not in unseen]
     store, seen_test = shots_split(known, photos, seed=seed)
-    train, val = list(store), []
+    train, val = list(store), list[ImageRecord]()
     if has_photo_validation():
-        from embedder.validation import split_validation_photos  # type: ignore[import-not-found]
+        from embedder.validation import split_validation_photos
 
         defaults = TrainingConfig()
         train, val = split_validation_photos(store, defaults.val_fraction, seed)
