@@ -296,7 +296,7 @@ def train_embedder(
     seed_everything(config.seed)
     device = resolve_device(config.device)
     check_validation(train_records, val_records, config.validation)
-    backbone = _frozen_backbone(backbone, config, device)
+    backbone = starting_backbone(backbone, config, device)
     data = _cache_features(
         FeatureCache(cache_dir, backbone, config.unfreeze),
         train_records,
@@ -323,10 +323,12 @@ def train_embedder(
     return TrainingResult(model, history, best_epoch, metrics, files)
 
 
-def _frozen_backbone(
+def starting_backbone(
     backbone: Backbone | None, config: TrainingConfig, device: torch.device
 ) -> Backbone:
-    """The starting backbone on ``device``, every weight frozen (the tail is thawed later)."""
+    """The starting backbone on ``device`` (default: ``config.backbone`` with its offline
+    pretrained weights), every weight frozen (the tail is thawed later), preprocessing as
+    ``config`` says: the backbone whose trunk features training caches."""
     if backbone is None:
         backbone = create_backbone(config.backbone)
     backbone.preprocess = backbone.preprocess.with_shell_normalisation(config.normalize_shells)
@@ -655,6 +657,7 @@ __all__ = [
     "create_loss",
     "embed_cached",
     "split_validation_classes",
+    "starting_backbone",
     "train_collection",
     "train_embedder",
 ]

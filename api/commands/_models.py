@@ -260,11 +260,22 @@ class PriorOptions(BaseModel):
 class TrainOptions(BaseModel):
     """``shellid train``'s files (what the run does is ``TrainingConfig``)."""
 
-    data: str = argument("folder with one sub-folder of photos per species", "DATA")
-    out: str = Field(
-        description="where to write the trained model", json_schema_extra={"metavar": "MODEL.pt"}
+    data: str | None = Field(
+        None,
+        description="folder with one sub-folder of photos per species (or --store instead)",
+        json_schema_extra={"positional": True, "metavar": "DATA"},
+    )
+    out: str | None = option(
+        None, "where to write the model trained on DATA (required with DATA)", metavar="MODEL.pt"
     )
     overwrite: bool = option(False, "replace --out if it exists")
+    store: str | None = option(
+        None,
+        "train on the photos this store holds instead of DATA: whole specimens held out, and "
+        "the new model installed in the store only when it names more of them right than the "
+        "current one (exit status 1 when not installed)",
+        metavar="DIR",
+    )
     cache_dir: Path | None = option(
         None,
         "feature cache folder",
@@ -272,7 +283,8 @@ class TrainOptions(BaseModel):
     )
     prior: bool = option(
         True,
-        "do not store the training data's within-species prior in the model (see shellid prior)",
+        "do not store the training data's within-species prior in the model (see shellid "
+        "prior; with --store the model always carries it)",
     )
     quiet: bool = option(False, "no progress bars")
 

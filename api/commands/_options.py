@@ -205,6 +205,8 @@ def _value_options(
         kwargs["nargs"] = "+"
     if spec.extra.get("positional"):
         kwargs.pop("required", None)  # argparse: a positional is required by being one
+        if not spec.required and not spec.many:  # one with a default may be left out
+            kwargs.update(nargs="?", default=spec.default)
     if "const" in spec.extra:  # --ray alone: its const
         kwargs.update(nargs="?", const=spec.extra["const"])
     if callable(spec.extra.get("parse")):  # a check of its own (a Ray address)

@@ -1,4 +1,6 @@
-"""``shellid train``: contrastive training of the embedder on a folder of labelled photos."""
+"""``shellid train``: contrastive training of the embedder on a folder of labelled photos
+(writes MODEL.pt), or on the photos a store holds (``--store``: installed in the store when
+better)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,10 @@ from typing import Any
 
 from ._options import add_model_options, load_config
 
-HELP = "train the embedder on DATA/<species>/*.jpg (CPU-friendly default; writes MODEL.pt)"
+HELP = (
+    "train the embedder on DATA/<species>/*.jpg (writes MODEL.pt) or on a store's photos "
+    "(--store DIR: installed there when better)"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +28,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class TrainUsageError(ValueError):
+    """DATA and --store together, neither, or an option of the other mode."""
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.data is not None and args.store is not None:
+        raise TrainUsageError("give DATA or --store DIR, not both")
+    if args.data is None and args.store is None:
+        raise TrainUsageError(
+            "give DATA (a folder with a sub-folder of photos per species) or --store DIR "
+            "(train on the photos a store holds)"
+        )
+    if args.store is not None:
+        if args.out is not None:
+            raise TrainUsageError("--out is for training on DATA; --store installs the model")
+        return run_on_store(args)
+    if args.out is None:
+        raise TrainUsageError("--out MODEL.pt is required when training on DATA")
+    return run_on_folder(args)
+
+
+def run_on_store(args: argparse.Namespace) -> int:
+    """Train on the store's photos; print the report; 0 when installed, 1 when not."""
+    from embedder.settings import EmbedderSettings, TrainingConfig
+    from index.workflows.training import train_on_store
+
+    from ._collection import open_collection
+
+    config = load_config(TrainingConfig, args)
+    collection = open_collection(args, need_model=False)
+    features = args.cache_dir or EmbedderSettings.load().features_dir()
+    report = train_on_store(collection, config, cache_dir=features, show_bars=not args.quiet)
+    for line in report.lines():
+        print(line)
+    return 0 if report.installed else 1
+
+
+def run_on_folder(args: argparse.Namespace) -> int:
     from embedder.settings import EmbedderSettings, TrainingConfig
     from embedder.training import train_collection
 
