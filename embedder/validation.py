@@ -14,8 +14,8 @@ Numpy and records only (no torch): the store-training workflow splits with the s
 
 from __future__ import annotations
 
+import hashlib
 import math
-import random
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -65,8 +65,11 @@ def split_validation_photos(
 ) -> tuple[list[ImageRecord], list[ImageRecord]]:
     """Hold out whole specimens (groups) of every species with at least
     :data:`MIN_GROUPS_TO_SPLIT`: ``round(val_fraction x groups)`` of them, at least one, and
-    always two left to train on; species with fewer specimens are trained on whole. Seeded and
-    independent of the records' order; ``val_fraction`` 0 holds nothing out."""
+    always two left to train on; species with fewer specimens are trained on whole. The
+    specimens held out are those ranked first by a hash of ``seed``, species and specimen:
+    independent of the records' order, and the same ones again when specimens are added
+    (unless a new one ranks before them), so a model trained on an earlier split has rarely
+    seen them. ``val_fraction`` 0 holds nothing out."""
     if val_fraction == 0:
         return list(records), []
     by_species: dict[str, dict[str, list[ImageRecord]]] = defaultdict(lambda: defaultdict(list))
@@ -77,11 +80,15 @@ def split_validation_photos(
         groups = sorted(by_species[species])
         if len(groups) < MIN_GROUPS_TO_SPLIT:
             continue
-        random.Random(f"{seed}/{species}").shuffle(groups)
+        groups.sort(key=lambda group: _rank(seed, species, group))
         n_val = min(max(1, round(val_fraction * len(groups))), len(groups) - 2)
         held.update((species, group) for group in groups[:n_val])
     train = [r for r in records if (r.species, r.group) not in held]
     return train, [r for r in records if (r.species, r.group) in held]
+
+
+def _rank(seed: int, species: str, group: str) -> str:
+    return hashlib.sha1(f"{seed}\x00{species}\x00{group}".encode()).hexdigest()
 
 
 def check_validation(

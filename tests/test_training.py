@@ -161,6 +161,14 @@ def test_photo_validation_holds_out_whole_specimens_of_every_species(records):
     assert {r.group for r in split_validation_photos(records, 0.25, seed=1)[1]} != {
         r.group for r in val
     }
+    # a specimen enrolled later leaves the held-out ones held out (unless it ranks first)
+    extra = [
+        type(r)(r.path.with_name("new.png"), r.species, f"{r.species}/{r.species}_9")
+        for r in records
+        if r.group.endswith("_1")
+    ]
+    again = split_validation_photos([*records, *extra], 0.25, seed=0)[1]
+    assert len({r.group for r in val} - {r.group for r in again}) <= 1
 
 
 def test_photo_validation_trains_on_species_with_too_few_specimens_whole(records):
