@@ -175,7 +175,7 @@ class ShellidService:
         if isinstance(model, Embedder) and model.threads is None:
             model.threads = self.plan.torch_threads  # ONNX Runtime's threads too
         self.batcher = EmbeddingBatcher(
-            model.embed_images,
+            self._embed_with_current_model,
             max_wait_ms=settings.batch_wait_ms,
             max_images=self.plan.max_batch_images,
             on_batch=on_batch,
@@ -184,10 +184,25 @@ class ShellidService:
         )
         batched = BatchedModel(model, self.batcher)
         self.collection = Collection(collection.index, batched, collection.model_path)
+        self.collection.wrap_model = self._batched  # a model the store switches to
         self.catalogue = self.collection.catalogue
         self._stopping = threading.Event()
         self._watch: threading.Thread | None = None
         self._subject: tuple[str, float] | None = None  # (word, when read from the store)
+
+    def _embed_with_current_model(self, images):
+        """The batcher's forward pass: by the model in use when the batch is embedded (a
+        query embedded by the model before a switch is embedded again by the collection)."""
+        return self.model.embed_images(images)
+
+    def _batched(self, model):
+        """The model the store switched to, behind the batcher (the collection's follow)."""
+        from embedder.embedding import Embedder
+
+        if isinstance(model, Embedder) and model.threads is None:
+            model.threads = self.plan.torch_threads
+        self.model = model
+        return BatchedModel(model, self.batcher)
 
     def use_planned_threads(self) -> None:
         """Apply the planned torch thread count to the calling thread (OpenMP keeps it per
@@ -218,7 +233,7 @@ class ShellidService:
         meanwhile)."""
         while not self._stopping.wait(self.settings.refresh_seconds):
             try:
-                if self.collection.index.refresh():
+                if self.collection.refresh():  # a model switch too: model and vectors
                     log.info("store changed by another process: caught up")
             except Exception:  # a store hiccup must not end the watch
                 log.exception("could not check the store for other processes' writes")

@@ -98,6 +98,15 @@ class ModelMismatchError(CollectionError, RuntimeError):
         super().__init__(message, remedy=remedy, store=uri)
 
 
+class StoreChangedError(StoreError):
+    """Rows were added or removed by another process while every photo was re-embedded."""
+
+
+class ModelSwitchedError(StoreWriteError):
+    """The store switched to another model while vectors of the old one were being written:
+    nothing was written; the same photos, embedded by the store's model, can be sent again."""
+
+
 class SpeciesNotFoundError(CollectionError, ValueError):
     """A species name that is not enrolled."""
 

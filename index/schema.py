@@ -23,6 +23,7 @@ from pydantic import Field
 SPECIMENS_TABLE = "specimens"
 INFO_TABLE = "store_info"
 PRIOR_TABLE = "within_species_prior"
+MODELS_TABLE = "models"
 #: bumped when the layout changes incompatibly.
 STORE_FORMAT = "shellid-store/1"
 #: what reads a column: start-up / catch-up (``index``), a species' photo list (``photos``).
@@ -116,3 +117,18 @@ class PriorArrayRow(LanceModel):
     name: str
     shape: list[int]
     values: list[float]
+
+
+class ModelRow(LanceModel):
+    """One model the store holds (``index.held_models``): the model its vectors were made by,
+    and the one before, so that every process opening the store can load it."""
+
+    fingerprint: str  # the model's (16 hex characters)
+    name: str  # as store_info records it (``tf_efficientnet_lite0/trained``)
+    kind: str  # how ``data`` loads: ``MODEL.pt`` (its bytes), ``name`` (a packaged name)
+    source: str  # where it came from: the MODEL.pt path, the name, or '' (an object)
+    dim: int
+    created: datetime
+    sha256: str  # of ``data``
+    data: bytes
+    prior: bytes  # the within-species prior's arrays (numpy ``.npz``; empty: none)

@@ -31,10 +31,19 @@ from .errors import (
     DuplicateImageError,
     EmptyCollectionError,
     InvalidQueryError,
-    Remedy,
     SpeciesNotFoundError,
     SpecimenNotFoundError,
-    StoreError,
+    StoreWriteError,
+)
+from .held_models import HeldModel, ModelRecord
+from .model_switch import (
+    Embed,
+    check_writer,
+    record_model,
+    settle_model,
+    stored_prior,
+    switch_vectors,
+    vectors_model,
 )
 from .names import canonical_species, genus_of
 from .results import EnrollReport, SimilarSpecimen, Thresholds
@@ -43,9 +52,10 @@ from .schema import TAXONOMY_COLUMNS
 from .snapshot import SnapshotKey, Snapshots
 from .store import SpecimenStore
 from .sync import TooDifferent, apply_difference, load_state, read_difference, settle
-from .whitening import WithinSpeciesPrior
 
 log = logging.getLogger("shellid.index")
+
+__all__ = ["ModelRecord", "SpecimenIndex", "StoredPhoto", "stored_prior"]
 
 
 @dataclass
@@ -59,17 +69,6 @@ class StoredPhoto:
     thumbnail: bytes
     width: int
     height: int
-
-
-@dataclass(frozen=True)
-class ModelRecord:
-    """What the store records of the model that makes its vectors."""
-
-    fingerprint: str
-    name: str
-    path: str
-    dim: int
-    prior: dict[str, np.ndarray] | None = None
 
 
 @dataclass
@@ -140,19 +139,6 @@ def clean_taxonomy(taxonomy: Mapping[str, Any] | None) -> dict[str, str]:
     }
 
 
-def stored_prior(store: SpecimenStore) -> WithinSpeciesPrior | None:
-    """The model's within-species prior as ``store`` recorded it (None: it has none)."""
-    arrays = store.read_prior()
-    if arrays is None:
-        return None
-    try:
-        return WithinSpeciesPrior.from_arrays(arrays)
-    except ValueError as exc:
-        raise StoreError(
-            f"store {store.uri}: {exc}", remedy=Remedy.REINDEX, store=store.uri
-        ) from None
-
-
 def enrolled_photo(identifier: VectorIdentifier | None, specimen_id: str) -> SimilarSpecimen:
     """What the enrolled photo ``specimen_id`` is (its species and genus);
     :class:`SpecimenNotFoundError` when no such photo is enrolled."""
@@ -192,28 +178,33 @@ class SpecimenIndex:
     # ================================================================== loading
     def load(self) -> None:
         """(Re)build the in-memory identifier: from the snapshot beside the store caught up
-        with the store by difference, else from every row (:mod:`index.sync`)."""
-        dim = self.store.dim or self.dim
-        identifier = None
-        sha = DuplicateTable({})
-        version = self.store.latest_version()
-        if dim is not None:
-            fingerprint = str(self.store.info().get("fingerprint") or "")
-            state = load_state(
-                self.store,
-                dim,
-                fingerprint,
-                self.config,
-                stored_prior(self.store),
-                self._snapshots if fingerprint else None,
-            )
-            identifier, sha, version = state.identifier, state.sha, state.version
-            identifier.set_overrides(**self.settings.threshold_overrides())
-            self._fingerprint = fingerprint
+        with the store by difference, else from every row (:mod:`index.sync`). The model is
+        the rows' (:func:`~index.model_switch.settle_model`); a switch committed while loading
+        is loaded again, so the vectors and the fingerprint they carry always agree."""
+        for attempt in range(3):
+            version = self.store.latest_version()
+            dim = self.store.dim or self.dim
+            identifier, sha, fingerprint = None, DuplicateTable({}), ""
+            if dim is not None:
+                fingerprint, prior = settle_model(self.store)
+                state = load_state(
+                    self.store,
+                    dim,
+                    fingerprint,
+                    self.config,
+                    prior,
+                    self._snapshots if fingerprint else None,
+                )
+                identifier, sha, version = state.identifier, state.sha, state.version
+                if attempt < 2 and vectors_model(self.store, version) != fingerprint:
+                    continue  # switched meanwhile: load the new model's vectors
+                identifier.set_overrides(**self.settings.threshold_overrides())
+            break
         with self.lock:
             self._identifier = identifier
             self._duplicates = sha
             self._loaded_version = version
+            self._fingerprint = fingerprint
         if identifier is not None:
             self.save_snapshot()
 
@@ -226,7 +217,7 @@ class SpecimenIndex:
             identifier = self._identifier
             if version == self._loaded_version:
                 return False
-            fingerprint = str(self.store.info().get("fingerprint") or "")
+            fingerprint = vectors_model(self.store, version)  # the rows': a switch
             if identifier is None or (self.store.dim, fingerprint) != (
                 identifier.dim,
                 self._fingerprint,
@@ -294,6 +285,17 @@ class SpecimenIndex:
 
     # ================================================================== state
     @property
+    def fingerprint(self) -> str:
+        """The model of the vectors loaded in memory ('' before any): a query embedded by
+        another model must not be searched here (see ``Collection.identify``)."""
+        return self._fingerprint
+
+    @property
+    def loaded_version(self) -> int:
+        """The store version the in-memory state is at."""
+        return self._loaded_version
+
+    @property
     def identifier(self) -> VectorIdentifier | None:
         """The current in-memory identifier (None before anything was enrolled)."""
         return self._identifier
@@ -313,9 +315,8 @@ class SpecimenIndex:
     def reading(self) -> Iterator[VectorIdentifier]:
         """The identifier held still for a query (under the read lock: a write's switch of
         the in-memory state waits); :class:`EmptyCollectionError` while nothing is enrolled."""
-        identifier = self.need_identifier()
-        with self.lock:
-            yield identifier
+        with self.lock:  # the identifier and :attr:`fingerprint` of one state
+            yield self.need_identifier()
 
     # ================================================================== writing
     def add_photos(
@@ -388,15 +389,16 @@ class SpecimenIndex:
         """Write ``batch`` to the store (one commit), settle it against writers that committed
         the same photos first (:meth:`_settle`), then bring the in-memory identifier and
         duplicate table in step; a failure there withdraws the commit. Returns what stayed."""
+        check_writer(self.store, model.fingerprint)  # a store switched to another model
         self.store.ensure_table(model.dim)
         if not self.store.info().get("fingerprint") or self.store.count() == 0:
             self.record_model(model)
         loaded = self._loaded_version
         before = self.store.latest_version()
-        version = self.store.add(
-            self.store.make_rows(batch.columns(model.fingerprint), batch.rows.vectors)
-        )
+        check_writer(self.store, model.fingerprint)  # at the version the append is made on
+        version = self._append(batch, model)
         try:
+            check_writer(self.store, model.fingerprint, version)
             size = len(batch.ids)
             batch = self._settle(batch, version, report, strict)
             if loaded != before or version != before + 1 or len(batch.ids) != size:
@@ -408,6 +410,18 @@ class SpecimenIndex:
             self.load()
             raise
         return batch
+
+    def _append(self, batch: _Enrolment, model: ModelRecord) -> int:
+        """The append of ``batch`` (one commit); an append lance refused because the store
+        switched models since its version is a :class:`ModelSwitchedError`."""
+        try:
+            return self.store.add(
+                self.store.make_rows(batch.columns(model.fingerprint), batch.rows.vectors)
+            )
+        except StoreWriteError:
+            self.store.latest_version()
+            check_writer(self.store, model.fingerprint)
+            raise
 
     def _settle(
         self, batch: _Enrolment, version: int, report: EnrollReport, strict: bool
@@ -456,38 +470,23 @@ class SpecimenIndex:
     def record_model(self, model: ModelRecord, **info: Any) -> None:
         """Record in the store which model makes its vectors, with the model's prior."""
         self._fingerprint = model.fingerprint
-        self.store.write_prior(model.prior)
-        self.store.write_info(
-            fingerprint=model.fingerprint,
-            model_name=model.name,
-            model_path=model.path,
-            dim=int(model.dim),
-            **info,
-        )
+        record_model(self.store, model, **info)
 
-    def replace_vectors(self, ids: list[str], vectors: np.ndarray, model: ModelRecord) -> int:
+    def replace_vectors(
+        self,
+        ids: list[str],
+        vectors: np.ndarray,
+        model: ModelRecord,
+        *,
+        held: HeldModel | None = None,
+        embed: Embed | None = None,
+    ) -> int:
         """Adopt ``model``: the stored vectors of ``ids`` (every stored photo) replaced by
-        ``vectors`` in one commit, the thresholds recalibrated; rolled back whole on failure.
-        Returns how many were replaced."""
-        with self.write_lock:
-            self.dim = model.dim
-            if not ids:
-                self.record_model(model)
-                self.load()
-                return 0
-            before = self.store.latest_version()
-            old_info, old_prior = self.store.info(), self.store.read_prior()
-            self.store.rewrite_vectors(ids, vectors, model.fingerprint)
-            try:
-                self.record_model(model, thresholds=None, calibrated_version=None)
-                self.load()
-            except Exception:
-                self.store.rollback(before)
-                self.store.write_info(**old_info)
-                self.store.write_prior(old_prior)
-                raise
-            self.calibrate()
-            return len(ids)
+        ``vectors`` in one commit, the thresholds recalibrated (the switch:
+        :func:`~index.model_switch.switch_vectors`; ``held``: the model's copy the store keeps,
+        ``embed``: the new model for rows other processes add meanwhile). Returns how many rows
+        the store holds after."""
+        return switch_vectors(self, ids, vectors, model, held=held, embed=embed)
 
     def remove_species(self, name: str) -> int:
         """Delete every photo of a species (one commit); returns how many went."""

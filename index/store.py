@@ -23,7 +23,14 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 
-from .errors import Remedy, SpecimenNotFoundError, StoreError, StoreWriteError
+from .errors import (
+    Remedy,
+    SpecimenNotFoundError,
+    StoreChangedError,
+    StoreError,
+    StoreWriteError,
+)
+from .held_models import HeldModels
 from .schema import INDEX_COLUMNS, INFO_TABLE, SPECIMENS_TABLE, specimen_model, where_in
 from .storage import (
     is_cleaned_up,
@@ -118,6 +125,8 @@ class SpecimenStore:
         self._specimens = open_if_made(self._db, self.uri, SPECIMENS_TABLE, names)
         info = open_if_made(self._db, self.uri, INFO_TABLE, names)
         self.records = StoreRecords(self._db, self.uri, self.lock, info)
+        #: the models the store holds (:mod:`index.held_models`)
+        self.models = HeldModels(self._db, self.uri, self.lock)
 
     @property
     def upkeep(self) -> StoreUpkeep:
@@ -426,9 +435,14 @@ class SpecimenStore:
         for batch in query.to_batches(batch_size):
             yield batch.column("id").to_pylist(), batch.column("image").to_pylist()
 
-    def rewrite_vectors(self, ids: list[str], vectors: np.ndarray, fingerprint: str) -> int:
+    def rewrite_vectors(
+        self, ids: list[str], vectors: np.ndarray, fingerprint: str
+    ) -> tuple[int, int]:
         """Replace every row's vector (the size may change) in one commit; rows stream from
-        the current version. Every row must have a new vector. Returns the new version."""
+        the current version. Every row must have a new vector (else
+        :class:`StoreChangedError`). Returns the new version and the version it was made from
+        (a commit another process made in between is not in it: an overwrite does not
+        conflict in lance; :mod:`index.model_switch` takes such rows in again)."""
         if self._specimens is None:
             raise StoreError("the store is empty: nothing to re-embed")
         position = {i: k for k, i in enumerate(ids)}
@@ -442,7 +456,7 @@ class SpecimenStore:
             if total != len(ids) or set(position) != set(
                 old.search().select(["id"]).limit(None).to_arrow()["id"].to_pylist()
             ):
-                raise StoreError(
+                raise StoreChangedError(
                     "the store changed during re-embedding",
                     remedy=Remedy.REINDEX_AGAIN,
                     store=self.uri,
@@ -464,5 +478,6 @@ class SpecimenStore:
                     f"({storage_problem(exc)})"
                 ) from exc
             self._committed()
+            version = self.version
             self.upkeep.after_write()
-            return self.version
+            return version, before

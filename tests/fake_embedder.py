@@ -39,6 +39,10 @@ class FakeEmbedder:
             rows.append(vector / np.linalg.norm(vector))
         return np.asarray(rows, np.float32).reshape(len(rows), self.dim)
 
+    def held_model(self) -> tuple[str, bytes]:
+        """What a store keeps of this model (``index.workflows.models.HELD_KINDS``: ``fake``)."""
+        return "fake", str(self.variant).encode()
+
 
 def fake_make_embedder(model, *, exported: bool = False, settings=None):
     """Drop-in for ``index.workflows.collection.collection.make_embedder``: ``"other"`` in the
@@ -48,3 +52,18 @@ def fake_make_embedder(model, *, exported: bool = False, settings=None):
         return model, ""
     variant = 1 if model is not None and "other" in str(model) else 0
     return FakeEmbedder(variant), str(model or "")
+
+
+def _held_fake(held, store, cache) -> FakeEmbedder:
+    """A fake model a store holds (kind ``fake``: its variant), as a real one loads from it."""
+    return FakeEmbedder(int(held.data.decode()))
+
+
+def _register_held_kind() -> None:
+    from index.workflows.models import HELD_KINDS
+
+    if "fake" not in HELD_KINDS:
+        HELD_KINDS.add("fake", _held_fake)
+
+
+_register_held_kind()

@@ -1,22 +1,28 @@
 """The models a collection embeds with: the :class:`ImageEmbedder` protocol, a model named by a
-path or backbone name loaded on first use (:class:`LazyEmbedder`), and the check that a model
-is the one whose vectors a store holds."""
+path or backbone name loaded on first use (:class:`LazyEmbedder`), the check that a model
+is the one whose vectors a store holds, and the models a store holds (issue 23): a model as
+bytes for the store's ``models`` table (:func:`held_model_of`) and back
+(:func:`held_embedder`, through a cache file verified by its SHA-256 and fingerprint)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
 
+from embedder.registry import Registry, UnknownNameError
 from embedder.settings import EmbedderSettings
 
-from ..errors import ModelMismatchError
-from ..specimens import ModelRecord
+from ..errors import ModelMismatchError, Remedy, StoreError
+from ..held_models import HeldModel, ModelRecord
+from ..model_switch import rows_model, vectors_model
 from ..store import SpecimenStore
 
 log = logging.getLogger(__name__)
@@ -173,18 +179,153 @@ def loaded(embedder: ImageEmbedder) -> ImageEmbedder:
 
 
 def check_fingerprint(store: SpecimenStore, embedder: ImageEmbedder) -> None:
-    """Refuse a model other than the one whose vectors the store holds."""
+    """Refuse a model other than the one whose vectors the store holds (the rows' model: after
+    an interrupted switch ``store_info`` may still name the one before)."""
+    truth = rows_model(store) if store.count() > 0 else ""
+    if not truth or truth == embedder.fingerprint:
+        return
     info = store.info()
-    if (
-        store.count() > 0
-        and info.get("fingerprint")
-        and info["fingerprint"] != embedder.fingerprint
-    ):
+    made_by = ""
+    if info.get("fingerprint") == truth:
         made_by = info.get("model_path") or info.get("model_name", "")
-        raise ModelMismatchError(
-            info["fingerprint"],
-            embedder.fingerprint,
-            made_by,
-            store.uri,
-            legacy_default=info.get("model_name") == LEGACY_FROZEN_MODEL,
+    raise ModelMismatchError(
+        truth,
+        embedder.fingerprint,
+        made_by,
+        store.uri,
+        legacy_default=info.get("model_name") == LEGACY_FROZEN_MODEL,
+    )
+
+
+# ====================================================================== models held in a store
+#: ``kind`` of a held MODEL.pt (its bytes), of a packaged backbone or profile name (its name;
+#: empty: the default model)
+MODEL_FILE, MODEL_NAME = "MODEL.pt", "name"
+#: how a held model loads: kind -> ``(held, store, cache folder) ->`` a MODEL.pt path or a
+#: packaged name (None: the default) for a :class:`LazyEmbedder`, or a ready ``ImageEmbedder``
+HeldLoader = Callable[[HeldModel, SpecimenStore, Path], Any]
+HELD_KINDS: Registry[HeldLoader] = Registry("held model kind")
+
+
+@HELD_KINDS.register(MODEL_NAME)
+def _packaged_name(held: HeldModel, store: SpecimenStore, cache: Path) -> str | None:
+    return held.data.decode() or None
+
+
+@HELD_KINDS.register(MODEL_FILE)
+def _model_file(held: HeldModel, store: SpecimenStore, cache: Path) -> str:
+    return str(cached_model_file(held, store, cache))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cached_model_file(held: HeldModel, store: SpecimenStore, cache: Path) -> Path:
+    """The held MODEL.pt as a file of the cache folder (``<cache>/models/<fingerprint>.pt``),
+    written from the store when missing or not the held bytes (SHA-256)."""
+    path = cache / "models" / f"{held.fingerprint}.pt"
+    if path.is_file() and _sha256(path) == held.digest():
+        return path
+    full = held if held.data else store.models.get(held.fingerprint)
+    if full is None or hashlib.sha256(full.data).hexdigest() != held.digest():
+        raise StoreError(
+            f"store {store.uri}: its copy of model {held.fingerprint} is missing or damaged",
+            remedy=Remedy.DOCTOR,
+            store=store.uri,
         )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as out:
+        out.write(full.data)
+    Path(out.name).replace(path)
+    return path
+
+
+def _model_bytes(model: Any, embedder: Any, path: str) -> tuple[str, bytes] | None:
+    """``(kind, bytes)`` a store keeps of the model given as ``model`` (loaded: ``embedder``,
+    from ``path``): a MODEL.pt file's bytes, a packaged name, an ``EmbeddingModel`` saved, or
+    what a model's own ``held_model()`` gives; None for a model that cannot be saved."""
+    for owner in (model, embedder):
+        own = getattr(owner, "held_model", None)
+        if callable(own):
+            kind, data = own()
+            return str(kind), bytes(data)
+    if path and Path(path).is_file():
+        return MODEL_FILE, Path(path).read_bytes()
+    if model is None or isinstance(model, str | Path):
+        return MODEL_NAME, str(model or "").encode()
+    from embedder import EmbeddingModel
+
+    for network in (model, getattr(model, "model", None), getattr(embedder, "model", None)):
+        if isinstance(network, EmbeddingModel):
+            with tempfile.TemporaryDirectory(prefix="shellid-model-") as folder:
+                return MODEL_FILE, network.save(Path(folder) / "MODEL.pt").read_bytes()
+    return None
+
+
+def held_model_of(model: Any, embedder: ImageEmbedder, path: str) -> HeldModel | None:
+    """What a store keeps of the model a collection is re-embedded with (``model`` as given,
+    ``embedder`` loaded, ``path`` from :func:`make_embedder`): MODEL.pt files and models given
+    as objects by their bytes, packaged names by name; None (logged) for a model that cannot
+    be saved (then other processes need it given)."""
+    found = _model_bytes(model, embedder, path)
+    record = model_record(embedder, path)
+    if found is None:
+        log.warning("model %s cannot be saved: the store will not hold it", record.name)
+        return None
+    kind, data = found
+    return HeldModel(record.fingerprint, record.name, kind, path, record.dim, data, record.prior)
+
+
+def held_embedder(
+    held: HeldModel, store: SpecimenStore, settings: EmbedderSettings, exported: bool = False
+) -> tuple[ImageEmbedder, str]:
+    """``(embedder, path)`` of a model the store holds, as :func:`make_embedder` gives for a
+    model named by path or name (a MODEL.pt is loaded from its cache file)."""
+    try:
+        loader = HELD_KINDS[held.kind]
+    except UnknownNameError:
+        raise StoreError(
+            f"store {store.uri} holds model {held.fingerprint} of kind {held.kind!r}, which "
+            "this version cannot load",
+            store=store.uri,
+        ) from None
+    spec = loader(held, store, settings.cache_root())
+    if spec is None or isinstance(spec, str):
+        where = settings.embedder_options()
+        return LazyEmbedder(spec, exported=exported, **where), spec or ""
+    return spec, ""
+
+
+def store_model(
+    store: SpecimenStore, settings: EmbedderSettings, exported: bool = False
+) -> tuple[ImageEmbedder, str] | None:
+    """The model the store's vectors were made by when the store holds it (a store
+    re-embedded by ``reindex`` or ``train``), else None."""
+    fingerprint = vectors_model(store)
+    held = store.models.get(fingerprint, with_data=False) if fingerprint else None
+    return None if held is None else held_embedder(held, store, settings, exported)
+
+
+def load_held(
+    store: SpecimenStore, fingerprint: str, settings: EmbedderSettings, current: str = ""
+) -> tuple[ImageEmbedder, str]:
+    """The held model ``fingerprint``, loaded and verified (:class:`ModelMismatchError`, with
+    ``current`` the model in use, when the store does not hold it; :class:`StoreError` when its
+    copy loads as another model)."""
+    held = store.models.get(fingerprint, with_data=False)
+    if held is None:
+        raise ModelMismatchError(fingerprint, current, "not held by the store", store.uri)
+    embedder, path = held_embedder(held, store, settings)
+    real = loaded(embedder)
+    if real.fingerprint != fingerprint:
+        raise StoreError(
+            f"store {store.uri}: its copy of model {fingerprint} loads as {real.fingerprint}",
+            remedy=Remedy.DOCTOR,
+            store=store.uri,
+        )
+    return real, path

@@ -10,8 +10,9 @@ embedded and written; writers are serialised.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,10 @@ from tqdm.auto import tqdm
 from embedder.intake import ImageIntakeError, IntakeLimits
 
 from ...catalogue import Catalogue
+from ...classifier import VectorIdentifier
 from ...config import IdentifierConfig, IndexSettings
-from ...errors import InvalidQueryError, ModelNotLoadedError
+from ...errors import InvalidQueryError, ModelNotLoadedError, ModelSwitchedError
+from ...model_switch import vectors_model
 from ...names import canonical_species
 from ...results import EnrollReport, Identification, SimilarSpecimen
 from ...specimens import SpecimenIndex
@@ -44,12 +47,44 @@ from ..models import (
     ImageEmbedder,
     LazyEmbedder,
     check_fingerprint,
+    held_model_of,
+    load_held,
     loaded,
     make_embedder,
     model_record,
+    store_model,
 )
-from .embedding import embed_photos, embed_stored
+from .embedding import embed_blobs, embed_photos, embed_stored
 from .folders import enrolled_from, folder_batches
+
+#: tries of a query or an enrolment that a model switch overtook (each follows the switch)
+SWITCH_TRIES = 3
+
+
+def prepare_all(
+    images: Sequence[ImageInput | AcceptedImage],
+    errors: dict[str, str],
+    limits: IntakeLimits,
+    strict: bool = False,
+) -> list[PreparedImage | None]:
+    """Every image through the one intake (:func:`index.workflows.imaging.accept_image`;
+    images already accepted by it are not decoded again). Refused images are reported in
+    ``errors``, or with ``strict`` the first one raises its ImageIntakeError."""
+    prepared: list[PreparedImage | None] = []
+    for item in images:
+        if isinstance(item, AcceptedImage):
+            prepared.append(prepare_accepted(item))
+            continue
+        name = item[0] if isinstance(item, tuple) else Path(item).name
+        try:
+            prepared.append(prepare_image(*read_input(item), limits))
+        except ImageIntakeError as exc:
+            if strict:
+                raise
+            key = name if name not in errors else f"{name} ({len(errors) + 1})"
+            errors[key] = exc.reason
+            prepared.append(None)
+    return prepared
 
 
 class Collection:
@@ -75,6 +110,11 @@ class Collection:
         self._embedder = embedder
         self._check_model = check_model
         self._limits = index.settings.intake_limits()  # what a photo may cost (SHELLID_MAX_*)
+        #: what the collection embeds with, made of a model the store switched to (the
+        #: service: its micro-batcher in front of it); None: the model itself
+        self.wrap_model: Callable[[ImageEmbedder], ImageEmbedder] | None = None
+        self._model_lock = threading.RLock()  # one model change at a time
+        self._ready: dict[str, tuple[ImageEmbedder, str]] = {}  # a switch's model, loaded early
 
     @classmethod
     def open(
@@ -90,7 +130,8 @@ class Collection:
         exported_model: bool = False,
     ) -> Collection:
         """Open (or create) the collection at ``uri`` (default ``settings.store``) with
-        ``model`` (default ``settings.model``, else the frozen backbone; ``exported_model``:
+        ``model`` (default ``settings.model``, else the model the store holds for its vectors,
+        else the frozen backbone; ``exported_model``:
         run its cached ONNX export without PyTorch when there is one, see
         :class:`~index.workflows.models.LazyEmbedder`). ``settings`` (required) are the ones
         the entry point loaded (``IndexSettings.load()``): nothing here reads the environment.
@@ -107,10 +148,10 @@ class Collection:
         )
         embedder, path = (None, "")
         if need_model:
-            embedder, path = make_embedder(
-                model if model is not None else settings.model,
-                exported=exported_model,
-                settings=settings,
+            model = model if model is not None else settings.model
+            held = store_model(store, settings, exported_model) if model is None else None
+            embedder, path = held or make_embedder(
+                model, exported=exported_model, settings=settings
             )
         known = embedder if not isinstance(embedder, LazyEmbedder) else None
         if check_model and known is not None:
@@ -143,33 +184,46 @@ class Collection:
             return self.embedder.fingerprint
         return str(self.store.info().get("fingerprint", ""))
 
-    # ================================================================== enrollment
-    def _prepare(
-        self,
-        images: Sequence[ImageInput | AcceptedImage],
-        errors: dict[str, str],
-        limits: IntakeLimits | None = None,
-        strict: bool = False,
-    ) -> list[PreparedImage | None]:
-        """Every image through the one intake (:func:`index.workflows.imaging.accept_image`;
-        images already accepted by it are not decoded again). Refused images are reported in
-        ``errors``, or with ``strict`` the first one raises its ImageIntakeError."""
-        prepared: list[PreparedImage | None] = []
-        for item in images:
-            if isinstance(item, AcceptedImage):
-                prepared.append(prepare_accepted(item))
-                continue
-            name = item[0] if isinstance(item, tuple) else Path(item).name
-            try:
-                prepared.append(prepare_image(*read_input(item), limits or self._limits))
-            except ImageIntakeError as exc:
-                if strict:
-                    raise
-                key = name if name not in errors else f"{name} ({len(errors) + 1})"
-                errors[key] = exc.reason
-                prepared.append(None)
-        return prepared
+    def _serves(self, embedder: ImageEmbedder) -> bool:
+        """Whether vectors ``embedder`` made may be searched in the loaded vectors (call under
+        ``index.lock``): the same model, or nothing loaded, or the check turned off."""
+        return not self._check_model or self.index.fingerprint in ("", embedder.fingerprint)
 
+    def follow(self) -> bool:
+        """Adopt the model the engine's loaded vectors were made by, when the store switched
+        to another (loaded from the store's held copy, and wrapped by :attr:`wrap_model`);
+        True when the model changed. ModelMismatchError when the store does not hold it."""
+        with self._model_lock:
+            wanted, current = self.index.fingerprint, self._embedder
+            if current is None or not wanted or not self._check_model:
+                return False
+            if current.fingerprint == wanted:
+                return False
+            ready = self._ready.pop(wanted, None)
+            real, path = ready or load_held(self.store, wanted, self.settings, current.fingerprint)
+            self._embedder = self.wrap_model(real) if self.wrap_model else real
+            self.model_path = path
+            self._ready.clear()
+            return True
+
+    def refresh(self) -> bool:
+        """Catch up with other processes' commits (``index.refresh``); when the store switched
+        models, the new model is loaded first (queries are answered by the old model and its
+        vectors meanwhile), then the vectors and the model change. True when anything
+        changed. What a service's watch calls."""
+        current = self._embedder
+        moved = self.store.latest_version() != self.index.loaded_version
+        lazy = isinstance(current, LazyEmbedder) and not current.loaded
+        if current is not None and not lazy and self._check_model and moved:
+            wanted = vectors_model(self.store)
+            if wanted and wanted != current.fingerprint and wanted not in self._ready:
+                self._ready = {
+                    wanted: load_held(self.store, wanted, self.settings, current.fingerprint)
+                }
+        changed = self.index.refresh()
+        return self.follow() or changed
+
+    # ================================================================== enrollment
     def enroll(
         self,
         species: str,
@@ -199,23 +253,33 @@ class Collection:
         if groups is not None and len(groups) != len(images):
             raise InvalidQueryError(f"{len(images)} images but {len(groups)} groups")
         self.embedder  # noqa: B018 - the model (and its check against the store) before decoding
-        report = EnrollReport(species=name)
-        prepared = self._prepare(images, report.errors, limits, strict)
+        first = EnrollReport(species=name)
+        prepared = prepare_all(images, first.errors, limits or self._limits, strict)
         candidates = [(i, p) for i, p in enumerate(prepared) if p is not None]
-        vectors = embed_photos(
-            self.embedder, [p.image for _, p in candidates], progress, desc=f"embedding {name}"
-        )
-        return self.enroll_embedded(
-            name,
-            [p for _, p in candidates],
-            vectors,
-            taxonomy=taxonomy,
-            source=source,
-            groups=None if groups is None else [groups[i] for i, _ in candidates],
-            strict=strict,
-            calibrate=calibrate,
-            report=report,
-        )
+        for attempt in range(SWITCH_TRIES):
+            embedder = self.embedder
+            vectors = embed_photos(
+                embedder, [p.image for _, p in candidates], progress, desc=f"embedding {name}"
+            )
+            try:
+                return self.enroll_embedded(
+                    name,
+                    [p for _, p in candidates],
+                    vectors,
+                    taxonomy=taxonomy,
+                    source=source,
+                    groups=None if groups is None else [groups[i] for i, _ in candidates],
+                    strict=strict,
+                    calibrate=calibrate,
+                    report=first.model_copy(deep=True),
+                    embedder=embedder,
+                )
+            except ModelSwitchedError:  # the store switched models: embed again with its model
+                if attempt == SWITCH_TRIES - 1:
+                    raise
+                self.index.refresh()
+                self.follow()
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def enroll_embedded(
         self,
@@ -229,15 +293,17 @@ class Collection:
         strict: bool = False,
         calibrate: bool = True,
         report: EnrollReport | None = None,
+        embedder: ImageEmbedder | None = None,
     ) -> EnrollReport:
         """:meth:`enroll` for photos already through the intake (:func:`prepare_image`) and
-        embedded by this collection's model elsewhere (``vectors`` row i is ``photos[i]``):
-        the duplicate rules, then ONE store commit."""
+        embedded by this collection's model (or ``embedder``) elsewhere (``vectors`` row i is
+        ``photos[i]``): the duplicate rules, then ONE store commit. ModelSwitchedError when
+        the store switched to another model meanwhile (nothing written)."""
         return self.index.add_photos(
             species,
             photos,
             vectors,
-            model_record(self.embedder, self.model_path),
+            model_record(embedder or self.embedder, self.model_path),
             taxonomy=taxonomy,
             source=source,
             groups=groups,
@@ -279,7 +345,10 @@ class Collection:
 
     # ================================================================== queries
     def _embed_queries(
-        self, images: Sequence[Image.Image], limits: IntakeLimits | None = None
+        self,
+        images: Sequence[Image.Image],
+        limits: IntakeLimits | None = None,
+        embedder: ImageEmbedder | None = None,
     ) -> np.ndarray:
         """Vectors of query photos decoded by the caller (paths and bytes go through
         :func:`index.workflows.imaging.query_image`): the intake's size and shape checks
@@ -291,7 +360,32 @@ class Collection:
         for image in images:
             check_decoded(image, limits or self._limits)
         return embed_photos(
-            self.embedder, [as_stored(normalise_size(im.convert("RGB")))[0] for im in images]
+            embedder or self.embedder,
+            [as_stored(normalise_size(im.convert("RGB")))[0] for im in images],
+        )
+
+    def _answer(
+        self,
+        images: Sequence[Image.Image],
+        limits: IntakeLimits | None,
+        ask: Callable[[VectorIdentifier, np.ndarray], Any],
+    ) -> tuple[Any, float]:
+        """``ask(identifier, vectors)`` with the query photos' vectors, only ever against
+        vectors of the model that embedded them: when the store switched models between the
+        embedding and the search, the collection follows (:meth:`follow`) and embeds again.
+        Returns the answer and the seconds the embedding took."""
+        self.index.need_identifier()
+        for _ in range(SWITCH_TRIES):
+            started = time.perf_counter()
+            embedder = self.embedder
+            vectors = self._embed_queries(images, limits, embedder)
+            seconds = time.perf_counter() - started
+            with self.index.reading() as identifier:
+                if self._serves(embedder):
+                    return ask(identifier, vectors), seconds
+            self.follow()
+        raise ModelSwitchedError(
+            f"store {self.store.uri} kept switching models during this query", store=self.store.uri
         )
 
     def identify(
@@ -307,17 +401,17 @@ class Collection:
         """Identify one specimen from one or several photos of it (views are fused);
         ``limits``: the intake's (default: the settings'); ``subset``: species, genus or
         family names to choose among (:func:`index.decision.candidate_mask`)."""
-        self.index.need_identifier()
         started = time.perf_counter()
-        vectors = self._embed_queries(images, limits)
-        embedded = time.perf_counter()
-        with self.index.reading() as identifier:
-            result = identifier.identify(
+        result, embedding = self._answer(
+            images,
+            limits,
+            lambda identifier, vectors: identifier.identify(
                 vectors, top_k=top_k, region=region, genus=genus, family=family, subset=subset
-            )
+            ),
+        )
         done = time.perf_counter()
-        result.timings_ms["embed"] = round((embedded - started) * 1e3, 3)
-        result.timings_ms["identify"] = round((done - embedded) * 1e3, 3)
+        result.timings_ms["embed"] = round(embedding * 1e3, 3)
+        result.timings_ms["identify"] = round((done - started - embedding) * 1e3, 3)
         result.timings_ms["total"] = round((done - started) * 1e3, 3)
         return result
 
@@ -331,15 +425,21 @@ class Collection:
         limits: IntakeLimits | None = None,
     ) -> list[SimilarSpecimen]:
         """The ``k`` enrolled images most similar to the photo(s) of one specimen."""
-        self.index.need_identifier()
-        vectors = self._embed_queries(images, limits)
-        with self.index.reading() as identifier:
-            return identifier.search(vectors, k=k, region=region, genus=genus, family=family)
+        found, _ = self._answer(
+            images,
+            limits,
+            lambda identifier, vectors: identifier.search(
+                vectors, k=k, region=region, genus=genus, family=family
+            ),
+        )
+        return list(found)
 
     # ================================================================== a new model
     def reindex(self, model: str | Path | Any | None = None, progress: bool = True) -> int:
-        """Re-embed every stored image with ``model`` (one commit) and adopt that model;
-        returns the number of images re-embedded."""
+        """Re-embed every stored image with ``model`` and switch the store to it in one commit
+        (:func:`index.model_switch.switch_vectors`; the store keeps a copy of the model, so
+        every process opening it without a model, and every replica, uses it); returns the
+        number of images the store holds after."""
         new_embedder = loaded(make_embedder(model, settings=self.settings)[0])
         with self.index.write_lock:
             ids, vectors = embed_stored(self.store, new_embedder, progress)
@@ -355,10 +455,20 @@ class Collection:
     ) -> int:
         """Adopt ``model`` with the vectors it made elsewhere of the stored images ``ids``
         (every stored image: :meth:`SpecimenStore.iter_images`' normalised copies) in one
-        commit, and recalibrate; returns how many were replaced."""
+        commit (rows added meanwhile are embedded here), and recalibrate; returns how many
+        rows the store holds after."""
         new_embedder, path = make_embedder(model, settings=self.settings)
         new_embedder = embedder or loaded(new_embedder)
-        with self.index.write_lock:
-            count = self.index.replace_vectors(ids, vectors, model_record(new_embedder, path))
-            self._embedder, self.model_path = new_embedder, path
+        held = held_model_of(model, new_embedder, path)
+        with self.index.write_lock, self._model_lock:
+            count = self.index.replace_vectors(
+                ids,
+                vectors,
+                model_record(new_embedder, path),
+                held=held,
+                embed=lambda ids, blobs: embed_blobs(new_embedder, ids, blobs),
+            )
+            wrap = self.wrap_model
+            self._embedder = wrap(new_embedder) if wrap else new_embedder
+            self.model_path = path
             return count

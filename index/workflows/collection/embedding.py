@@ -47,6 +47,19 @@ def stored_image(specimen_id: str, blob: bytes) -> Image.Image:
         raise StoreError(f"stored image {specimen_id} cannot be decoded ({exc.reason})") from None
 
 
+def embed_blobs(embedder: ImageEmbedder, ids: list[str], blobs: list[bytes]) -> np.ndarray:
+    """``(len(ids), dim)`` vectors of stored normalised copies (``blobs[i]`` is row ``ids[i]``'s)
+    embedded by ``embedder``, a chunk at a time."""
+    parts = [np.zeros((0, int(embedder.dim)), np.float32)]
+    for start in range(0, len(ids), EMBED_CHUNK):
+        chunk = zip(
+            ids[start : start + EMBED_CHUNK], blobs[start : start + EMBED_CHUNK], strict=True
+        )
+        images = [stored_image(i, blob) for i, blob in chunk]
+        parts.append(np.asarray(embedder.embed_images(images), np.float32))
+    return np.concatenate(parts)
+
+
 def embed_stored(
     store: SpecimenStore, embedder: ImageEmbedder, progress: bool = True
 ) -> tuple[list[str], np.ndarray]:
