@@ -294,6 +294,8 @@ def held_embedder(
             "this version cannot load",
             store=store.uri,
         ) from None
+    if held.kind != MODEL_FILE and not held.data:  # small bytes: read now (a file: if not cached)
+        held = store.models.get(held.fingerprint) or held
     spec = loader(held, store, settings.cache_root())
     if spec is None or isinstance(spec, str):
         where = settings.embedder_options()
