@@ -343,3 +343,59 @@ def test_the_service_follows_a_switch_and_its_batcher_embeds_with_the_new_model(
         assert service.collection.embedder.fingerprint == NEW.fingerprint
     finally:
         service.stop()
+
+
+def test_a_trained_model_object_round_trips_through_the_store_bytes(store, photos, tmp_path):
+    """A real ``EmbeddingModel`` (a small head on the frozen backbone) given as an object: the
+    store holds its MODEL.pt bytes, a process opening the store without a model loads it from
+    a cache file (rewritten when damaged) and answers as the writer does."""
+    import torch
+
+    from embedder import EmbeddingModel, create_backbone
+    from embedder.model import create_head
+    from embedder.transforms import PreprocessConfig
+
+    backbone = create_backbone(weights="offline")
+    backbone.preprocess = PreprocessConfig(**{**backbone.preprocess.to_dict(), "input_size": 64})
+    head = create_head("linear", backbone.num_features, 64)
+    torch.manual_seed(0)
+    model = EmbeddingModel(backbone, head, {"kind": "linear", "in_dim": 1280, "out_dim": 64})
+    where = {"runtime": "torch", "cache_dir": tmp_path / "cache"}
+    writer = Collection.open(store, model=FakeEmbedder(0), settings=settings(**where))
+    writer.reindex(model, progress=False)
+    held = writer.store.models.get(model.fingerprint)
+    assert held is not None and held.kind == "MODEL.pt" and len(held.data) > 1_000_000
+    views = query(photos)
+    expected = answer(writer, views)
+    reopened = Collection.open(store, settings=settings(**where))
+    assert reopened.fingerprint == model.fingerprint
+    cached = tmp_path / "cache" / "models" / f"{model.fingerprint}.pt"
+    assert Path(reopened.model_path) == cached and cached.read_bytes() == held.data
+    assert answer(reopened, views) == expected
+    cached.write_bytes(b"damaged")  # a damaged cache file is written again from the store
+    again = Collection.open(store, settings=settings(**where))
+    assert again.fingerprint == model.fingerprint and cached.read_bytes() == held.data
+
+
+def test_doctor_names_and_repairs_a_switch_interrupted_between_its_commits(store, monkeypatch):
+    import index.model_switch as switch
+    from index.workflows.doctor import check_store
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed between the rows' commit and store_info")
+
+    monkeypatch.setattr(switch, "record_model", killed)
+    with pytest.raises(KeyboardInterrupt):
+        Collection.open(store, model=FakeEmbedder(0), settings=settings()).reindex(
+            FakeEmbedder(1), progress=False
+        )
+    monkeypatch.undo()
+    checkup = check_store(store)
+    assert not checkup.healthy
+    assert [f.where for f in checkup.findings] == ["store_info"]
+    assert NEW.fingerprint in checkup.findings[0].problem
+    assert check_store(store, repair=True).healthy
+    assert check_store(store).findings == []
+    from index.store import SpecimenStore
+
+    assert SpecimenStore(store, create=False).info()["fingerprint"] == NEW.fingerprint

@@ -44,8 +44,9 @@ import pyarrow.compute as pc
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..errors import Remedy
-from ..schema import INFO_TABLE, PRIOR_TABLE, SPECIMENS_TABLE
+from ..errors import CollectionError, Remedy
+from ..model_switch import rows_model, settle_model
+from ..schema import INFO_TABLE, MODELS_TABLE, PRIOR_TABLE, SPECIMENS_TABLE
 from ..snapshot import STALE_TEMPORARY_SECONDS, Snapshots
 from ..storage import storage_problem
 
@@ -349,6 +350,33 @@ def _report_rows(
         )
 
 
+def _check_switch(checkup: Checkup, info: dict[str, Any], repair: bool) -> dict[str, Any]:
+    """A model switch stopped between the rows' commit and ``store_info``'s: the rows name a
+    model the store holds and ``store_info`` the one before (repair: record the rows' model,
+    as opening the store does). Returns the info the rows are then checked against."""
+    from ..store import SpecimenStore
+
+    try:
+        store = SpecimenStore(checkup.uri, create=False)
+        store.latest_version()
+        truth = rows_model(store)
+        held = store.models.get(truth, with_data=False) if truth else None
+    except CollectionError:
+        return info  # what cannot be read is reported by the other checks
+    if held is None or truth == info.get("fingerprint"):
+        return info
+    finding = checkup.add(
+        "store_info",
+        f"names model {info.get('fingerprint')} but the vectors are model {truth}'s (a switch "
+        "stopped before recording it)",
+        f"record model {truth} ({held.name}, held by the store)",
+    )
+    if repair:
+        settle_model(store)
+        finding.repaired = True
+    return {**info, "fingerprint": truth, "dim": held.dim}
+
+
 def _read_info(table: Any) -> dict[str, Any]:
     data = table.to_arrow()
     return {
@@ -415,7 +443,7 @@ def check_store(
     if local is not None:  # a table whose listing hides it (no readable manifest) is still one
         names |= {p.stem for p in local.parent.glob("*.lance") if (p / "_versions").is_dir()}
     info: dict[str, Any] = {}
-    for name in (INFO_TABLE, PRIOR_TABLE, SPECIMENS_TABLE):
+    for name in (INFO_TABLE, PRIOR_TABLE, MODELS_TABLE, SPECIMENS_TABLE):
         if name not in names:
             continue
         say(f"checking table {name}")
@@ -429,6 +457,7 @@ def check_store(
         if name == INFO_TABLE:
             info = _read_info(table)
         elif name == SPECIMENS_TABLE:
+            info = _check_switch(checkup, info, repair)
             say("reading every row (vectors, photos, thumbnails)")
             _check_rows(table, info, checkup, bar)
     if SPECIMENS_TABLE not in names:
