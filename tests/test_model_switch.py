@@ -29,9 +29,7 @@ def photos(tmp_path_factory) -> Path:
 
 
 def files(photos: Path, species: str, specimens: set[int]) -> list[Path]:
-    return sorted(
-        p for p in (photos / species).iterdir() if int(p.stem.split("_")[2]) in specimens
-    )
+    return sorted(p for p in (photos / species).iterdir() if int(p.stem.split("_")[2]) in specimens)
 
 
 def settings(**values) -> IndexSettings:
@@ -95,9 +93,7 @@ def _child(store: str, photos: str, out) -> None:
     out.put((collection.fingerprint, answer(collection, query(Path(photos)))))
 
 
-def test_another_process_opening_the_store_without_a_model_answers_with_the_held_one(
-    store, photos
-):
+def test_another_process_opening_the_store_without_a_model_answers_with_the_held_one(store, photos):
     writer = Collection.open(store, model=FakeEmbedder(0), settings=settings())
     writer.reindex(FakeEmbedder(1), progress=False)
     context = mp.get_context("spawn")
@@ -170,9 +166,7 @@ def test_a_query_embedded_by_the_old_model_is_never_searched_in_the_new_vectors(
     assert replica.fingerprint == NEW.fingerprint
 
 
-def test_queries_during_a_switch_get_the_old_or_the_new_answer_never_a_mix(
-    store, photos, tmp_path
-):
+def test_queries_during_a_switch_get_the_old_or_the_new_answer_never_a_mix(store, photos, tmp_path):
     views = query(photos)
     replica = Collection.open(store, model=FakeEmbedder(0), settings=settings())
     before, after = answer(replica, views), switched_answer(store, views, tmp_path)

@@ -22,7 +22,7 @@ from embedder import (
     load_model,
 )
 from embedder.profiles import PROFILES, Profile, create_profile
-from embedder.settings import BACKBONE_NAMES, MODEL_NAMES, PROFILE_NAMES
+from embedder.settings import BACKBONE_NAMES, DEFAULT_BACKBONE, MODEL_NAMES, PROFILE_NAMES
 from index import ModelMismatchError
 from index.config import IndexSettings
 from index.workflows.collection import Collection
@@ -169,10 +169,12 @@ def test_a_store_built_with_the_default_refuses_a_profile_until_reindexed(
     reopened = Collection.open(store, model=name, settings=IndexSettings.load())
     assert reopened.identify(query).candidates[0].species in few_photos
     assert reopened.fingerprint == frozen(name).fingerprint
-    with pytest.raises(ModelMismatchError):
-        Collection.open(store, settings=IndexSettings.load()).identify(
+    default = Collection.open(store, settings=IndexSettings.load())  # no --model: the store's
+    assert default.model_path == name and default.identify(query).candidates
+    with pytest.raises(ModelMismatchError):  # and now the default is the other model
+        Collection.open(store, model=DEFAULT_BACKBONE, settings=IndexSettings.load()).identify(
             query
-        )  # and now the default is the other model
+        )
 
 
 def test_the_command_line_takes_profile_names_and_lists_them_for_a_bad_one(tmp_path):

@@ -120,9 +120,7 @@ def answers(template, photos, tmp_path_factory) -> dict[str, list]:
 
 
 def _run(store: str, point: str, marker: Path) -> int:
-    process = mp.get_context("spawn").Process(
-        target=_installer, args=(store, point, str(marker))
-    )
+    process = mp.get_context("spawn").Process(target=_installer, args=(store, point, str(marker)))
     process.start()
     try:
         if point == "timed":

@@ -182,7 +182,7 @@ class Collection:
         """Fingerprint of the model whose vectors the store holds (or will hold)."""
         if self._embedder is not None:
             return self.embedder.fingerprint
-        return str(self.store.info().get("fingerprint", ""))
+        return self.index.fingerprint or str(self.store.info().get("fingerprint", ""))
 
     def _serves(self, embedder: ImageEmbedder) -> bool:
         """Whether vectors ``embedder`` made may be searched in the loaded vectors (call under
