@@ -393,3 +393,49 @@ def test_doctor_names_and_repairs_a_switch_interrupted_between_its_commits(store
     from index.store import SpecimenStore
 
     assert SpecimenStore(store, create=False).info()["fingerprint"] == NEW.fingerprint
+
+
+def _switch_in_child(store: str) -> None:
+    collection = Collection.open(store, model=FakeEmbedder(0), settings=IndexSettings())
+    collection.reindex(FakeEmbedder(1), progress=False)
+
+
+def test_a_replica_answers_old_or_new_while_another_process_switches(store, photos, tmp_path):
+    views = query(photos)
+    replica = Collection.open(store, model=FakeEmbedder(0), settings=settings())
+    before, after = answer(replica, views), switched_answer(store, views, tmp_path)
+    child = mp.get_context("spawn").Process(target=_switch_in_child, args=(store,))
+    child.start()
+    seen = []
+    try:
+        while child.is_alive():
+            replica.refresh()
+            seen.append(answer(replica, views))
+        child.join(60)
+        assert child.exitcode == 0
+    finally:
+        if child.is_alive():
+            child.kill()
+            child.join(10)
+    replica.refresh()
+    seen.append(answer(replica, views))
+    assert all(a in (before, after) for a in seen), "a mix of the two models answered"
+    assert seen[-1] == after and replica.fingerprint == NEW.fingerprint
+
+
+def test_an_append_begun_before_the_switch_is_refused_then_embedded_again(store, photos):
+    late = Collection.open(store, model=FakeEmbedder(0), settings=settings())
+    real_add = late.store.add
+    switched = []
+
+    def add_after_a_switch(table):
+        if not switched:  # another process switches between this append's checks and commit
+            writer = Collection.open(store, model=FakeEmbedder(0), settings=settings())
+            switched.append(writer.reindex(FakeEmbedder(1), progress=False))
+        return real_add(table)
+
+    late.store.add = add_after_a_switch
+    report = late.enroll("Murex_epsilon", files(photos, "Murex_epsilon", {4}))
+    assert switched == [30] and report.added == 2
+    assert late.fingerprint == NEW.fingerprint
+    _assert_all_new(late)
