@@ -33,6 +33,7 @@ from .errors import (
     InvalidQueryError,
     SpeciesNotFoundError,
     SpecimenNotFoundError,
+    StoreError,
     StoreWriteError,
 )
 from .held_models import HeldModel, ModelRecord
@@ -181,7 +182,7 @@ class SpecimenIndex:
         with the store by difference, else from every row (:mod:`index.sync`). The model is
         the rows' (:func:`~index.model_switch.settle_model`); a switch committed while loading
         is loaded again, so the vectors and the fingerprint they carry always agree."""
-        for attempt in range(3):
+        for _ in range(3):
             version = self.store.latest_version()
             dim = self.store.dim or self.dim
             identifier, sha, fingerprint = None, DuplicateTable({}), ""
@@ -196,10 +197,15 @@ class SpecimenIndex:
                     self._snapshots if fingerprint else None,
                 )
                 identifier, sha, version = state.identifier, state.sha, state.version
-                if attempt < 2 and vectors_model(self.store, version) != fingerprint:
+                if vectors_model(self.store, version) != fingerprint:
                     continue  # switched meanwhile: load the new model's vectors
                 identifier.set_overrides(**self.settings.threshold_overrides())
             break
+        else:
+            raise StoreError(
+                f"store {self.store.uri} kept switching models while it was loaded",
+                store=self.store.uri,
+            )
         with self.lock:
             self._identifier = identifier
             self._duplicates = sha
