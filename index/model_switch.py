@@ -57,7 +57,9 @@ def rows_model(store: SpecimenStore, version: int | None = None) -> str:
     when there are no rows."""
     if store.table is None:
         return ""
-    table = store.table if version is None else store.at_version(version)[0]
+    table = store.table  # the version checked out, unless another is asked for
+    if version is not None and int(table.version) != version:
+        table = store.at_version(version)[0]
     try:
         rows = table.search().select(["fingerprint"]).limit(1).to_arrow()
     except Exception as exc:

@@ -361,8 +361,11 @@ def _check_switch(checkup: Checkup, info: dict[str, Any], repair: bool) -> dict[
         store.latest_version()
         truth = rows_model(store)
         held = store.models.get(truth, with_data=False) if truth else None
+        listed = store.models.listing()
     except CollectionError:
         return info  # what cannot be read is reported by the other checks
+    if listed:
+        checkup.facts["models held"] = ", ".join(f"{m.fingerprint} ({m.name})" for m in listed)
     if held is None or truth == info.get("fingerprint"):
         return info
     finding = checkup.add(
