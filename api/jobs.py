@@ -69,12 +69,11 @@ def train_on_store(collection: Collection, config: TrainingConfig, **kwargs: Any
     return train(collection, config, **kwargs)
 
 
-def training_config(changes: dict[str, Any]) -> TrainingConfig:
-    """The store-training recipe with a client's ``changes``; a ``ValueError`` (pydantic's
-    ``ValidationError``) naming the field when the result cannot work."""
+def store_recipe() -> TrainingConfig:
+    """The recipe store training starts from (a client changes a few of its fields)."""
     from embedder.settings import TrainingConfig
 
-    return TrainingConfig.model_validate({**TrainingConfig().model_dump(), **changes})
+    return TrainingConfig()
 
 
 def one_line(exc: BaseException) -> str:
@@ -134,7 +133,8 @@ class TrainingJobs:
 
     ``open_collection``: a collection of its own on the service's store, for the job;
     ``follow``: makes the service answer with what the store now holds (called after a model
-    was installed); ``trainer``: ``train_on_store`` or a stand-in with its signature."""
+    was installed); ``trainer``: ``train_on_store`` or a stand-in with its signature;
+    ``recipe``: the training config a client's changes apply to."""
 
     def __init__(
         self,
@@ -142,25 +142,35 @@ class TrainingJobs:
         follow: Callable[[], object],
         cache_dir: Path,
         trainer: Trainer = train_on_store,
+        recipe: Callable[[], TrainingConfig] = store_recipe,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.open_collection = open_collection
         self.follow = follow
         self.cache_dir = cache_dir
         self.trainer = trainer
+        self.recipe = recipe
         self.clock = clock
         self.lock = threading.Lock()
         self.jobs: OrderedDict[str, Job] = OrderedDict()
         self.thread: threading.Thread | None = None
 
-    def start(self, config: TrainingConfig, settings: dict[str, Any]) -> dict[str, Any]:
-        """Queue a job training with ``config`` (``settings``: what the client asked for) and
-        start its thread; :class:`TrainingBusyError` while another job is unfinished."""
+    def config(self, changes: dict[str, Any]) -> TrainingConfig:
+        """The recipe with a client's ``changes``; a ``ValueError`` (pydantic's
+        ``ValidationError``) naming the field when the result cannot work."""
+        recipe = self.recipe()
+        return type(recipe).model_validate({**recipe.model_dump(), **changes})
+
+    def start(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """Queue a job training with the recipe and a client's ``changes`` and start its
+        thread; :class:`TrainingBusyError` while another job is unfinished, a ``ValueError``
+        for changes that cannot work."""
+        config = self.config(changes)
         with self.lock:
             for job in self.jobs.values():
                 if job.state not in FINISHED:
                     raise TrainingBusyError(job.id)
-            job = Job(id=uuid.uuid4().hex[:12], settings=settings, created=datetime.now(UTC))
+            job = Job(id=uuid.uuid4().hex[:12], settings=changes, created=datetime.now(UTC))
             self.jobs[job.id] = job
             self._forget_old()
             self.thread = threading.Thread(

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from api.app import create_app
 from api.deps import training_jobs_for
@@ -190,6 +190,19 @@ def test_bad_training_settings_are_422_naming_the_field(store, body, named):
         assert named in answer["detail"]
         assert_error(api.get("/v1/train"), 404, "training_job_not_found")
     assert trainer.calls == []
+
+
+def test_changes_the_recipe_refuses_are_422_naming_the_field(store):
+    class Recipe(BaseModel):
+        epochs: int = Field(2, le=3)
+        unfreeze: int = 0
+        seed: int = 0
+
+    with serving(store, FakeTrainer()) as (api, _):
+        api.app.state.runtime.training.recipe = Recipe  # type: ignore[attr-defined]
+        answer = assert_error(api.post("/v1/train", json={"epochs": 4}), 422, "invalid_request")
+        assert answer["detail"] == "epochs: Input should be less than or equal to 3"
+        assert api.post("/v1/train", json={"epochs": 3}).status_code == 202
 
 
 def test_training_needs_the_write_key_and_its_status_the_read_key(store):

@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Path, Response
+from pydantic import ValidationError
 
 from ..deps import TrainingDep, require_read_key, require_write_key
 from ..errors import COMMON_ERRORS, ApiError, ErrorBody
-from ..jobs import KEEP_FINISHED, TrainingBusyError, training_config
+from ..jobs import KEEP_FINISHED, TrainingBusyError
 from ..schemas import TrainingJobOut, TrainRequest
 
 router = APIRouter(prefix="/v1", tags=["training"])
@@ -18,6 +19,14 @@ NO_JOB: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "No such training job (or none yet)."}
 }
 JOB_ID = Path(..., description="The id POST /v1/train answered.", max_length=64)
+
+
+def validation_message(exc: ValidationError) -> str:
+    """``field: what is wrong`` for each refused field, in one line."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}".lstrip(": ")
+        for error in exc.errors()
+    )
 
 
 def job_url(job_id: str) -> str:
@@ -38,13 +47,11 @@ def job_url(job_id: str) -> str:
 async def start_training(
     jobs: TrainingDep, response: Response, body: TrainRequest | None = None
 ) -> TrainingJobOut:
-    settings = body.model_dump(exclude_none=True) if body else {}
+    changes = body.model_dump(exclude_none=True) if body else {}
     try:
-        config = training_config(settings)
-    except ValueError as exc:
-        raise ApiError(422, "invalid_request", str(exc).splitlines()[0]) from None
-    try:
-        record = jobs.start(config, settings)
+        record = jobs.start(changes)
+    except ValidationError as exc:  # the recipe refuses the changes (TrainRequest let them by)
+        raise ApiError(422, "invalid_request", validation_message(exc)) from None
     except TrainingBusyError as exc:
         raise ApiError(
             409,
