@@ -66,7 +66,12 @@ def training_jobs_for(service: ShellidService) -> TrainingJobs:
 
     settings, store = service.settings, service.collection.store.uri
     return TrainingJobs(
-        open_collection=lambda: Collection.open(store, create=False, settings=settings),
+        open_collection=lambda: Collection.open(
+            store,
+            create=False,
+            settings=settings,
+            need_model=False,  # the job makes its own
+        ),
         follow=service.collection.index.refresh,
         cache_dir=settings.features_dir(),
     )
