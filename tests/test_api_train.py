@@ -18,11 +18,13 @@ from pydantic import BaseModel, Field
 
 from api.app import create_app
 from api.deps import training_jobs_for
-from embedder.settings import TrainingError
+from embedder.settings import TrainingConfig, TrainingError
 from index.config import IndexSettings
+from index.workflows.training import train_on_store
 from tests.conftest import make_collection
 from tests.fake_embedder import FakeEmbedder
 from tests.test_api import assert_error, photos, query_photo, settings_for
+from tests.test_train_on_store import enrolled, quick, weak_model, zhang8  # noqa: F401
 
 WRITE = {"Authorization": "Bearer s3cret"}
 FINISHED = {"installed", "not_installed", "failed"}
@@ -111,6 +113,8 @@ def serving(store, trainer: FakeTrainer, **values) -> Iterator[tuple[TestClient,
 
         jobs.follow = counted
         yield api, follows
+        if jobs.thread is not None:  # a job left running must not outlive its store
+            jobs.thread.join(60)
 
 
 def wait_for(api: TestClient, url: str, done, headers=None, seconds: float = 20.0) -> dict:
@@ -267,3 +271,40 @@ def test_the_training_routes_are_in_a_valid_openapi_schema(store):
     assert {"202", "401", "409", "422"} <= set(start["responses"])
     assert "TrainRequest" in schema["components"]["schemas"]
     assert "404" in schema["paths"]["/v1/train/{job_id}"]["get"]["responses"]
+
+
+# ------------------------------------------------------------------ the real trainer
+def test_a_store_the_real_trainer_refuses_fails_the_job_in_one_line(store, tmp_path):
+    with serving(store, FakeTrainer()) as (api, follows):
+        jobs = api.app.state.runtime.training  # type: ignore[attr-defined]
+        jobs.trainer, jobs.cache_dir = train_on_store, tmp_path / "cache"
+        jobs.recipe = lambda: TrainingConfig(val_fraction=0.0)
+        done = finished(api, api.post("/v1/train").headers["location"])
+        assert done["state"] == "failed" and follows == []
+        assert done["error"].startswith("nothing to validate on: a validation fraction of 0")
+        assert "\n" not in done["error"]
+        assert api.get("/v1/info").json()["fingerprint"] == FakeEmbedder().fingerprint
+
+
+@pytest.mark.shared
+def test_training_through_http_installs_a_better_model_on_real_shells(zhang8, tmp_path):  # noqa: F811
+    collection = enrolled(tmp_path / "store", weak_model(), zhang8)
+    old = collection.store.info()["fingerprint"]
+    with serving((tmp_path / "store", collection), FakeTrainer()) as (api, follows):
+        jobs = api.app.state.runtime.training  # type: ignore[attr-defined]
+        jobs.trainer, jobs.recipe, jobs.cache_dir = train_on_store, quick, tmp_path / "cache"
+        answer = api.post("/v1/train", json={"epochs": 2}, headers=WRITE)
+        assert answer.status_code == 202, answer.text
+        seen = [answer.json()["fraction"]]
+        done = wait_for(
+            api,
+            answer.headers["location"],
+            lambda r: seen.append(r["fraction"]) or r["state"] in FINISHED,
+            seconds=600,
+        )
+        assert done["state"] == "installed", done
+        assert seen == sorted(seen) and seen[-1] == 1.0
+        report = done["report"]
+        assert report["after"] > report["before"] and report["validation_photos"] == 16
+        assert report["fingerprint"] == collection.store.info()["fingerprint"] != old
+        assert follows == [1]
