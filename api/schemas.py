@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from index.results import Decision
+from index.workflows.training import StoreTrainingReport
 
 
 def _blank_is_none(value: Any) -> Any:
@@ -356,10 +357,8 @@ class TrainingJobOut(BaseModel):
     )
     created: datetime = Field(description="When the job was asked for (UTC).")
     settings: dict[str, Any] = Field(description="The training fields the request changed.")
-    report: dict[str, Any] | None = Field(
-        description="When finished: installed, reason (one line with the figures), species, "
-        "photos, validation_photos, before and after (seen-species top-1 on the validation "
-        "photos), seconds, model_name, fingerprint."
+    report: StoreTrainingReport | None = Field(
+        description="When finished (not on failure): the figures and the one-line reason."
     )
     error: str | None = Field(description="One line, when the job failed.")
     log: list[str] = Field(description="The trainer's last lines.")
