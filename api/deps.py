@@ -61,7 +61,8 @@ ServiceDep = Annotated[ShellidService, Depends(get_service)]
 def training_jobs_for(service: ShellidService) -> TrainingJobs:
     """The training jobs of ``service``: each opens a collection of its own on the service's
     store and, once its model is installed there, makes the service catch up with the store
-    at once (the refresh its store watch runs every ``SHELLID_REFRESH_SECONDS``)."""
+    at once (``Collection.refresh``, which its store watch runs every
+    ``SHELLID_REFRESH_SECONDS``: the new model and its vectors are adopted together)."""
     from index.workflows.collection import Collection
 
     settings, store = service.settings, service.collection.store.uri
@@ -72,7 +73,7 @@ def training_jobs_for(service: ShellidService) -> TrainingJobs:
             settings=settings,
             need_model=False,  # the job makes its own
         ),
-        follow=service.collection.index.refresh,
+        follow=service.collection.refresh,  # the store watch's: model and vectors together
         cache_dir=settings.features_dir(),
     )
 

@@ -308,3 +308,9 @@ def test_training_through_http_installs_a_better_model_on_real_shells(zhang8, tm
         assert report["after"] > report["before"] and report["validation_photos"] == 16
         assert report["fingerprint"] == collection.store.info()["fingerprint"] != old
         assert follows == [1]
+        # once the job says installed, the service answers with the new model
+        assert api.get("/v1/info").json()["fingerprint"] == report["fingerprint"]
+        photo = zhang8[0].path
+        answer = api.post("/v1/identify", files=[("images", (photo.name, photo.read_bytes()))])
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["similar"][0]["score"] > 0.99  # the photo itself, new vectors
