@@ -262,3 +262,47 @@ def test_shellid_train_store_bad_input_is_one_line(tmp_path, capsys, make_args, 
     assert code == 2 and not stdout
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("shellid: error:") and message in lines[0]
+
+
+def test_a_training_killed_midway_leaves_the_old_model_and_the_next_one_runs(
+    tmp_path, frozen_model
+):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    collection = small_store(tmp_path, frozen_model, 5, 4)
+    store, cache = collection.store.uri, tmp_path / "cache"
+    info, version = collection.store.info(), collection.store.latest_version()
+    argv = ["train", "--store", store, "--cache-dir", str(cache), "--epochs", "200"]
+    argv += ["--patience", "200", "--views", "0", "--unfreeze", "0", "--batch-size", "16"]
+    shellid = [sys.executable, "-u", "-c", "import sys; from api.cli import main; main()"]
+    job = subprocess.Popen(
+        [*shellid, *argv, "--quiet"],
+        cwd=Path(__file__).parents[1],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        for line in job.stdout or []:  # killed once it trains: past its first epoch
+            if line.startswith("epoch  1/") or time.monotonic() > deadline:
+                os.kill(job.pid, signal.SIGKILL)
+                break
+    finally:
+        if job.poll() is None:
+            job.kill()
+        job.communicate()
+    assert job.returncode == -signal.SIGKILL
+    assert list((cache / "store-photos").rglob("*.jpg"))  # it died before cleaning up
+    assert collection.store.info()["fingerprint"] == info["fingerprint"]
+    assert collection.store.latest_version() == version
+    # the lock died with it: the next training runs, and clears what the killed one left
+    report = train_on_store(
+        collection, quick(epochs=1, lr=1e-12), cache_dir=cache, show_bars=False, log=print
+    )
+    assert not report.installed
+    assert not list((cache / "store-photos").rglob("*.jpg"))
