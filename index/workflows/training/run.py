@@ -172,25 +172,30 @@ def _train(
     show_bars: bool,
     log: Callable[[str], None],
 ) -> TrainingResult:
-    """Cache the trunk features (with progress), then train, an epoch a step of progress."""
+    """Cache the trunk features (with progress), then train, an epoch a step of progress
+    (and of a bar with the ETA of the most epochs; an early stop ends it sooner)."""
+    from tqdm.auto import tqdm
+
     from embedder.training import resolve_device, starting_backbone, train_embedder
 
     backbone = starting_backbone(None, config, resolve_device(config.device))
     cache_features(backbone, train, val, config, cache_dir, progress, show_bars)
+    with tqdm(total=config.epochs, desc="training", unit="epoch", disable=not show_bars) as bar:
 
-    def on_epoch(epoch: int, epochs: int) -> None:
-        progress.report("training", epoch / epochs, f"epoch {epoch}/{epochs}")
+        def on_epoch(epoch: int, epochs: int) -> None:
+            bar.update(epoch - bar.n)
+            progress.report("training", epoch / epochs, f"epoch {epoch}/{epochs}")
 
-    return train_embedder(
-        train,
-        val,
-        config,
-        cache_dir=cache_dir,
-        backbone=backbone,
-        progress=show_bars,
-        log=log,
-        on_epoch=on_epoch,
-    )
+        return train_embedder(
+            train,
+            val,
+            config,
+            cache_dir=cache_dir,
+            backbone=backbone,
+            progress=show_bars,
+            log=log,
+            on_epoch=on_epoch,
+        )
 
 
 def cache_features(
