@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from api.cli import main
-from embedder import EmbeddingModel, create_backbone
+from embedder import EmbeddingModel, create_backbone, load_image
 from embedder.datasets import ImageRecord, scan_collection
 from embedder.episodes import prototype_top1
 from embedder.model import create_head
@@ -114,6 +114,11 @@ def test_a_better_model_is_trained_on_the_store_and_installed(zhang8, tmp_path):
     now, held = stored_top1(collection, config)
     assert held == report.validation_photos
     assert abs(now - report.after) <= 1 / held  # float16 trunk cache vs exact embedding
+    # the store holds the model: opened with no model given, it is the one that answers
+    reopened = Collection.open(tmp_path / "store", settings=IndexSettings.load())
+    assert reopened.fingerprint == report.fingerprint
+    answer = reopened.identify([load_image(zhang8[0].path)])
+    assert answer.candidates[0].species == zhang8[0].species
     # progress: one monotonic fraction of the whole job, through every stage, ending at 1
     fractions = [f for _, f in events]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
