@@ -10,8 +10,11 @@ Protocol (``--seed`` picks the species and photos):
   ``validation="photos"`` (when ``TrainingConfig`` has it) the store is split as store
   training splits it (``val_fraction`` of each species' specimens pick the epoch).
 * **seen top-1**: every other photo of the enrolled species, identified by the product's
-  identifier (:class:`index.VectorIdentifier`, the default config, no prior) fitted on the
-  store's vectors (all ``--photos`` per species) of the candidate's model: its top species.
+  identifier (:class:`index.VectorIdentifier`, the default config) fitted on the store's
+  vectors (all ``--photos`` per species) of the candidate's model: its top species. A trained
+  model brings the within-species prior of its training photos, as store training installs
+  it (``index.workflows.training.attach_prior``); the frozen default has none. ``no prior``
+  columns: the trained model's figures without it.
 * **unseen**: the remaining species are never enrolled. **rejected**: the share of their photos
   the same identifier answers ``unknown_species`` or ``out_of_domain`` (its own calibrated
   thresholds), beside the share of seen photos it keeps (not rejected). **5-way 1-shot**:
@@ -57,6 +60,7 @@ from embedder.training import TrainingConfig, embed_cached, train_embedder  # no
 from index.classifier import VectorIdentifier  # noqa: E402
 from index.results import REJECTIONS  # noqa: E402
 from index.rows import SpecimenRows  # noqa: E402
+from index.whitening import WithinSpeciesPrior  # noqa: E402
 
 #: data set -> group preset (specimen/track), as in decision_benchmark.py
 DATASETS = {"birds-cub-base100": None, "fish4k-23": "track", "shells-zhang8": "specimen"}
@@ -195,9 +199,12 @@ def warm_caches(
     print(f"shared feature cache ready in {(time.perf_counter() - started) / 60:.1f} min")
 
 
-def score(model: EmbeddingModel, unfreeze: int, split: Split, args: argparse.Namespace) -> dict:
+def score(
+    model: EmbeddingModel, unfreeze: int, split: Split, args: argparse.Namespace, trained: bool
+) -> dict:
     """Seen top-1, unseen rejection and seen kept by the product's identifier fitted on the
-    store; unseen 5-way 1-shot."""
+    store (with the within-species prior of the training photos for a ``trained`` model, as
+    store training installs it, and without: ``*_no_prior``); unseen 5-way 1-shot."""
     every = [*split.store, *split.seen_test, *split.unseen]
     vectors, kept, errors = embed_cached(
         model, [r.path for r in every], unfreeze, cache_dir=args.cache_dir, progress=False
@@ -209,16 +216,31 @@ def score(model: EmbeddingModel, unfreeze: int, split: Split, args: argparse.Nam
     def take(part: list[ImageRecord]) -> np.ndarray:
         return vectors[[row[r.path] for r in part]]
 
-    identifier = VectorIdentifier.fit(
-        SpecimenRows(
-            take(split.store),
-            species=[r.species for r in split.store],
-            groups=[r.group for r in split.store],
-        )
+    rows = SpecimenRows(
+        take(split.store),
+        species=[r.species for r in split.store],
+        groups=[r.group for r in split.store],
     )
-    known = identifier.score_batch(take(split.seen_test))
-    truth = np.array([known.species.index(r.species) for r in split.seen_test])
-    strangers = identifier.score_batch(take(split.unseen))
+    prior = None
+    if trained:  # store training gives the model the prior of its training photos
+        prior = WithinSpeciesPrior.of_collection(
+            take(split.train),
+            np.array([r.species for r in split.train]),
+            np.array([r.group for r in split.train]),
+        )
+    figures: dict[str, float] = {}
+    for suffix, chosen in (("", prior), ("_no_prior", None)):
+        identifier = VectorIdentifier.fit(rows, prior=chosen)
+        known = identifier.score_batch(take(split.seen_test))
+        truth = np.array([known.species.index(r.species) for r in split.seen_test])
+        strangers = identifier.score_batch(take(split.unseen))
+        figures |= {
+            f"seen_top1{suffix}": float((known.similarities.argmax(1) == truth).mean()),
+            f"seen_kept{suffix}": float((~np.isin(known.decisions, list(REJECTIONS))).mean()),
+            f"unseen_rejected{suffix}": float(
+                np.isin(strangers.decisions, list(REJECTIONS)).mean()
+            ),
+        }
     one = episodic_accuracy(
         take(split.unseen),
         [r.species for r in split.unseen],
@@ -229,9 +251,7 @@ def score(model: EmbeddingModel, unfreeze: int, split: Split, args: argparse.Nam
         groups=[r.group for r in split.unseen],
     )
     return {
-        "seen_top1": float((known.similarities.argmax(1) == truth).mean()),
-        "seen_kept": float((~np.isin(known.decisions, list(REJECTIONS))).mean()),
-        "unseen_rejected": float(np.isin(strangers.decisions, list(REJECTIONS)).mean()),
+        **figures,
         "unseen_1shot": one.mean,
         "unseen_1shot_ci95": one.ci95,
     }
@@ -246,6 +266,8 @@ COLUMNS = (
     ("Δ", 7),
     ("unseen 1-shot", 15),
     ("Δ", 7),
+    ("no prior: top-1", 16),
+    ("rej.", 6),
     ("best ep.", 9),
     ("cache min", 10),
     ("train min", 10),
@@ -275,6 +297,8 @@ def table_cells(name: str, r: dict, base: dict) -> list[str]:
         diff("unseen_rejected"),
         f"{100 * r['unseen_1shot']:.1f} ± {100 * r['unseen_1shot_ci95']:.1f}",
         diff("unseen_1shot"),
+        f"{100 * r['seen_top1_no_prior']:.1f}",
+        f"{100 * r['unseen_rejected_no_prior']:.1f}",
         str(r.get("best_epoch", "—")),
         minutes(cache),
         minutes(train_min),
@@ -331,12 +355,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.dataset}, seed {args.seed}: {args.seen} seen species x {args.photos} store photos "
         f"({len(split.store)}; {len(split.train)} train, {validation}); seen test "
         f"{len(split.seen_test)} other photos; {len({r.species for r in split.unseen})} unseen "
-        f"species ({len(split.unseen)} photos). Identifier: VectorIdentifier defaults, no prior. "
+        f"species ({len(split.unseen)} photos). Identifier: VectorIdentifier defaults, a "
+        "trained model with the prior of its training photos. "
         f"{args.threads} torch thread(s)."
     )
     args.work.mkdir(parents=True, exist_ok=True)
     frozen = default_model()
-    rows: dict[str, dict] = {"frozen": score(frozen, 0, split, args)}
+    rows: dict[str, dict] = {"frozen": score(frozen, 0, split, args, trained=False)}
     print_table(rows)
     configs = {n: candidate_config(n, args.epochs) for n in args.candidates.split(",") if n}
     warm_caches(split, configs.values(), args)
@@ -345,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         config = configs[name]
         model, seconds = train(name, split, config, args)
         rows[name] = {
-            **score(model, config.unfreeze, split, args),
+            **score(model, config.unfreeze, split, args, trained=True),
             "settings": CANDIDATES[name],
             "best_epoch": model.metrics.get("best_epoch"),
             "epochs_run": model.metrics.get("epochs_run"),
