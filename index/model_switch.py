@@ -37,7 +37,6 @@ import pyarrow as pa
 from .errors import ModelSwitchedError, Remedy, StoreChangedError, StoreError, StoreWriteError
 from .held_models import HeldModel, ModelRecord
 from .schema import SPECIMEN_COLUMNS, where_in
-from .storage import storage_problem
 from .store import SpecimenStore
 from .whitening import WithinSpeciesPrior
 
@@ -63,11 +62,7 @@ def rows_model(store: SpecimenStore, version: int | None = None) -> str:
     try:
         rows = table.search().select(["fingerprint"]).limit(1).to_arrow()
     except Exception as exc:
-        raise StoreError(
-            f"cannot read store {store.uri}: {storage_problem(exc)}",
-            remedy=Remedy.DOCTOR,
-            store=store.uri,
-        ) from exc
+        raise store.read_failed(exc) from exc
     return str(rows["fingerprint"][0].as_py()) if rows.num_rows else ""
 
 

@@ -226,9 +226,9 @@ class SpecimenStore:
         try:
             return self._specimens.search().select(columns).limit(None).to_arrow()
         except Exception as exc:
-            raise self._read_failed(exc) from exc
+            raise self.read_failed(exc) from exc
 
-    def _read_failed(self, exc: BaseException) -> StoreError:
+    def read_failed(self, exc: BaseException) -> StoreError:
         """The one-line error of a read the store could not serve (the remedy: check it)."""
         return StoreError(
             f"cannot read store {self.uri}: {storage_problem(exc)}",
@@ -245,7 +245,7 @@ class SpecimenStore:
             query = self._specimens.search().where(where).select(columns).limit(None)
             return query.to_arrow()
         except Exception as exc:
-            raise self._read_failed(exc) from exc
+            raise self.read_failed(exc) from exc
 
     def at_version(self, version: int) -> tuple[Any, int]:
         """The specimens table checked out at ``version``; when that version has been cleaned
@@ -422,7 +422,7 @@ class SpecimenStore:
                 .to_arrow()
             )
         except Exception as exc:
-            raise self._read_failed(exc) from exc
+            raise self.read_failed(exc) from exc
         if table.num_rows == 0:
             raise SpecimenNotFoundError(f"no enrolled specimen with id {specimen_id!r}")
         return bytes(table[column][0].as_py())
